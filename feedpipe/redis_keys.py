@@ -1,0 +1,99 @@
+"""The Redis key layout, built from topology.yaml ``redis.keys`` (spec: docs/redis-keys.md).
+
+Every Redis key feedpipe reads or writes is made here; no other module formats key strings.
+User ids and content ids are validated before they become part of a key
+(:func:`safe_id`), so a request path can never address another key.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from feedpipe.topology import Topology, topology
+
+_SAFE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def safe_id(value: str) -> str:
+    """Return ``value`` if it is a safe key part (1-128 of ``[A-Za-z0-9_.-]``).
+
+    Raises:
+        ValueError: the value is empty, too long or has other characters (e.g. ':' or '*').
+    """
+    if not _SAFE.match(value):
+        raise ValueError(f"invalid id {value[:40]!r}: expected 1-128 chars of [A-Za-z0-9_.-]")
+    return value
+
+
+class Keys:
+    """Key builder for one topology (``keys()`` gives the repository's)."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.prefix = topo.redis.prefix
+        self._t = topo.redis.keys
+
+    def _fmt(self, name: str, **parts: object) -> str:
+        return self._t[name].format(prefix=self.prefix, **parts)
+
+    def content(self, content_id: str) -> str:
+        """String: JSON of the enriched content."""
+        return self._fmt("content", content_id=content_id)
+
+    def catalogue(self, brand: str) -> str:
+        """Zset: content_id -> published_at (ms; first-seen time when unknown)."""
+        return self._fmt("catalogue", brand=brand)
+
+    def catalogue_version(self) -> str:
+        """Int: bumped on every catalogue change."""
+        return self._fmt("catalogue_version")
+
+    def profile(self, user_id: str) -> str:
+        """String: JSON of the user's profile."""
+        return self._fmt("profile", user_id=user_id)
+
+    def feed(self, user_id: str) -> str:
+        """String: JSON of the user's ranked feed."""
+        return self._fmt("feed", user_id=user_id)
+
+    def trending(self, brand: str, epoch: int) -> str:
+        """Zset: content_id -> forward-decayed click weight within ``epoch``."""
+        return self._fmt("trending", brand=brand, epoch=epoch)
+
+    def trending_epoch(self, brand: str) -> str:
+        """Int: newest trending epoch of ``brand`` (epoch = event ms // trending_epoch_hours)."""
+        return self._fmt("trending_epoch", brand=brand)
+
+    def stats(self, content_id: str) -> str:
+        """Hash: impressions, clicks (live events only)."""
+        return self._fmt("stats", content_id=content_id)
+
+    def stats_version(self) -> str:
+        """Int: bumped by every profiles batch that changed item stats."""
+        return self._fmt("stats_version")
+
+    def active(self, partition: int) -> str:
+        """Zset: user_id -> last_seen ms, for users of that reader.events partition."""
+        return self._fmt("active", partition=partition)
+
+    def watermark(self, stage: str, topic: str, partition: int) -> str:
+        """Int: last offset of ``topic``/``partition`` whose effects ``stage`` applied."""
+        return self._fmt("watermark", stage=stage, topic=topic, partition=partition)
+
+    def pending(self) -> str:
+        """Zset: content_id -> first time a click waited for it (ms)."""
+        return self._fmt("pending")
+
+    def pending_users(self, content_id: str) -> str:
+        """Set: user ids with a click waiting for ``content_id``."""
+        return self._fmt("pending_users", content_id=content_id)
+
+    def feeds_refreshed(self, partition: int) -> str:
+        """Int: stats version the feeds of ``partition`` were last ranked with."""
+        return self._fmt("feeds_refreshed", partition=partition)
+
+
+@cache
+def keys() -> Keys:
+    """Key builder of the repository's topology."""
+    return Keys(topology())
