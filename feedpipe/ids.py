@@ -16,4 +16,6 @@ def content_id(source: str, source_id: str) -> str:
 
 def event_id(*parts: str | int | None) -> str:
     """Return a stable event id: sha256 hex of the parts joined by ``\\x1f``."""
-    return hashlib.sha256("\x1f".join("" if p is None else str(p) for p in parts).encode()).hexdigest()
+    return hashlib.sha256(
+        "\x1f".join("" if p is None else str(p) for p in parts).encode()
+    ).hexdigest()

@@ -80,16 +80,16 @@ class Keys:
         """Int: last offset of ``topic``/``partition`` whose effects ``stage`` applied."""
         return self._fmt("watermark", stage=stage, topic=topic, partition=partition)
 
-    def pending(self) -> str:
-        """Zset: content_id -> first time a click waited for it (ms)."""
-        return self._fmt("pending")
+    def meta(self, content_id: str) -> str:
+        """String: JSON of a content item's ranking features (see streams/enrich.py)."""
+        return self._fmt("meta", content_id=content_id)
 
     def pending_users(self, content_id: str) -> str:
         """Set: user ids with a click waiting for ``content_id``."""
         return self._fmt("pending_users", content_id=content_id)
 
     def feeds_refreshed(self, partition: int) -> str:
-        """Int: stats version the feeds of ``partition`` were last ranked with."""
+        """String: "catalogue_version:stats_version" the partition's feeds were ranked with."""
         return self._fmt("feeds_refreshed", partition=partition)
 
 

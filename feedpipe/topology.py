@@ -170,7 +170,7 @@ _SLUG = re.compile(r"[^\w]+", re.UNICODE)
 
 
 def slug(text: str) -> str:
-    """Lower-case slug: runs of non-word characters become '-', e.g. 'Food & Drink' -> 'food-drink'."""
+    """Lower-case slug: non-word runs become '-', e.g. 'Food & Drink' -> 'food-drink'."""
     return _SLUG.sub("-", text.strip().lower()).strip("-")
 
 

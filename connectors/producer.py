@@ -1,0 +1,194 @@
+"""The one Kafka producer every connector publishes through.
+
+:class:`IdempotentProducer` wraps :class:`confluent_kafka.Producer` with the settings a
+connector needs to neither lose nor duplicate records on retries:
+
+- ``enable.idempotence=true`` and ``acks=all`` (librdkafka then also caps
+  ``max.in.flight.requests.per.connection`` at 5 and retries without reordering; see
+  librdkafka CONFIGURATION.md, "enable.idempotence");
+- ``partitioner=murmur2_random``: the Java client's default partitioner (murmur2 of the key,
+  random for a null key), which aiokafka's ``DefaultPartitioner`` and therefore Faust use too,
+  so a key lands on the partition Faust expects (librdkafka CONFIGURATION.md, "partitioner");
+- ``linger.ms=5`` and ``compression.type=lz4`` for throughput.
+
+Delivery reports are counted (acked / failed); a failure is never silent: :meth:`flush`
+raises :class:`DeliveryError` when any message failed or is still undelivered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, Message, Producer
+
+from feedpipe.errors import FeedpipeError
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "partitioner": "murmur2_random",
+    "linger.ms": 5,
+    "compression.type": "lz4",
+}
+MAX_KEPT_ERRORS = 20
+
+
+class DeliveryError(FeedpipeError):
+    """Messages were not delivered: a delivery report carried an error, messages were still
+    queued when a flush timed out, or the local queue stayed full. The message says how many
+    and quotes the first errors."""
+
+
+class IdempotentProducer:
+    """Idempotent ``acks=all`` producer with counted delivery reports.
+
+    Args:
+        bootstrap: Kafka bootstrap servers, e.g. ``127.0.0.1:19092``.
+        client_id: Kafka ``client.id`` (shows in broker logs and quotas).
+        config: extra librdkafka properties, applied over :data:`DEFAULT_CONFIG` (e.g.
+            ``{"linger.ms": 20}``). ``enable.idempotence``/``acks`` can be overridden only
+            deliberately (tests); connectors should not.
+        stats_interval_ms: when > 0, librdkafka statistics are collected at that interval and
+            the latest is kept in :attr:`last_stats` (used to check the idempotent producer id).
+        buffer_timeout_s: how long :meth:`produce` keeps polling when the local queue is full
+            (``BufferError``) before giving up with :class:`DeliveryError`.
+
+    Attributes:
+        acked: messages the broker acknowledged.
+        failed: messages whose delivery report carried an error.
+        errors: the first :data:`MAX_KEPT_ERRORS` errors as ``"topic[partition]: error"``.
+        last_stats: latest librdkafka statistics (parsed JSON) or None.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        client_id: str = "feedpipe-connector",
+        config: Mapping[str, Any] | None = None,
+        stats_interval_ms: int = 0,
+        buffer_timeout_s: float = 60.0,
+    ) -> None:
+        conf: dict[str, Any] = {
+            **DEFAULT_CONFIG,
+            "bootstrap.servers": bootstrap,
+            "client.id": client_id,
+            **(config or {}),
+        }
+        if stats_interval_ms > 0:
+            conf["statistics.interval.ms"] = stats_interval_ms
+            conf["stats_cb"] = self._on_stats
+        conf["on_delivery"] = self._on_delivery
+        self.config: dict[str, Any] = {
+            k: v for k, v in conf.items() if k not in ("on_delivery", "stats_cb")
+        }
+        self.buffer_timeout_s = buffer_timeout_s
+        self.acked = 0
+        self.failed = 0
+        self.produced = 0
+        self.errors: list[str] = []
+        self.last_stats: dict[str, Any] | None = None
+        self._producer = Producer(conf)
+        self._closed = False
+
+    # -- callbacks (run inside poll/flush on the calling thread) --------------------------
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            self.acked += 1
+            return
+        self.failed += 1
+        if len(self.errors) < MAX_KEPT_ERRORS:
+            self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+
+    def _on_stats(self, stats_json: str) -> None:
+        self.last_stats = orjson.loads(stats_json)
+
+    # -- API ------------------------------------------------------------------------------
+    @property
+    def pending(self) -> int:
+        """Messages handed to :meth:`produce` without a delivery report yet."""
+        return len(self._producer)
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Queue one message; serves delivery reports (``poll(0)``) after queueing.
+
+        When the local queue is full (``BufferError``) it polls (serving reports, letting the
+        queue drain) and retries for up to ``buffer_timeout_s``.
+
+        Raises:
+            DeliveryError: the queue stayed full for ``buffer_timeout_s``.
+            confluent_kafka.KafkaException: a fatal producer error (e.g. idempotence state
+                lost); never swallowed.
+        """
+        deadline: float | None = None
+        while True:
+            try:
+                self._producer.produce(topic, value, key)
+                break
+            except BufferError:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.buffer_timeout_s
+                elif now > deadline:
+                    raise DeliveryError(
+                        f"local producer queue full for {self.buffer_timeout_s} s "
+                        f"({self.pending} pending; is the broker reachable?)"
+                    ) from None
+                self._producer.poll(0.05)
+        self.produced += 1
+        self._producer.poll(0)
+
+    def poll(self, timeout_s: float = 0.0) -> int:
+        """Serve delivery reports for up to ``timeout_s`` seconds; returns how many were served."""
+        return int(self._producer.poll(timeout_s))
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every queued message has a delivery report, then check for failures.
+
+        Raises:
+            DeliveryError: messages remain undelivered after ``timeout_s`` seconds, or any
+                delivery report since the producer was created carried an error.
+        """
+        remaining = int(self._producer.flush(timeout_s))
+        if remaining:
+            raise DeliveryError(
+                f"{remaining} messages still undelivered after {timeout_s} s flush "
+                f"({self.failed} failed; first errors: {self.errors[:3]})"
+            )
+        self.raise_for_failures()
+
+    def raise_for_failures(self) -> None:
+        """Raise :class:`DeliveryError` when any delivery report so far carried an error."""
+        if self.failed:
+            raise DeliveryError(
+                f"{self.failed} of {self.produced} messages failed delivery; first errors: "
+                + "; ".join(self.errors[:5])
+            )
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush (raising on undelivered or failed messages) and mark the producer closed.
+
+        librdkafka frees the client when the object is garbage-collected; idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.flush(timeout_s)
+
+    def __enter__(self) -> IdempotentProducer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # do not mask the original error; still try to deliver what is queued
+            self._producer.flush(5.0)

@@ -1,0 +1,108 @@
+"""The pipeline's own processes (Faust worker, read endpoint), started detached with pid files.
+
+Used by ``feedpipe up|down`` and by the end-to-end tests. Logs go to ``<state>/logs/``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from feedpipe.infra._proc import InfraError, pid_alive, spawn, tail, terminate
+from feedpipe.settings import ROOT, Settings
+
+
+@dataclass(frozen=True)
+class Service:
+    """A feedpipe process: name, argv, and the URL that answers when it is ready."""
+
+    name: str
+    args: list[str]
+    ready_url: str
+
+    def pid_file(self, state_dir: Path) -> Path:
+        """Where the pid is written."""
+        return state_dir / "run" / f"{self.name}.pid"
+
+    def log_file(self, state_dir: Path) -> Path:
+        """Where stdout and stderr go."""
+        return state_dir / "logs" / f"{self.name}.log"
+
+
+def worker_service(s: Settings) -> Service:
+    """The Faust worker (all four agents), ready when its web server answers."""
+    return Service(
+        "worker",
+        [
+            sys.executable,
+            "-m",
+            "streams",
+            "worker",
+            "-l",
+            s.log_level,
+            "--web-port",
+            str(s.worker_web_port),
+            "--web-host",
+            "127.0.0.1",
+        ],
+        f"http://127.0.0.1:{s.worker_web_port}/",
+    )
+
+
+def api_service(s: Settings) -> Service:
+    """The read endpoint, ready when /healthz answers."""
+    return Service(
+        "api", [sys.executable, "-m", "readapi"], f"http://{s.api_host}:{s.api_port}/healthz"
+    )
+
+
+def _pid(svc: Service, state_dir: Path) -> int | None:
+    try:
+        pid = int(svc.pid_file(state_dir).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def start(svc: Service, s: Settings, timeout_s: float = 90.0) -> int:
+    """Start ``svc`` unless running; wait until its ready URL answers; return its pid.
+
+    Raises:
+        InfraError: the process exited or did not answer within ``timeout_s`` seconds
+            (the message ends with the tail of its log).
+    """
+    state = s.state_dir
+    pid = _pid(svc, state)
+    if pid is None:
+        svc.pid_file(state).parent.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("PYTHONUNBUFFERED", "1")
+        proc = spawn(svc.args, ROOT, svc.log_file(state), svc.pid_file(state))
+        pid = proc.pid
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            raise InfraError(f"{svc.name} exited; log tail:\n{tail(svc.log_file(state))}")
+        try:
+            if httpx.get(svc.ready_url, timeout=1.0).status_code < 500:
+                return pid
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise InfraError(
+        f"{svc.name} not ready after {timeout_s:.0f} s; log tail:\n{tail(svc.log_file(state))}"
+    )
+
+
+def stop(svc: Service, s: Settings, timeout_s: float = 20.0) -> bool:
+    """SIGTERM ``svc`` (SIGKILL after ``timeout_s`` s); True if it was running."""
+    pid = _pid(svc, s.state_dir)
+    if pid is None:
+        return False
+    terminate(pid, timeout_s)
+    svc.pid_file(s.state_dir).unlink(missing_ok=True)
+    return True

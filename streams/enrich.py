@@ -1,0 +1,156 @@
+"""Stage 2, enrich: normalised content -> enriched content, materialised in Redis.
+
+input:  content.normalised (key content_id, value feedpipe.Content)
+output: content.enriched (compacted; key content_id, value feedpipe.EnrichedContent);
+        reader.events 'resolve' events for readers whose clicks waited for this item
+dlq:    content.normalised.dlq (undecodable records)
+state:  Redis (docs/redis-keys.md): content:{id} (JSON for the read endpoint), meta:{id}
+        (ranking features), catalogue:{brand} (zset), catalogue:version.
+guarantees: at-least-once input; writes are idempotent and event-time guarded: an item is
+        written only when its content_hash differs from the stored one and its updated_at is
+        not older than the stored one, so a replay never moves an item backwards.
+        Unpublished items are deleted from content, meta and the catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from faust.types import EventT, StreamT
+
+from feedpipe.codec import codec
+from feedpipe.errors import RejectedInput, SerializationError
+from feedpipe.ranking import Meta
+from feedpipe.redis_keys import keys
+from feedpipe.topology import topology
+from streams.app import app, topic
+from streams.enrichment import enrich
+from streams.runtime import (
+    dead_letter,
+    in_thread,
+    log,
+    ms,
+    redis_client,
+    release_pending,
+    take_events,
+)
+
+STAGE = "enrich"
+BATCH = 32
+WITHIN_S = 0.5
+
+
+def content_json(rec: dict[str, Any]) -> dict[str, Any]:
+    """Flatten an EnrichedContent record into the Redis content JSON (times in epoch ms)."""
+    c = dict(rec["content"])
+    out: dict[str, Any] = {k: v for k, v in c.items() if k not in ("raw_event_id",)}
+    out["published_at"] = ms(c["published_at"])
+    out["updated_at"] = ms(c["updated_at"])
+    for k in (
+        "language",
+        "language_confidence",
+        "word_count",
+        "reading_time_s",
+        "reading_level",
+        "reading_grade",
+        "sentiment",
+        "keywords",
+        "topics",
+        "entities",
+    ):
+        out[k] = rec[k]
+    out["enriched_at"] = ms(rec["enriched_at"])
+    return out
+
+
+def meta_of(doc: dict[str, Any]) -> Meta:
+    """Ranking features of a content JSON document."""
+    return Meta(
+        doc["content_id"],
+        doc["brand"],
+        tuple(doc["categories"]),
+        tuple(doc["topics"]),
+        doc["published_at"],
+    )
+
+
+def enrich_batch(values: Sequence[bytes | None]) -> list[dict[str, Any] | tuple[str, str]]:
+    """Decode + enrich each value (worker thread); a (code, reason) tuple for undecodable ones."""
+    now = datetime.now(UTC)
+    out: list[dict[str, Any] | tuple[str, str]] = []
+    dec = codec("Content").decode
+    for v in values:
+        try:
+            content = dec(v)
+        except SerializationError as exc:
+            out.append(("undecodable", str(exc)))
+            continue
+        try:
+            out.append(enrich(content, now))
+        except RejectedInput as exc:
+            out.append((exc.code, exc.reason))
+    return out
+
+
+def newer(doc: dict[str, Any], stored: dict[str, Any] | None) -> bool:
+    """Event-time guard: write ``doc`` unless the stored copy is the same or newer."""
+    if stored is None:
+        return True
+    if stored.get("content_hash") == doc["content_hash"] and stored.get("status") == doc["status"]:
+        return False
+    return (doc.get("updated_at") or 0) >= (stored.get("updated_at") or 0)
+
+
+async def materialise(docs: list[dict[str, Any]]) -> list[str]:
+    """Write ``docs`` (content JSON, last per id wins) to Redis; return ids now published."""
+    r = redis_client()
+    k = keys()
+    latest = {d["content_id"]: d for d in docs}
+    ids = list(latest)
+    stored_raw = await r.mget([k.content(i) for i in ids]) if ids else []
+    published: list[str] = []
+    changed = False
+    async with r.pipeline(transaction=True) as pipe:
+        for cid, raw in zip(ids, stored_raw, strict=True):
+            doc = latest[cid]
+            stored = orjson.loads(raw) if raw else None
+            if not newer(doc, stored):
+                continue
+            changed = True
+            if doc["status"] != "published":
+                pipe.delete(k.content(cid), k.meta(cid))
+                pipe.zrem(k.catalogue(doc["brand"]), cid)
+                continue
+            pipe.set(k.content(cid), orjson.dumps(doc))
+            pipe.set(k.meta(cid), orjson.dumps(meta_of(doc).to_json()))
+            pipe.zadd(k.catalogue(doc["brand"]), {cid: doc["published_at"] or doc["enriched_at"]})
+            published.append(cid)
+        if changed:
+            pipe.incr(k.catalogue_version())
+            await pipe.execute()
+    return published
+
+
+@app.agent(topic("content.normalised"), name=STAGE)
+async def enrich_agent(stream: StreamT[Any]) -> None:
+    """Enrich a batch, materialise it in Redis, publish content.enriched, release waiting clicks."""
+    out_topic = topic("content.enriched")
+    dlq = topic(topology().agents[STAGE].dlq or "content.normalised.dlq")
+    enc = codec("EnrichedContent").encode
+    async for events in take_events(stream, BATCH, WITHIN_S):
+        batch: list[EventT] = list(events)
+        results = await in_thread(enrich_batch, [e.message.value for e in batch])
+        docs: list[dict[str, Any]] = []
+        for event, res in zip(batch, results, strict=True):
+            if isinstance(res, tuple):
+                await dlq.send(key=event.message.key, value=dead_letter(STAGE, event, *res))
+                continue
+            docs.append(content_json(res))
+            await out_topic.send(key=res["content"]["content_id"].encode(), value=enc(res))
+        published = await materialise(docs)
+        released = await release_pending(published)
+        if released:
+            log.info("enrich: released %d waiting clicks", released)

@@ -1,0 +1,211 @@
+"""Stage 4, feeds: profile updates -> per-user ranked feeds (top-K with score breakdowns).
+
+input:  profiles.updated (key user_id, value feedpipe.UserProfile), in batches; the record is
+        a trigger, the current profile is read from Redis (always the newest state)
+output: feeds.updated (compacted; key user_id, value feedpipe.UserFeed), one per user per batch
+state:  Redis feed:{user} (JSON), active:{partition} (users with a feed, by last_seen),
+        feeds:refreshed:{partition} ("catalogue:stats" versions the partition's feeds reflect)
+ranking: feedpipe.ranking (seed formula a*affinity + b*recency + c*engagement, weights per
+        brand in topology.yaml), vectorised over a candidate matrix rebuilt when the
+        catalogue version changes.
+guarantees: a feed is written only if its (profile version, stats version) is not older than
+        the stored one, so replays never move a feed backwards. Item engagement changes with
+        every reader batch; when the stats version moved and the stage is idle, a timer
+        re-ranks the feeds of its partitions so feeds converge to the final state.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from faust.types import EventT, StreamT
+
+from feedpipe.codec import codec
+from feedpipe.ranking import CandidateMatrix, Meta, Scored, rank_many
+from feedpipe.redis_keys import keys
+from feedpipe.topology import topology
+from streams.app import app, topic
+from streams.runtime import as_str, by_partition, in_thread, log, redis_client, take_events
+
+STAGE = "feeds"
+BATCH = 2000
+WITHIN_S = 0.2
+REFRESH_INTERVAL_S = 2.0
+REFRESH_CHUNK = 2000
+
+
+class Catalogue:
+    """The worker's cached candidate matrix and item stats (rebuilt when their versions move)."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.matrix = CandidateMatrix([])
+        self.stats_version: int | None = None
+        self.stats: dict[str, tuple[int, int]] = {}
+        self.last_batch_at = 0.0
+
+    async def refresh(self) -> None:
+        """Reload metas when catalogue:version changed and stats when stats:version changed."""
+        r = redis_client()
+        k = keys()
+        cv, sv = await r.mget([k.catalogue_version(), k.stats_version()])
+        cat_version = int(cv or 0)
+        stats_version = int(sv or 0)
+        if cat_version != self.version:
+            ids: list[str] = []
+            for brand in sorted(await _brands()):
+                ids += [as_str(x) for x in await r.zrange(k.catalogue(brand), 0, -1)]
+            raw = await r.mget([k.meta(i) for i in ids]) if ids else []
+            metas = [Meta.from_json(orjson.loads(m)) for m in raw if m]
+            self.matrix = await in_thread(CandidateMatrix, metas)
+            self.version = cat_version
+            self.stats_version = None
+        if stats_version != self.stats_version:
+            ids = [m.content_id for m in self.matrix.metas]
+            async with r.pipeline(transaction=False) as pipe:
+                for i in ids:
+                    pipe.hmget(k.stats(i), "impressions", "clicks")
+                rows = await pipe.execute() if ids else []
+            self.stats = {
+                i: (int(imp or 0), int(clk or 0)) for i, (imp, clk) in zip(ids, rows, strict=True)
+            }
+            self.stats_version = stats_version
+
+
+async def _brands() -> set[str]:
+    r = redis_client()
+    prefix = keys().catalogue("")
+    return {
+        as_str(key)[len(prefix) :]
+        async for key in r.scan_iter(match=prefix + "*", count=1000)
+        if as_str(key) != keys().catalogue_version()
+    }
+
+
+CATALOGUE = Catalogue()
+
+
+def feed_json(
+    user_id: str, profile: dict[str, Any], items: list[Scored], stats_version: int
+) -> dict[str, Any]:
+    """The feed document stored in Redis (and, converted, sent as feedpipe.UserFeed)."""
+    return {
+        "user_id": user_id,
+        "profile_version": profile["version"],
+        "stats_version": stats_version,
+        "catalogue_version": CATALOGUE.version,
+        "generated_at": profile.get("last_seen") or 0,
+        "ranker": "affinity",
+        "items": [
+            {
+                "content_id": s.content_id,
+                "brand": s.brand,
+                "rank": i + 1,
+                "score": s.score,
+                "affinity": s.affinity,
+                "recency": s.recency,
+                "engagement": s.engagement,
+                "weights": s.weights.as_dict(),
+            }
+            for i, s in enumerate(items)
+        ],
+    }
+
+
+async def rank_and_store(user_ids: list[str], partition: int, publish: bool) -> int:
+    """Rank ``user_ids`` with the current catalogue and store their feeds; return feeds written."""
+    if not user_ids:
+        return 0
+    r = redis_client()
+    k = keys()
+    await CATALOGUE.refresh()
+    stats_version = CATALOGUE.stats_version or 0
+    raw_profiles = await r.mget([k.profile(u) for u in user_ids])
+    raw_feeds = await r.mget([k.feed(u) for u in user_ids])
+    todo: list[tuple[str, dict[str, Any]]] = []
+    for u, rp, rf in zip(user_ids, raw_profiles, raw_feeds, strict=True):
+        if not rp:
+            continue
+        p = orjson.loads(rp)
+        if rf:
+            old = orjson.loads(rf)
+            if old["profile_version"] > p["version"]:
+                continue  # a replayed, older profile never overwrites a newer feed
+            if (old["profile_version"], old.get("catalogue_version"), old["stats_version"]) == (
+                p["version"],
+                CATALOGUE.version,
+                stats_version,
+            ):
+                continue  # nothing changed since that feed was ranked
+        todo.append((u, p))
+    if not todo:
+        return 0
+    spec = topology().ranking
+    ranked = await in_thread(
+        rank_many, [p for _, p in todo], CATALOGUE.matrix, CATALOGUE.stats, spec
+    )
+    docs = [
+        feed_json(u, p, items, stats_version) for (u, p), items in zip(todo, ranked, strict=True)
+    ]
+    async with r.pipeline(transaction=True) as pipe:
+        for (u, p), doc in zip(todo, docs, strict=True):
+            pipe.set(k.feed(u), orjson.dumps(doc))
+            pipe.zadd(k.active(partition), {u: p.get("last_seen") or 0})
+        await pipe.execute()
+    if publish:
+        out = topic("feeds.updated")
+        enc = codec("UserFeed").encode
+        for doc in docs:
+            await out.send(
+                key=doc["user_id"].encode(),
+                value=enc(
+                    {
+                        k2: v
+                        for k2, v in doc.items()
+                        if k2 not in ("stats_version", "catalogue_version")
+                    }
+                ),
+            )
+    return len(docs)
+
+
+@app.agent(topic("profiles.updated"), name=STAGE)
+async def feeds_agent(stream: StreamT[Any]) -> None:
+    """Re-rank the feeds of the users whose profiles changed in the batch."""
+    async for events in take_events(stream, BATCH, WITHIN_S):
+        groups: dict[tuple[str, int], list[EventT]] = by_partition(list(events))
+        for (_, partition), evs in groups.items():
+            users = sorted({as_str(e.message.key) for e in evs if e.message.key})
+            await rank_and_store(users, partition, publish=True)
+        CATALOGUE.last_batch_at = time.monotonic()
+
+
+@app.timer(interval=REFRESH_INTERVAL_S)
+async def refresh_stale_feeds() -> None:
+    """When idle and item stats moved, re-rank this worker's active users (converges feeds)."""
+    if time.monotonic() - CATALOGUE.last_batch_at < REFRESH_INTERVAL_S:
+        return
+    r = redis_client()
+    k = keys()
+    await CATALOGUE.refresh()
+    mark = f"{CATALOGUE.version}:{CATALOGUE.stats_version}"
+    assigned = sorted(
+        tp.partition for tp in app.assignor.assigned_actives() if tp.topic == "profiles.updated"
+    )
+    for partition in assigned:
+        done = await r.get(k.feeds_refreshed(partition))
+        if done is not None and as_str(done) == mark:
+            continue
+        users = [as_str(u) for u in await r.zrange(k.active(partition), 0, -1)]
+        written = 0
+        for i in range(0, len(users), REFRESH_CHUNK):
+            written += await rank_and_store(users[i : i + REFRESH_CHUNK], partition, publish=True)
+        await r.set(k.feeds_refreshed(partition), mark)
+        log.info(
+            "feeds: refreshed %d feeds of partition %d at catalogue:stats %s",
+            written,
+            partition,
+            mark,
+        )

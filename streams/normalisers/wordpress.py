@@ -1,0 +1,168 @@
+"""WordPress REST API posts (``/wp/v2/posts?_embed``) -> Content drafts.
+
+Field use follows the WordPress REST API handbook, "Posts" reference
+(developer.wordpress.org/rest-api/reference/posts/): ``title/excerpt/content.rendered`` are
+HTML, ``date_gmt``/``modified_gmt`` are UTC without an offset, ``status`` is one of
+publish|future|draft|pending|private (trash when trashed). ``_embedded`` is the ``?_embed``
+expansion: ``author`` (users), ``wp:term`` (one list per taxonomy), ``wp:featuredmedia``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from feedpipe.errors import RejectedInput
+from streams.normalisers.common import (
+    Draft,
+    as_dict,
+    language_code,
+    media,
+    media_type,
+    parse_iso_utc,
+    to_int,
+)
+from streams.normalisers.text import html_to_text, single_line
+
+KIND = "wordpress.post"
+
+
+def split_wordpress_posts(doc: Any) -> list[dict[str, Any]]:
+    """Split a ``/wp/v2/posts`` response into single post objects.
+
+    Args:
+        doc: decoded JSON: a list of posts (collection) or one post object (or a WP error object).
+
+    Returns:
+        The posts, one dict each; a single object (post or error) is returned as ``[doc]`` so
+        the normaliser can accept or reject it. Non-object list members are dropped only if
+        they are ``None``; any other non-object is kept so the normaliser rejects it.
+
+    Raises:
+        RejectedInput: ``not_a_post`` when ``doc`` is neither a list nor an object.
+    """
+    if isinstance(doc, dict):
+        return [doc]
+    if isinstance(doc, list):
+        return [p for p in doc if p is not None]
+    raise RejectedInput("not_a_post", f"expected a post object or a list, got {type(doc).__name__}")
+
+
+def _rendered(value: Any) -> str:
+    """``{"rendered": html}`` (or a bare string) -> HTML string."""
+    if isinstance(value, dict):
+        value = value.get("rendered")
+    return value if isinstance(value, str) else ""
+
+
+def _embedded_list(embedded: dict[str, Any], key: str) -> list[Any]:
+    value = embedded.get(key)
+    return value if isinstance(value, list) else []
+
+
+def normalise_post(post: Any, deleting: bool) -> Draft:
+    """One post object -> :class:`Draft`.
+
+    ``deleting``: the event is a delete; a WP delete response ``{"deleted": true,
+    "previous": {...}}`` is unwrapped.
+
+    Raises:
+        RejectedInput: ``not_a_post`` (not an object, or a list: split first),
+            ``wordpress_error`` (a WP REST error object), ``missing_id``.
+    """
+    if isinstance(post, list):
+        raise RejectedInput(
+            "not_a_post",
+            f"payload is a list of {len(post)} items; split it with split_wordpress_posts",
+        )
+    if not isinstance(post, dict):
+        raise RejectedInput("not_a_post", f"payload is a JSON {type(post).__name__}, not a post")
+    if isinstance(post.get("previous"), dict) and "deleted" in post:
+        post = post["previous"]
+    if "code" in post and "message" in post and "id" not in post:
+        status = as_dict(post.get("data")).get("status")
+        raise RejectedInput(
+            "wordpress_error", f"{status} {post.get('code')}: {post.get('message')}"
+        )
+    pid = post.get("id")
+    if pid is None or isinstance(pid, bool) or not isinstance(pid, int | str) or str(pid) == "":
+        raise RejectedInput("missing_id", "post has no usable 'id'")
+    warnings: list[str] = []
+
+    title = single_line(html_to_text(_rendered(post.get("title"))))
+    summary = html_to_text(_rendered(post.get("excerpt")))
+    body = html_to_text(_rendered(post.get("content")))
+
+    raw_status = post.get("status")
+    if raw_status is None or raw_status == "publish":
+        status = "published"
+    else:
+        status = "unpublished"
+        if raw_status not in ("draft", "private", "trash", "pending", "future", "auto-draft"):
+            warnings.append(f"unknown post status {raw_status!r} read as unpublished")
+
+    dates = {}
+    for name in ("date_gmt", "modified_gmt"):
+        try:
+            dates[name] = parse_iso_utc(post.get(name))
+        except ValueError as exc:
+            dates[name] = None
+            warnings.append(f"{name}: {exc}")
+
+    embedded = post.get("_embedded")
+    if not isinstance(embedded, dict):
+        embedded = {}
+        warnings.append("no _embedded data: authors, categories, tags and media not resolved")
+
+    authors = [
+        single_line(str(a["name"]))
+        for a in _embedded_list(embedded, "author")
+        if isinstance(a, dict) and isinstance(a.get("name"), str)
+    ]
+    categories: list[str] = []
+    tags: list[str] = []
+    for group in _embedded_list(embedded, "wp:term"):
+        for term in group if isinstance(group, list) else []:
+            if not isinstance(term, dict) or not isinstance(term.get("name"), str):
+                continue
+            name = single_line(html_to_text(term["name"]))
+            if term.get("taxonomy") == "category":
+                categories.append(name)
+            elif term.get("taxonomy") == "post_tag":
+                tags.append(name)
+
+    items: list[dict[str, Any]] = []
+    for m in _embedded_list(embedded, "wp:featuredmedia"):
+        if not isinstance(m, dict) or not isinstance(m.get("source_url"), str):
+            continue  # e.g. {"code": "rest_forbidden"} for a private attachment
+        details = as_dict(m.get("media_details"))
+        caption = single_line(html_to_text(_rendered(m.get("caption"))))
+        mime = m.get("mime_type") if isinstance(m.get("mime_type"), str) else None
+        medium = m.get("media_type") if m.get("media_type") != "file" else None
+        items.append(
+            media(
+                m["source_url"],
+                media_type(medium if isinstance(medium, str) else None, mime),
+                caption or None,
+                to_int(details.get("width")),
+                to_int(details.get("height")),
+            )
+        )
+
+    link = post.get("link")
+    return Draft(
+        kind=KIND,
+        source_id=str(pid),
+        title=title,
+        summary=summary,
+        body=body,
+        url=link if isinstance(link, str) and link else None,
+        status="unpublished" if deleting else status,
+        authors=authors,
+        published_at=dates["date_gmt"],
+        updated_at=dates["modified_gmt"],
+        source_categories=categories,
+        tags=tags,
+        language_hint=language_code(post.get("lang")),
+        media=items,
+        warnings=warnings,
+    )

@@ -1,0 +1,369 @@
+"""The read endpoint (readapi) against a real Redis, driven through Starlette's TestClient.
+
+Records are synthetic (invented ids and text), written with ``feedpipe.redis_keys.keys()`` in the
+shapes the pipeline writes; every id carries a per-run tag so runs sharing a Redis never collide,
+and the keys are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from feedpipe.redis_keys import keys
+from feedpipe.topology import topology
+from readapi.app import create_app
+
+pytestmark = pytest.mark.integration
+
+HOUR_MS = 3_600_000
+NOW_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+EPOCH = 2810
+
+
+@dataclass
+class World:
+    """Ids of the synthetic records written for one test module."""
+
+    tag: str
+    brand_a: str
+    brand_b: str
+    brand_empty: str
+    user: str
+    user_b_only: str
+    user_empty_feed: str
+    user_vanished: str
+    c: dict[int, str] = field(default_factory=dict)
+
+
+def _content(cid: str, brand: str, n: int) -> dict[str, Any]:
+    return {
+        "content_id": cid,
+        "source": "synthetic",
+        "source_id": f"s{n}",
+        "kind": "article",
+        "brand": brand,
+        "status": "published",
+        "title": f"Invented headline number {n}",
+        "summary": f"A short made-up summary for item {n}.",
+        "body": f"Body text of made-up item {n}. It says very little.",
+        "url": f"https://example.test/items/{n}",
+        "authors": ["Test Writer"],
+        "published_at": NOW_MS - n * HOUR_MS,
+        "updated_at": None,
+        "categories": ["sport" if n % 2 else "food"],
+        "tags": ["made-up"],
+        "media": [],
+        "language": "en",
+        "language_confidence": 0.99,
+        "word_count": 11,
+        "reading_time_s": 3,
+        "reading_level": 80.0,
+        "reading_grade": 3.1,
+        "sentiment": 0.0,
+        "keywords": ["made-up item"],
+        "topics": ["sport" if n % 2 else "food", "made-up"],
+        "entities": [],
+        "content_hash": f"hash{n}",
+        "enriched_at": NOW_MS,
+    }
+
+
+def _entry(cid: str, brand: str, rank: int, score: float) -> dict[str, Any]:
+    return {
+        "content_id": cid,
+        "brand": brand,
+        "rank": rank,
+        "score": score,
+        "affinity": score / 2,
+        "recency": 0.5,
+        "engagement": 0.25,
+        "weights": {"a": 0.6, "b": 0.2, "c": 0.2},
+    }
+
+
+def _feed(user: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "user_id": user,
+        "profile_version": 7,
+        "generated_at": NOW_MS,
+        "ranker": "affinity",
+        "stats_version": 3,
+        "items": entries,
+    }
+
+
+@pytest.fixture(scope="module")
+def world(redis_url: str) -> Iterator[World]:
+    tag = uuid.uuid4().hex[:10]
+    w = World(
+        tag=tag,
+        brand_a=f"alpha{tag}",
+        brand_b=f"beta{tag}",
+        brand_empty=f"empty{tag}",
+        user=f"u-{tag}",
+        user_b_only=f"ub-{tag}",
+        user_empty_feed=f"ue-{tag}",
+        user_vanished=f"uv-{tag}",
+        c={n: f"{tag}-c{n}" for n in range(1, 7)},
+    )
+    k = keys()
+    brand_of = {1: w.brand_a, 2: w.brand_b, 3: w.brand_a, 4: w.brand_b, 5: w.brand_a, 6: w.brand_a}
+    r = redis.Redis.from_url(redis_url)
+    written: list[str] = []
+
+    def put(key: str, value: Any) -> None:
+        r.set(key, orjson.dumps(value))
+        written.append(key)
+
+    for n, cid in w.c.items():
+        if n != 6:  # c6 is ranked and trending but its content key has vanished
+            put(k.content(cid), _content(cid, brand_of[n], n))
+    order = [(1, 0.9), (2, 0.8), (6, 0.75), (3, 0.7), (4, 0.6), (5, 0.5)]
+    entries = [_entry(w.c[n], brand_of[n], i + 1, s) for i, (n, s) in enumerate(order)]
+    put(k.feed(w.user), _feed(w.user, entries))
+    put(
+        k.feed(w.user_b_only),
+        _feed(
+            w.user_b_only, [_entry(w.c[2], w.brand_b, 1, 0.9), _entry(w.c[4], w.brand_b, 2, 0.1)]
+        ),
+    )
+    put(k.feed(w.user_empty_feed), _feed(w.user_empty_feed, []))
+    put(k.feed(w.user_vanished), _feed(w.user_vanished, [_entry(w.c[6], w.brand_a, 1, 0.9)]))
+
+    # Trending of brand_a: newest epoch EPOCH; an older epoch that must not be served.
+    r.set(k.trending_epoch(w.brand_a), EPOCH)
+    r.zadd(k.trending(w.brand_a, EPOCH), {w.c[5]: 9.0, w.c[6]: 8.0, w.c[3]: 7.5, w.c[1]: 1.0})
+    r.zadd(k.trending(w.brand_a, EPOCH - 1), {w.c[2]: 100.0})
+    written += [
+        k.trending_epoch(w.brand_a),
+        k.trending(w.brand_a, EPOCH),
+        k.trending(w.brand_a, EPOCH - 1),
+    ]
+
+    half_life_s = 7 * 24 * 3600.0
+    put(
+        k.profile(w.user),
+        {
+            "user_id": w.user,
+            "version": 12,
+            "landmark_ms": NOW_MS - 48 * HOUR_MS,
+            "half_life_s": half_life_s,
+            "category_affinity": {"sport": 3.0, "food": 1.0, "weather": 0.0},
+            "topic_affinity": {f"topic-{i:02d}": float(i) for i in range(1, 26)},
+            "recent_reads": [
+                {"content_id": w.c[1], "at": NOW_MS},
+                {"content_id": w.c[3], "at": NOW_MS - HOUR_MS},
+            ],
+            "pending": [{"content_id": f"{tag}-later", "at": NOW_MS}],
+            "brands": {w.brand_a: 2},
+            "impressions": 10,
+            "clicks": 2,
+            "engagement_rate": 0.2,
+            "first_seen": NOW_MS - 72 * HOUR_MS,
+            "last_seen": NOW_MS,
+        },
+    )
+    try:
+        yield w
+    finally:
+        r.delete(*written)
+        r.close()
+
+
+@pytest.fixture(scope="module")
+def client(redis_url: str, world: World) -> Iterator[TestClient]:
+    with TestClient(create_app(redis_url, default_brand=world.brand_a)) as c:
+        yield c
+
+
+def _ids(body: dict[str, Any]) -> list[str]:
+    return [item["content_id"] for item in body["items"]]
+
+
+def test_personalised_feed_order_hydration_and_vanished_content(
+    client: TestClient, world: World
+) -> None:
+    resp = client.get(f"/v1/feeds/{world.user}")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert body["source"] == "personalised"
+    assert body["fallback"] is False
+    assert body["user_id"] == world.user
+    assert body["ranker"] == "affinity"
+    assert body["generated_at"] == "2023-11-14T22:13:20.000Z"
+    c = world.c
+    assert _ids(body) == [c[1], c[2], c[3], c[4], c[5]]  # c6 vanished: skipped
+    assert [item["rank"] for item in body["items"]] == [1, 2, 3, 4, 5]
+    first = body["items"][0]
+    assert first["title"] == "Invented headline number 1"
+    assert first["url"] == "https://example.test/items/1"
+    assert first["brand"] == world.brand_a
+    assert first["categories"] == ["sport"]
+    assert first["published_at"] == "2023-11-14T21:13:20.000Z"
+    assert "explain" not in first
+    assert "body" not in first
+
+
+def test_feed_limit_brand_filter_and_explain(client: TestClient, world: World) -> None:
+    c = world.c
+    assert _ids(client.get(f"/v1/feeds/{world.user}?limit=2").json()) == [c[1], c[2]]
+
+    body = client.get(f"/v1/feeds/{world.user}", params={"brand": world.brand_a}).json()
+    assert body["source"] == "personalised"
+    assert _ids(body) == [c[1], c[3], c[5]]
+    assert {item["brand"] for item in body["items"]} == {world.brand_a}
+
+    body = client.get(
+        f"/v1/feeds/{world.user}", params={"brand": world.brand_b, "explain": "true", "limit": 1}
+    ).json()
+    assert _ids(body) == [c[2]]
+    assert body["items"][0]["explain"] == {
+        "score": 0.8,
+        "affinity": 0.4,
+        "recency": 0.5,
+        "engagement": 0.25,
+        "weights": {"a": 0.6, "b": 0.2, "c": 0.2},
+        "feed_rank": 2,
+    }
+
+
+def test_fallback_to_trending(client: TestClient, world: World) -> None:
+    c = world.c
+    # Unknown user, no brand: the default brand's newest epoch, vanished c6 skipped.
+    body = client.get(f"/v1/feeds/nobody-{world.tag}").json()
+    assert body["source"] == "trending"
+    assert body["fallback"] is True
+    assert body["reason"] == "no_feed"
+    assert body["brand"] == world.brand_a
+    assert body["epoch"] == EPOCH
+    assert _ids(body) == [c[5], c[3], c[1]]
+    assert [item["score"] for item in body["items"]] == [9.0, 7.5, 1.0]
+
+    body = client.get(f"/v1/feeds/{world.user_empty_feed}?limit=1").json()
+    assert (body["reason"], _ids(body)) == ("no_feed", [c[5]])
+
+    # Feed exists but nothing of the requested brand is in it.
+    body = client.get(f"/v1/feeds/{world.user_b_only}", params={"brand": world.brand_a}).json()
+    assert body["source"] == "trending"
+    assert body["reason"] == "empty_after_filter"
+    assert _ids(body) == [c[5], c[3], c[1]]
+
+    # Every ranked item vanished from Redis.
+    body = client.get(f"/v1/feeds/{world.user_vanished}").json()
+    assert (body["source"], body["reason"]) == ("trending", "empty_after_filter")
+
+    # No trending either: empty list, still 200.
+    resp = client.get(f"/v1/feeds/nobody-{world.tag}", params={"brand": world.brand_empty})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert (body["reason"], body["brand"], body["epoch"], body["items"]) == (
+        "no_feed",
+        world.brand_empty,
+        None,
+        [],
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/feeds/a:b",
+        "/v1/feeds/*",
+        "/v1/feeds/" + "x" * 129,
+        "/v1/feeds/ok?limit=0",
+        "/v1/feeds/ok?limit=101",
+        "/v1/feeds/ok?limit=ten",
+        "/v1/feeds/ok?explain=maybe",
+        "/v1/feeds/ok?brand=a*b",
+        "/v1/content/a:b",
+        "/v1/profiles/*",
+        "/v1/trending?limit=-1",
+    ],
+)
+def test_bad_requests_are_400(client: TestClient, path: str) -> None:
+    resp = client.get(path)
+    assert resp.status_code == 400
+    assert isinstance(resp.json()["error"], str)
+
+
+def test_content(client: TestClient, world: World) -> None:
+    resp = client.get(f"/v1/content/{world.c[3]}")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["content_id"] == world.c[3]
+    assert body["body"].startswith("Body text of made-up item 3")
+    assert body["published_at"] == "2023-11-14T19:13:20.000Z"
+    assert body["updated_at"] is None
+    assert body["enriched_at"] == "2023-11-14T22:13:20.000Z"
+
+    missing = client.get(f"/v1/content/{world.c[6]}")
+    assert (missing.status_code, missing.json()) == (404, {"error": "not found"})
+
+
+def test_profile(client: TestClient, world: World) -> None:
+    body = client.get(f"/v1/profiles/{world.user}").json()
+    assert body["user_id"] == world.user
+    assert (body["impressions"], body["clicks"], body["engagement_rate"]) == (10, 2, 0.2)
+    assert body["first_seen"] == "2023-11-11T22:13:20.000Z"
+    assert body["last_seen"] == "2023-11-14T22:13:20.000Z"
+    assert body["pending_count"] == 1
+    assert body["recent_reads"] == [
+        {"content_id": world.c[1], "at": "2023-11-14T22:13:20.000Z"},
+        {"content_id": world.c[3], "at": "2023-11-14T21:13:20.000Z"},
+    ]
+    # Decayed to last_seen and normalised: the common decay factor cancels in the shares.
+    cats = body["top_categories"]
+    assert [x["category"] for x in cats] == ["sport", "food"]  # zero weight dropped
+    assert [x["affinity"] for x in cats] == pytest.approx([0.75, 0.25])
+    topics = body["top_topics"]
+    assert len(topics) == 20
+    assert topics[0] == {"topic": "topic-25", "affinity": pytest.approx(25 / 325)}
+    assert topics[-1]["topic"] == "topic-06"
+    shares = [x["affinity"] for x in topics]
+    assert shares == sorted(shares, reverse=True)
+
+    missing = client.get(f"/v1/profiles/nobody-{world.tag}")
+    assert (missing.status_code, missing.json()) == (404, {"error": "not found"})
+
+
+def test_trending_endpoint(client: TestClient, world: World) -> None:
+    body = client.get("/v1/trending", params={"brand": world.brand_a, "limit": 2}).json()
+    assert (body["brand"], body["epoch"]) == (world.brand_a, EPOCH)
+    assert _ids(body) == [world.c[5], world.c[3]]
+    assert body["items"][0]["score"] == 9.0
+    assert body["items"][0]["title"] == "Invented headline number 5"
+    assert body["items"][0]["url"] == "https://example.test/items/5"
+
+    assert client.get("/v1/trending").json()["brand"] == world.brand_a  # the app's default
+    empty = client.get("/v1/trending", params={"brand": world.brand_empty}).json()
+    assert (empty["epoch"], empty["items"]) == (None, [])
+
+
+def test_healthz_and_unknown_route(client: TestClient) -> None:
+    resp = client.get("/healthz")
+    assert (resp.status_code, resp.json()) == (200, {"status": "ok", "redis": "ok"})
+    missing = client.get("/v2/nothing")
+    assert (missing.status_code, missing.json()) == (404, {"error": "not found"})
+
+
+def test_redis_down_gives_503() -> None:
+    app = create_app("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    assert app.state.default_brand == topology().ranking.default_brand
+    with TestClient(app) as down:
+        resp = down.get("/healthz")
+        assert resp.status_code == 503
+        body = resp.json()
+        assert (body["status"], body["redis"]) == ("error", "error")
+        assert "Connection" in body["reason"]
+        feed = down.get("/v1/feeds/someone")
+        assert feed.status_code == 503
+        assert feed.json()["error"] == "redis unavailable"

@@ -1,0 +1,141 @@
+"""Pure profile and ranking logic (feedpipe.ranking): no Kafka, no Redis."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+
+from feedpipe.ranking import (
+    CandidateMatrix,
+    Event,
+    Meta,
+    apply_events,
+    engagement,
+    new_profile,
+    rank,
+    rank_many,
+    recency,
+)
+from feedpipe.topology import topology
+
+T0 = 1_573_300_000_000  # 2019-11-09, ms
+HOUR = 3_600_000
+
+
+def _catalogue(n: int, seed: int = 7) -> list[Meta]:
+    rng = random.Random(seed)
+    cats = ["news", "sports", "finance", "travel", "health"]
+    return [
+        Meta(
+            f"{i:064x}",
+            rng.choice(["mind", "frontity"]),
+            (rng.choice(cats),),
+            (rng.choice(cats), f"sub-{rng.randint(0, 30)}"),
+            None if i % 4 == 0 else T0 - rng.randint(0, 72) * HOUR,
+        )
+        for i in range(n)
+    ]
+
+
+def test_profile_is_independent_of_event_order() -> None:
+    spec = topology().profiles
+    metas = {m.content_id: m for m in _catalogue(50)}
+    ids = list(metas)
+    rng = random.Random(3)
+    events = [
+        Event(
+            str(i),
+            rng.choice(["click", "impression"]),
+            rng.choice(ids),
+            T0 + rng.randint(-500, 500) * HOUR,
+        )
+        for i in range(300)
+    ]
+    a = new_profile("u", T0, spec)
+    apply_events(a, events, metas, spec)
+    shuffled = events[:]
+    rng.shuffle(shuffled)
+    b = new_profile("u", T0, spec)
+    for chunk in range(0, 300, 37):  # several batches, any order
+        apply_events(b, shuffled[chunk : chunk + 37], metas, spec)
+    assert a["recent_reads"] == b["recent_reads"]
+    assert (a["clicks"], a["impressions"]) == (b["clicks"], b["impressions"])
+    for name in ("category_affinity", "topic_affinity"):
+        assert a[name].keys() == b[name].keys()
+        for k in a[name]:
+            assert a[name][k] == pytest.approx(b[name][k], rel=1e-9)
+
+
+def test_forward_decay_halves_after_one_half_life() -> None:
+    spec = topology().profiles
+    m = Meta("c" * 64, "mind", ("news",), ("news",), None)
+    old, new = (
+        Event("1", "click", m.content_id, T0),
+        Event("2", "click", m.content_id, T0 + int(spec.half_life_hours * HOUR)),
+    )
+    p = new_profile("u", T0, spec)
+    apply_events(p, [old], {m.content_id: m}, spec)
+    first = p["category_affinity"]["news"]
+    apply_events(p, [new], {m.content_id: m}, spec)
+    assert p["category_affinity"]["news"] == pytest.approx(first * 3)  # 1 + 2 at landmark scale
+
+
+def test_pending_click_applied_on_resolve() -> None:
+    spec = topology().profiles
+    m = Meta("d" * 64, "mind", ("sports",), ("sports", "nfl"), None)
+    p = new_profile("u", T0, spec)
+    waiting = apply_events(p, [Event("1", "click", m.content_id, T0)], {}, spec)
+    assert waiting == [m.content_id]
+    assert p["pending"] == [{"content_id": m.content_id, "at": T0}]
+    assert p["category_affinity"] == {} and p["clicks"] == 1
+    apply_events(p, [Event("r", "resolve", m.content_id, T0 + 10**9)], {m.content_id: m}, spec)
+    assert p["pending"] == [] and p["category_affinity"]["sports"] > 0
+    assert p["last_seen"] == T0  # resolve is bookkeeping, not activity
+    again = copy.deepcopy(p)
+    apply_events(p, [Event("r", "resolve", m.content_id, T0)], {m.content_id: m}, spec)
+    assert p["category_affinity"] == again["category_affinity"]  # a second resolve is a no-op
+
+
+def test_components_bounds() -> None:
+    spec = topology().ranking
+    assert recency(T0, T0, spec) == 1.0
+    assert recency(T0 - int(spec.recency_half_life_hours * HOUR), T0, spec) == pytest.approx(0.5)
+    assert recency(None, T0, spec) == 0.0
+    prior_mean = spec.engagement_prior_clicks / spec.engagement_prior_impressions
+    assert engagement(0, 0, spec) == pytest.approx(0.5)
+    assert engagement(50, 100, spec) > 0.85 > prior_mean
+    assert 0.0 < engagement(0, 10_000, spec) < 0.05
+
+
+def test_rank_many_agrees_with_rank() -> None:
+    spec = topology().profiles
+    rspec = topology().ranking
+    metas = _catalogue(600)
+    by_id = {m.content_id: m for m in metas}
+    rng = random.Random(11)
+    stats = {m.content_id: (rng.randint(0, 300), rng.randint(0, 20)) for m in metas}
+    profiles = []
+    for u in range(40):
+        p = new_profile(f"u{u}", T0, spec)
+        evs = [
+            Event(str(j), "click", rng.choice(metas).content_id, T0 + rng.randint(0, 48) * HOUR)
+            for j in range(rng.randint(0, 15))
+        ]
+        apply_events(p, evs, by_id, spec)
+        profiles.append(p)
+    matrix = CandidateMatrix(metas)
+    many = rank_many(profiles, matrix, stats, rspec)
+    for p, got in zip(profiles, many, strict=True):
+        ref = rank(
+            p,
+            [m for m in metas if m.brand in (sorted(p["brands"]) or [rspec.default_brand])],
+            stats,
+            rspec,
+        )
+        assert [s.content_id for s in got] == [s.content_id for s in ref]
+        assert [s.score for s in got] == pytest.approx([s.score for s in ref])
+        read = {r["content_id"] for r in p["recent_reads"]}
+        assert not read & {s.content_id for s in got}
+        assert len(got) <= rspec.feed_size
