@@ -29,6 +29,7 @@ import orjson
 
 from connectors.base import Connector, ConnectorMetrics, Stopwatch
 from connectors.producer import IdempotentProducer
+from connectors.reader_encoder import ReaderEventEncoder
 from feedpipe import ids
 from feedpipe.codec import codec
 from feedpipe.errors import ConfigError
@@ -92,6 +93,7 @@ def _cms_event(
     """A RawCmsEvent dict; event_id = ids.event_id(source, source_id or fallback, sha256 hex
     of payload)."""
     digest = hashlib.sha256(payload).hexdigest()
+    now = datetime.now(UTC)
     return {
         "event_id": ids.event_id(source, source_id or fallback_id, digest),
         "kind": kind,
@@ -102,7 +104,7 @@ def _cms_event(
         "content_type": content_type,
         "payload": payload,
         "origin": origin,
-        "emitted_at": datetime.now(UTC),
+        "emitted_at": now.replace(microsecond=now.microsecond // 1000 * 1000),  # Avro: ms
     }
 
 
@@ -442,14 +444,15 @@ def mind_behavior_events(
     Raises:
         OSError: the file cannot be read.
     """
-    data = path.read_bytes()
-    lines = list(_lines(data))
-    anchors: dict[str, datetime] = {}
-    for _, line in lines:  # pre-pass: each user's earliest impression time
+    parsed: list[tuple[int, bytes, _Row | _BadRow]] = []
+    anchors: dict[str, datetime] = {}  # each user's earliest impression time
+    for n, line in _lines(path.read_bytes()):
         try:
             row = _parse_row(line)
-        except _BadRow:
+        except _BadRow as bad:
+            parsed.append((n, line, bad))
             continue
+        parsed.append((n, line, row))
         seen = anchors.get(row.user_id)
         if seen is None or row.time < seen:
             anchors[row.user_id] = row.time
@@ -462,24 +465,27 @@ def mind_behavior_events(
             c = cids[news_id] = ids.content_id(content_source, news_id)
         return c
 
-    event_id = ids.event_id
+    # ids.event_id(*parts) is sha256 hex of the parts joined by "\x1f"; inlined with the row's
+    # constant prefix (same bytes, checked against ids.event_id in tests/unit/test_replay.py).
+    sha256 = hashlib.sha256
     history_done: set[str] = set()
-    for n, line in lines:
-        try:
-            row = _parse_row(line)
-        except _BadRow as bad:
-            yield Malformed(bad.code, bad.reason, line, f"{path}:{n}", bad.user_id)
+    for n, line, parsed_row in parsed:
+        if isinstance(parsed_row, _BadRow):
+            err = parsed_row
+            yield Malformed(err.code, err.reason, line, f"{path}:{n}", err.user_id)
             continue
+        row = parsed_row
         user = row.user_id
         if user not in history_done:
             history_done.add(user)
             anchor = anchors[user]
             count = len(row.history)
+            hist_prefix = f"mind-history\x1f{user}\x1f"
             for i, news_id in enumerate(row.history):
                 yield Keyed(
                     user,
                     {
-                        "event_id": event_id("mind-history", user, news_id, i),
+                        "event_id": sha256(f"{hist_prefix}{news_id}\x1f{i}".encode()).hexdigest(),
                         "type": "click",
                         "user_id": user,
                         "content_id": cid(news_id),
@@ -493,12 +499,15 @@ def mind_behavior_events(
                 )
         imp = row.impression_id
         when = row.time
+        prefix = f"mind\x1f{imp}\x1f"
         for p, (news_id, clicked) in enumerate(row.impressions):
             content = cid(news_id)
             yield Keyed(
                 user,
                 {
-                    "event_id": event_id("mind", imp, news_id, p, "impression"),
+                    "event_id": sha256(
+                        f"{prefix}{news_id}\x1f{p}\x1fimpression".encode()
+                    ).hexdigest(),
                     "type": "impression",
                     "user_id": user,
                     "content_id": content,
@@ -514,7 +523,9 @@ def mind_behavior_events(
                 yield Keyed(
                     user,
                     {
-                        "event_id": event_id("mind", imp, news_id, p, "click"),
+                        "event_id": sha256(
+                            f"{prefix}{news_id}\x1f{p}\x1fclick".encode()
+                        ).hexdigest(),
                         "type": "click",
                         "user_id": user,
                         "content_id": content,
@@ -643,7 +654,9 @@ class ReplayConnector(Connector):
         files = self.files()
         if self.source.kind in BEHAVIOR_KINDS:
             for path in files:
-                yield from mind_behavior_events(path, self.source.name, self.spacing_s)
+                yield from mind_behavior_events(
+                    path, self.source.content_source or self.source.name, self.spacing_s
+                )
             return
         gen = CMS_GENERATORS[self.source.kind]
         for path in files:
@@ -664,7 +677,11 @@ class ReplayConnector(Connector):
         self.setup()
         clock = Stopwatch()
         metrics = self.metrics
-        encode = codec(self.subject).encode
+        encode = (
+            ReaderEventEncoder().encode
+            if self.subject == READER_SUBJECT
+            else codec(self.subject).encode
+        )
         produce = self.producer.produce
         topic = self.topic
         progress, every = self.progress, self.progress_every

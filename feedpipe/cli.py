@@ -28,7 +28,7 @@ from feedpipe.topology import topology
 cli = typer.Typer(help="feedpipe: real-time personalisation pipeline", no_args_is_help=True)
 topics_cli = typer.Typer(help="Topics of topology.yaml on the broker", no_args_is_help=True)
 cli.add_typer(topics_cli, name="topics")
-console = Console()
+console = Console(soft_wrap=True)
 
 PIPELINE_TOPICS = ["cms.raw", "content.normalised", "reader.events", "profiles.updated"]
 
@@ -156,15 +156,19 @@ def up(
     services.start(services.api_service(s), s)
     base = f"http://{s.api_host}:{s.api_port}"
     if not no_replay:
+        cms = [x.name for x in topology().sources if x.kind != "mind.behaviors"]
+        readers = [x.name for x in topology().sources if x.kind == "mind.behaviors"]
         t0 = time.monotonic()
-        published = _replay(None)
-        drained = _wait_drained()
-        total = sum(published.values())
-        wall = time.monotonic() - t0
-        console.print(
-            f"replayed {total:,} records; pipeline drained in {wall:.1f} s "
-            f"({total / wall:,.0f} records/s end to end; drain wait {drained:.1f} s)"
-        )
+        n_cms = sum(_replay(cms).values())
+        _wait_drained()
+        t1 = time.monotonic()
+        console.print(f"content: {n_cms:,} CMS events normalised, enriched and materialised "
+                      f"in {t1 - t0:.1f} s")
+        n_reader = sum(_replay(readers).values())
+        _wait_drained()
+        t2 = time.monotonic()
+        console.print(f"readers: {n_reader:,} reader events through profiles and feeds in "
+                      f"{t2 - t1:.1f} s ({n_reader / (t2 - t1):,.0f} events/s end to end)")
     console.print("\n[bold]where to look[/]")
     console.print(f"  read endpoint   {base}/healthz")
     console.print(f"  trending        {base}/v1/trending")

@@ -45,7 +45,7 @@ def group_lag(
     """Total lag of consumer group ``group`` per topic (messages not yet committed)."""
     topics = list(topics)
     ends = end_offsets(bootstrap, topics, timeout_s)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
     req = [ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for (t, p) in ends])]
     committed: dict[tuple[str, int], int] = {}
     try:

@@ -119,6 +119,17 @@ class SourceSpec(_Strict):
     path: str
     glob: str | None = None
     files: list[str] | None = None
+    content_source: str | None = Field(
+        default=None,
+        description="reader-event sources: the CMS source whose items the events refer to "
+        "(their content_id is content_id(content_source, item id))",
+    )
+
+    @model_validator(mode="after")
+    def _reader_sources_name_content(self) -> SourceSpec:
+        if self.kind == "mind.behaviors" and not self.content_source:
+            raise ValueError(f"source {self.name}: mind.behaviors needs content_source")
+        return self
 
 
 class Topology(_Strict):

@@ -33,7 +33,8 @@ STAGE = "feeds"
 BATCH = 2000
 WITHIN_S = 0.2
 REFRESH_INTERVAL_S = 2.0
-REFRESH_CHUNK = 2000
+REFRESH_CHUNK = 500
+STATS_MAX_AGE_S = 1.0  # item stats used by a batch are at most this stale (the timer converges)
 
 
 class Catalogue:
@@ -45,9 +46,11 @@ class Catalogue:
         self.stats_version: int | None = None
         self.stats: dict[str, tuple[int, int]] = {}
         self.last_batch_at = 0.0
+        self.stats_loaded_at = 0.0
 
-    async def refresh(self) -> None:
-        """Reload metas when catalogue:version changed and stats when stats:version changed."""
+    async def refresh(self, stats_max_age_s: float = 0.0) -> None:
+        """Reload metas when catalogue:version moved, and stats when stats:version moved and
+        the loaded stats are older than ``stats_max_age_s`` seconds."""
         r = redis_client()
         k = keys()
         cv, sv = await r.mget([k.catalogue_version(), k.stats_version()])
@@ -62,7 +65,8 @@ class Catalogue:
             self.matrix = await in_thread(CandidateMatrix, metas)
             self.version = cat_version
             self.stats_version = None
-        if stats_version != self.stats_version:
+        stale = time.monotonic() - self.stats_loaded_at >= stats_max_age_s
+        if stats_version != self.stats_version and (stale or self.stats_version is None):
             ids = [m.content_id for m in self.matrix.metas]
             async with r.pipeline(transaction=False) as pipe:
                 for i in ids:
@@ -72,6 +76,7 @@ class Catalogue:
                 i: (int(imp or 0), int(clk or 0)) for i, (imp, clk) in zip(ids, rows, strict=True)
             }
             self.stats_version = stats_version
+            self.stats_loaded_at = time.monotonic()
 
 
 async def _brands() -> set[str]:
@@ -114,13 +119,15 @@ def feed_json(
     }
 
 
-async def rank_and_store(user_ids: list[str], partition: int, publish: bool) -> int:
+async def rank_and_store(
+    user_ids: list[str], partition: int, publish: bool, stats_max_age_s: float = 0.0
+) -> int:
     """Rank ``user_ids`` with the current catalogue and store their feeds; return feeds written."""
     if not user_ids:
         return 0
     r = redis_client()
     k = keys()
-    await CATALOGUE.refresh()
+    await CATALOGUE.refresh(stats_max_age_s)
     stats_version = CATALOGUE.stats_version or 0
     raw_profiles = await r.mget([k.profile(u) for u in user_ids])
     raw_feeds = await r.mget([k.feed(u) for u in user_ids])
@@ -178,7 +185,7 @@ async def feeds_agent(stream: StreamT[Any]) -> None:
         groups: dict[tuple[str, int], list[EventT]] = by_partition(list(events))
         for (_, partition), evs in groups.items():
             users = sorted({as_str(e.message.key) for e in evs if e.message.key})
-            await rank_and_store(users, partition, publish=True)
+            await rank_and_store(users, partition, publish=True, stats_max_age_s=STATS_MAX_AGE_S)
         CATALOGUE.last_batch_at = time.monotonic()
 
 
@@ -189,8 +196,12 @@ async def refresh_stale_feeds() -> None:
         return
     r = redis_client()
     k = keys()
+    version = CATALOGUE.version
     await CATALOGUE.refresh()
+    if CATALOGUE.version != version:
+        return  # the catalogue is still moving: wait for it to settle
     mark = f"{CATALOGUE.version}:{CATALOGUE.stats_version}"
+    started = CATALOGUE.last_batch_at
     assigned = sorted(
         tp.partition for tp in app.assignor.assigned_actives() if tp.topic == "profiles.updated"
     )
@@ -201,6 +212,8 @@ async def refresh_stale_feeds() -> None:
         users = [as_str(u) for u in await r.zrange(k.active(partition), 0, -1)]
         written = 0
         for i in range(0, len(users), REFRESH_CHUNK):
+            if CATALOGUE.last_batch_at != started:
+                return  # new profile updates arrived: they come first; resume when idle again
             written += await rank_and_store(users[i : i + REFRESH_CHUNK], partition, publish=True)
         await r.set(k.feeds_refreshed(partition), mark)
         log.info(
