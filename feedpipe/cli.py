@@ -162,13 +162,17 @@ def up(
         n_cms = sum(_replay(cms).values())
         _wait_drained()
         t1 = time.monotonic()
-        console.print(f"content: {n_cms:,} CMS events normalised, enriched and materialised "
-                      f"in {t1 - t0:.1f} s")
+        console.print(
+            f"content: {n_cms:,} CMS events normalised, enriched and materialised "
+            f"in {t1 - t0:.1f} s"
+        )
         n_reader = sum(_replay(readers).values())
         _wait_drained()
         t2 = time.monotonic()
-        console.print(f"readers: {n_reader:,} reader events through profiles and feeds in "
-                      f"{t2 - t1:.1f} s ({n_reader / (t2 - t1):,.0f} events/s end to end)")
+        console.print(
+            f"readers: {n_reader:,} reader events through profiles and feeds in "
+            f"{t2 - t1:.1f} s ({n_reader / (t2 - t1):,.0f} events/s end to end)"
+        )
     console.print("\n[bold]where to look[/]")
     console.print(f"  read endpoint   {base}/healthz")
     console.print(f"  trending        {base}/v1/trending")

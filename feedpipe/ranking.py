@@ -411,7 +411,9 @@ def rank_many(
                 if j is not None:
                     s_top[row, j] = v
             refs[row] = float(profile.get("last_seen") or 0)
-            wanted = tuple(brand_code[b] for b in candidate_brands(profile, spec) if b in brand_code)
+            wanted = tuple(
+                brand_code[b] for b in candidate_brands(profile, spec) if b in brand_code
+            )
             mask = masks.get(wanted)
             if mask is None:
                 mask = masks[wanted] = np.isin(codes, wanted)
@@ -420,7 +422,9 @@ def rank_many(
                 i = matrix.index.get(r["content_id"])
                 if i is not None:
                     allowed[row, i] = False
-        aff = 0.5 * np.minimum(s_cat @ matrix.cat.T, 1.0) + 0.5 * np.minimum(s_top @ matrix.topic.T, 1.0)
+        aff = 0.5 * np.minimum(s_cat @ matrix.cat.T, 1.0) + 0.5 * np.minimum(
+            s_top @ matrix.topic.T, 1.0
+        )
         age_h = np.maximum(0.0, (refs[:, None] - published[None, :]) / HOUR_MS)
         with np.errstate(invalid="ignore"):
             rec = np.where(has_pub[None, :], 2.0 ** (-age_h / spec.recency_half_life_hours), 0.0)
@@ -437,12 +441,18 @@ def rank_many(
             idx = np.flatnonzero(row_score >= kth)
             # items are sorted by content_id, so index order breaks score ties by content_id
             order = idx[np.lexsort((idx, -row_score[idx]))][:top_k]
-            results.append([
-                Scored(
-                    matrix.metas[i].content_id, matrix.metas[i].brand, float(row_score[i]),
-                    float(aff[row, i]), float(rec[row, i]), float(eng[i]),
-                    weights[matrix.metas[i].brand],
-                )
-                for i in order.tolist()
-            ])
+            results.append(
+                [
+                    Scored(
+                        matrix.metas[i].content_id,
+                        matrix.metas[i].brand,
+                        float(row_score[i]),
+                        float(aff[row, i]),
+                        float(rec[row, i]),
+                        float(eng[i]),
+                        weights[matrix.metas[i].brand],
+                    )
+                    for i in order.tolist()
+                ]
+            )
     return results

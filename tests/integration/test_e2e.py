@@ -229,7 +229,9 @@ def _reference_events(data_dir: Path) -> dict[str, list[tuple[str, str, str, int
                     per_user[user].append(("click", "live", nid, t))
     for user, h in history.items():
         for i, nid in enumerate(h):
-            per_user[user].append(("click", "history", nid, earliest[user] - (len(h) - i) * spacing))
+            per_user[user].append(
+                ("click", "history", nid, earliest[user] - (len(h) - i) * spacing)
+            )
     return per_user
 
 
