@@ -140,6 +140,38 @@ def up(
     detach: Annotated[bool, typer.Option("--detach", help="leave it running and return")] = False,
 ) -> None:
     """Start everything locally and replay the real input; Ctrl-C stops it all."""
+
+    def _terminate(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        _up(no_replay)
+        if detach:
+            console.print("left running; stop with `feedpipe down`")
+            return
+        console.print("running; press Ctrl-C to stop")
+        while True:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("\nstopping ...")
+        _down(wipe=False)
+
+
+def _where_to_look() -> None:
+    s = settings()
+    base = f"http://{s.api_host}:{s.api_port}"
+    console.print("\n[bold]where to look[/]")
+    console.print(f"  read endpoint   {base}/healthz")
+    console.print(f"  trending        {base}/v1/trending")
+    console.print(f"  a feed          {base}/v1/feeds/U35841?explain=true")
+    console.print(f"  a profile       {base}/v1/profiles/U35841")
+    console.print(f"  worker metrics  http://127.0.0.1:{s.worker_web_port}/performance/")
+    console.print(f"  logs            {s.state_dir / 'logs'}")
+    console.print("  status          feedpipe status\n")
+
+
+def _up(no_replay: bool) -> None:
     from feedpipe.infra import LocalStack
     from feedpipe.topics import apply
 
@@ -154,47 +186,26 @@ def up(
     console.print("starting the Faust worker and the read endpoint ...")
     services.start(services.worker_service(s), s)
     services.start(services.api_service(s), s)
-    base = f"http://{s.api_host}:{s.api_port}"
-    if not no_replay:
-        cms = [x.name for x in topology().sources if x.kind != "mind.behaviors"]
-        readers = [x.name for x in topology().sources if x.kind == "mind.behaviors"]
-        t0 = time.monotonic()
-        n_cms = sum(_replay(cms).values())
-        _wait_drained()
-        t1 = time.monotonic()
-        console.print(
-            f"content: {n_cms:,} CMS events normalised, enriched and materialised "
-            f"in {t1 - t0:.1f} s"
-        )
-        n_reader = sum(_replay(readers).values())
-        _wait_drained()
-        t2 = time.monotonic()
-        console.print(
-            f"readers: {n_reader:,} reader events through profiles and feeds in "
-            f"{t2 - t1:.1f} s ({n_reader / (t2 - t1):,.0f} events/s end to end)"
-        )
-    console.print("\n[bold]where to look[/]")
-    console.print(f"  read endpoint   {base}/healthz")
-    console.print(f"  trending        {base}/v1/trending")
-    console.print(f"  a feed          {base}/v1/feeds/U35841?explain=true")
-    console.print(f"  a profile       {base}/v1/profiles/U35841")
-    console.print(f"  worker metrics  http://127.0.0.1:{s.worker_web_port}/performance/")
-    console.print(f"  logs            {s.state_dir / 'logs'}")
-    if detach:
-        console.print("left running; stop with `feedpipe down`")
+    _where_to_look()
+    if no_replay:
         return
-    console.print("running; press Ctrl-C to stop")
-    stopping = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    while not stopping:
-        time.sleep(0.5)
-    _down(wipe=False)
+    cms = [x.name for x in topology().sources if x.kind != "mind.behaviors"]
+    readers = [x.name for x in topology().sources if x.kind == "mind.behaviors"]
+    t0 = time.monotonic()
+    n_cms = sum(_replay(cms).values())
+    _wait_drained()
+    t1 = time.monotonic()
+    console.print(
+        f"content: {n_cms:,} CMS events normalised, enriched and materialised in {t1 - t0:.1f} s"
+    )
+    n_reader = sum(_replay(readers).values())
+    _wait_drained()
+    t2 = time.monotonic()
+    console.print(
+        f"readers: {n_reader:,} reader events through profiles and feeds in "
+        f"{t2 - t1:.1f} s ({n_reader / (t2 - t1):,.0f} events/s end to end)"
+    )
+    _where_to_look()
 
 
 def _down(wipe: bool) -> None:

@@ -96,6 +96,7 @@ def feed_json(
     user_id: str, profile: dict[str, Any], items: list[Scored], stats_version: int
 ) -> dict[str, Any]:
     """The feed document stored in Redis (and, converted, sent as feedpipe.UserFeed)."""
+    weights: dict[int, dict[str, float]] = {}  # one mapping per distinct Weights object
     return {
         "user_id": user_id,
         "profile_version": profile["version"],
@@ -112,7 +113,8 @@ def feed_json(
                 "affinity": s.affinity,
                 "recency": s.recency,
                 "engagement": s.engagement,
-                "weights": s.weights.as_dict(),
+                "weights": weights.get(id(s.weights))
+                or weights.setdefault(id(s.weights), s.weights.as_dict()),
             }
             for i, s in enumerate(items)
         ],
@@ -214,7 +216,9 @@ async def refresh_stale_feeds() -> None:
         for i in range(0, len(users), REFRESH_CHUNK):
             if CATALOGUE.last_batch_at != started:
                 return  # new profile updates arrived: they come first; resume when idle again
-            written += await rank_and_store(users[i : i + REFRESH_CHUNK], partition, publish=True)
+            # refreshed feeds only reflect newer item stats: Redis is updated, and the compacted
+            # feeds.updated topic keeps the last feed each profile change produced
+            written += await rank_and_store(users[i : i + REFRESH_CHUNK], partition, publish=False)
         await r.set(k.feeds_refreshed(partition), mark)
         log.info(
             "feeds: refreshed %d feeds of partition %d at catalogue:stats %s",

@@ -137,7 +137,9 @@ def test_malformed_behaviour_rows_reach_the_dlq(
         "3\tUx3\t11/12/2019 2:14:46 PM\n",
         encoding="utf-8",
     )
-    spec = SourceSpec(name="synthetic", kind="mind.behaviors", brand="mind", path="b.tsv")
+    spec = SourceSpec(
+        name="synthetic", kind="mind.behaviors", brand="mind", path="b.tsv", content_source="mind"
+    )
     before = _watermarks(kafka_bootstrap, "reader.events")
     dlq_before = _watermarks(kafka_bootstrap, "reader.events.dlq")
     conn = ReplayConnector(
