@@ -185,9 +185,14 @@ async def feeds_agent(stream: StreamT[Any]) -> None:
     """Re-rank the feeds of the users whose profiles changed in the batch."""
     async for events in take_events(stream, BATCH, WITHIN_S):
         groups: dict[tuple[str, int], list[EventT]] = by_partition(list(events))
+        t0 = time.perf_counter()
+        n = 0
         for (_, partition), evs in groups.items():
             users = sorted({as_str(e.message.key) for e in evs if e.message.key})
-            await rank_and_store(users, partition, publish=True, stats_max_age_s=STATS_MAX_AGE_S)
+            n += await rank_and_store(
+                users, partition, publish=True, stats_max_age_s=STATS_MAX_AGE_S
+            )
+        log.debug("feeds: %d events, %d feeds in %.3f s", len(events), n, time.perf_counter() - t0)
         CATALOGUE.last_batch_at = time.monotonic()
 
 
