@@ -96,8 +96,13 @@ def enrich_batch(values: Sequence[bytes | None]) -> list[dict[str, Any] | tuple[
 
 
 def newer(doc: dict[str, Any], stored: dict[str, Any] | None) -> bool:
-    """Event-time guard: write ``doc`` unless the stored copy is the same or newer."""
+    """Event-time guard: write ``doc`` unless the stored copy is the same or newer.
+
+    An unpublish without an update time (a bare delete event) always applies.
+    """
     if stored is None:
+        return True
+    if doc["status"] != "published" and doc.get("updated_at") is None:
         return True
     if stored.get("content_hash") == doc["content_hash"] and stored.get("status") == doc["status"]:
         return False

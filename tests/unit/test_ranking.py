@@ -139,3 +139,4 @@ def test_rank_many_agrees_with_rank() -> None:
         read = {r["content_id"] for r in p["recent_reads"]}
         assert not read & {s.content_id for s in got}
         assert len(got) <= rspec.feed_size
+
