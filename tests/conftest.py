@@ -29,7 +29,7 @@ import pytest
 import redis
 
 from feedpipe import settings as settings_module
-from feedpipe.infra import KafkaBroker, RedisServer, ensure_jars
+from feedpipe.infra import KafkaBroker, RedisServer, ensure_jars, pinned_version
 from feedpipe.infra.kafka import broker_answers
 from feedpipe.settings import Settings
 from feedpipe.topics import TopicChange, admin_client, apply, format_changes
@@ -40,7 +40,7 @@ TEST_STATE_DIR = REPO / ".feedpipe-test"
 TEST_KAFKA_PORT = 29092
 TEST_KAFKA_CONTROLLER_PORT = 29093
 TEST_REDIS_PORT = 26379
-KAFKA_IMAGE = "apache/kafka:4.1.1"
+KAFKA_IMAGE = f"apache/kafka:{pinned_version()}"  # the same release as the local broker
 REDIS_IMAGE = "redis:7"
 # Where `make setup` / `python -m feedpipe.infra jars` put the jars (read before any override).
 DEV_STATE_DIR = Settings().state_dir
