@@ -494,3 +494,64 @@ def test_unknown_user_gets_trending_fallback(pipeline: dict[str, Any]) -> None:
         assert [i["content_id"] for i in trending["items"]][: len(feed["items"])] == [
             i["content_id"] for i in feed["items"]
         ]
+
+
+def test_unpublished_item_leaves_content_and_every_feed(pipeline: dict[str, Any]) -> None:
+    """A delete (unpublish) event flows through the pipeline and takes the item out of the
+    content table and of every feed served; runs last because it changes the state."""
+    import redis
+    from confluent_kafka import Producer
+
+    from feedpipe.ids import event_id
+    from feedpipe.redis_keys import keys
+
+    r = redis.Redis.from_url(pipeline["redis_url"])
+    k = keys()
+    with httpx.Client(base_url=pipeline["base"], timeout=10) as client:
+        users = [u.decode() for u in r.zrange(k.active(0), 0, 30)]
+        feeds = {u: client.get(f"/v1/feeds/{u}", params={"limit": 100}).json() for u in users}
+        counts = Counter(it["content_id"] for f in feeds.values() for it in f["items"])
+        victim, n_feeds = counts.most_common(1)[0]
+        doc = client.get(f"/v1/content/{victim}").json()
+        assert doc["source"] == "mind" and n_feeds > 1
+        raw = codec("RawCmsEvent").encode(
+            {
+                "event_id": event_id("unpublish", victim),
+                "kind": "mind.news",
+                "op": "delete",
+                "source": "mind",
+                "brand": "mind",
+                "source_id": doc["source_id"],
+                "content_type": "text/tab-separated-values",
+                "payload": b"",
+                "origin": "test",
+                "emitted_at": datetime.now(UTC),
+            }
+        )
+        p = Producer(
+            {
+                "bootstrap.servers": pipeline["settings"].kafka_bootstrap,
+                "enable.idempotence": True,
+                "partitioner": "murmur2_random",
+            }
+        )
+        p.produce("cms.raw", key=f"mind:{doc['source_id']}".encode(), value=raw)
+        assert p.flush(10) == 0
+        t0 = time.monotonic()
+        deadline = t0 + 60
+        while client.get(f"/v1/content/{victim}").status_code != 404:
+            assert time.monotonic() < deadline, "content not removed"
+            time.sleep(0.2)
+        removed_s = time.monotonic() - t0
+        for u in users:
+            served = client.get(f"/v1/feeds/{u}", params={"limit": 100}).json()
+            assert victim not in {it["content_id"] for it in served["items"]}, u
+        assert r.zscore(k.catalogue("mind"), victim) is None
+        # the materialised feeds are re-ranked without it once the stage is idle
+        while any(victim in (r.get(k.feed(u)) or b"").decode() for u in users):
+            assert time.monotonic() < deadline, "stored feeds still list the unpublished item"
+            time.sleep(0.5)
+        print(
+            f"\nunpublish: out of content and served feeds in {removed_s:.1f} s, "
+            f"out of stored feeds in {time.monotonic() - t0:.1f} s"
+        )
