@@ -40,9 +40,13 @@ class ConnectorMetrics:
         fetched: input records read (events built plus rejected inputs).
         published: records handed to the producer (events and dead letters); all of them are
             acknowledged once :meth:`Connector.flush` returned without raising.
-        rejected: rejected inputs by reason code (each one was published as a dead letter).
+        rejected: rejected inputs by reason code (each one was published as a dead letter;
+            for live sources also refused answers, e.g. a JSON:API error document, which fail
+            the poll with a clear error instead).
         last_success_at: UTC time of the last successful flush (None before the first).
         elapsed_s: wall-clock seconds of the run (fetch + encode + produce + flush).
+        retries: request attempts repeated after a transient failure (live sources).
+        cursor: human-readable position of the persisted cursor (live sources), or None.
     """
 
     fetched: int = 0
@@ -50,6 +54,8 @@ class ConnectorMetrics:
     rejected: dict[str, int] = field(default_factory=dict)
     last_success_at: datetime | None = None
     elapsed_s: float = 0.0
+    retries: int = 0
+    cursor: str | None = None
 
     def reject(self, code: str) -> None:
         """Count one rejected input under ``code``."""
@@ -74,6 +80,8 @@ class ConnectorMetrics:
             "last_success_at": self.last_success_at.isoformat() if self.last_success_at else None,
             "elapsed_s": round(self.elapsed_s, 3),
             "rate_per_s": round(self.rate, 1),
+            "retries": self.retries,
+            "cursor": self.cursor,
         }
 
 

@@ -135,6 +135,38 @@ def replay(
 
 
 @cli.command()
+def connect(
+    names: Annotated[list[str] | None, typer.Argument(help="source names (default: all)")] = None,
+    once: Annotated[bool, typer.Option("--once", help="poll each source once and exit")] = False,
+    config: Annotated[str | None, typer.Option(help="sources file [connectors.yaml]")] = None,
+) -> None:
+    """Run the live CMS connectors of connectors.yaml (WordPress, Drupal, RSS/Atom/JSON Feed)."""
+    import threading
+    from pathlib import Path
+
+    from connectors.config import CONNECTORS_PATH, load_sources, select_sources
+    from connectors.http import run_sources
+
+    specs = select_sources(load_sources(Path(config) if config else CONNECTORS_PATH), names)
+    if not specs:
+        console.print("no sources declared in connectors.yaml")
+        raise SystemExit(1)
+    stop = threading.Event()
+
+    def _stop(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    console.print(f"connecting {', '.join(s.name for s in specs)} (Ctrl-C stops)")
+    metrics = run_sources(specs, settings().kafka_bootstrap, stop, once=once)
+    for name, m in metrics.items():
+        console.print(f"  {name:<20} {m.as_dict()}")
+    if any(getattr(m, "failing", False) for m in metrics.values()):
+        raise SystemExit(2)
+
+
+@cli.command()
 def up(
     no_replay: Annotated[bool, typer.Option("--no-replay", help="start the stack only")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="leave it running and return")] = False,

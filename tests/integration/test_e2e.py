@@ -18,7 +18,6 @@ feedpipe.ranking, so a bug there cannot hide itself.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 import uuid
@@ -32,46 +31,17 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from pipeline import drain, running_pipeline, wait_feeds_converged
 
 from connectors.replay import replay_all
-from feedpipe import services
 from feedpipe.codec import codec
 from feedpipe.ids import content_id
-from feedpipe.lag import group_lag
-from feedpipe.settings import settings
-from feedpipe.topics import apply
 from feedpipe.topology import topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 CMS_SOURCES = ["mind", "frontity-wp", "umami-drupal", "feeds-realworld", "feeds-edge"]
 SAMPLE_USERS = 40
-
-
-def _recreate_topics(bootstrap: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = list(topology().topics)
-    existing = set(admin.list_topics(timeout=10).topics)
-    doomed = [n for n in names if n in existing]
-    if doomed:
-        for f in admin.delete_topics(doomed, operation_timeout=30).values():
-            f.result()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and set(doomed) & set(
-            admin.list_topics(timeout=10).topics
-        ):
-            time.sleep(0.2)
-    # deletion is asynchronous on the broker: retry creation until it goes through
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            apply(topology(), admin)
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def _consume_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
@@ -111,28 +81,14 @@ def pipeline(
     kafka_bootstrap: str, redis_url: str, data_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """A drained pipeline: fresh topics, empty Redis, a worker and the API, all data replayed."""
-    import redis
-
-    _recreate_topics(kafka_bootstrap)
-    redis.Redis.from_url(redis_url).flushdb()
-    state = tmp_path_factory.mktemp("e2e-state")
-    os.environ["FEEDPIPE_STATE_DIR"] = str(state)
-    os.environ["FEEDPIPE_APP_ID"] = f"feedpipe-e2e-{uuid.uuid4().hex[:8]}"
-    os.environ["FEEDPIPE_API_PORT"] = str(_free_port())
-    os.environ["FEEDPIPE_WORKER_WEB_PORT"] = str(_free_port())
-    settings.cache_clear()
-    s = settings()
-    worker, api = services.worker_service(s), services.api_service(s)
-    services.start(worker, s)
-    services.start(api, s)
-    try:
+    with running_pipeline(kafka_bootstrap, redis_url, tmp_path_factory.mktemp("e2e")) as s:
         t0 = time.monotonic()
         cms = replay_all(topology(), data_dir, CMS_SOURCES, None)
-        _drain(s.kafka_bootstrap, s.app_id)
+        drain(s.kafka_bootstrap, s.app_id)
         t1 = time.monotonic()
         reads = replay_all(topology(), data_dir, ["mind-behaviors"], None)
-        _drain(s.kafka_bootstrap, s.app_id)
-        _wait_feeds_converged(redis_url)
+        drain(s.kafka_bootstrap, s.app_id)
+        wait_feeds_converged(redis_url)
         t2 = time.monotonic()
         n_reader = sum(m.published for m in reads.values())
         print(
@@ -146,57 +102,6 @@ def pipeline(
             "reads": reads,
             "redis_url": redis_url,
         }
-    finally:
-        services.stop(api, s)
-        services.stop(worker, s)
-        for k in (
-            "FEEDPIPE_STATE_DIR",
-            "FEEDPIPE_APP_ID",
-            "FEEDPIPE_API_PORT",
-            "FEEDPIPE_WORKER_WEB_PORT",
-        ):
-            os.environ.pop(k, None)
-        settings.cache_clear()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _drain(bootstrap: str, group: str, timeout_s: float = 600) -> None:
-    topics = ["cms.raw", "content.normalised", "reader.events", "profiles.updated"]
-    deadline = time.monotonic() + timeout_s
-    quiet = 0
-    while time.monotonic() < deadline:
-        lag = group_lag(bootstrap, group, topics)
-        quiet = quiet + 1 if sum(lag.values()) == 0 else 0
-        if quiet >= 3:
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"pipeline did not drain in {timeout_s} s: {lag}")
-
-
-def _wait_feeds_converged(redis_url: str, timeout_s: float = 120) -> None:
-    """Wait until every partition's feeds reflect the current catalogue and stats versions."""
-    import redis
-
-    from feedpipe.redis_keys import keys
-
-    r = redis.Redis.from_url(redis_url)
-    k = keys()
-    parts = range(topology().topics["profiles.updated"].partitions)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        cv, sv = r.mget([k.catalogue_version(), k.stats_version()])
-        mark = f"{int(cv or 0)}:{int(sv or 0)}".encode()
-        if all(r.get(k.feeds_refreshed(p)) == mark for p in parts):
-            return
-        time.sleep(0.5)
-    raise AssertionError("feeds did not converge to the final catalogue and stats")
 
 
 # --- independent reference -------------------------------------------------------------

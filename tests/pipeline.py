@@ -1,0 +1,118 @@
+"""Test harness for tests that run the whole pipeline: a worker and the read endpoint as real
+processes on real Kafka and Redis, fresh topics, and waits on consumer lag."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from feedpipe import services
+from feedpipe.lag import group_lag
+from feedpipe.settings import Settings, settings
+from feedpipe.topics import apply
+from feedpipe.topology import topology
+
+ENV_KEYS = (
+    "FEEDPIPE_STATE_DIR",
+    "FEEDPIPE_APP_ID",
+    "FEEDPIPE_API_PORT",
+    "FEEDPIPE_WORKER_WEB_PORT",
+)
+
+
+def recreate_topics(bootstrap: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = list(topology().topics)
+    existing = set(admin.list_topics(timeout=10).topics)
+    doomed = [n for n in names if n in existing]
+    if doomed:
+        for f in admin.delete_topics(doomed, operation_timeout=30).values():
+            f.result()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and set(doomed) & set(
+            admin.list_topics(timeout=10).topics
+        ):
+            time.sleep(0.2)
+    # deletion is asynchronous on the broker: retry creation until it goes through
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            apply(topology(), admin)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@contextmanager
+def running_pipeline(kafka_bootstrap: str, redis_url: str, state: Path) -> Iterator[Settings]:
+    """Fresh topics, an empty Redis, then a worker and the read endpoint (unique consumer group,
+    free ports) for the duration of the block; yields the settings they run with."""
+    import redis
+
+    recreate_topics(kafka_bootstrap)
+    redis.Redis.from_url(redis_url).flushdb()
+    os.environ["FEEDPIPE_STATE_DIR"] = str(state)
+    os.environ["FEEDPIPE_APP_ID"] = f"feedpipe-test-{uuid.uuid4().hex[:8]}"
+    os.environ["FEEDPIPE_API_PORT"] = str(free_port())
+    os.environ["FEEDPIPE_WORKER_WEB_PORT"] = str(free_port())
+    settings.cache_clear()
+    s = settings()
+    worker, api = services.worker_service(s), services.api_service(s)
+    try:
+        services.start(worker, s)
+        services.start(api, s)
+        yield s
+    finally:
+        services.stop(api, s)
+        services.stop(worker, s)
+        for k in ENV_KEYS:
+            os.environ.pop(k, None)
+        settings.cache_clear()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def drain(bootstrap: str, group: str, timeout_s: float = 600) -> None:
+    topics = ["cms.raw", "content.normalised", "reader.events", "profiles.updated"]
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while time.monotonic() < deadline:
+        lag = group_lag(bootstrap, group, topics)
+        quiet = quiet + 1 if sum(lag.values()) == 0 else 0
+        if quiet >= 3:
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"pipeline did not drain in {timeout_s} s: {lag}")
+
+
+def wait_feeds_converged(redis_url: str, timeout_s: float = 120) -> None:
+    """Wait until every partition's feeds reflect the current catalogue and stats versions."""
+    import redis
+
+    from feedpipe.redis_keys import keys
+
+    r = redis.Redis.from_url(redis_url)
+    k = keys()
+    parts = range(topology().topics["profiles.updated"].partitions)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        cv, sv = r.mget([k.catalogue_version(), k.stats_version()])
+        mark = f"{int(cv or 0)}:{int(sv or 0)}".encode()
+        if all(r.get(k.feeds_refreshed(p)) == mark for p in parts):
+            return
+        time.sleep(0.5)
+    raise AssertionError("feeds did not converge to the final catalogue and stats")
