@@ -18,7 +18,7 @@ raises :class:`DeliveryError` when any message failed or is still undelivered.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -35,6 +35,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "compression.type": "lz4",
 }
 MAX_KEPT_ERRORS = 20
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class DeliveryError(FeedpipeError):
@@ -104,6 +105,13 @@ class IdempotentProducer:
         if len(self.errors) < MAX_KEPT_ERRORS:
             self.errors.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
 
+    def _chained(self, extra: DeliveryCallback) -> DeliveryCallback:
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            self._on_delivery(err, msg)
+            extra(err, msg)
+
+        return cb
+
     def _on_stats(self, stats_json: str) -> None:
         self.last_stats = orjson.loads(stats_json)
 
@@ -113,8 +121,19 @@ class IdempotentProducer:
         """Messages handed to :meth:`produce` without a delivery report yet."""
         return len(self._producer)
 
-    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
         """Queue one message; serves delivery reports (``poll(0)``) after queueing.
+
+        ``on_delivery(err, msg)``, when given, is called for this message's delivery report
+        after it was counted (``err`` None when acknowledged); like every delivery report it
+        runs on the thread that calls :meth:`poll` / :meth:`flush` / :meth:`produce`.
 
         When the local queue is full (``BufferError``) it polls (serving reports, letting the
         queue drain) and retries for up to ``buffer_timeout_s``.
@@ -125,9 +144,13 @@ class IdempotentProducer:
                 lost); never swallowed.
         """
         deadline: float | None = None
+        cb = None if on_delivery is None else self._chained(on_delivery)
         while True:
             try:
-                self._producer.produce(topic, value, key)
+                if cb is None:  # the producer-wide callback (config on_delivery)
+                    self._producer.produce(topic, value, key)
+                else:
+                    self._producer.produce(topic, value, key, on_delivery=cb)
                 break
             except BufferError:
                 now = time.monotonic()
