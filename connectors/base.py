@@ -134,6 +134,11 @@ class Connector(abc.ABC):
             connectors.producer.DeliveryError: records could not be delivered.
         """
 
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return soon; safe from any thread. Call :meth:`stop` once
+        :meth:`run` returned, to flush and close the producer."""
+        self._stop.set()
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """Ask :meth:`run` to stop, then flush and close the producer if this connector owns it.
 

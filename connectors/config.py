@@ -146,23 +146,89 @@ class LiveSourceSpec(_Strict):
         return base / f"{self.name}.json"
 
 
+class WebhookSourceSpec(_Strict):
+    """A push source served by the webhook receiver (connectors/webhook.py).
+
+    Attributes:
+        name: source name (URL path ``/v1/webhooks/{name}``; part of content ids).
+        kind: how bodies are read: ``wordpress.post`` | ``drupal.node``.
+        brand: brand of the content.
+        secret_env: NAME of the environment variable holding the HMAC-SHA256 secret.
+        tolerance_s: accepted clock distance of the signed timestamp, seconds.
+        max_body_bytes: largest accepted body, bytes.
+    """
+
+    name: str = Field(pattern=_NAME.pattern)
+    kind: Literal["wordpress.post", "drupal.node"]
+    brand: str = Field(min_length=1)
+    secret_env: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    tolerance_s: int = Field(default=300, ge=1)
+    max_body_bytes: int = Field(default=1 << 20, ge=1)
+
+
+class WebhooksSpec(_Strict):
+    """The webhook receiver: where it listens (loopback unless told) and its sources."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    ack_timeout_s: float = Field(default=10.0, gt=0)
+    sources: list[WebhookSourceSpec] = Field(default_factory=list)
+
+
+class CdcSourceSpec(_Strict):
+    """A Debezium ``wp_posts`` change topic consumed by connectors/cdc.py.
+
+    Attributes:
+        name: source name (part of content ids).
+        brand: brand of the content.
+        topic: the Debezium topic (``<topic.prefix>.<db>.wp_posts``).
+        post_types: ``post_type`` values published (others are skipped and counted).
+    """
+
+    name: str = Field(pattern=_NAME.pattern)
+    brand: str = Field(min_length=1)
+    topic: str = "cdc.wordpress.wp_posts"
+    post_types: list[str] = Field(default_factory=lambda: ["post"])
+
+
+class ConnectorsConfig(BaseModel):
+    """Everything ``connectors.yaml`` declares: pollers, webhook sources, CDC topics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sources: list[LiveSourceSpec]
+    webhooks: WebhooksSpec
+    cdc: list[CdcSourceSpec]
+
+    def names(self) -> list[str]:
+        """Every declared source name, pollers first."""
+        return (
+            [s.name for s in self.sources]
+            + [w.name for w in self.webhooks.sources]
+            + [c.name for c in self.cdc]
+        )
+
+
 class ConnectorsFile(_Strict):
     """The whole ``connectors.yaml``: ``sources:`` (names unique; may be empty)."""
 
     sources: list[LiveSourceSpec] = Field(default_factory=list)
+    webhooks: WebhooksSpec = Field(default_factory=WebhooksSpec)
+    cdc: list[CdcSourceSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique(self) -> ConnectorsFile:
         seen: set[str] = set()
-        for s in self.sources:
-            if s.name in seen:
-                raise ValueError(f"source name {s.name!r} is declared twice")
-            seen.add(s.name)
+        names = [s.name for s in self.sources] + [w.name for w in self.webhooks.sources]
+        for name in names + [c.name for c in self.cdc]:
+            if name in seen:
+                raise ValueError(f"source name {name!r} is declared twice")
+            seen.add(name)
         return self
 
 
 def load_sources(path: Path = CONNECTORS_PATH) -> list[LiveSourceSpec]:
-    """Load and validate the live sources of ``path``.
+    """Load and validate the polled live sources of ``path`` (``load_config(path).sources``).
 
     A relative ``cursor_dir`` is resolved against the file's directory. An empty file or
     ``sources: []`` gives ``[]``.
@@ -170,6 +236,15 @@ def load_sources(path: Path = CONNECTORS_PATH) -> list[LiveSourceSpec]:
     Raises:
         ConfigError: unreadable file, invalid YAML or a validation error; the message names
             the file (and pydantic's message names the field).
+    """
+    return load_config(path).sources
+
+
+def load_config(path: Path = CONNECTORS_PATH) -> ConnectorsConfig:
+    """Load and validate the whole of ``path``: pollers, webhook receiver, CDC topics.
+
+    Raises:
+        ConfigError: as :func:`load_sources`.
     """
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -179,12 +254,13 @@ def load_sources(path: Path = CONNECTORS_PATH) -> list[LiveSourceSpec]:
     except ValidationError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     base = path.resolve().parent
-    return [
+    sources = [
         s.model_copy(update={"cursor_dir": base / s.cursor_dir})
         if s.cursor_dir is not None and not s.cursor_dir.is_absolute()
         else s
         for s in parsed.sources
     ]
+    return ConnectorsConfig(sources=sources, webhooks=parsed.webhooks, cdc=parsed.cdc)
 
 
 def select_sources(specs: list[LiveSourceSpec], names: list[str] | None) -> list[LiveSourceSpec]:

@@ -587,11 +587,16 @@ class WebhookConnector(Connector):
                 self.metrics.last_success_at = m.last_success_at
         return self.metrics
 
+    def request_stop(self) -> None:
+        """Ask the server to exit (it finishes in-flight requests); safe from any thread."""
+        if self._server is not None:
+            self._server.should_exit = True
+        super().request_stop()
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """Ask the server to exit (it finishes in-flight requests), then flush/close the producer
         when owned."""
-        if self._server is not None:
-            self._server.should_exit = True
+        self.request_stop()
         super().stop(timeout_s)
 
 

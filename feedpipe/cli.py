@@ -140,15 +140,16 @@ def connect(
     once: Annotated[bool, typer.Option("--once", help="poll each source once and exit")] = False,
     config: Annotated[str | None, typer.Option(help="sources file [connectors.yaml]")] = None,
 ) -> None:
-    """Run the live CMS connectors of connectors.yaml (WordPress, Drupal, RSS/Atom/JSON Feed)."""
+    """Run the live connectors of connectors.yaml: pollers (WordPress, Drupal, RSS/Atom/JSON
+    Feed), the signed webhook receiver and Debezium CDC consumers. Ctrl-C stops them."""
     import threading
     from pathlib import Path
 
-    from connectors.config import CONNECTORS_PATH, load_sources, select_sources
-    from connectors.http import run_sources
+    from connectors.config import CONNECTORS_PATH, load_config
+    from connectors.live import start_all, summary
 
-    specs = select_sources(load_sources(Path(config) if config else CONNECTORS_PATH), names)
-    if not specs:
+    cfg = load_config(Path(config) if config else CONNECTORS_PATH)
+    if not cfg.names():
         console.print("no sources declared in connectors.yaml")
         raise SystemExit(1)
     stop = threading.Event()
@@ -158,11 +159,18 @@ def connect(
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    console.print(f"connecting {', '.join(s.name for s in specs)} (Ctrl-C stops)")
-    metrics = run_sources(specs, settings().kafka_bootstrap, stop, once=once)
-    for name, m in metrics.items():
-        console.print(f"  {name:<20} {m.as_dict()}")
-    if any(getattr(m, "failing", False) for m in metrics.values()):
+    run = start_all(cfg, names, settings().kafka_bootstrap, stop, once=once)
+    console.print(f"connecting {', '.join(names or cfg.names())} (Ctrl-C stops)")
+    if once:
+        run.join()
+        stop.set()
+    while any(t.is_alive() for t in run.threads):
+        time.sleep(0.5)
+    for name, m in summary(run.metrics).items():
+        console.print(f"  {name:<20} {m}")
+    for name, exc in run.errors.items():
+        console.print(f"  {name:<20} FAILED: {exc}")
+    if run.errors or any(m.get("failing") for m in summary(run.metrics).values()):
         raise SystemExit(2)
 
 
@@ -285,3 +293,7 @@ def status() -> None:
 def main() -> None:
     """Entry point of the ``feedpipe`` script."""
     cli()
+
+
+if __name__ == "__main__":
+    main()
