@@ -409,8 +409,8 @@ class CdcConnector(Connector):
         raw_topic / dlq: target topic and its dead-letter topic.
         batch_size: messages per ``consume`` call (and per flush + commit).
         poll_timeout_s: seconds one ``consume`` call waits.
-        idle_exit_s: return from :meth:`run` after this many seconds without messages (None:
-            run until :meth:`stop`).
+        idle_exit_s: return from :meth:`run` after this many seconds without messages, counted
+            from the partition assignment (None: run until :meth:`stop`).
         consumer_config: extra librdkafka consumer properties.
         producer / bootstrap: see :class:`Connector`.
         flush_timeout_s: seconds to wait for acknowledgements per batch.
@@ -524,12 +524,19 @@ class CdcConnector(Connector):
 
         failed = False
 
+        assigned = False
+
+        def on_assign(c: Consumer, parts: list[TopicPartition]) -> None:
+            nonlocal assigned
+            assigned = True
+            idle.restart()  # idle time counts from the assignment, not the group join
+
         def on_revoke(c: Consumer, parts: list[TopicPartition]) -> None:
             if not failed:  # never commit past events that were not acknowledged
                 self._commit(c)
 
-        consumer.subscribe([self.topic], on_revoke=on_revoke)
         idle = Stopwatch()
+        consumer.subscribe([self.topic], on_assign=on_assign, on_revoke=on_revoke)
         try:
             while not self.stopping:
                 msgs = consumer.consume(self.batch_size, self.poll_timeout_s)
@@ -548,7 +555,7 @@ class CdcConnector(Connector):
                 if handled:
                     self._commit(consumer)
                     idle.restart()
-                elif self.idle_exit_s is not None and idle.elapsed >= self.idle_exit_s:
+                elif self.idle_exit_s is not None and assigned and idle.elapsed >= self.idle_exit_s:
                     break
             self._commit(consumer)
         except BaseException:
