@@ -121,3 +121,34 @@ def tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+class ManagedProcess:
+    """A local server process started with :func:`spawn` and tracked by a pid file.
+
+    Subclasses set ``pid_file`` and ``_proc`` and implement :meth:`pid`; :meth:`stop` is shared.
+    """
+
+    pid_file: Path
+    _proc: subprocess.Popen[bytes] | None
+
+    def pid(self) -> int | None:
+        """Pid of the running process (from the pid file), or None."""
+        raise NotImplementedError
+
+    def stop(self, timeout_s: float = 30) -> bool:
+        """SIGTERM the process group (the server shuts down cleanly), SIGKILL after
+        ``timeout_s`` seconds; remove the pid file.
+
+        Returns:
+            True when a running process was stopped, False when none was running.
+        """
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        proc = self._proc if self._proc is not None and self._proc.pid == pid else None
+        terminate(pid, timeout_s, proc)
+        self._proc = None
+        self.pid_file.unlink(missing_ok=True)
+        return True

@@ -34,11 +34,11 @@ from confluent_kafka.admin import AdminClient
 
 from feedpipe.infra._proc import (
     InfraError,
+    ManagedProcess,
     port_open,
     read_pid,
     spawn,
     tail,
-    terminate,
 )
 
 POM_PATH = Path(__file__).resolve().parent.parent.parent / "infra" / "kafka" / "pom.xml"
@@ -163,7 +163,7 @@ def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
     return bool(md.brokers)
 
 
-class KafkaBroker:
+class KafkaBroker(ManagedProcess):
     """A single-node KRaft broker on 127.0.0.1 with its state under ``<state_dir>/kafka``.
 
     Args:
@@ -354,23 +354,6 @@ class KafkaBroker:
                     f"{tail(self.log_dir / 'server.log')}"
                 )
             time.sleep(0.3)
-
-    def stop(self, timeout_s: float = 30) -> bool:
-        """Stop the broker: SIGTERM to its process group (controlled shutdown), wait up to
-        ``timeout_s`` seconds, then SIGKILL. Removes the pid file.
-
-        Returns:
-            True when a running broker was stopped, False when none was running.
-        """
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        proc = self._proc if self._proc is not None and self._proc.pid == pid else None
-        terminate(pid, timeout_s, proc)
-        self._proc = None
-        self.pid_file.unlink(missing_ok=True)
-        return True
 
     def wipe_data(self) -> None:
         """Delete the broker's data and logs (keeps the jars). Stop the broker first.

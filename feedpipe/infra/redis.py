@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from feedpipe.infra._proc import InfraError, port_open, read_pid, spawn, tail, terminate
+from feedpipe.infra._proc import InfraError, ManagedProcess, port_open, read_pid, spawn, tail
 
 _FALLBACK = Path("/usr/bin/redis-server")
 
@@ -53,7 +53,7 @@ def redis_answers(port: int, host: str = "127.0.0.1", timeout_s: float = 1.0) ->
         client.close()
 
 
-class RedisServer:
+class RedisServer(ManagedProcess):
     """``redis-server`` on 127.0.0.1:``port`` with data in ``<state_dir>/redis``.
 
     Args:
@@ -141,23 +141,6 @@ class RedisServer:
                     f"{timeout_s:.0f} s; {self.log_file}:\n{tail(self.log_file)}"
                 )
             time.sleep(0.1)
-
-    def stop(self, timeout_s: float = 30) -> bool:
-        """Stop the server with SIGTERM (Redis flushes the AOF and exits), SIGKILL after
-        ``timeout_s`` seconds. Removes the pid file.
-
-        Returns:
-            True when a running server was stopped, False when none was running.
-        """
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        proc = self._proc if self._proc is not None and self._proc.pid == pid else None
-        terminate(pid, timeout_s, proc)
-        self._proc = None
-        self.pid_file.unlink(missing_ok=True)
-        return True
 
     def wipe_data(self) -> None:
         """Delete the server's data and logs. Stop it first.
