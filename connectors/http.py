@@ -50,6 +50,7 @@ from connectors.producer import DeliveryError, IdempotentProducer
 from connectors.replay import CMS_SUBJECT, CMS_TOPIC, Keyed
 from feedpipe.codec import codec
 from feedpipe.errors import FeedpipeError
+from feedpipe.jsonapi import errors_reason
 from feedpipe.settings import settings
 
 log = logging.getLogger("feedpipe.connectors")
@@ -143,15 +144,7 @@ def error_detail(body: bytes) -> str:
     if isinstance(doc, dict):
         errors = doc.get("errors")
         if isinstance(errors, list) and errors:
-            parts = []
-            for err in errors:
-                if not isinstance(err, dict):
-                    parts.append(str(err))
-                    continue
-                head = " ".join(str(err[k]) for k in ("status", "title") if err.get(k) is not None)
-                detail = err.get("detail")
-                parts.append(f"{head}: {detail}" if detail else head or "error")
-            return "; ".join(parts)[:DETAIL_MAX_CHARS]
+            return errors_reason(errors)[:DETAIL_MAX_CHARS]
         if "code" in doc and "message" in doc:
             return f"{doc.get('code')}: {doc.get('message')}"[:DETAIL_MAX_CHARS]
     text = " ".join(body.decode("utf-8", "replace").split())

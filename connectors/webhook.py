@@ -71,6 +71,7 @@ from connectors.replay import (
 )
 from feedpipe.codec import codec
 from feedpipe.errors import ConfigError, RejectedInput
+from feedpipe.jsonapi import errors_reason
 from feedpipe.settings import settings
 
 log = logging.getLogger(__name__)
@@ -206,20 +207,6 @@ def wordpress_body_events(
     return out
 
 
-def jsonapi_errors_reason(errors: list[Any]) -> str:
-    """``"<status> <title>: <detail>"`` per JSON:API error object, joined by ``'; '`` (the
-    same text as the Drupal normaliser's reason)."""
-    parts = []
-    for err in errors:
-        if not isinstance(err, dict):
-            parts.append(str(err))
-            continue
-        head = " ".join(str(err[k]) for k in ("status", "title") if err.get(k) is not None)
-        detail = err.get("detail")
-        parts.append(f"{head}: {detail}" if detail else head or "error without status or title")
-    return "; ".join(parts) or "error document with an empty errors list"
-
-
 def drupal_body_events(
     doc: Any, raw: bytes, source: str, brand: str, origin: str
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -240,7 +227,7 @@ def drupal_body_events(
         )
     errors = doc.get("errors")
     if isinstance(errors, list):
-        raise RejectedInput("jsonapi_error", jsonapi_errors_reason(errors))
+        raise RejectedInput("jsonapi_error", errors_reason(errors))
     data = doc.get("data")
     if isinstance(data, dict):
         items: list[tuple[Any, bytes]] = [(data, raw)]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from feedpipe import services
@@ -116,3 +117,25 @@ def wait_feeds_converged(redis_url: str, timeout_s: float = 120) -> None:
             return
         time.sleep(0.5)
     raise AssertionError("feeds did not converge to the final catalogue and stats")
+
+
+def kafka_consumer(bootstrap: str, prefix: str = "test") -> Consumer:
+    """A consumer in a fresh group (``<prefix>-<uuid>``), no auto-commit, from the earliest."""
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{prefix}-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+
+
+def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
+    """High watermark (log end offset) per partition of ``topic``."""
+    c = kafka_consumer(bootstrap, "test-watermarks")
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    finally:
+        c.close()

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from feedpipe.errors import RejectedInput
+from feedpipe.jsonapi import errors_reason
 from streams.normalisers.common import (
     Draft,
     as_dict,
@@ -88,19 +89,6 @@ def split_jsonapi_collection(doc: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _errors_reason(errors: list[Any]) -> str:
-    """``"<status> <title>: <detail>"`` per error, joined by ``'; '``."""
-    parts = []
-    for err in errors:
-        if not isinstance(err, dict):
-            parts.append(str(err))
-            continue
-        head = " ".join(str(err[k]) for k in ("status", "title") if err.get(k) is not None)
-        detail = err.get("detail")
-        parts.append(f"{head}: {detail}" if detail else head or "error without status or title")
-    return "; ".join(parts) or "error document with an empty errors list"
-
-
 def _href(links: Any) -> str | None:
     if isinstance(links, dict):
         self_link = links.get("self")
@@ -137,7 +125,7 @@ def normalise_node(doc: Any, deleting: bool) -> Draft:
     if not isinstance(doc, dict):
         raise RejectedInput("not_an_article", f"payload is a JSON {type(doc).__name__}")
     if isinstance(doc.get("errors"), list):
-        raise RejectedInput("jsonapi_error", _errors_reason(doc["errors"]))
+        raise RejectedInput("jsonapi_error", errors_reason(doc["errors"]))
     data = doc.get("data")
     if isinstance(data, list):
         raise RejectedInput(

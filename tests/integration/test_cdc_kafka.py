@@ -18,8 +18,9 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from pipeline import high_watermarks, kafka_consumer
 
 from connectors.cdc import CdcConnector
 from connectors.producer import DeliveryError, IdempotentProducer
@@ -82,32 +83,12 @@ def produce_raw(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes | 
     assert p.flush(30) == 0
 
 
-def _consumer(bootstrap: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-cdc-read-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-
-
-def watermarks(bootstrap: str, topic: str) -> dict[int, int]:
-    c = _consumer(bootstrap)
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-    finally:
-        c.close()
-
-
 def read_new(bootstrap: str, topic: str, start: dict[int, int]) -> list[Any]:
     """Every message of ``topic`` between ``start`` and the current high watermarks."""
-    end = watermarks(bootstrap, topic)
+    end = high_watermarks(bootstrap, topic)
     want = sum(end[p] - start.get(p, 0) for p in end)
     out: list[Any] = []
-    c = _consumer(bootstrap)
+    c = kafka_consumer(bootstrap, "test-cdc-read")
     try:
         c.assign([TopicPartition(topic, p, start.get(p, 0)) for p in end])
         deadline = time.monotonic() + 30
@@ -176,8 +157,8 @@ def test_cdc_end_to_end(kafka_bootstrap: str, cdc_topic: str, data_dir: Path) ->
         (k({"id": 1004}), customers),  # the real customers envelope: not wp_posts
     ]
     produce_raw(kafka_bootstrap, cdc_topic, messages)
-    raw_start = watermarks(kafka_bootstrap, "cms.raw")
-    dlq_start = watermarks(kafka_bootstrap, "cms.raw.dlq")
+    raw_start = high_watermarks(kafka_bootstrap, "cms.raw")
+    dlq_start = high_watermarks(kafka_bootstrap, "cms.raw.dlq")
 
     conn = connector(kafka_bootstrap, cdc_topic, source)
     metrics = conn.run()
@@ -218,7 +199,7 @@ def test_cdc_end_to_end(kafka_bootstrap: str, cdc_topic: str, data_dir: Path) ->
 
     # resume: the same group has committed everything; only a new message is read
     produce_raw(kafka_bootstrap, cdc_topic, [(k({"ID": 6}), env("c", None, wp_row(6)))])
-    raw_start = watermarks(kafka_bootstrap, "cms.raw")
+    raw_start = high_watermarks(kafka_bootstrap, "cms.raw")
     again = connector(kafka_bootstrap, cdc_topic, source)
     m2 = again.run()
     again.stop()
@@ -250,7 +231,7 @@ def test_offsets_are_not_committed_without_acks(kafka_bootstrap: str, cdc_topic:
     assert broken.metrics.offsets == {}
 
     # a healthy run of the same group starts again from the beginning: nothing is lost
-    raw_start = watermarks(kafka_bootstrap, "cms.raw")
+    raw_start = high_watermarks(kafka_bootstrap, "cms.raw")
     healthy = connector(kafka_bootstrap, cdc_topic, source)
     metrics = healthy.run()
     healthy.stop()

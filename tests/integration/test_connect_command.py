@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from httpfixtures import FixtureServer
-from pipeline import free_port
+from pipeline import free_port, high_watermarks
 
 from connectors.webhook import sign
 from feedpipe.codec import codec
@@ -47,18 +47,6 @@ def _cms_raw_since(bootstrap: str, start: dict[int, int]) -> list[dict[str, Any]
                 return out
             if not msg.error():
                 out.append(codec("RawCmsEvent").decode(msg.value()))
-    finally:
-        c.close()
-
-
-def _ends(bootstrap: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "t-ends"})
-    try:
-        md = c.list_topics("cms.raw", timeout=10).topics["cms.raw"]
-        return {
-            p: c.get_watermark_offsets(TopicPartition("cms.raw", p), timeout=10)[1]
-            for p in md.partitions
-        }
     finally:
         c.close()
 
@@ -101,7 +89,7 @@ def test_connect_runs_pollers_webhooks_and_cdc(
         }
         path = tmp_path / "connectors.yaml"
         path.write_bytes(orjson.dumps(cfg))  # JSON is YAML
-        start = _ends(kafka_bootstrap)
+        start = high_watermarks(kafka_bootstrap, "cms.raw")
         env = {**os.environ, SECRET_ENV: "s3cret", "FEEDPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap}
         proc = subprocess.Popen(
             [sys.executable, "-m", "feedpipe.cli", "connect", "--config", str(path)],

@@ -7,7 +7,6 @@ own replay added (high watermarks before and after).
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
+from pipeline import high_watermarks, kafka_consumer
 
 from connectors.producer import IdempotentProducer
 from connectors.replay import ReplayConnector, replay_all, wordpress_events
@@ -26,33 +26,12 @@ from feedpipe.topology import SourceSpec, topology
 pytestmark = pytest.mark.integration
 
 
-def _consumer(bootstrap: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-replay-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-
-
-def _watermarks(bootstrap: str, topic: str) -> dict[int, int]:
-    """High watermark per partition of ``topic``."""
-    c = _consumer(bootstrap)
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-    finally:
-        c.close()
-
-
 def _read_range(
     bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int]
 ) -> Iterator[Any]:
     """Messages of ``topic`` between the ``start`` and ``end`` offsets of each partition."""
     want = sum(end[p] - start.get(p, 0) for p in end)
-    c = _consumer(bootstrap)
+    c = kafka_consumer(bootstrap, "test-replay")
     try:
         c.assign([TopicPartition(topic, p, start.get(p, 0)) for p in end])
         got = 0
@@ -86,7 +65,7 @@ def test_wordpress_replay_round_trip(
         for f in spec.files or []
         for it in wordpress_events(data_dir / spec.path / f, spec.name, spec.brand)
     ]
-    before = _watermarks(kafka_bootstrap, "cms.raw")
+    before = high_watermarks(kafka_bootstrap, "cms.raw")
     producer = IdempotentProducer(kafka_bootstrap, stats_interval_ms=100)
     conn = ReplayConnector(spec, data_dir, topology().topics, producer=producer)
     metrics = conn.run()
@@ -94,7 +73,7 @@ def test_wordpress_replay_round_trip(
     assert metrics.rejected == {} and metrics.last_success_at is not None
     assert producer.acked == 9 and producer.failed == 0
 
-    after = _watermarks(kafka_bootstrap, "cms.raw")
+    after = high_watermarks(kafka_bootstrap, "cms.raw")
     msgs = list(_read_range(kafka_bootstrap, "cms.raw", before, after))
     assert len(msgs) == 9
     dec = codec("RawCmsEvent")
@@ -140,8 +119,8 @@ def test_malformed_behaviour_rows_reach_the_dlq(
     spec = SourceSpec(
         name="synthetic", kind="mind.behaviors", brand="mind", path="b.tsv", content_source="mind"
     )
-    before = _watermarks(kafka_bootstrap, "reader.events")
-    dlq_before = _watermarks(kafka_bootstrap, "reader.events.dlq")
+    before = high_watermarks(kafka_bootstrap, "reader.events")
+    dlq_before = high_watermarks(kafka_bootstrap, "reader.events.dlq")
     conn = ReplayConnector(
         spec, tmp_path, topology().topics, spacing_s=60, bootstrap=kafka_bootstrap
     )
@@ -153,7 +132,10 @@ def test_malformed_behaviour_rows_reach_the_dlq(
     events = [
         codec("ReaderEvent").decode(m.value())
         for m in _read_range(
-            kafka_bootstrap, "reader.events", before, _watermarks(kafka_bootstrap, "reader.events")
+            kafka_bootstrap,
+            "reader.events",
+            before,
+            high_watermarks(kafka_bootstrap, "reader.events"),
         )
     ]
     assert sorted((e["type"], e["origin"]) for e in events) == [
@@ -168,7 +150,7 @@ def test_malformed_behaviour_rows_reach_the_dlq(
             kafka_bootstrap,
             "reader.events.dlq",
             dlq_before,
-            _watermarks(kafka_bootstrap, "reader.events.dlq"),
+            high_watermarks(kafka_bootstrap, "reader.events.dlq"),
         )
     ]
     assert [(k, d["error_type"], d["stage"], d["source_topic"]) for k, d in dead] == [
@@ -183,13 +165,13 @@ def test_malformed_behaviour_rows_reach_the_dlq(
 def test_mind_behaviours_replay_rate(
     kafka_bootstrap: str, topics_applied: list[TopicChange], data_dir: Path
 ) -> None:
-    before = _watermarks(kafka_bootstrap, "reader.events")
+    before = high_watermarks(kafka_bootstrap, "reader.events")
     seen: list[int] = []
     result = replay_all(
         topology(), data_dir, ["mind-behaviors"], seen.append, bootstrap=kafka_bootstrap
     )
     m = result["mind-behaviors"]
-    after = _watermarks(kafka_bootstrap, "reader.events")
+    after = high_watermarks(kafka_bootstrap, "reader.events")
     added = sum(after[p] - before.get(p, 0) for p in after)
     # 189,359 impressions + 7,542 clicks + the history clicks of each user's first row
     assert m.published == m.fetched == added
