@@ -53,8 +53,8 @@ def trending_weight(at_ms: int, epoch: int, epoch_ms: float, half_life_ms: float
 
 async def _apply_partition(
     topic_name: str, partition: int, events: list[EventT], dlq: Any
-) -> list[str]:
-    """Apply one partition's events; return the user ids whose profiles to publish."""
+) -> tuple[list[str], dict[str, Profile]]:
+    """Apply one partition's events; return (user ids to publish, profiles this call wrote)."""
     r = redis_client()
     k = keys()
     topo = topology()
@@ -96,7 +96,7 @@ async def _apply_partition(
             users = sorted({rec["user_id"] for _, rec in decoded})
             if not fresh:
                 await pipe.unwatch()
-                return users  # replayed batch: republish current profiles, change nothing
+                return users, {}  # replayed batch: republish current profiles, change nothing
             per_user: dict[str, list[Event]] = defaultdict(list)
             for rec in fresh:
                 per_user[rec["user_id"]].append(
@@ -184,7 +184,7 @@ async def _apply_partition(
                 continue
             break
     await _close_pending_race(list(pending))
-    return users
+    return users, profiles
 
 
 _MAX_SCRIPT = """
@@ -211,17 +211,23 @@ async def _close_pending_race(content_ids: list[str]) -> None:
     await release_pending(arrived)
 
 
-async def publish_profiles(user_ids: list[str]) -> None:
-    """Send the current Redis profile of each user to profiles.updated (one record per user)."""
-    if not user_ids:
-        return
-    r = redis_client()
-    k = keys()
+async def publish_profiles(user_ids: list[str], written: dict[str, Profile]) -> None:
+    """Send the current profile of each user to profiles.updated (one record per user).
+
+    Profiles this batch just wrote are taken from ``written``; the others (users whose events
+    were all at or below the watermark, i.e. redelivered) are read back from Redis.
+    """
+    missing = [u for u in user_ids if u not in written]
+    current = dict(written)
+    if missing:
+        k = keys()
+        raws = await redis_client().mget([k.profile(u) for u in missing])
+        current.update({u: orjson.loads(raw) for u, raw in zip(missing, raws, strict=True) if raw})
     out = topic("profiles.updated")
     enc = codec("UserProfile").encode
-    for u, raw in zip(user_ids, await r.mget([k.profile(u) for u in user_ids]), strict=True):
-        if raw:
-            await out.send(key=u.encode(), value=enc(orjson.loads(raw)))
+    for u in user_ids:
+        if u in current:
+            await out.send(key=u.encode(), value=enc(current[u]))
 
 
 @app.agent(topic("reader.events"), name=STAGE)
@@ -230,5 +236,5 @@ async def profiles_agent(stream: StreamT[Any]) -> None:
     dlq = topic(topology().agents[STAGE].dlq or "reader.events.dlq")
     async for events in take_events(stream, BATCH, WITHIN_S):
         for (topic_name, partition), evs in by_partition(list(events)).items():
-            users = await _apply_partition(topic_name, partition, evs, dlq)
-            await publish_profiles(users)
+            users, written = await _apply_partition(topic_name, partition, evs, dlq)
+            await publish_profiles(users, written)
