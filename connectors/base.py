@@ -24,8 +24,9 @@ from types import TracebackType
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaError, Message
 
-from connectors.producer import IdempotentProducer
+from connectors.producer import DeliveryError, IdempotentProducer
 from feedpipe.codec import codec
 from feedpipe.settings import settings
 
@@ -113,6 +114,9 @@ class Connector(abc.ABC):
         self._producer = producer
         self._owns_producer = producer is None
         self._stop = threading.Event()
+        # this connector's failed delivery reports since the last flush (list.append is
+        # atomic: reports run on whichever thread polls a shared producer)
+        self._failures: list[str] = []
 
     # -- lifecycle ------------------------------------------------------------------------
     def setup(self) -> None:
@@ -177,8 +181,12 @@ class Connector(abc.ABC):
 
     def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         """Queue one record (see :meth:`IdempotentProducer.produce`) and count it published."""
-        self.producer.produce(topic, key, value)
+        self.producer.produce(topic, key, value, on_delivery=self._on_delivery)
         self.metrics.published += 1
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failures.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
 
     def dead_letter(
         self,
@@ -218,10 +226,26 @@ class Connector(abc.ABC):
     def flush(self, timeout_s: float = 60.0) -> None:
         """Wait for every queued record's acknowledgement; sets ``last_success_at``.
 
+        Only this connector's records count: with a producer shared by several connectors,
+        another connector's failed record is raised by that connector's flush, not this one.
+        Each failure is raised once, so the next flush succeeds once the broker is back.
+
         Raises:
-            connectors.producer.DeliveryError: undelivered or failed records.
+            connectors.producer.DeliveryError: records still undelivered after ``timeout_s``
+                seconds, or records of this connector that failed since the last flush.
         """
-        self.producer.flush(timeout_s)
+        remaining = self.producer.wait(timeout_s)
+        if remaining:
+            raise DeliveryError(
+                f"connector {self.name}: {remaining} records still undelivered after "
+                f"{timeout_s} s flush"
+            )
+        failures, self._failures = self._failures, []
+        if failures:
+            raise DeliveryError(
+                f"connector {self.name}: {len(failures)} records failed delivery; first errors: "
+                + "; ".join(failures[:5])
+            )
         self.metrics.last_success_at = datetime.now(UTC)
 
     # -- cursor ---------------------------------------------------------------------------

@@ -12,7 +12,11 @@ connector needs to neither lose nor duplicate records on retries:
 - ``linger.ms=5`` and ``compression.type=lz4`` for throughput.
 
 Delivery reports are counted (acked / failed); a failure is never silent: :meth:`flush`
-raises :class:`DeliveryError` when any message failed or is still undelivered.
+raises :class:`DeliveryError` when a message is still undelivered or failed since the failures
+last raised. Each failure is raised once, so a producer recovers once the broker does (a
+connector whose flush raised does not save its cursor and publishes the same records again).
+A producer shared by several connectors attributes failures per connector through
+``on_delivery`` (see :meth:`connectors.base.Connector.flush`).
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class IdempotentProducer:
         self.failed = 0
         self.produced = 0
         self.errors: list[str] = []
+        self._raised = 0  # failures already raised by flush / raise_for_failures
         self.last_stats: dict[str, Any] | None = None
         self._producer = Producer(conf)
         self._closed = False
@@ -169,14 +174,20 @@ class IdempotentProducer:
         """Serve delivery reports for up to ``timeout_s`` seconds; returns how many were served."""
         return int(self._producer.poll(timeout_s))
 
+    def wait(self, timeout_s: float = 30.0) -> int:
+        """Wait up to ``timeout_s`` seconds until every queued message has a delivery report
+        (serving the reports); returns how many are still undelivered. Never raises for
+        failed reports: the caller checks them (see :meth:`flush`)."""
+        return int(self._producer.flush(timeout_s))
+
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued message has a delivery report, then check for failures.
 
         Raises:
-            DeliveryError: messages remain undelivered after ``timeout_s`` seconds, or any
-                delivery report since the producer was created carried an error.
+            DeliveryError: messages remain undelivered after ``timeout_s`` seconds, or a
+                delivery report carried an error since the failures last raised.
         """
-        remaining = int(self._producer.flush(timeout_s))
+        remaining = self.wait(timeout_s)
         if remaining:
             raise DeliveryError(
                 f"{remaining} messages still undelivered after {timeout_s} s flush "
@@ -185,10 +196,13 @@ class IdempotentProducer:
         self.raise_for_failures()
 
     def raise_for_failures(self) -> None:
-        """Raise :class:`DeliveryError` when any delivery report so far carried an error."""
-        if self.failed:
+        """Raise :class:`DeliveryError` when delivery reports carried errors since the last
+        time this (or :meth:`flush`) raised; each failure is raised once."""
+        new = self.failed - self._raised
+        if new > 0:
+            self._raised = self.failed
             raise DeliveryError(
-                f"{self.failed} of {self.produced} messages failed delivery; first errors: "
+                f"{new} of {self.produced} messages failed delivery; first errors: "
                 + "; ".join(self.errors[:5])
             )
 

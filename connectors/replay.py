@@ -683,6 +683,7 @@ class ReplayConnector(Connector):
             else codec(self.subject).encode
         )
         produce = self.producer.produce
+        delivered = self._on_delivery  # failures attributed to this connector (see flush)
         topic = self.topic
         progress, every = self.progress, self.progress_every
         fetched = published = 0
@@ -692,7 +693,7 @@ class ReplayConnector(Connector):
                     break
                 fetched += 1
                 if type(item) is Keyed:
-                    produce(topic, item.key.encode(), encode(item.record))
+                    produce(topic, item.key.encode(), encode(item.record), on_delivery=delivered)
                     published += 1
                 else:
                     assert isinstance(item, Malformed)

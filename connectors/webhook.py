@@ -47,6 +47,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -56,9 +57,10 @@ from typing import Any, Final, Literal
 import orjson
 from confluent_kafka import KafkaError, Message
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from connectors.base import Connector, ConnectorMetrics
 from connectors.producer import DeliveryCallback, DeliveryError, IdempotentProducer
@@ -296,32 +298,280 @@ def body_events(
 
 
 # -- the app ------------------------------------------------------------------------------
-class _TooLarge(Exception):
-    pass
+Json = dict[str, Any]
+PATH_PREFIX: Final = "/v1/webhooks/"
+_JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 
 
-def _error(status: int, code: str, reason: str) -> JSONResponse:
-    return JSONResponse({"error": code, "reason": reason}, status_code=status)
+class _Reject(Exception):
+    """A request refused with ``status`` and a JSON error ``code``/``reason``."""
+
+    def __init__(self, status: int, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.code, self.reason = status, code, reason
 
 
-class _Poller:
-    """Serves the producer's delivery reports on a background thread (``poll(0.1)`` loop)."""
+class _Settler:
+    """Resolves asyncio futures from librdkafka delivery reports, in batches.
+
+    Delivery reports run on whichever thread polls the producer (the background thread started
+    here, ``poll(0.05)`` in a loop, or the event loop thread inside ``produce``). Each report is
+    appended to a deque; after every poll one ``call_soon_threadsafe`` (one self-pipe write)
+    wakes the loop to settle everything collected, instead of one wake-up per message.
+    """
 
     def __init__(self, producer: IdempotentProducer) -> None:
         self.producer = producer
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready: deque[tuple[asyncio.Future[None], KafkaError | None, str]] = deque()
+        self._scheduled = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="webhook-delivery", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="webhook-delivery", daemon=True)
 
-    def _loop(self) -> None:
+    def callback(self, fut: asyncio.Future[None]) -> DeliveryCallback:
+        """The delivery callback for one message whose outcome resolves ``fut``."""
+
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            where = "" if err is None else f"{msg.topic()}[{msg.partition()}]"
+            self._ready.append((fut, err, where))
+
+        return cb
+
+    def _settle(self) -> None:
+        self._scheduled = False
+        ready = self._ready
+        while ready:
+            fut, err, where = ready.popleft()
+            if fut.done():  # answered 503 already; the producer counted the report
+                continue
+            if err is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(DeliveryError(f"{where}: {err.str()}"))
+
+    def wake(self) -> None:
+        """Schedule one settle on the loop when reports are waiting (safe from any thread;
+        a report arriving after the loop closed is dropped: its request was already
+        answered or abandoned)."""
+        if self._ready and not self._scheduled and self.loop is not None:
+            self._scheduled = True
+            with contextlib.suppress(RuntimeError):  # loop closed
+                self.loop.call_soon_threadsafe(self._settle)
+
+    def _run(self) -> None:
         while not self._stop.is_set():
-            self.producer.poll(0.1)
+            self.producer.poll(0.05)
+            self.wake()
 
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the polling thread; futures are settled on ``loop``."""
+        self.loop = loop
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the polling thread (within ~0.05 s) and settle what is waiting."""
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self.producer.poll(0)
+        self._settle()
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:  # ASGI servers lower-case header names
+            return value.decode("latin-1")
+    return None
+
+
+async def _respond(
+    send: Send, status: int, body: Json, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    data = orjson.dumps(body)
+    headers = [*_JSON_HEADERS, (b"content-length", str(len(data)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+class WebhookApp:
+    """The webhook ASGI app: ``POST /v1/webhooks/{source}`` handled directly on the ASGI
+    interface (the hot path: no routing or request objects), everything else (``GET
+    /healthz``, ``GET /metrics``, the lifespan) by a small Starlette app.
+
+    Build it with :func:`create_webhook_app`. ``state.metrics`` maps source name ->
+    :class:`ConnectorMetrics` (``fetched`` requests that passed authentication, ``published``
+    acknowledged events, ``rejected`` by reason code, including authentication failures).
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, WebhookSource],
+        producer: IdempotentProducer,
+        *,
+        ack_timeout_s: float,
+        topic: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self.sources = dict(sources)
+        self.producer = producer
+        self.ack_timeout_s = ack_timeout_s
+        self.topic = topic
+        self.clock = clock
+        self.secrets: dict[str, bytes] = {}
+        for key, src in sources.items():
+            if key != src.name:
+                raise ConfigError(f"webhook source key {key!r} differs from its name {src.name!r}")
+            if src.kind not in KINDS:
+                raise ConfigError(f"webhook source {src.name}: kind {src.kind!r} not in {KINDS}")
+            self.secrets[key] = src.secret()
+        self.metrics: dict[str, ConnectorMetrics] = {name: ConnectorMetrics() for name in sources}
+        self.encode = codec(CMS_SUBJECT).encode
+        self.settler = _Settler(producer)
+        self.inner = Starlette(
+            routes=[
+                Route("/healthz", self._healthz, methods=["GET"]),
+                Route("/metrics", self._show_metrics, methods=["GET"]),
+            ],
+            lifespan=self._lifespan,
+        )
+        self.inner.state.metrics = self.metrics
+
+    @property
+    def state(self) -> Any:
+        """Starlette-style app state (``state.metrics``)."""
+        return self.inner.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(PATH_PREFIX):
+            if scope["method"] != "POST":
+                body = {"error": "method_not_allowed", "reason": "use POST"}
+                await _respond(send, 405, body, [(b"allow", b"POST")])
+                return
+            name = path[len(PATH_PREFIX) :]
+            status, answer = await self.handle(name, scope, receive)
+            await _respond(send, status, answer)
+            return
+        await self.inner(scope, receive, send)
+
+    # -- the POST handler ---------------------------------------------------------------------
+    async def handle(self, name: str, scope: Scope, receive: Receive) -> tuple[int, Json]:
+        """Authenticate, parse and publish one delivery; returns (HTTP status, JSON body)."""
+        src = self.sources.get(name)
+        if src is None:
+            return 404, {"error": "unknown_source", "reason": f"no webhook source named {name!r}"}
+        m = self.metrics[name]
+        try:
+            ids = await self._accept(src, m, scope, receive)
+        except _Reject as rej:
+            m.reject(rej.code)
+            log.info("webhook %s: %d %s: %s", name, rej.status, rej.code, rej.reason)
+            return rej.status, {"error": rej.code, "reason": rej.reason}
+        m.published += len(ids)
+        m.last_success_at = datetime.now(UTC)
+        return 202, {"event_id": ids[0], "event_ids": ids, "count": len(ids)}
+
+    async def _read_body(self, receive: Receive, limit: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Reject(400, "client_disconnect", "client disconnected mid-body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _Reject(413, "body_too_large", f"body exceeds limit {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _accept(
+        self, src: WebhookSource, m: ConnectorMetrics, scope: Scope, receive: Receive
+    ) -> list[str]:
+        headers = scope["headers"]
+        length = _header(headers, b"content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise _Reject(400, "bad_content_length", "Content-Length is not a number")
+            if int(length) > src.max_body_bytes:
+                raise _Reject(
+                    413, "body_too_large", f"body of {length} bytes > limit {src.max_body_bytes}"
+                )
+        ts = _header(headers, TIMESTAMP_HEADER.encode())
+        sig = _header(headers, SIGNATURE_HEADER.encode())
+        if ts is None or sig is None:
+            raise _Reject(
+                401, "missing_signature", "X-Feedpipe-Timestamp and X-Feedpipe-Signature required"
+            )
+        if not ts.isdigit():
+            raise _Reject(400, "bad_timestamp", "X-Feedpipe-Timestamp must be unix seconds")
+        skew = self.clock() - int(ts)
+        if abs(skew) > src.tolerance_s:
+            raise _Reject(
+                401,
+                "stale_timestamp",
+                f"timestamp is {skew:+.0f} s from server time; tolerance {src.tolerance_s} s",
+            )
+        body = await self._read_body(receive, src.max_body_bytes)
+        if not verify_signature(self.secrets[src.name], ts, body, sig):
+            raise _Reject(401, "bad_signature", "signature does not match the body and timestamp")
+        m.fetched += 1
+        try:
+            events = body_events(src.kind, body, src.name, src.brand, _origin(scope))
+        except RejectedInput as exc:
+            status = 400 if exc.code == "invalid_json" else 422
+            raise _Reject(status, exc.code, exc.reason) from None
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        try:
+            for key, event in events:
+                fut: asyncio.Future[None] = loop.create_future()
+                futures.append(fut)
+                self.producer.produce(
+                    self.topic,
+                    key.encode(),
+                    self.encode(event),
+                    on_delivery=self.settler.callback(fut),
+                )
+        except DeliveryError as exc:
+            raise _Reject(503, "kafka_unavailable", str(exc)) from None
+        self.settler.wake()  # reports served by produce()'s own poll(0)
+        try:
+            async with asyncio.timeout(self.ack_timeout_s):
+                for fut in futures:
+                    await fut
+        except TimeoutError:
+            raise _Reject(
+                503, "kafka_unavailable", f"Kafka did not acknowledge within {self.ack_timeout_s} s"
+            ) from None
+        except DeliveryError as exc:
+            raise _Reject(503, "kafka_error", str(exc)) from None
+        return [e["event_id"] for _, e in events]
+
+    # -- the rest -------------------------------------------------------------------------------
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def _show_metrics(self, request: Request) -> Response:
+        return JSONResponse({k: v.as_dict() for k, v in self.metrics.items()})
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        self.settler.start(asyncio.get_running_loop())
+        try:
+            yield
+        finally:
+            self.settler.stop()
+
+
+def _origin(scope: Scope) -> str:
+    """The request URL as the sender addressed it (``Host`` header, else the server address)."""
+    host = _header(scope["headers"], b"host")
+    if host is None:
+        server = scope.get("server") or ("localhost", None)
+        host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{scope['path']}"
 
 
 def create_webhook_app(
@@ -331,170 +581,25 @@ def create_webhook_app(
     ack_timeout_s: float = DEFAULT_ACK_TIMEOUT_S,
     topic: str = CMS_TOPIC,
     clock: Callable[[], float] = time.time,
-) -> Starlette:
-    """The webhook Starlette app (routes ``POST /v1/webhooks/{source}``, ``GET /healthz``,
-    ``GET /metrics``).
+) -> WebhookApp:
+    """The webhook ASGI app (``POST /v1/webhooks/{source}``, ``GET /healthz``, ``GET /metrics``).
 
     Args:
         sources: configured sources by name.
         producer: the producer events go through (not closed by the app; its delivery reports
-            are served by a thread the app starts and stops in its lifespan; on shutdown the
-            app flushes it for up to ``ack_timeout_s``).
+            are served by a thread the app starts and stops in its lifespan).
         ack_timeout_s: seconds to wait for Kafka's acknowledgement before answering 503.
         topic: target topic (``cms.raw``).
         clock: returns the current unix time in seconds (tests).
 
     Returns:
-        The app; ``app.state.metrics`` maps source name -> :class:`ConnectorMetrics`
-        (``fetched`` requests that passed authentication, ``published`` acked events,
-        ``rejected`` by reason code, including authentication failures).
+        The :class:`WebhookApp`; ``app.state.metrics`` maps source name -> metrics.
 
     Raises:
         ConfigError: a source's secret variable is unset, a kind is unsupported, or a source's
             mapping key differs from its name.
     """
-    secrets: dict[str, bytes] = {}
-    for key, src in sources.items():
-        if key != src.name:
-            raise ConfigError(f"webhook source key {key!r} differs from its name {src.name!r}")
-        if src.kind not in KINDS:
-            raise ConfigError(f"webhook source {src.name}: kind {src.kind!r} not in {KINDS}")
-        secrets[key] = src.secret()
-    metrics: dict[str, ConnectorMetrics] = {name: ConnectorMetrics() for name in sources}
-    encode = codec(CMS_SUBJECT).encode
-    poller = _Poller(producer)
-
-    async def read_body(request: Request, limit: int) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def receive(request: Request) -> Response:
-        name = request.path_params["source"]
-        src = sources.get(name)
-        if src is None:
-            return _error(404, "unknown_source", f"no webhook source named {name!r}")
-        m = metrics[name]
-
-        def reject(status: int, code: str, reason: str) -> JSONResponse:
-            m.reject(code)
-            log.info("webhook %s: %d %s: %s", name, status, code, reason)
-            return _error(status, code, reason)
-
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return reject(400, "bad_content_length", "Content-Length is not a number")
-            if int(length) > src.max_body_bytes:
-                return reject(
-                    413, "body_too_large", f"body of {length} bytes > limit {src.max_body_bytes}"
-                )
-        ts = request.headers.get(TIMESTAMP_HEADER)
-        sig = request.headers.get(SIGNATURE_HEADER)
-        if ts is None or sig is None:
-            return reject(
-                401, "missing_signature", "X-Feedpipe-Timestamp and X-Feedpipe-Signature required"
-            )
-        if not ts.isdigit():
-            return reject(400, "bad_timestamp", "X-Feedpipe-Timestamp must be unix seconds")
-        skew = clock() - int(ts)
-        if abs(skew) > src.tolerance_s:
-            return reject(
-                401,
-                "stale_timestamp",
-                f"timestamp is {skew:+.0f} s from server time; tolerance {src.tolerance_s} s",
-            )
-        try:
-            body = await read_body(request, src.max_body_bytes)
-        except _TooLarge:
-            return reject(413, "body_too_large", f"body exceeds limit {src.max_body_bytes} bytes")
-        except ClientDisconnect:
-            m.reject("client_disconnect")
-            return Response(status_code=400)
-        if not verify_signature(secrets[name], ts, body, sig):
-            return reject(401, "bad_signature", "signature does not match the body and timestamp")
-        m.fetched += 1
-        try:
-            events = body_events(src.kind, body, name, src.brand, str(request.url))
-        except RejectedInput as exc:
-            return reject(400 if exc.code == "invalid_json" else 422, exc.code, exc.reason)
-
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
-        try:
-            for key, event in events:
-                fut: asyncio.Future[None] = loop.create_future()
-                futures.append(fut)
-                producer.produce(topic, key.encode(), encode(event), on_delivery=_bridge(loop, fut))
-        except DeliveryError as exc:
-            return reject(503, "kafka_unavailable", str(exc))
-        try:
-            await asyncio.wait_for(asyncio.gather(*futures), ack_timeout_s)
-        except TimeoutError:
-            return reject(
-                503, "kafka_unavailable", f"Kafka did not acknowledge within {ack_timeout_s} s"
-            )
-        except DeliveryError as exc:
-            return reject(503, "kafka_error", str(exc))
-        m.published += len(events)
-        m.last_success_at = datetime.now(UTC)
-        ids = [e["event_id"] for _, e in events]
-        return JSONResponse(
-            {"event_id": ids[0], "event_ids": ids, "count": len(ids)}, status_code=202
-        )
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": True})
-
-    async def show_metrics(request: Request) -> Response:
-        return JSONResponse({k: v.as_dict() for k, v in metrics.items()})
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        poller.start()
-        try:
-            yield
-        finally:
-            poller.stop()
-            producer.poll(0)
-
-    app = Starlette(
-        routes=[
-            Route("/v1/webhooks/{source}", receive, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", show_metrics, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
-    app.state.metrics = metrics
-    return app
-
-
-def _bridge(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> DeliveryCallback:
-    """A delivery callback resolving ``fut`` on ``loop`` (thread-safe; ignores a future that
-    was already cancelled by a timeout and a report arriving after the loop closed)."""
-
-    def settle(err: KafkaError | None, msg: Message) -> None:
-        if fut.done():
-            return
-        if err is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(DeliveryError(f"{msg.topic()}[{msg.partition()}]: {err.str()}"))
-
-    def cb(err: KafkaError | None, msg: Message) -> None:
-        if fut.done():  # answered 503 already; the producer counted the report
-            return
-        # RuntimeError: the loop closed (server stopped) before this late report
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, err, msg)
-
-    return cb
+    return WebhookApp(sources, producer, ack_timeout_s=ack_timeout_s, topic=topic, clock=clock)
 
 
 # -- connector + runner -------------------------------------------------------------------
@@ -543,6 +648,8 @@ class WebhookConnector(Connector):
         app = create_webhook_app(
             self.sources, self.producer, ack_timeout_s=self.ack_timeout_s, topic=self.topic
         )
+        # httptools parses HTTP/1.1 (uvicorn picks it when installed, h11 otherwise); the
+        # server runs on uvloop, a libuv event loop, when installed.
         config = uvicorn.Config(
             app, host=self.host, port=self.port, log_level="warning", access_log=False
         )
@@ -560,7 +667,8 @@ class WebhookConnector(Connector):
             await task
 
         if not self.stopping:
-            asyncio.run(serve())
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(serve())
         self.metrics.elapsed_s = time.perf_counter() - clock
         for m in app.state.metrics.values():
             self.metrics.fetched += m.fetched
@@ -585,6 +693,15 @@ class WebhookConnector(Connector):
         when owned."""
         self.request_stop()
         super().stop(timeout_s)
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop factory when uvloop is installed (a pinned dependency), else None."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is pinned in requirements.lock
+        return None
+    return uvloop.new_event_loop
 
 
 def parse_source_arg(text: str) -> WebhookSource:
