@@ -20,6 +20,8 @@ the pipeline's ``cms.raw`` is not touched:
     repeats it with a minimal asyncio HTTP/1.1 keep-alive client instead of httpx (the
     server's own ceiling without the client's CPU cost on the same cores), (b2) with
     ``--batch`` posts per request (a JSON list);
+(b3) repeats (b') against ``--workers`` receiver processes sharing the port (SO_REUSEPORT),
+    each with its own producer, ``--concurrency`` connections per worker;
 (c) producer ceiling: the events encoded in (a), pre-encoded, straight into
     :class:`connectors.producer.IdempotentProducer` and flushed.
 
@@ -193,17 +195,29 @@ def webhook_ingest(
     concurrency: int,
     clients: int,
     mode: str = "httpx",
+    workers: int = 1,
 ) -> tuple[int, int, float, str]:
     """(b): ``requests`` POSTs from ``clients`` processes (``concurrency`` connections in all)
-    to a uvicorn server in this process; (acknowledged requests, failed, seconds, first error).
-    The clock runs from the start signal until every client process reported."""
+    to a uvicorn server in this process (``workers`` = 1, sharing ``producer``) or to
+    ``workers`` receiver processes on one port (each with its own producer); (acknowledged
+    requests, failed, seconds, first error). The clock runs from the start signal until every
+    client process reported."""
     secret = uuid.uuid4().hex
     os.environ[SECRET_ENV] = secret
     src = WebhookSource("bench-wp", "wordpress.post", "frontity", SECRET_ENV)
-    conn = WebhookConnector({"bench-wp": src}, port=0, producer=producer, topic=topic)
+    if workers > 1:
+        conn = WebhookConnector(
+            {"bench-wp": src},
+            port=0,
+            topic=topic,
+            workers=workers,
+            bootstrap=settings().kafka_bootstrap,
+        )
+    else:
+        conn = WebhookConnector({"bench-wp": src}, port=0, producer=producer, topic=topic)
     thread = threading.Thread(target=conn.run, daemon=True)
     thread.start()
-    if not conn.started.wait(30):
+    if not conn.started.wait(90):
         raise RuntimeError("webhook server did not start")
     try:
         ctx = mp.get_context("spawn")
@@ -240,6 +254,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16, help="connections in all for (b)")
     ap.add_argument("--clients", type=int, default=2, help="client processes for (b)")
     ap.add_argument("--batch", type=int, default=50, help="posts per POST for (b2); 0 skips")
+    ap.add_argument(
+        "--workers", type=int, default=2, help="receiver processes for (b3); 1 skips (b3)"
+    )
     args = ap.parse_args()
 
     bootstrap = settings().kafka_bootstrap
@@ -268,6 +285,21 @@ def main() -> None:
             if bad:
                 print(f"webhook ({mode}): {bad} requests failed, first: {err}")
             rows[label] = (ok, secs)
+
+        if args.workers > 1:
+            ok, bad, secs, err = webhook_ingest(
+                producer,
+                topic,
+                single,
+                args.requests,
+                args.concurrency * args.workers,
+                args.clients,
+                "raw",
+                workers=args.workers,
+            )
+            if bad:
+                print(f"webhook ({args.workers} workers): {bad} requests failed, first: {err}")
+            rows[f"(b3) webhook, 1 post/request, {args.workers} workers"] = (ok, secs)
 
         if args.batch > 0:
             batch = orjson.dumps([wp[i % len(wp)] for i in range(args.batch)])

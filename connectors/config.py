@@ -167,11 +167,14 @@ class WebhookSourceSpec(_Strict):
 
 
 class WebhooksSpec(_Strict):
-    """The webhook receiver: where it listens (loopback unless told) and its sources."""
+    """The webhook receiver: where it listens (loopback unless told), how many receiver
+    processes share the port (``workers``, see :class:`connectors.webhook.WebhookConnector`)
+    and its sources."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
     ack_timeout_s: float = Field(default=10.0, gt=0)
+    workers: int = Field(default=1, ge=1, le=64)
     sources: list[WebhookSourceSpec] = Field(default_factory=list)
 
 

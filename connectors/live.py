@@ -92,6 +92,7 @@ def start_all(
             port=config.webhooks.port,
             ack_timeout_s=config.webhooks.ack_timeout_s,
             bootstrap=bootstrap,
+            workers=config.webhooks.workers,
         )
         run.connectors.append(wh)
         spawn("webhooks", _run_then_close(wh))

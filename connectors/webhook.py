@@ -44,7 +44,10 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import multiprocessing as mp
 import os
+import queue
+import socket
 import threading
 import time
 from collections import deque
@@ -612,6 +615,16 @@ class WebhookConnector(Connector):
             :attr:`port` once :attr:`started` is set).
         ack_timeout_s / topic: see :func:`create_webhook_app`.
         name / producer / bootstrap: see :class:`Connector`.
+        workers: receiver processes. With 1 the server runs in the calling thread. With more,
+            :meth:`run` supervises that many spawned processes, each with its own producer and
+            event loop, all accepting on the same port through ``SO_REUSEPORT`` (the Linux
+            kernel spreads connections over them); ``producer`` must then be None. One Python
+            process answers roughly 3,000 single-post requests/s here (bench/bench_ingest.py),
+            so push volumes above that want more workers, on more cores.
+        reuse_port: bind with ``SO_REUSEPORT`` (set for the worker processes).
+
+    Raises:
+        ConfigError: ``workers`` < 1, or ``workers`` > 1 with a shared ``producer``.
     """
 
     def __init__(
@@ -625,22 +638,34 @@ class WebhookConnector(Connector):
         name: str = "webhooks",
         producer: IdempotentProducer | None = None,
         bootstrap: str | None = None,
+        workers: int = 1,
+        reuse_port: bool = False,
     ) -> None:
+        if workers < 1:
+            raise ConfigError(f"webhook receiver: workers must be >= 1, got {workers}")
+        if workers > 1 and producer is not None:
+            raise ConfigError("webhook receiver: workers > 1 open one producer per process")
         super().__init__(name, producer=producer, bootstrap=bootstrap)
         self.sources = dict(sources)
         self.host = host
         self.port = port
         self.ack_timeout_s = ack_timeout_s
         self.topic = topic
+        self.workers = workers
+        self.reuse_port = reuse_port
         self.started = threading.Event()
         self._server: Any = None
 
     def run(self) -> ConnectorMetrics:
-        """Serve until :meth:`stop`; returns the summed metrics of every source.
+        """Serve until :meth:`stop`; returns the summed metrics of every source (and worker).
 
         Raises:
             ConfigError: see :func:`create_webhook_app`.
+            RuntimeError: with ``workers`` > 1, a worker process did not start within 60 s or
+                died while serving.
         """
+        if self.workers > 1:
+            return self._supervise()
         import uvicorn
 
         self.setup()
@@ -656,8 +681,14 @@ class WebhookConnector(Connector):
         server = uvicorn.Server(config)
         self._server = server
 
+        sockets = None
+        if self.reuse_port:
+            sock = _bind(self.host, self.port)
+            sock.listen(2048)
+            sockets = [sock]
+
         async def serve() -> None:
-            task = asyncio.create_task(server.serve())
+            task = asyncio.create_task(server.serve(sockets=sockets))
             while not server.started and not task.done():
                 await asyncio.sleep(0.02)
             if server.started:
@@ -671,15 +702,63 @@ class WebhookConnector(Connector):
                 runner.run(serve())
         self.metrics.elapsed_s = time.perf_counter() - clock
         for m in app.state.metrics.values():
-            self.metrics.fetched += m.fetched
-            self.metrics.published += m.published
-            for code, n in m.rejected.items():
-                self.metrics.rejected[code] = self.metrics.rejected.get(code, 0) + n
-            if m.last_success_at and (
-                self.metrics.last_success_at is None
-                or m.last_success_at > self.metrics.last_success_at
-            ):
-                self.metrics.last_success_at = m.last_success_at
+            _add_metrics(self.metrics, m)
+        return self.metrics
+
+    def _supervise(self) -> ConnectorMetrics:
+        """Run :attr:`workers` receiver processes on one port until :meth:`stop`."""
+        clock = time.perf_counter()
+        ctx = mp.get_context("spawn")  # never fork a process that holds librdkafka threads
+        ready = ctx.Queue()
+        results = ctx.Queue()
+        stop = ctx.Event()
+        holder = _bind(self.host, self.port)  # reserves the port (port 0 -> a free one)
+        port = int(holder.getsockname()[1])
+        args = (
+            self.sources,
+            self.host,
+            port,
+            self.ack_timeout_s,
+            self.topic,
+            self._bootstrap or settings().kafka_bootstrap,
+        )
+        procs = [
+            ctx.Process(
+                target=_worker_main,
+                args=(*args, ready, stop, results),
+                name=f"{self.name}-{i}",
+                daemon=True,
+            )
+            for i in range(self.workers)
+        ]
+        try:
+            for proc in procs:
+                proc.start()
+            for _ in procs:
+                try:
+                    ready.get(timeout=60)
+                except queue.Empty:
+                    raise RuntimeError("a webhook worker did not start within 60 s") from None
+            holder.close()
+            self.port = port
+            self.started.set()
+            while not self._stop.wait(0.5):
+                dead = [p for p in procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(
+                        f"webhook worker {dead[0].name} exited with code {dead[0].exitcode}"
+                    )
+            stop.set()
+            for _ in procs:
+                _add_metrics(self.metrics, _metrics_from_dict(results.get(timeout=60)))
+        finally:
+            stop.set()
+            holder.close()
+            for proc in procs:
+                proc.join(30)
+                if proc.is_alive():
+                    proc.kill()
+        self.metrics.elapsed_s = time.perf_counter() - clock
         return self.metrics
 
     def request_stop(self) -> None:
@@ -693,6 +772,76 @@ class WebhookConnector(Connector):
         when owned."""
         self.request_stop()
         super().stop(timeout_s)
+
+
+def _add_metrics(total: ConnectorMetrics, m: ConnectorMetrics) -> None:
+    """Add ``m``'s counters to ``total`` (latest ``last_success_at`` wins)."""
+    total.fetched += m.fetched
+    total.published += m.published
+    for code, n in m.rejected.items():
+        total.rejected[code] = total.rejected.get(code, 0) + n
+    if m.last_success_at and (
+        total.last_success_at is None or m.last_success_at > total.last_success_at
+    ):
+        total.last_success_at = m.last_success_at
+
+
+def _metrics_from_dict(d: Mapping[str, Any]) -> ConnectorMetrics:
+    """The inverse of :meth:`ConnectorMetrics.as_dict` for the counters a worker reports."""
+    at = d.get("last_success_at")
+    return ConnectorMetrics(
+        fetched=int(d["fetched"]),
+        published=int(d["published"]),
+        rejected=dict(d["rejected"]),
+        last_success_at=datetime.fromisoformat(at) if at else None,
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) with ``SO_REUSEADDR`` and ``SO_REUSEPORT``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _worker_main(
+    sources: Mapping[str, WebhookSource],
+    host: str,
+    port: int,
+    ack_timeout_s: float,
+    topic: str,
+    bootstrap: str,
+    ready: Any,
+    stop: Any,
+    results: Any,
+) -> None:
+    """One receiver process of :meth:`WebhookConnector._supervise`: serves on the shared
+    port until ``stop`` is set, then puts its metrics (``as_dict``) on ``results``."""
+    logging.basicConfig(level=settings().log_level.upper())
+    conn = WebhookConnector(
+        sources,
+        host=host,
+        port=port,
+        ack_timeout_s=ack_timeout_s,
+        topic=topic,
+        bootstrap=bootstrap,
+        reuse_port=True,
+    )
+
+    def watch() -> None:
+        if conn.started.wait(60):
+            ready.put(os.getpid())
+        stop.wait()
+        conn.request_stop()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        metrics = conn.run()
+    finally:
+        conn.stop()
+    results.put(metrics.as_dict())
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -727,6 +876,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=DEFAULT_PORT)
     ap.add_argument("--ack-timeout", type=float, default=DEFAULT_ACK_TIMEOUT_S)
+    ap.add_argument("--workers", type=int, default=1, help="receiver processes on the port")
     ap.add_argument("--bootstrap", default=None, help="default FEEDPIPE_KAFKA_BOOTSTRAP")
     args = ap.parse_args(argv)
     logging.basicConfig(level=settings().log_level.upper())
@@ -736,6 +886,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=args.port,
         ack_timeout_s=args.ack_timeout,
         bootstrap=args.bootstrap,
+        workers=args.workers,
     )
     try:
         metrics = conn.run()

@@ -401,3 +401,41 @@ def test_broker_down_is_503(sources: dict[str, WebhookSource], data_dir: Path) -
         assert time.monotonic() < deadline, "delivery failure was never reported"
         dead.poll(0.2)
     assert dead.acked == 0
+
+
+def test_worker_processes_share_the_port(
+    sources: dict[str, WebhookSource],
+    kafka_bootstrap: str,
+    topics_applied: list[TopicChange],
+    data_dir: Path,
+) -> None:
+    """workers=2: two spawned receiver processes (own producers) accept on one SO_REUSEPORT
+    port; every request is acknowledged, each event reaches Kafka, and the supervisor sums
+    both workers' metrics."""
+    posts = orjson.loads((data_dir / "wordpress" / "frontity" / "posts.json").read_bytes())
+    bodies = [orjson.dumps(p) for p in posts[:8]]
+    conn = WebhookConnector(sources, port=0, workers=2, bootstrap=kafka_bootstrap)
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(conn.run()), daemon=True)
+    thread.start()
+    assert conn.started.wait(90), "webhook workers did not start"
+    start = watermarks(kafka_bootstrap)
+    ids: set[str] = set()
+    for i in range(24):  # a new connection per request: the kernel spreads them
+        with httpx.Client(base_url=f"http://127.0.0.1:{conn.port}", timeout=30) as c:
+            body = bodies[i % len(bodies)]
+            headers = signed_headers(body, WP_SECRET)
+            r = c.post("/v1/webhooks/wp-push", content=body, headers=headers)
+            assert r.status_code == 202, r.text
+            ids.add(r.json()["event_id"])
+    bad = b"{not json"
+    with httpx.Client(base_url=f"http://127.0.0.1:{conn.port}", timeout=30) as c:
+        r = c.post("/v1/webhooks/wp-push", content=bad, headers=signed_headers(bad, WP_SECRET))
+        assert r.status_code == 400
+    conn.stop()
+    thread.join(60)
+    assert not thread.is_alive() and result, "supervisor did not return"
+    metrics = result[0]
+    assert metrics.published == 24 and metrics.fetched == 25
+    assert metrics.rejected == {"invalid_json": 1}
+    assert set(read_events(kafka_bootstrap, start, ids)) == ids  # 8 distinct deliveries
