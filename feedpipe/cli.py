@@ -7,6 +7,9 @@ feedpipe status               processes, topic end offsets, consumer lag, DLQ co
 feedpipe topics plan|apply    diff / create the topics of topology.yaml on the broker
 feedpipe replay [-s SOURCE]   publish the shared data files (topology.yaml sources)
 feedpipe worker | api         run the Faust worker / read endpoint in the foreground
+feedpipe apikey create|list|revoke   read endpoint API keys (only hashes are stored)
+feedpipe lag [--group G] [--json] [--window N] [--interval S] [--watch]
+                              consumer lag per partition, Burrow-style status, exit 2 on STALL/STOP
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from feedpipe.topology import topology
 cli = typer.Typer(help="feedpipe: real-time personalisation pipeline", no_args_is_help=True)
 topics_cli = typer.Typer(help="Topics of topology.yaml on the broker", no_args_is_help=True)
 cli.add_typer(topics_cli, name="topics")
+apikey_cli = typer.Typer(help="API keys of the read endpoint", no_args_is_help=True)
+cli.add_typer(apikey_cli, name="apikey")
 console = Console(soft_wrap=True)
 
-PIPELINE_TOPICS = ["cms.raw", "content.normalised", "reader.events", "profiles.updated"]
 
 
 def _admin() -> Any:
@@ -58,6 +62,64 @@ def topics_apply() -> None:
     from feedpipe.topics import apply
 
     _print_changes(apply(topology(), _admin()))
+
+
+def _keys_path() -> Any:
+    from readapi.keys import keys_file
+
+    s = settings()
+    return keys_file(s.state_dir, s.api_keys_file)
+
+
+@apikey_cli.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Option(help="label, e.g. frontend")],
+    scope: Annotated[
+        list[str], typer.Option("--scope", help="feeds:read, profiles:read or admin (repeat)")
+    ],
+    rate: Annotated[float, typer.Option(help="sustained requests/s")] = 100.0,
+    burst: Annotated[int, typer.Option(help="bucket size, requests")] = 200,
+) -> None:
+    """Create a key; print its token once (only its SHA-256 is written to the keys file)."""
+    from readapi.keys import KeyFileError, create_key
+
+    try:
+        key, token = create_key(_keys_path(), name, scope, rate, burst)
+    except KeyFileError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise SystemExit(2) from exc
+    console.print(f"created {key.key_id} ({', '.join(key.scopes)}; {key.rate_per_s:g}/s, "
+                  f"burst {key.burst}) in {_keys_path()}")
+    console.print("token (shown once, send as X-API-Key):")
+    print(token)
+
+
+@apikey_cli.command("list")
+def apikey_list() -> None:
+    """List stored keys (ids, names, scopes, limits; never tokens)."""
+    from readapi.keys import load_keys
+
+    for k in load_keys(_keys_path()):
+        console.print(f"{k.key_id}  {k.name:<16} {','.join(k.scopes):<36} "
+                      f"{k.rate_per_s:g}/s burst {k.burst}  {k.created_at}")
+
+
+@apikey_cli.command("revoke")
+def apikey_revoke(key_id: Annotated[str, typer.Argument(help="key id, e.g. k_3f9a1c2b")]) -> None:
+    """Remove a key (the running API drops it within ~1 s)."""
+    from readapi.keys import revoke_key
+
+    if not revoke_key(_keys_path(), key_id):
+        console.print(f"no key {key_id}")
+        raise SystemExit(1)
+    console.print(f"revoked {key_id}")
+
+
+def _dev_key() -> str:
+    """Create or reuse the development key under the state dir; return its token."""
+    from readapi.keys import ensure_dev_key
+
+    return ensure_dev_key(settings().state_dir, _keys_path())
 
 
 @cli.command()
@@ -102,7 +164,7 @@ def _replay(sources: list[str] | None) -> dict[str, int]:
 
 def _wait_drained(timeout_s: float = 600.0) -> float:
     """Show consumer lag until the pipeline has processed everything; return seconds waited."""
-    from feedpipe.lag import group_lag
+    from feedpipe.lag import pipeline_lag
 
     s = settings()
     t0 = time.monotonic()
@@ -115,7 +177,7 @@ def _wait_drained(timeout_s: float = 600.0) -> float:
         task = progress.add_task("processing", lag="")
         quiet = 0
         while time.monotonic() - t0 < timeout_s:
-            lag = group_lag(s.kafka_bootstrap, s.app_id, PIPELINE_TOPICS)
+            lag = pipeline_lag(s.kafka_bootstrap, s.app_id)
             progress.update(task, lag="  ".join(f"{t}: {n:,}" for t, n in lag.items()))
             quiet = quiet + 1 if sum(lag.values()) == 0 else 0
             if quiet >= 3:
@@ -206,7 +268,12 @@ def _where_to_look() -> None:
     console.print(f"  trending        {base}/v1/trending")
     console.print(f"  a feed          {base}/v1/feeds/U35841?explain=true")
     console.print(f"  a profile       {base}/v1/profiles/U35841")
-    console.print(f"  worker metrics  http://127.0.0.1:{s.worker_web_port}/performance/")
+    console.print(f"  API docs        {base}/openapi.json   metrics {base}/metrics")
+    console.print(f"  API key (dev)   {s.state_dir / 'dev-api-key'}; e.g.")
+    console.print(f'    curl -H "X-API-Key: {_dev_key()}" {base}/v1/feeds/U35841?explain=true')
+    console.print(f"  ops page        {base}/ops")
+    console.print(f"  worker metrics  http://127.0.0.1:{s.worker_web_port}/metrics")
+    console.print("  consumer lag    feedpipe lag")
     console.print(f"  logs            {s.state_dir / 'logs'}")
     console.print("  status          feedpipe status\n")
 
@@ -225,6 +292,7 @@ def _up(no_replay: bool) -> None:
     _print_changes(apply(topology(), _admin()))
     console.print("starting the Faust worker and the read endpoint ...")
     services.start(services.worker_service(s), s)
+    _dev_key()
     services.start(services.api_service(s), s)
     _where_to_look()
     if no_replay:
@@ -275,12 +343,12 @@ def down(
 def status() -> None:
     """Processes, consumer lag per topic and DLQ sizes."""
     from feedpipe.infra import LocalStack
-    from feedpipe.lag import end_offsets, group_lag
+    from feedpipe.lag import end_offsets, pipeline_lag
 
     s = settings()
     console.print(str(LocalStack(s).status()))
     try:
-        lag = group_lag(s.kafka_bootstrap, s.app_id, PIPELINE_TOPICS, timeout_s=5)
+        lag = pipeline_lag(s.kafka_bootstrap, s.app_id, timeout_s=5)
         for t, n in lag.items():
             console.print(f"lag    {t:<22} {n:,}")
         dlqs = [t for t in topology().topics if t.endswith(".dlq")]
@@ -288,6 +356,97 @@ def status() -> None:
             console.print(f"dlq    {t}[{p}] {high - low:,} records")
     except Exception as exc:
         console.print(f"kafka unreachable: {exc}")
+
+
+@cli.command()
+def evaluate(
+    path: Annotated[
+        str | None,
+        typer.Argument(
+            help="MIND behaviors-format file [DATA_DIR/mind/derived_eval_impressions.tsv]"
+        ),
+    ] = None,
+    news: Annotated[str | None, typer.Option(help="MIND news.tsv [DATA_DIR/mind/news.tsv]")] = None,
+    log: Annotated[
+        str | None, typer.Option(help="counting log for popularity/engagement/age [PATH]")
+    ] = None,
+    exclude: Annotated[
+        str | None, typer.Option(help="behaviors file whose impression ids are skipped")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
+    seed: Annotated[int, typer.Option(help="seed of the random baseline and resampling")] = 0,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="write the results as JSON to FILE ('-' = stdout)")
+    ] = None,
+    tune: Annotated[
+        str | None,
+        typer.Option(help="instead: grid-search this ranker's weights (affinity|editorial)"),
+    ] = None,
+    step: Annotated[float, typer.Option(help="grid step for --tune")] = 0.05,
+) -> None:
+    """Offline evaluation: AUC, MRR, nDCG@5/10 (bootstrap 95% CIs) of every ranker and the
+    random, popularity and recency baselines on a MIND impression log (docs/evaluation.md)."""
+    from pathlib import Path
+
+    import orjson
+
+    from feedpipe import evaluate as ev
+    from feedpipe.errors import ConfigError
+
+    data = settings().data_dir
+    p = Path(path) if path else data / "mind" / "derived_eval_impressions.tsv"
+    n = Path(news) if news else data / "mind" / "news.tsv"
+    lg = Path(log) if log else None
+    ex = Path(exclude) if exclude else None
+    try:
+        if tune:
+            prepared, cov, topo = ev.load(p, n, lg, None, ex)
+            for auc, w in ev.tune(prepared, tune, topo, step)[:10]:
+                console.print(f"AUC {auc:.4f}  {w}")
+            console.print(f"{cov.evaluated} impressions ({cov.excluded} excluded)")
+            return
+        report = ev.evaluate(p, n, lg, n_boot=bootstrap, seed=seed, exclude=ex)
+    except (ConfigError, ValueError, KeyError) as exc:
+        console.print(f"[red]evaluate: {exc}[/]")
+        raise SystemExit(2) from None
+    if json_out == "-":
+        sys.stdout.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+        return
+    console.print(report.table(), highlight=False, markup=False)
+    if json_out:
+        Path(json_out).write_bytes(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2))
+
+
+@cli.command()
+def lag(
+    group: Annotated[
+        list[str] | None,
+        typer.Option("--group", "-g", help="consumer group(s) [the worker's: FEEDPIPE_APP_ID]"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    window: Annotated[int, typer.Option(help="samples per evaluation window (>= 2)")] = 5,
+    interval: Annotated[float, typer.Option(help="seconds between samples")] = 2.0,
+    watch: Annotated[bool, typer.Option("--watch", help="keep sampling, print each time")] = False,
+) -> None:
+    """Consumer lag per group/topic/partition with a Burrow-style status (OK, WARN, STALL, STOP,
+    ERR); exit code 2 on STALL or STOP, 3 on ERR. Takes WINDOW samples INTERVAL s apart."""
+    from feedpipe.lag import pipeline_groups
+    from feedpipe.lag_cli import overall_exit_code, printer, run
+
+    s = settings()
+    default = pipeline_groups(s.app_id)
+    groups = {g: default.get(g) for g in (group or list(default))}
+    # JSON must not wrap; the table gets at least 120 columns so topic names are not cut
+    out = Console(soft_wrap=True) if as_json else Console(width=max(120, console.width))
+    try:
+        reports = run(s.kafka_bootstrap, groups, window, interval, watch, printer(out, as_json))
+    except ValueError as exc:
+        console.print(f"lag: {exc}")
+        raise SystemExit(64) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    raise SystemExit(overall_exit_code(reports))
 
 
 def main() -> None:

@@ -92,6 +92,22 @@ class Keys:
         """String: "catalogue_version:stats_version" the partition's feeds were ranked with."""
         return self._fmt("feeds_refreshed", partition=partition)
 
+    def ab_experiments(self) -> str:
+        """Set: names of the experiments that have A/B counts."""
+        return self._fmt("ab_experiments")
+
+    def ab(self, experiment: str) -> str:
+        """Hash: ``{arm}:impressions``, ``{arm}:clicks`` (ints) of one experiment."""
+        return self._fmt("ab", experiment=experiment)
+
+    def ops_snapshot(self) -> str:
+        """String: JSON of the worker's latest ops snapshot (feedpipe/ops_snapshot.py)."""
+        return self._fmt("ops_snapshot")
+
+    def ops_history(self) -> str:
+        """List: compact ops points (JSON), newest first, capped at OPS_HISTORY_LEN."""
+        return self._fmt("ops_history")
+
 
 @cache
 def keys() -> Keys:

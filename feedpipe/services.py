@@ -48,7 +48,7 @@ def worker_service(s: Settings) -> Service:
             "--web-port",
             str(s.worker_web_port),
             "--web-host",
-            "127.0.0.1",
+            s.worker_web_host,
         ],
         f"http://127.0.0.1:{s.worker_web_port}/",
     )

@@ -56,12 +56,26 @@ class RedisSpec(_Strict):
 
 
 class ProfilesSpec(_Strict):
-    """Profile stage parameters (hours, counts, seconds)."""
+    """Profile stage parameters (hours, counts, seconds, minutes, days).
+
+    ``allowed_lateness_hours``: events older than the user's event-time watermark minus this
+    bound go to the DLQ (reason ``late``); ``dedup_max``: event-id fingerprints kept per user;
+    ``session_gap_minutes``: inactivity that ends a session; ``bot_clicks_per_minute``: live
+    clicks in one event-time minute above which a user is flagged as a bot;
+    ``ttl_days``: idle time after which Redis expires a profile and its feed;
+    ``click_path``: ``batch`` (streams/clickpath.py) or ``faust`` (the per-event agents).
+    """
 
     half_life_hours: float = Field(gt=0)
     recent_reads: int = Field(ge=1)
     pending_max: int = Field(ge=0)
     history_click_spacing_s: int = Field(ge=0)
+    allowed_lateness_hours: float = Field(default=168.0, gt=0)
+    dedup_max: int = Field(default=4096, ge=1)
+    session_gap_minutes: float = Field(default=30.0, gt=0)
+    bot_clicks_per_minute: int = Field(default=30, ge=1)
+    ttl_days: float = Field(default=30.0, gt=0)
+    click_path: Literal["batch", "faust"] = "batch"
 
 
 class Weights(_Strict):
@@ -89,6 +103,8 @@ class RankingSpec(_Strict):
     engagement_prior_impressions: float = Field(gt=0)
     candidate_window_hours: float = Field(gt=0)
     weights: dict[str, Weights]
+    feed_format: Literal["json", "compact"] = "json"
+    """How fp:feed:{user} is stored (feedpipe/feedstore.py): JSON or the compact binary form."""
 
     @model_validator(mode="after")
     def _has_default(self) -> RankingSpec:
@@ -99,6 +115,124 @@ class RankingSpec(_Strict):
     def weights_for(self, brand: str) -> Weights:
         """Weights of ``brand``, or the default ones."""
         return self.weights.get(brand) or self.weights["default"]
+
+
+RANKER_COMPONENTS: dict[str, tuple[str, ...]] = {
+    "affinity": ("a", "b", "c"),
+    "editorial": ("category", "bias", "freshness"),
+}
+"""Weight keys of each named ranker (formulas in feedpipe/rankers.py and docs/ranking.md)."""
+
+WEIGHT_SUM_TOLERANCE = 1e-6
+"""A weight set's weights must sum to 1 within this tolerance."""
+
+
+class WeightSet(_Strict):
+    """A named, versioned set of weights for one ranker (``rankers.weight_sets``).
+
+    ``weights`` has exactly the ranker's keys (:data:`RANKER_COMPONENTS`), each >= 0, summing
+    to 1. ``version`` is stamped on every feed item the set ranks (``name@vN``).
+    """
+
+    ranker: Literal["affinity", "editorial"]
+    version: int = Field(ge=1)
+    weights: dict[str, float]
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _keys_and_sum(self) -> WeightSet:
+        want = set(RANKER_COMPONENTS[self.ranker])
+        if set(self.weights) != want:
+            raise ValueError(
+                f"{self.ranker} weights need exactly the keys {sorted(want)}, "
+                f"got {sorted(self.weights)}"
+            )
+        if any(v < 0 for v in self.weights.values()):
+            raise ValueError("weights must be >= 0")
+        total = sum(self.weights.values())
+        if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+            raise ValueError(f"weights must sum to 1, got {total:g}")
+        return self
+
+
+class EditorialSpec(_Strict):
+    """Inputs of the ``editorial`` ranker other than its weights.
+
+    ``category_weights``: brand -> brand category -> weight in [0, 1] (an item takes the largest
+    weight of its categories, ``default_category_weight`` when none is listed);
+    ``source_bias``: content source -> bias in [0, 1] for items whose CMS gives none;
+    ``default_bias``: bias when neither is known (0.5 per the issue);
+    ``freshness_per_hour``: k in 1 / (1 + k * hours old) (0.1 per the issue).
+    """
+
+    freshness_per_hour: float = Field(default=0.1, ge=0)
+    default_category_weight: float = Field(default=0.5, ge=0, le=1)
+    default_bias: float = Field(default=0.5, ge=0, le=1)
+    source_bias: dict[str, float] = Field(default_factory=dict)
+    category_weights: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unit_interval(self) -> EditorialSpec:
+        for src, b in self.source_bias.items():
+            if not 0.0 <= b <= 1.0:
+                raise ValueError(f"editorial.source_bias.{src} must be in [0, 1], got {b}")
+        for brand, cats in self.category_weights.items():
+            for cat, w in cats.items():
+                if not 0.0 <= w <= 1.0:
+                    raise ValueError(
+                        f"editorial.category_weights.{brand}.{cat} must be in [0, 1], got {w}"
+                    )
+        return self
+
+
+class RankersSpec(_Strict):
+    """The ``rankers`` section: named weight sets, the set serving each brand, editorial inputs.
+
+    ``brands`` maps a brand (key ``default`` required) to a weight set name; the set names
+    its ranker.
+    """
+
+    weight_sets: dict[str, WeightSet]
+    brands: dict[str, str]
+    editorial: EditorialSpec = Field(default_factory=EditorialSpec)
+
+    @model_validator(mode="after")
+    def _references(self) -> RankersSpec:
+        if "default" not in self.brands:
+            raise ValueError("rankers.brands needs a 'default' entry")
+        for brand, name in self.brands.items():
+            if name not in self.weight_sets:
+                raise ValueError(f"rankers.brands.{brand}: unknown weight set {name!r}")
+        return self
+
+    def for_brand(self, brand: str) -> tuple[str, WeightSet]:
+        """``(weight set name, weight set)`` serving ``brand`` (the default one if unlisted)."""
+        name = self.brands.get(brand) or self.brands["default"]
+        return name, self.weight_sets[name]
+
+
+class ArmSpec(_Strict):
+    """One experiment arm: a weight set (hence a ranker) and its share of users in [0, 1]."""
+
+    weights: str
+    split: float = Field(ge=0, le=1)
+
+
+class ExperimentSpec(_Strict):
+    """An A/B experiment on one brand's feeds; arms in declaration order, splits summing to 1."""
+
+    brand: str
+    enabled: bool = True
+    arms: dict[str, ArmSpec]
+
+    @model_validator(mode="after")
+    def _splits(self) -> ExperimentSpec:
+        if not self.arms:
+            raise ValueError("an experiment needs at least one arm")
+        total = sum(a.split for a in self.arms.values())
+        if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+            raise ValueError(f"arm splits must sum to 1, got {total:g}")
+        return self
 
 
 class BrandSpec(_Strict):
@@ -143,6 +277,8 @@ class Topology(_Strict):
     ranking: RankingSpec
     brands: dict[str, BrandSpec]
     sources: list[SourceSpec]
+    rankers: RankersSpec | None = None
+    experiments: dict[str, ExperimentSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> Topology:
@@ -153,7 +289,33 @@ class Topology(_Strict):
             for ref in [a.input, *a.outputs, *([a.dlq] if a.dlq else [])]:
                 if ref not in self.topics:
                     raise ValueError(f"agent {name}: topic {ref} is not declared")
+        sets = self.ranker_config().weight_sets if self.experiments else {}
+        for name, exp in self.experiments.items():
+            for arm, spec in exp.arms.items():
+                if spec.weights not in sets:
+                    raise ValueError(
+                        f"experiment {name}, arm {arm}: unknown weight set {spec.weights!r}"
+                    )
         return self
+
+    def ranker_config(self) -> RankersSpec:
+        """The ``rankers`` section, or (compat path) one built from ``ranking.weights``.
+
+        Without a ``rankers`` section every ``ranking.weights`` entry becomes an ``affinity``
+        weight set named ``ranking.weights.<brand>`` (version 1) serving that brand.
+
+        Raises:
+            pydantic.ValidationError: ``ranking.weights`` entries that do not sum to 1.
+        """
+        if self.rankers is not None:
+            return self.rankers
+        sets = {
+            f"ranking.weights.{b}": WeightSet(ranker="affinity", version=1, weights=w.as_dict())
+            for b, w in self.ranking.weights.items()
+        }
+        return RankersSpec(
+            weight_sets=sets, brands={b: f"ranking.weights.{b}" for b in self.ranking.weights}
+        )
 
     def brand(self, brand: str) -> BrandSpec:
         """The brand's spec, or an empty keep-all taxonomy for unknown brands."""

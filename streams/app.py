@@ -11,15 +11,36 @@ undecodable record goes to the DLQ instead of crashing the stream. State lives i
 idempotently (see each stage's docstring); Faust tables are not used (they cannot be updated
 inside ``stream.take``, faust-streaming/faust#497).
 
+Operations: the worker's web server (127.0.0.1:``worker_web_port``) serves Prometheus text at
+``/metrics`` (feedpipe.metrics; records sent per agent are counted by :class:`SendCounter`), and
+an ops timer probes consumer lag and publishes the ops snapshot to Redis every
+``feedpipe.ops_snapshot.OPS_INTERVAL_S`` seconds (:func:`ops_tick`).
+
 Run with ``feedpipe worker`` (or ``python -m streams worker -l info``).
 """
 
 from __future__ import annotations
 
-import faust
+import asyncio
+import logging
+from typing import Any, cast
 
+import faust
+from aiohttp.web import Response as AioResponse
+from faust.agents import current_agent
+from faust.types import ProducerT
+from faust.types.tuples import PendingMessage
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from feedpipe import metrics
+from feedpipe.lag import pipeline_groups
+from feedpipe.ops_exporter import OpsExporter
+from feedpipe.ops_snapshot import OPS_INTERVAL_S
 from feedpipe.settings import settings
 from feedpipe.topology import topology
+
+log = logging.getLogger("feedpipe.streams.ops")
 
 
 def _broker_url(bootstrap: str) -> str:
@@ -44,13 +65,71 @@ def create_app() -> faust.App:
         producer_linger_ms=5,
         stream_buffer_maxsize=16384,
         web_enabled=True,
-        web_bind="127.0.0.1",
+        web_bind=s.worker_web_host,
         web_port=s.worker_web_port,
         web_metrics_enabled=True,
     )
 
 
+class SendCounter(faust.Sensor):
+    """Counts every record an agent sends (feedpipe_events_out_total{agent, topic}).
+
+    The agent is the running Faust agent (sends happen in its task); "none" otherwise.
+    """
+
+    def on_send_initiated(
+        self,
+        producer: ProducerT,
+        topic: str,
+        message: PendingMessage,
+        keysize: int,
+        valsize: int,
+    ) -> Any:
+        """Count the send; the state returned is unused."""
+        agent = current_agent()
+        metrics.observe_event_out(str(agent.name) if agent is not None else "none", topic)
+        return None
+
+
 app = create_app()
+app.sensors.add(SendCounter())
+
+
+@app.page("/metrics")
+class MetricsView(View):
+    """GET /metrics: Prometheus text exposition of the default registry (feedpipe.metrics)."""
+
+    async def get(self, request: Request) -> Response:
+        """Render every metric of the process."""
+        body = generate_latest(REGISTRY)
+        return cast(Response, AioResponse(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST}))
+
+
+_exporter: OpsExporter | None = None
+
+
+def _ops_exporter() -> OpsExporter:
+    global _exporter
+    if _exporter is None:
+        s = settings()
+        _exporter = OpsExporter(s.kafka_bootstrap, pipeline_groups(s.app_id), s.app_id)
+    return _exporter
+
+
+@app.timer(OPS_INTERVAL_S, name="ops")
+async def ops_tick() -> None:
+    """Probe consumer lag (in a thread), update the lag gauges, publish the ops snapshot.
+
+    Failures are logged and retried at the next tick; they never stop the worker.
+    """
+    from streams.runtime import redis_client
+
+    exporter = _ops_exporter()
+    try:
+        rows, evaluations = await asyncio.to_thread(exporter.probe_lag)
+        await exporter.publish(redis_client(), exporter.snapshot(rows, evaluations))
+    except Exception as exc:
+        log.warning("ops snapshot failed: %s: %s", type(exc).__name__, exc)
 
 
 def topic(name: str) -> faust.TopicT:

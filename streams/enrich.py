@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from faust.types import EventT, StreamT
 
+from feedpipe import metrics
 from feedpipe.codec import codec
 from feedpipe.errors import RejectedInput, SerializationError
 from feedpipe.ranking import Meta
@@ -136,7 +137,17 @@ async def materialise(docs: list[dict[str, Any]]) -> list[str]:
         if changed:
             pipe.incr(k.catalogue_version())
             await pipe.execute()
+    _observe_publish_to_candidate([latest[cid] for cid in published])
     return published
+
+
+def _observe_publish_to_candidate(docs: list[dict[str, Any]]) -> None:
+    """Time-to-feed, first leg: CMS publish (or last update) time -> item in the catalogue."""
+    now_ms = datetime.now(UTC).timestamp() * 1000
+    for doc in docs:
+        at = max(doc.get("published_at") or 0, doc.get("updated_at") or 0)
+        if at > 0:
+            metrics.observe_publish_to_candidate((now_ms - at) / 1000.0)
 
 
 @app.agent(topic("content.normalised"), name=STAGE)

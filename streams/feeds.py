@@ -5,9 +5,11 @@ input:  profiles.updated (key user_id, value feedpipe.UserProfile), in batches; 
 output: feeds.updated (compacted; key user_id, value feedpipe.UserFeed), one per user per batch
 state:  Redis feed:{user} (JSON), active:{partition} (users with a feed, by last_seen),
         feeds:refreshed:{partition} ("catalogue:stats" versions the partition's feeds reflect)
-ranking: feedpipe.ranking (seed formula a*affinity + b*recency + c*engagement, weights per
-        brand in topology.yaml), vectorised over a candidate matrix rebuilt when the
-        catalogue version changes.
+ranking: feedpipe.rankers.rank_users: per user and brand the weight set of the user's A/B arm
+        (feedpipe.experiments) or of the brand (topology.yaml rankers.brands), re-read without
+        a restart (WeightsRegistry: a changed topology.yaml applies from the next batch);
+        vectorised over a candidate matrix rebuilt when the catalogue version changes. Every
+        item carries its score breakdown, ranker, weight set and version, arm and experiment.
 guarantees: a feed is written only if its (profile version, stats version) is not older than
         the stored one, so replays never move a feed backwards. Item engagement changes with
         every reader batch; when the stats version moved and the stage is idle, a timer
@@ -23,7 +25,9 @@ import orjson
 from faust.types import EventT, StreamT
 
 from feedpipe.codec import codec
-from feedpipe.ranking import CandidateMatrix, Meta, Scored, rank_many
+from feedpipe.feedstore import FeedFormatError, decode_feed, encode_feed
+from feedpipe.rankers import WeightsRegistry, rank_users
+from feedpipe.ranking import CandidateMatrix, Meta
 from feedpipe.redis_keys import keys
 from feedpipe.topology import topology
 from streams.app import app, topic
@@ -35,6 +39,17 @@ WITHIN_S = 0.2
 REFRESH_INTERVAL_S = 2.0
 REFRESH_CHUNK = 500
 STATS_MAX_AGE_S = 1.0  # item stats used by a batch are at most this stale (the timer converges)
+
+
+_STATS_READ = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('HMGET', key, 'impressions', 'clicks')
+  out[2 * i - 1] = v[1] or 0
+  out[2 * i] = v[2] or 0
+end
+return out
+"""
 
 
 class Catalogue:
@@ -68,12 +83,12 @@ class Catalogue:
         stale = time.monotonic() - self.stats_loaded_at >= stats_max_age_s
         if stats_version != self.stats_version and (stale or self.stats_version is None):
             ids = [m.content_id for m in self.matrix.metas]
-            async with r.pipeline(transaction=False) as pipe:
-                for i in ids:
-                    pipe.hmget(k.stats(i), "impressions", "clicks")
-                rows = await pipe.execute() if ids else []
+            flat: list[Any] = []
+            for lo in range(0, len(ids), 5000):  # one script call per 5,000 items, not 1 HMGET each
+                part = ids[lo : lo + 5000]
+                flat += await r.eval(_STATS_READ, len(part), *[k.stats(i) for i in part])
             self.stats = {
-                i: (int(imp or 0), int(clk or 0)) for i, (imp, clk) in zip(ids, rows, strict=True)
+                i: (int(flat[2 * n] or 0), int(flat[2 * n + 1] or 0)) for n, i in enumerate(ids)
             }
             self.stats_version = stats_version
             self.stats_loaded_at = time.monotonic()
@@ -90,35 +105,55 @@ async def _brands() -> set[str]:
 
 
 CATALOGUE = Catalogue()
+REGISTRY = WeightsRegistry()
+"""The worker's weights and experiments (topology.yaml, re-read when the file changes)."""
+
+_AVRO_ITEM = frozenset(
+    ("content_id", "brand", "rank", "score", "weights", "ranker", "weight_set",
+     "weight_version", "arm", "experiment")
+)
+_AFFINITY = ("affinity", "recency", "engagement")
 
 
 def feed_json(
-    user_id: str, profile: dict[str, Any], items: list[Scored], stats_version: int
+    user_id: str, profile: dict[str, Any], items: list[dict[str, Any]], stats_version: int
 ) -> dict[str, Any]:
-    """The feed document stored in Redis (and, converted, sent as feedpipe.UserFeed)."""
-    weights: dict[int, dict[str, float]] = {}  # one mapping per distinct Weights object
+    """The feed document stored in Redis (:mod:`feedpipe.feedstore`), sent via :func:`avro_feed`.
+
+    ``items``: one user's list from :func:`feedpipe.rankers.rank_users`. Top-level ``ranker``
+    is the ranker of the first item (``affinity`` for an empty feed).
+    """
     return {
         "user_id": user_id,
         "profile_version": profile["version"],
         "stats_version": stats_version,
         "catalogue_version": CATALOGUE.version,
         "generated_at": profile.get("last_seen") or 0,
-        "ranker": "affinity",
-        "items": [
-            {
-                "content_id": s.content_id,
-                "brand": s.brand,
-                "rank": i + 1,
-                "score": s.score,
-                "affinity": s.affinity,
-                "recency": s.recency,
-                "engagement": s.engagement,
-                "weights": weights.get(id(s.weights))
-                or weights.setdefault(id(s.weights), s.weights.as_dict()),
-            }
-            for i, s in enumerate(items)
-        ],
+        "ranker": items[0].get("ranker", "affinity") if items else "affinity",
+        "items": items,
     }
+
+
+def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
+    """A feed document as a feedpipe.UserFeed record (schemas/feed_entry.avsc).
+
+    The Avro writer takes each schema field from the dict (a missing field takes its schema
+    default, extra keys such as ``stats_version`` are ignored), so the document and its
+    affinity-ranker items are passed as they are (no copy: this runs for every feed of every
+    batch). Items of other rankers get ``affinity``/``recency``/``engagement`` = 0.0 and their
+    components in ``components``.
+    """
+    items = doc["items"]
+    if all("affinity" in it for it in items):
+        return doc
+    out = []
+    for it in items:
+        if "affinity" in it:
+            out.append(it)
+            continue
+        comps = {k: it[k] for k in it.keys() - _AVRO_ITEM}
+        out.append({**it, "components": comps, **dict.fromkeys(_AFFINITY, 0.0)})
+    return {**doc, "items": out}
 
 
 async def rank_and_store(
@@ -138,45 +173,44 @@ async def rank_and_store(
         if not rp:
             continue
         p = orjson.loads(rp)
+        old: dict[str, Any] | None = None
         if rf:
-            old = orjson.loads(rf)
-            if old["profile_version"] > p["version"]:
+            try:
+                old = decode_feed(rf)
+            except FeedFormatError as exc:  # unreadable: ranked anew and overwritten
+                log.warning("feeds: stored feed of %s is unreadable (%s); re-ranking", u, exc)
+        if old is not None:
+            if old.get("profile_version", -1) > p["version"]:
                 continue  # a replayed, older profile never overwrites a newer feed
-            if (old["profile_version"], old.get("catalogue_version"), old["stats_version"]) == (
-                p["version"],
-                CATALOGUE.version,
-                stats_version,
-            ):
+            fields = ("profile_version", "catalogue_version", "stats_version")
+            seen = tuple(old.get(f) for f in fields)
+            if seen == (p["version"], CATALOGUE.version, stats_version):
                 continue  # nothing changed since that feed was ranked
         todo.append((u, p))
     if not todo:
         return 0
     spec = topology().ranking
     ranked = await in_thread(
-        rank_many, [p for _, p in todo], CATALOGUE.matrix, CATALOGUE.stats, spec
+        rank_users,
+        [p for _, p in todo],
+        CATALOGUE.matrix,
+        CATALOGUE.stats,
+        spec,
+        REGISTRY.current(),
     )
     docs = [
         feed_json(u, p, items, stats_version) for (u, p), items in zip(todo, ranked, strict=True)
     ]
     async with r.pipeline(transaction=True) as pipe:
         for (u, p), doc in zip(todo, docs, strict=True):
-            pipe.set(k.feed(u), orjson.dumps(doc))
+            pipe.set(k.feed(u), encode_feed(doc, spec.feed_format), keepttl=True)
             pipe.zadd(k.active(partition), {u: p.get("last_seen") or 0})
         await pipe.execute()
     if publish:
         out = topic("feeds.updated")
         enc = codec("UserFeed").encode
         for doc in docs:
-            await out.send(
-                key=doc["user_id"].encode(),
-                value=enc(
-                    {
-                        k2: v
-                        for k2, v in doc.items()
-                        if k2 not in ("stats_version", "catalogue_version")
-                    }
-                ),
-            )
+            await out.send(key=doc["user_id"].encode(), value=enc(avro_feed(doc)))
     return len(docs)
 
 

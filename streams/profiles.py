@@ -238,3 +238,6 @@ async def profiles_agent(stream: StreamT[Any]) -> None:
         for (topic_name, partition), evs in by_partition(list(events)).items():
             users, written = await _apply_partition(topic_name, partition, evs, dlq)
             await publish_profiles(users, written)
+
+
+import streams.clickpath  # noqa: E402,F401  (registers the batch click path on the app)

@@ -1,9 +1,16 @@
-"""Runtime helpers shared by the agents: the Redis client, DLQ records, batch grouping."""
+"""Runtime helpers shared by the agents: the Redis client, DLQ records, batch grouping.
+
+Instrumentation (feedpipe.metrics) is built in here so every stage gets it without code of its
+own: :func:`take_events` counts events in, times each batch (processing time per batch and per
+event) and records freshness (Kafka record time -> batch done) per agent; :func:`dead_letter`
+counts DLQ records by stage and reason; the Redis client counts connection/timeout errors.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
@@ -11,9 +18,14 @@ from functools import cache
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
+from faust.agents import current_agent
 from faust.streams import Stream
 from faust.types import EventT, StreamT
+from redis._defaults import DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, DEFAULT_RETRY_COUNT
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
+from feedpipe import metrics
 from feedpipe.codec import codec
 from feedpipe.ids import event_id
 from feedpipe.redis_keys import keys
@@ -24,10 +36,34 @@ T = TypeVar("T")
 DLQ_VALUE_MAX = 1 << 20  # bytes kept of a rejected record's value (1 MiB)
 
 
+class CountingRetry(Retry):
+    """redis-py's default retry policy (3 retries, exponential backoff with jitter) that counts
+    every connection/timeout error in feedpipe_redis_errors_total{component="worker"}."""
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Any],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> Any:
+        """As :meth:`redis.asyncio.retry.Retry.call_with_retry`, counting each failure."""
+
+        async def counted_fail(error: Exception, *rest: Any) -> Any:
+            metrics.observe_redis_error("worker", error)
+            return await fail(error, *rest)
+
+        return await super().call_with_retry(do, counted_fail, is_retryable, with_failure_count)
+
+
 @cache
 def redis_client() -> aioredis.Redis:
     """The worker's Redis client (one connection pool, created on first use)."""
-    return aioredis.Redis.from_url(settings().redis_url, decode_responses=False)
+    retry = CountingRetry(
+        ExponentialWithJitterBackoff(base=DEFAULT_RETRY_BASE, cap=DEFAULT_RETRY_CAP),
+        DEFAULT_RETRY_COUNT,
+    )
+    return aioredis.Redis.from_url(settings().redis_url, decode_responses=False, retry=retry)
 
 
 def dead_letter(
@@ -38,7 +74,11 @@ def dead_letter(
     raw_event_id: str | None = None,
     origin: str | None = None,
 ) -> bytes:
-    """Encode a DeadLetter record (schemas/dead_letter.avsc) for ``event``'s message."""
+    """Encode a DeadLetter record (schemas/dead_letter.avsc) for ``event``'s message.
+
+    Also counts it in feedpipe_dlq_records_total{stage, reason=code}.
+    """
+    metrics.observe_dlq(stage, code)
     msg = event.message
     value = msg.value if isinstance(msg.value, bytes) else b""
     return codec("DeadLetter").encode(
@@ -78,8 +118,28 @@ def take_events(
 
     Events (not values) keep each message's topic, partition and offset, which the stages need
     for offset watermarks and DLQ records. They are acked after the batch's loop body ran.
+    Each batch is instrumented (see the module docstring); the agent is the running Faust
+    agent (its ``name``), "unknown" outside one.
     """
-    return cast(Stream[Any], stream).take_events(max_, within=within_s)
+    return _instrumented(cast(Stream[Any], stream).take_events(max_, within=within_s))
+
+
+async def _instrumented(
+    batches: AsyncIterator[Sequence[EventT]],
+) -> AsyncIterator[Sequence[EventT]]:
+    agent = current_agent()
+    name = str(agent.name) if agent is not None else "unknown"
+    async for events in batches:
+        n = len(events)
+        metrics.observe_events_in(name, n)
+        t0 = time.perf_counter()
+        yield events  # the agent's loop body runs here; resumed when it asks for the next batch
+        metrics.observe_batch(name, n, time.perf_counter() - t0)
+        now = time.time()
+        for e in events:
+            ts = e.message.timestamp
+            if ts:
+                metrics.observe_freshness(name, now - float(ts))
 
 
 def as_str(value: object) -> str:

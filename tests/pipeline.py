@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from feedpipe import services
-from feedpipe.lag import group_lag
+from feedpipe.lag import pipeline_lag
 from feedpipe.settings import Settings, settings
 from feedpipe.topics import apply
 from feedpipe.topology import topology
@@ -66,6 +66,7 @@ def running_pipeline(kafka_bootstrap: str, redis_url: str, state: Path) -> Itera
     os.environ["FEEDPIPE_WORKER_WEB_PORT"] = str(free_port())
     settings.cache_clear()
     s = settings()
+    api_headers(s)  # the read endpoint's key, created before the API starts
     worker, api = services.worker_service(s), services.api_service(s)
     try:
         services.start(worker, s)
@@ -79,6 +80,14 @@ def running_pipeline(kafka_bootstrap: str, redis_url: str, state: Path) -> Itera
         settings.cache_clear()
 
 
+def api_headers(s: Settings) -> dict[str, str]:
+    """Headers with the development API key of ``s.state_dir`` (created on first use, all
+    scopes; see readapi/keys.py), for HTTP calls to the read endpoint."""
+    from readapi.keys import ensure_dev_key, keys_file
+
+    return {"X-API-Key": ensure_dev_key(s.state_dir, keys_file(s.state_dir, s.api_keys_file))}
+
+
 def free_port() -> int:
     import socket
 
@@ -88,11 +97,14 @@ def free_port() -> int:
 
 
 def drain(bootstrap: str, group: str, timeout_s: float = 600) -> None:
-    topics = ["cms.raw", "content.normalised", "reader.events", "profiles.updated"]
+    """Wait until the worker's consumer groups have no lag three polls in a row: the Faust
+    group ``group`` on the CMS topics and, in batch mode, the click path's group on
+    reader.events (streams/clickpath.py), else the Faust group on the reader topics too."""
     deadline = time.monotonic() + timeout_s
     quiet = 0
+    lag: dict[str, int] = {}
     while time.monotonic() < deadline:
-        lag = group_lag(bootstrap, group, topics)
+        lag = pipeline_lag(bootstrap, group)
         quiet = quiet + 1 if sum(lag.values()) == 0 else 0
         if quiet >= 3:
             return

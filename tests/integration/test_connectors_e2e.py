@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 from httpfixtures import FixtureServer
-from pipeline import drain, running_pipeline
+from pipeline import api_headers, drain, running_pipeline
 
 from connectors.config import AuthSpec, LiveSourceSpec
 from connectors.wordpress import WordPressConnector
@@ -58,7 +58,7 @@ def test_wordpress_poll_to_read_endpoint(
         spec = spec.model_copy(update={"url": f"{server.base}/wp-json"})
         conn = WordPressConnector(spec, bootstrap=s.kafka_bootstrap)
         base = f"http://{s.api_host}:{s.api_port}"
-        with httpx.Client(base_url=base, timeout=10) as api:
+        with httpx.Client(base_url=base, headers=api_headers(s), timeout=10) as api:
             conn.poll_safely()
             assert conn.metrics.published == len(posts), conn.metrics.last_error
             drain(s.kafka_bootstrap, s.app_id)

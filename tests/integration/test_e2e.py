@@ -31,7 +31,7 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from pipeline import drain, running_pipeline, wait_feeds_converged
+from pipeline import api_headers, drain, running_pipeline, wait_feeds_converged
 
 from connectors.replay import replay_all
 from feedpipe.codec import codec
@@ -97,6 +97,7 @@ def pipeline(
         )
         yield {
             "base": f"http://{s.api_host}:{s.api_port}",
+            "headers": api_headers(s),
             "settings": s,
             "cms": cms,
             "reads": reads,
@@ -238,7 +239,7 @@ def test_every_valid_article_materialised_once(pipeline: dict[str, Any], data_di
 
     from feedpipe.redis_keys import keys
 
-    with httpx.Client(base_url=pipeline["base"], timeout=10) as client:
+    with httpx.Client(base_url=pipeline["base"], headers=pipeline["headers"], timeout=10) as client:
         catalogue = _mind_catalogue(client, data_dir)
     assert len(catalogue) == 2000
     titles = {}
@@ -278,7 +279,7 @@ def test_profiles_and_feeds_match_reference(pipeline: dict[str, Any], data_dir: 
                 stats[content_id("mind", nid)][0 if typ == "impression" else 1] += 1
     rng = random.Random(20191109)
     users = rng.sample(sorted(events), SAMPLE_USERS)
-    with httpx.Client(base_url=pipeline["base"], timeout=10) as client:
+    with httpx.Client(base_url=pipeline["base"], headers=pipeline["headers"], timeout=10) as client:
         catalogue = _mind_catalogue(client, data_dir)
         for user in users:
             ref = _reference_profile(events[user], catalogue)
@@ -391,7 +392,7 @@ def test_counts_reconcile(pipeline: dict[str, Any], data_dir: Path) -> None:
 
 
 def test_unknown_user_gets_trending_fallback(pipeline: dict[str, Any]) -> None:
-    with httpx.Client(base_url=pipeline["base"], timeout=10) as client:
+    with httpx.Client(base_url=pipeline["base"], headers=pipeline["headers"], timeout=10) as client:
         feed = client.get("/v1/feeds/nobody-at-all").json()
         assert feed["source"] == "trending" and feed["fallback"] is True and feed["reason"]
         assert len(feed["items"]) > 0
@@ -412,7 +413,7 @@ def test_unpublished_item_leaves_content_and_every_feed(pipeline: dict[str, Any]
 
     r = redis.Redis.from_url(pipeline["redis_url"])
     k = keys()
-    with httpx.Client(base_url=pipeline["base"], timeout=10) as client:
+    with httpx.Client(base_url=pipeline["base"], headers=pipeline["headers"], timeout=10) as client:
         users = [u.decode() for u in r.zrange(k.active(0), 0, 30)]
         feeds = {u: client.get(f"/v1/feeds/{u}", params={"limit": 100}).json() for u in users}
         counts = Counter(it["content_id"] for f in feeds.values() for it in f["items"])

@@ -2,7 +2,8 @@
 
 Records are synthetic (invented ids and text), written with ``feedpipe.redis_keys.keys()`` in the
 shapes the pipeline writes; every id carries a per-run tag so runs sharing a Redis never collide,
-and the keys are deleted afterwards.
+and the keys are deleted afterwards. The ``world`` and ``tokens`` fixtures are imported by the
+other test_readapi_*.py modules.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,9 +19,11 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from feedpipe.feedstore import MAGIC, encode_feed
 from feedpipe.redis_keys import keys
 from feedpipe.topology import topology
 from readapi.app import create_app
+from readapi.keys import create_key
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +44,8 @@ class World:
     user_b_only: str
     user_empty_feed: str
     user_vanished: str
+    experiment: str
+    user_compact: str = ""
     c: dict[int, str] = field(default_factory=dict)
 
 
@@ -112,6 +118,8 @@ def world(redis_url: str) -> Iterator[World]:
         user_b_only=f"ub-{tag}",
         user_empty_feed=f"ue-{tag}",
         user_vanished=f"uv-{tag}",
+        experiment=f"exp-{tag}",
+        user_compact=f"uc-{tag}",
         c={n: f"{tag}-c{n}" for n in range(1, 7)},
     )
     k = keys()
@@ -128,6 +136,7 @@ def world(redis_url: str) -> Iterator[World]:
             put(k.content(cid), _content(cid, brand_of[n], n))
     order = [(1, 0.9), (2, 0.8), (6, 0.75), (3, 0.7), (4, 0.6), (5, 0.5)]
     entries = [_entry(w.c[n], brand_of[n], i + 1, s) for i, (n, s) in enumerate(order)]
+    entries[0].update(ranker="two_tower", weight_version="w7", arm="treatment")
     put(k.feed(w.user), _feed(w.user, entries))
     put(
         k.feed(w.user_b_only),
@@ -136,6 +145,12 @@ def world(redis_url: str) -> Iterator[World]:
         ),
     )
     put(k.feed(w.user_empty_feed), _feed(w.user_empty_feed, []))
+    # The compact binary feed form (feedpipe.feedstore) reads like the JSON one.
+    compact = _feed(
+        w.user_compact, [_entry(w.c[3], w.brand_a, 1, 0.5), _entry(w.c[1], w.brand_a, 2, 0.25)]
+    )
+    r.set(k.feed(w.user_compact), encode_feed(compact, "compact"))
+    written.append(k.feed(w.user_compact))
     put(k.feed(w.user_vanished), _feed(w.user_vanished, [_entry(w.c[6], w.brand_a, 1, 0.9)]))
 
     # Trending of brand_a: newest epoch EPOCH; an older epoch that must not be served.
@@ -147,6 +162,22 @@ def world(redis_url: str) -> Iterator[World]:
         k.trending(w.brand_a, EPOCH),
         k.trending(w.brand_a, EPOCH - 1),
     ]
+    # Catalogue of brand_b only (no trending): the "latest" level. c4 is newer than c2.
+    r.zadd(k.catalogue(w.brand_b), {w.c[2]: NOW_MS - 2 * HOUR_MS, w.c[4]: NOW_MS - HOUR_MS})
+    written.append(k.catalogue(w.brand_b))
+    # A/B counts as the pipeline writes them, plus one malformed field.
+    r.sadd(k.ab_experiments(), w.experiment)
+    r.hset(
+        k.ab(w.experiment),
+        mapping={
+            "control:impressions": 1000,
+            "control:clicks": 50,
+            "treatment:impressions": 400,
+            "treatment:clicks": 30,
+            "treatment:oops": 1,
+        },
+    )
+    written.append(k.ab(w.experiment))
 
     half_life_s = 7 * 24 * 3600.0
     put(
@@ -175,12 +206,37 @@ def world(redis_url: str) -> Iterator[World]:
         yield w
     finally:
         r.delete(*written)
+        r.srem(k.ab_experiments(), w.experiment)
         r.close()
 
 
+@dataclass
+class Tokens:
+    """A keys file with one key per access profile used by the tests."""
+
+    path: Path
+    admin: str
+    feeds: str
+    profiles: str
+    slow: str
+
+
 @pytest.fixture(scope="module")
-def client(redis_url: str, world: World) -> Iterator[TestClient]:
-    with TestClient(create_app(redis_url, default_brand=world.brand_a)) as c:
+def tokens(tmp_path_factory: pytest.TempPathFactory) -> Tokens:
+    path = tmp_path_factory.mktemp("keys") / "api-keys.json"
+    return Tokens(
+        path=path,
+        admin=create_key(path, "admin", ["admin"], 10_000, 10_000)[1],
+        feeds=create_key(path, "frontend", ["feeds:read"], 10_000, 10_000)[1],
+        profiles=create_key(path, "crm", ["profiles:read"], 10_000, 10_000)[1],
+        slow=create_key(path, "slow", ["feeds:read"], 0.01, 2)[1],
+    )
+
+
+@pytest.fixture(scope="module")
+def client(redis_url: str, world: World, tokens: Tokens) -> Iterator[TestClient]:
+    app = create_app(redis_url, default_brand=world.brand_a, keys_path=tokens.path)
+    with TestClient(app, headers={"X-API-Key": tokens.admin}) as c:
         yield c
 
 
@@ -213,6 +269,15 @@ def test_personalised_feed_order_hydration_and_vanished_content(
     assert "body" not in first
 
 
+def test_compact_stored_feed(client: TestClient, world: World, redis_url: str) -> None:
+    raw = redis.Redis.from_url(redis_url).get(keys().feed(world.user_compact))
+    assert raw is not None and raw.startswith(MAGIC)
+    body = client.get(f"/v1/feeds/{world.user_compact}", params={"explain": "true"}).json()
+    assert body["source"] == "personalised"
+    assert _ids(body) == [world.c[3], world.c[1]]
+    assert body["items"][0]["explain"]["score"] == pytest.approx(0.5, abs=1e-5)
+
+
 def test_feed_limit_brand_filter_and_explain(client: TestClient, world: World) -> None:
     c = world.c
     assert _ids(client.get(f"/v1/feeds/{world.user}?limit=2").json()) == [c[1], c[2]]
@@ -221,6 +286,20 @@ def test_feed_limit_brand_filter_and_explain(client: TestClient, world: World) -
     assert body["source"] == "personalised"
     assert _ids(body) == [c[1], c[3], c[5]]
     assert {item["brand"] for item in body["items"]} == {world.brand_a}
+
+    body = client.get(f"/v1/feeds/{world.user}", params={"explain": "true", "limit": 1}).json()
+    # Whatever explanation fields the stored item has are passed through.
+    assert body["items"][0]["explain"] == {
+        "score": 0.9,
+        "affinity": 0.45,
+        "recency": 0.5,
+        "engagement": 0.25,
+        "weights": {"a": 0.6, "b": 0.2, "c": 0.2},
+        "ranker": "two_tower",
+        "weight_version": "w7",
+        "arm": "treatment",
+        "feed_rank": 1,
+    }
 
     body = client.get(
         f"/v1/feeds/{world.user}", params={"brand": world.brand_b, "explain": "true", "limit": 1}
@@ -261,11 +340,22 @@ def test_fallback_to_trending(client: TestClient, world: World) -> None:
     body = client.get(f"/v1/feeds/{world.user_vanished}").json()
     assert (body["source"], body["reason"]) == ("trending", "empty_after_filter")
 
-    # No trending either: empty list, still 200.
+    # No trending: the brand's newest catalogue items ("latest" level).
+    resp = client.get(f"/v1/feeds/nobody-{world.tag}", params={"brand": world.brand_b})
+    assert resp.status_code == 200
+    assert resp.headers["x-feed-source"] == "latest"
+    assert resp.headers["x-feed-fallback-reason"] == "no_feed"
+    body = resp.json()
+    assert (body["source"], body["reason"], body["fallback"]) == ("latest", "no_feed", True)
+    assert _ids(body) == [c[4], c[2]]
+    assert "score" not in body["items"][0]
+
+    # No trending and no catalogue either: empty list, still 200.
     resp = client.get(f"/v1/feeds/nobody-{world.tag}", params={"brand": world.brand_empty})
     assert resp.status_code == 200
     body = resp.json()
-    assert (body["reason"], body["brand"], body["epoch"], body["items"]) == (
+    assert (body["source"], body["reason"], body["brand"], body["epoch"], body["items"]) == (
+        "latest",
         "no_feed",
         world.brand_empty,
         None,
@@ -287,12 +377,17 @@ def test_fallback_to_trending(client: TestClient, world: World) -> None:
         "/v1/content/a:b",
         "/v1/profiles/*",
         "/v1/trending?limit=-1",
+        "/v1/feeds/ok?cursor=not-a-cursor",
+        "/v1/feeds/ok?cursor=personalised.1.x",
+        "/v1/experiments/a:b",
     ],
 )
 def test_bad_requests_are_400(client: TestClient, path: str) -> None:
     resp = client.get(path)
     assert resp.status_code == 400
-    assert isinstance(resp.json()["error"], str)
+    body = resp.json()
+    assert isinstance(body["error"], str)
+    assert body["request_id"] == resp.headers["x-request-id"]
 
 
 def test_content(client: TestClient, world: World) -> None:
@@ -306,7 +401,7 @@ def test_content(client: TestClient, world: World) -> None:
     assert body["enriched_at"] == "2023-11-14T22:13:20.000Z"
 
     missing = client.get(f"/v1/content/{world.c[6]}")
-    assert (missing.status_code, missing.json()) == (404, {"error": "not found"})
+    assert (missing.status_code, missing.json()["error"]) == (404, "not found")
 
 
 def test_profile(client: TestClient, world: World) -> None:
@@ -332,7 +427,7 @@ def test_profile(client: TestClient, world: World) -> None:
     assert shares == sorted(shares, reverse=True)
 
     missing = client.get(f"/v1/profiles/nobody-{world.tag}")
-    assert (missing.status_code, missing.json()) == (404, {"error": "not found"})
+    assert (missing.status_code, missing.json()["error"]) == (404, "not found")
 
 
 def test_trending_endpoint(client: TestClient, world: World) -> None:
@@ -348,22 +443,46 @@ def test_trending_endpoint(client: TestClient, world: World) -> None:
     assert (empty["epoch"], empty["items"]) == (None, [])
 
 
-def test_healthz_and_unknown_route(client: TestClient) -> None:
-    resp = client.get("/healthz")
-    assert (resp.status_code, resp.json()) == (200, {"status": "ok", "redis": "ok"})
+def test_health_readiness_and_unknown_route(client: TestClient) -> None:
+    resp = client.get("/healthz", headers={"X-API-Key": ""})
+    assert (resp.status_code, resp.json()) == (200, {"status": "ok", "circuit": "closed"})
+    ready = client.get("/readyz").json()
+    assert (ready["status"], ready["redis"], ready["circuit"]) == ("ready", "ok", "closed")
     missing = client.get("/v2/nothing")
-    assert (missing.status_code, missing.json()) == (404, {"error": "not found"})
+    assert (missing.status_code, missing.json()["error"]) == (404, "not found")
 
 
-def test_redis_down_gives_503() -> None:
-    app = create_app("redis://127.0.0.1:1/0")  # nothing listens on port 1
-    assert app.state.default_brand == topology().ranking.default_brand
-    with TestClient(app) as down:
-        resp = down.get("/healthz")
-        assert resp.status_code == 503
-        body = resp.json()
-        assert (body["status"], body["redis"]) == ("error", "error")
-        assert "Connection" in body["reason"]
+def test_ab_results_per_experiment(client: TestClient, world: World) -> None:
+    assert world.experiment in client.get("/v1/experiments").json()["experiments"]
+    resp = client.get(f"/v1/experiments/{world.experiment}")
+    assert resp.status_code == 200
+    assert resp.headers["cache-control"] == "private, no-cache"
+    body = resp.json()
+    assert body["experiment"] == world.experiment
+    assert body["ignored_fields"] == ["treatment:oops"]
+    control, treatment = body["arms"]
+    assert (control["arm"], control["impressions"], control["clicks"]) == ("control", 1000, 50)
+    assert control["ctr"] == pytest.approx(0.05)
+    assert (treatment["arm"], treatment["ctr"]) == ("treatment", pytest.approx(0.075))
+    low, high = control["ctr_ci95"]
+    assert low < 0.05 < high
+    # Wilson interval for 50/1000 (Newcombe, Stat. Med. 1998, method 3): 0.0381 .. 0.0653
+    assert (low, high) == (pytest.approx(0.0381, abs=5e-4), pytest.approx(0.0653, abs=5e-4))
+    missing = client.get(f"/v1/experiments/nope-{world.tag}")
+    assert (missing.status_code, missing.json()["error"]) == (404, "not found")
+
+
+def test_redis_down_without_snapshot_gives_503(tokens: Tokens) -> None:
+    app = create_app("redis://127.0.0.1:1/0", keys_path=tokens.path)  # nothing listens on port 1
+    assert app.state.default_brand == topology().ranking.default_brand  # type: ignore[attr-defined]
+    with TestClient(app, headers={"X-API-Key": tokens.admin}) as down:
+        assert down.get("/healthz").status_code == 200  # liveness does not need Redis
+        ready = down.get("/readyz")
+        assert ready.status_code == 503
+        body = ready.json()
+        assert (body["status"], body["redis"], body["snapshots"]) == ("unavailable", "error", 0)
         feed = down.get("/v1/feeds/someone")
         assert feed.status_code == 503
         assert feed.json()["error"] == "redis unavailable"
+        assert int(feed.headers["retry-after"]) >= 1
+        assert feed.headers["cache-control"] == "no-store"

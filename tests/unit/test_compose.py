@@ -14,6 +14,8 @@ REPO = Path(__file__).resolve().parent.parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 APP_SERVICES = ("topics", "worker", "api", "replay")
+OBSERVABILITY = ("prometheus", "grafana")
+DEPLOY = REPO / "deploy"
 
 
 def _env(service: str) -> dict[str, str]:
@@ -23,7 +25,7 @@ def _env(service: str) -> dict[str, str]:
 
 
 def test_services_and_images() -> None:
-    assert set(SERVICES) == {"kafka", "redis", *APP_SERVICES}
+    assert set(SERVICES) == {"kafka", "redis", *APP_SERVICES, *OBSERVABILITY}
     from feedpipe.infra.kafka import pinned_version
 
     # the compose broker is the same release as the local one (infra/kafka/pom.xml)
@@ -101,3 +103,122 @@ def test_dockerfile_installs_the_lock_and_the_project() -> None:
     lock = (REPO / "requirements.lock").read_text().splitlines()
     pins = [line for line in lock if line and not line.startswith("#")]
     assert pins and all("==" in line for line in pins), "requirements.lock must pin every line"
+
+
+# -- Prometheus and Grafana ----------------------------------------------------------------------
+
+
+def _mounts(service: str) -> dict[str, str]:
+    """Container path -> host path (relative to the repo) of a service's bind mounts."""
+    out: dict[str, str] = {}
+    for v in SERVICES[service].get("volumes", []):
+        host, container, *_ = str(v).split(":")
+        if host.startswith("."):
+            out[container] = host
+    return out
+
+
+def test_observability_images_are_pinned() -> None:
+    import re
+
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", SERVICES["prometheus"]["image"])
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", SERVICES["grafana"]["image"])
+    for name in OBSERVABILITY:
+        for container, host in _mounts(name).items():
+            assert (REPO / host).exists(), f"{name}: {host} (-> {container}) missing"
+
+
+def test_prometheus_scrapes_worker_and_api_where_they_listen() -> None:
+    cfg = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    mounted = _mounts("prometheus")["/etc/prometheus/prometheus.yml"]
+    assert (REPO / mounted).resolve() == (DEPLOY / "prometheus.yml").resolve()
+    targets = {
+        job["job_name"]: (job.get("metrics_path", "/metrics"), t)
+        for job in cfg["scrape_configs"]
+        for sc in job["static_configs"]
+        for t in sc["targets"]
+    }
+    assert set(targets) == {"worker", "api"}
+    worker_env = _env("worker")
+    worker_port = worker_env.get(
+        "FEEDPIPE_WORKER_WEB_PORT", str(Settings.model_fields["worker_web_port"].default)
+    )
+    # the worker binds all interfaces in compose, or Prometheus cannot reach it
+    assert worker_env["FEEDPIPE_WORKER_WEB_HOST"] == "0.0.0.0"
+    assert targets["worker"] == ("/metrics", f"worker:{worker_port}")
+    api_container_port = SERVICES["api"]["ports"][0].rsplit(":", 1)[1]
+    assert targets["api"] == ("/metrics", f"api:{api_container_port}")
+    for job in ("worker", "api"):
+        assert job in SERVICES["prometheus"]["depends_on"]
+
+
+def test_grafana_provisioning_points_at_prometheus_and_the_dashboard() -> None:
+    import json
+
+    mounts = _mounts("grafana")
+    prov = REPO / mounts["/etc/grafana/provisioning"]
+    ds = yaml.safe_load((prov / "datasources" / "prometheus.yml").read_text())
+    (source,) = ds["datasources"]
+    assert source["type"] == "prometheus"
+    assert urlsplit(source["url"]).hostname == "prometheus"
+    assert urlsplit(source["url"]).port == 9090
+    (provider,) = yaml.safe_load((prov / "dashboards" / "feedpipe.yml").read_text())["providers"]
+    dash_dir = provider["options"]["path"]
+    assert dash_dir in mounts, "the dashboards folder is not mounted where the provider looks"
+    dashboards = list((REPO / mounts[dash_dir]).glob("*.json"))
+    assert dashboards
+    for path in dashboards:
+        dash = json.loads(path.read_text())
+        for panel in dash["panels"]:
+            assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+
+
+def _defined_metric_names() -> set[str]:
+    from feedpipe.metrics import metric_names
+    from readapi.app import create_app
+
+    api = create_app("redis://127.0.0.1:1/0", require_keys=False)
+    names = metric_names() | metric_names(api.state.registry)
+    # histograms expose _bucket/_sum/_count, counters _total: add them for families not yet
+    # observed (a labelled family has no samples until first use)
+    out = set(names)
+    for n in names:
+        out |= {f"{n}_bucket", f"{n}_sum", f"{n}_count", f"{n}_total"}
+    return out
+
+
+def test_dashboard_panels_use_metrics_the_code_defines() -> None:
+    import json
+    import re
+
+    defined = _defined_metric_names()
+    dash = json.loads((DEPLOY / "grafana" / "dashboards" / "feedpipe.json").read_text())
+    titles = set()
+    used: set[str] = set()
+    for panel in dash["panels"]:
+        titles.add(panel["title"])
+        assert panel["targets"], panel["title"]
+        for t in panel["targets"]:
+            names = set(re.findall(r"\b((?:feedpipe|kafka)_[a-z0-9_]+)\b", t["expr"]))
+            assert names, t["expr"]
+            assert names <= defined, f"{panel['title']}: undefined {names - defined}"
+            used |= names
+    # the issue's list: throughput, DLQ by reason, processing time, freshness, lag in offsets
+    # and seconds, Redis errors, API latency, fallbacks, time to feed
+    for required in (
+        "feedpipe_events_in_total",
+        "feedpipe_events_out_total",
+        "feedpipe_dlq_records_total",
+        "feedpipe_batch_processing_seconds_bucket",
+        "feedpipe_event_processing_seconds_bucket",
+        "feedpipe_freshness_seconds_bucket",
+        "kafka_consumergroup_lag",
+        "kafka_consumergroup_lag_seconds",
+        "feedpipe_redis_errors_total",
+        "feedpipe_api_request_duration_seconds_bucket",
+        "feedpipe_api_feed_fallbacks_total",
+        "feedpipe_publish_to_candidate_seconds_bucket",
+        "feedpipe_click_to_feed_seconds_bucket",
+    ):
+        assert required in used, required
+    assert len(titles) == len(dash["panels"]), "duplicate panel titles"

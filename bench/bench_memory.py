@@ -1,0 +1,200 @@
+"""Benchmark Redis memory per active user (profile + 100-item feed) against the 4 KB target.
+
+Usage: ``python bench/bench_memory.py [--users 100000] [--format compact|json] [--seed 1]``
+with ``FEEDPIPE_REDIS_URL`` pointing at a Redis the benchmark may wipe (it flushes the database).
+
+Data: MIND ``behaviors.tsv`` read in place through the replay connector's event generator
+(history clicks, impressions, clicks; ~80 events per user). ``--users`` synthetic users are
+*resampled* with replacement from its users (seeded): synthetic user *i* replays the whole
+event stream of a drawn user under the id ``{user}.r{i}``, so the per-user event counts follow
+the log's distribution. The catalogue is news.tsv as ranking features (bench_clicks.py).
+
+Path: the worker's own code, :class:`streams.clickpath.ClickPath` ``apply_partition`` (Avro
+decode, dedup, profile update, ranking, one MULTI/EXEC per batch) with ``publish=False`` (the
+Kafka sends are not what is measured), 400 users per partition batch over 16 partitions, the
+feed stored in ``--format`` (``ranking.feed_format``; default compact).
+
+Prints, per user: ``MEMORY USAGE`` of ``fp:profile:{user}`` and ``fp:feed:{user}`` (mean, p50,
+p95; Redis's own accounting of value + key + object overhead), the ``INFO used_memory`` delta
+over the load divided by the user count (includes the active-set zset entries, item stats,
+trending and pending sets: everything the users cost), the stored value lengths, and the JSON
+size of the same feeds for comparison; then the ratio against the 4,096-byte target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_clicks import catalogue_metas, load_catalogue  # noqa: E402
+from feedpipe.codec import codec  # noqa: E402
+from feedpipe.feedstore import decode_feed  # noqa: E402
+from feedpipe.redis_keys import keys  # noqa: E402
+from feedpipe.settings import settings  # noqa: E402
+from feedpipe.topology import topology  # noqa: E402
+
+TARGET_BYTES = 4096
+USERS_PER_BATCH = 400
+PARTITIONS = 16
+
+
+@dataclass(slots=True)
+class Rec:
+    """A consumed-record stand-in (streams.clickpath.RecordLike)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def user_streams() -> dict[str, list[dict[str, Any]]]:
+    """MIND reader events grouped by user, in file order."""
+    from connectors.replay import Keyed, mind_behavior_events
+
+    path = settings().data_dir / "mind" / "behaviors.tsv"
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for item in mind_behavior_events(path, "mind", topology().profiles.history_click_spacing_s):
+        if isinstance(item, Keyed):
+            out[item.record["user_id"]].append(item.record)
+    return out
+
+
+def pct(xs: list[int], q: float) -> float:
+    """The q-quantile (0..1) of xs (nearest rank)."""
+    s = sorted(xs)
+    return float(s[min(len(s) - 1, int(q * len(s)))]) if s else 0.0
+
+
+async def load(users: int, seed: int, fmt: str) -> list[str]:
+    """Resample ``users`` users and apply their events through ClickPath; return their ids."""
+    from streams import clickpath, runtime
+
+    topo = topology()
+    ranking = topo.ranking.model_copy(update={"feed_format": fmt})
+    patched = topo.model_copy(update={"ranking": ranking})
+    clickpath.topology = lambda: patched  # type: ignore[assignment]
+
+    streams = user_streams()
+    originals = sorted(streams)
+    rng = random.Random(seed)
+    enc = codec("ReaderEvent").encode
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+
+    async def send(topic: str, key: bytes, value: bytes | None) -> asyncio.Future[None]:
+        return done
+
+    runtime.redis_client.cache_clear()
+    path = clickpath.ClickPath(send, publish=False)
+    offsets = [0] * PARTITIONS
+    ids: list[str] = []
+    events = 0
+    t0 = time.perf_counter()
+    for lo in range(0, users, USERS_PER_BATCH):
+        part = (lo // USERS_PER_BATCH) % PARTITIONS
+        recs: list[Rec] = []
+        for i in range(lo, min(users, lo + USERS_PER_BATCH)):
+            orig = rng.choice(originals)
+            uid = f"{orig}.r{i}"
+            ids.append(uid)
+            key = uid.encode()
+            for ev in streams[orig]:
+                recs.append(
+                    Rec("reader.events", part, offsets[part], key, enc({**ev, "user_id": uid}))
+                )
+                offsets[part] += 1
+        await path.apply_partition(part, recs)
+        events += len(recs)
+        if (lo // USERS_PER_BATCH) % 25 == 0:
+            rate = events / (time.perf_counter() - t0)
+            print(f"  {len(ids):>7} users, {events:>9} events, {rate:,.0f} events/s", flush=True)
+    print(f"loaded {len(ids)} users ({events} events) in {time.perf_counter() - t0:.0f} s")
+    return ids
+
+
+def main() -> None:
+    """Run the benchmark and print the per-user memory against the target."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--format", choices=["compact", "json"], default="compact")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+
+    import redis
+
+    r = redis.Redis.from_url(settings().redis_url)
+    load_catalogue(catalogue_metas())  # flushes the database first
+    before = int(r.info("memory")["used_memory"])
+    ids = asyncio.run(load(args.users, args.seed, args.format))
+    after = int(r.info("memory")["used_memory"])
+    k = keys()
+    prof_mem: list[int] = []
+    feed_mem: list[int] = []
+    prof_len: list[int] = []
+    feed_len: list[int] = []
+    items: list[int] = []
+    json_len: list[int] = []
+    for lo in range(0, len(ids), 5000):
+        chunk = ids[lo : lo + 5000]
+        with r.pipeline(transaction=False) as pipe:
+            for u in chunk:
+                pipe.memory_usage(k.profile(u), samples=0)
+                pipe.memory_usage(k.feed(u), samples=0)
+                pipe.strlen(k.profile(u))
+                pipe.get(k.feed(u))
+            got = pipe.execute()
+        for j in range(len(chunk)):
+            pm, fm, pl, fv = got[4 * j : 4 * j + 4]
+            if pm is None or fv is None:
+                continue
+            prof_mem.append(int(pm))
+            feed_mem.append(int(fm))
+            prof_len.append(int(pl))
+            feed_len.append(len(fv))
+            doc = decode_feed(fv)
+            items.append(len(doc["items"]))
+            if lo == 0:  # the JSON size of the same feeds, on a sample
+                json_len.append(len(orjson.dumps(doc)))
+    n = len(prof_mem)
+    total = [a + b for a, b in zip(prof_mem, feed_mem, strict=True)]
+    delta = (after - before) / max(1, len(ids))
+    mean_items = statistics.mean(items)
+    print(f"users with profile + feed: {n} of {len(ids)}; feed items mean {mean_items:.1f}")
+    print(f"feed format: {args.format}")
+    for name, xs in (
+        ("MEMORY USAGE profile", prof_mem),
+        ("MEMORY USAGE feed", feed_mem),
+        ("MEMORY USAGE profile+feed", total),
+        ("stored profile bytes", prof_len),
+        ("stored feed bytes", feed_len),
+        ("same feeds as JSON (sample)", json_len),
+    ):
+        print(
+            f"  {name:<28} mean {statistics.mean(xs):>8,.0f}  p50 {pct(xs, 0.5):>8,.0f}  "
+            f"p95 {pct(xs, 0.95):>8,.0f} bytes"
+        )
+    print(f"  INFO used_memory delta / user {delta:>10,.0f} bytes")
+    mean_total = statistics.mean(total)
+    print(
+        f"target {TARGET_BYTES} bytes/user: MEMORY USAGE ratio {mean_total / TARGET_BYTES:.2f}, "
+        f"used_memory ratio {delta / TARGET_BYTES:.2f} (<= 1.00 meets the target)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""The read endpoint's one ASGI middleware: request id, API key and scope, per-key rate limit,
+latency histogram, structured access log.
+
+Kept as a single pure-ASGI layer (no ``BaseHTTPMiddleware``, no per-request task) because every
+request pays for it; see bench/bench_read.py.
+
+Per request, in order:
+
+1. **Request id**: the client's ``X-Request-ID`` when it is 1-128 chars of ``[A-Za-z0-9._-]``,
+   else a new uuid4 hex; echoed in the ``X-Request-ID`` response header, in error bodies and in
+   the access log (``scope["state"]["request_id"]``).
+2. **Access**: the path's scope from :data:`ROUTES` (first matching prefix); open paths need no
+   key. A key comes as ``X-API-Key: <token>`` or ``Authorization: Bearer <token>``. No or an
+   unknown key: 401; a key without the scope: 403 (``admin`` implies every scope).
+3. **Rate limit**: the key's token bucket (``rate_per_s``, ``burst`` from the keys file); when
+   empty, 429 with ``Retry-After`` in whole seconds (rounded up, at least 1).
+4. **Metrics and log**: ``feedpipe_api_request_duration_seconds{route,method,status}`` and one
+   JSON log line on logger ``readapi.access`` (only when INFO is enabled for it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from readapi.guards import TokenBucket
+from readapi.keys import ApiKey, KeyStore
+
+OPEN = None
+"""Scope marker of a path that needs no key."""
+
+ROUTES: list[tuple[str, str, str | None]] = [
+    # (path prefix, route label for metrics/logs, required scope or OPEN)
+    ("/v1/feeds/", "/v1/feeds/{user_id}", "feeds:read"),
+    ("/v1/content/", "/v1/content/{content_id}", "feeds:read"),
+    ("/v1/trending", "/v1/trending", "feeds:read"),
+    ("/v1/profiles/", "/v1/profiles/{user_id}", "profiles:read"),
+    ("/v1/experiments/", "/v1/experiments/{experiment}", "admin"),
+    ("/v1/experiments", "/v1/experiments", "admin"),
+    ("/v1/ops", "/v1/ops", "admin"),
+    ("/ops", "/ops", "admin"),
+    ("/healthz", "/healthz", OPEN),
+    ("/readyz", "/readyz", OPEN),
+    ("/metrics", "/metrics", OPEN),
+    ("/openapi.json", "/openapi.json", OPEN),
+]
+LATENCY_BUCKETS_S = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)
+"""Histogram buckets, s: fine below 10 ms where the p99 goal (5 ms) sits."""
+
+_SAFE_RID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
+access_log = logging.getLogger("readapi.access")
+
+
+def classify(path: str, open_prefixes: tuple[str, ...] = ()) -> tuple[str, str | None]:
+    """(route label, required scope or None) of ``path``; unknown paths are ("other", None)."""
+    for prefix in open_prefixes:
+        if path.startswith(prefix):
+            return prefix, OPEN
+    for prefix, label, scope in ROUTES:
+        if path.startswith(prefix):
+            return label, scope
+    return "other", OPEN
+
+
+def _json_error(status: int, message: str, request_id: str) -> bytes:
+    return orjson.dumps({"error": message, "request_id": request_id})
+
+
+class Gateway:
+    """The middleware (see the module docstring).
+
+    Args:
+        app: the wrapped ASGI app (the Starlette router).
+        keystore: API keys; ``None`` disables access control (every path open).
+        registry: Prometheus registry for the latency histogram.
+        open_prefixes: extra path prefixes that need no key (e.g. ``readapi.ops.OPEN_PATHS``).
+        clock: monotonic clock, s.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keystore: KeyStore | None,
+        registry: CollectorRegistry,
+        open_prefixes: tuple[str, ...] = (),
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.app = app
+        self.keystore = keystore
+        self.open_prefixes = open_prefixes
+        self.clock = clock
+        self.latency = Histogram(
+            "feedpipe_api_request_duration_seconds",
+            "Read endpoint latency from first byte in to response start, s",
+            ["route", "method", "status"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, int], Any] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def _bucket(self, key: ApiKey) -> TokenBucket:
+        b = self._buckets.get(key.key_id)
+        if b is None or b.rate_per_s != key.rate_per_s or b.burst != float(key.burst):
+            b = self._buckets[key.key_id] = TokenBucket(key.rate_per_s, key.burst)
+        return b
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point; non-HTTP scopes (lifespan) pass straight through."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = self.clock()
+        headers = dict(scope["headers"])
+        rid_raw = headers.get(b"x-request-id")
+        rid = rid_raw.decode("latin-1") if rid_raw else ""
+        if not _SAFE_RID.match(rid):
+            rid = uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        path: str = scope["path"]
+        label, needed = classify(path, self.open_prefixes)
+        method: str = scope["method"]
+        status_box = [500]
+        key_id = ""
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        try:
+            if needed is not OPEN and self.keystore is not None and method != "OPTIONS":
+                key, status, message, extra = self._authorise(headers, needed)
+                if key is not None:
+                    key_id = key.key_id
+                    state["api_key"] = key
+                if status:
+                    status_box[0] = status
+                    await _send_error(
+                        send, status, _json_error(status, message, rid), [*extra, rid_header]
+                    )
+                    return
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = self.clock() - t0
+            status = status_box[0]
+            child_key = (label, method, status)
+            child = self._children.get(child_key)
+            if child is None:
+                child = self._children[child_key] = self.latency.labels(
+                    route=label, method=method, status=str(status)
+                )
+            child.observe(elapsed)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "request",
+                    extra={
+                        "fields": {
+                            "request_id": rid,
+                            "method": method,
+                            "path": path,
+                            "route": label,
+                            "status": status,
+                            "duration_ms": round(elapsed * 1000.0, 3),
+                            "key_id": key_id or None,
+                            "feed_source": state.get("feed_source"),
+                            "fallback_reason": state.get("fallback_reason"),
+                        }
+                    },
+                )
+
+    def _authorise(
+        self, headers: dict[bytes, bytes], needed: str
+    ) -> tuple[ApiKey | None, int, str, list[tuple[bytes, bytes]]]:
+        """(key, status or 0, error message, extra headers) for the request's credentials."""
+        assert self.keystore is not None
+        raw = headers.get(b"x-api-key")
+        if raw is None:
+            auth = headers.get(b"authorization", b"")
+            if auth[:7].lower() == b"bearer ":
+                raw = auth[7:].strip()
+        if not raw:
+            return None, 401, "missing API key (X-API-Key header)", [
+                (b"www-authenticate", b'Bearer realm="feedpipe"')
+            ]
+        key = self.keystore.lookup(raw.decode("latin-1"))
+        if key is None:
+            return None, 401, "unknown API key", [(b"www-authenticate", b'Bearer realm="feedpipe"')]
+        if not key.allows(needed):
+            return key, 403, f"API key {key.key_id} lacks scope {needed}", []
+        wait = self._bucket(key).take()
+        if wait > 0.0:
+            retry = str(max(1, math.ceil(wait))).encode()
+            return key, 429, f"rate limit of key {key.key_id} exceeded", [(b"retry-after", retry)]
+        return key, 0, "", []
+
+
+async def _send_error(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (ISO UTC), ``level``, ``logger``, ``msg`` and the
+    record's ``fields`` extra (as passed by the gateway)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record``; never raises on unserialisable extras (they become strings)."""
+        doc: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            doc.update(fields)
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc, default=str).decode()

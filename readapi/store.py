@@ -1,0 +1,360 @@
+"""Every Redis read of the read endpoint, behind one circuit breaker, plus two in-memory views.
+
+All key strings come from :mod:`feedpipe.redis_keys`; the storage format of feeds, content and
+profiles is decoded only here (:func:`parse_feed`, :func:`content_summary`), so a change of what
+the pipeline stores is absorbed in this module.
+
+In-memory views (one API process):
+
+* **Content summaries**, the fields a feed item shows, per content id (``None`` for a vanished
+  id). The cache is tagged with ``fp:catalogue:version``, which the enrich stage increments in
+  the same MULTI/EXEC as every content write or delete (streams/enrich.py ``materialise``); the
+  version is read in the same MGET as the feed, and the whole cache is dropped when it moved,
+  so a served summary is never older than the catalogue version the request saw. Entries also
+  expire after :data:`SUMMARY_TTL_S` and the cache is cleared past :data:`SUMMARY_MAX` ids.
+* **Trending snapshots**, the last trending (or latest) list read per brand; served while
+  Redis is down or the circuit is open.
+
+Errors: every Redis call goes through :meth:`Store.call`, which raises
+:class:`readapi.guards.CircuitOpen` without calling Redis while the circuit is open, and
+re-raises ``redis.exceptions.RedisError`` / ``OSError`` / ``TimeoutError`` after counting it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from feedpipe.feedstore import FeedFormatError, decode_feed
+from feedpipe.redis_keys import keys
+from readapi.guards import CircuitBreaker, CircuitOpen
+
+Json = dict[str, Any]
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+"""What a failed Redis call raises (counted by the breaker)."""
+UNAVAILABLE: tuple[type[BaseException], ...] = (CircuitOpen, *REDIS_ERRORS)
+"""Redis cannot be used for this request: failed now, or the circuit is open."""
+SUMMARY_FIELDS = ("content_id", "title", "summary", "url", "brand", "categories", "published_at")
+SUMMARY_TTL_S = 60.0
+"""Safety net on top of the catalogue-version tag: no summary is kept longer than this."""
+SUMMARY_MAX = 50_000
+"""Cached content ids before the cache is cleared (about 1 KB each: ~50 MB at most)."""
+SNAPSHOT_BRANDS_MAX = 256
+"""Brands whose trending snapshot is kept (default brand and topology brands always)."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def iso_ms(ms: object) -> str | None:
+    """Epoch milliseconds (UTC) -> ISO-8601 string with millisecond precision and 'Z'.
+
+    ``None``, booleans, non-numbers and out-of-range values give ``None`` (never raises).
+    """
+    if ms is None or isinstance(ms, bool) or not isinstance(ms, int | float):
+        return None
+    try:
+        dt = _EPOCH + timedelta(milliseconds=int(ms))
+    except (OverflowError, ValueError):
+        return None
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_feed(raw: bytes | None) -> Json:
+    """A stored feed (``fp:feed:{user}``: JSON or the compact binary form, decoded by
+    :func:`feedpipe.feedstore.decode_feed`) -> dict; ``{}`` when missing or unreadable.
+
+    Shape: ``user_id``, ``profile_version``, ``generated_at`` (ms), ``ranker``, ``items``
+    [{``content_id``, ``brand``, ``rank``, then explanation fields: ``score``, ``affinity``,
+    ``recency``, ``engagement``, ``weights``, and whatever the ranker adds (``ranker``,
+    ``weight_version``, ``arm``, ...)}]. A corrupt value reads as no feed (the ladder then
+    serves trending) rather than a 5xx.
+    """
+    if raw is None:
+        return {}
+    try:
+        return decode_feed(raw)
+    except FeedFormatError:
+        return {}
+
+
+def content_summary(raw: bytes | None, content_id: str) -> Json | None:
+    """The feed-item view of a stored content JSON; ``None`` when missing or unreadable.
+
+    Keys: :data:`SUMMARY_FIELDS`, ``published_at`` as ISO-8601.
+    """
+    if raw is None:
+        return None
+    try:
+        content = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(content, dict):
+        return None
+    out: Json = {f: content.get(f) for f in SUMMARY_FIELDS}
+    out["content_id"] = content.get("content_id") or content_id
+    out["published_at"] = iso_ms(content.get("published_at"))
+    return out
+
+
+class PageCache:
+    """Rendered personalised feed pages, LRU, bounded by bytes.
+
+    An entry is keyed by the request's parameters and is valid only while the stored feed
+    bytes (compared in full) and the catalogue version are the ones it was rendered from, and
+    for at most :data:`SUMMARY_TTL_S` -- the same validity as the content summaries it was
+    built from. A hit skips parsing the feed, hydration, serialisation and the ETag hash.
+
+    Args:
+        max_bytes: budget for stored feed bytes + rendered bodies (default 64 MiB).
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._d: OrderedDict[tuple[Any, ...], tuple[bytes, bytes | None, bytes, str, float]] = (
+            OrderedDict()
+        )
+
+    def get(
+        self, key: tuple[Any, ...], raw: bytes, version: bytes | None
+    ) -> tuple[bytes, str] | None:
+        """(body, etag) when an entry for ``key`` was rendered from ``raw`` and ``version``."""
+        hit = self._d.get(key)
+        if (
+            hit is None
+            or hit[1] != version
+            or hit[0] != raw
+            or time.monotonic() - hit[4] > SUMMARY_TTL_S
+        ):
+            return None
+        self._d.move_to_end(key)
+        return hit[2], hit[3]
+
+    def put(
+        self, key: tuple[Any, ...], raw: bytes, version: bytes | None, body: bytes, etag: str
+    ) -> None:
+        """Store a rendered page; evicts least recently used entries past ``max_bytes``."""
+        old = self._d.pop(key, None)
+        if old is not None:
+            self.size -= len(old[0]) + len(old[2])
+        self._d[key] = (raw, version, body, etag, time.monotonic())
+        self.size += len(raw) + len(body)
+        while self.size > self.max_bytes and self._d:
+            _, (r, _, b, _, _) = self._d.popitem(last=False)
+            self.size -= len(r) + len(b)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A brand's last-known list: ``source`` "trending" or "latest", ``epoch`` (trending only),
+    ``items`` (summaries with ``score``, best first), ``taken_at`` (time.time() s)."""
+
+    brand: str
+    source: str
+    epoch: int | None
+    items: list[Json]
+    taken_at: float
+
+
+class Store:
+    """Redis reads of the read endpoint (see the module docstring).
+
+    Args:
+        client: an asyncio Redis client with ``decode_responses=False``.
+        breaker: the circuit breaker every call goes through.
+        on_error: called with an error kind ("timeout", "connection", "other") per failure.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        breaker: CircuitBreaker,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.breaker = breaker
+        self._on_error = on_error
+        self._summaries: dict[str, Json | None] = {}
+        self._summaries_version: bytes | None = None
+        self._summaries_at = 0.0
+        self.snapshots: dict[str, Snapshot] = {}
+
+    async def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """``await fn(*args, **kwargs)`` through the breaker (see the module docstring)."""
+        breaker = self.breaker
+        breaker.before_call()
+        try:
+            result = await fn(*args, **kwargs)
+        except REDIS_ERRORS as exc:
+            breaker.failure(exc)
+            if self._on_error is not None:
+                kind = (
+                    "timeout"
+                    if isinstance(exc, RedisTimeoutError | TimeoutError)
+                    else "connection"
+                    if isinstance(exc, OSError) or "onnect" in type(exc).__name__
+                    else "other"
+                )
+                self._on_error(kind)
+            raise
+        breaker.success()
+        return result
+
+    # -- feeds and content summaries -----------------------------------------------------------
+
+    async def feed_raw(self, user_id: str) -> tuple[bytes | None, bytes | None]:
+        """(stored feed bytes or ``None``, catalogue version) in one round trip (MGET); decode
+        the feed with :func:`parse_feed`."""
+        k = keys()
+        raw, version = await self.call(
+            self.client.mget, [k.feed(user_id), k.catalogue_version()]
+        )
+        return raw, version
+
+    async def catalogue_version(self) -> bytes | None:
+        """The current ``fp:catalogue:version`` (raw bytes, ``None`` before the first write)."""
+        version: bytes | None = await self.call(self.client.get, keys().catalogue_version())
+        return version
+
+    async def summaries(
+        self, content_ids: Sequence[str], version: bytes | None
+    ) -> list[Json | None]:
+        """Summary per id (``None`` where the content vanished), cached under ``version``;
+        the ids not cached are read with one MGET."""
+        now = time.monotonic()
+        cache = self._summaries
+        if (
+            version != self._summaries_version
+            or now - self._summaries_at > SUMMARY_TTL_S
+            or len(cache) > SUMMARY_MAX
+        ):
+            cache.clear()
+            self._summaries_version = version
+            self._summaries_at = now
+        missing = [cid for cid in content_ids if cid not in cache]
+        if missing:
+            k = keys()
+            raws = await self.call(self.client.mget, [k.content(cid) for cid in missing])
+            for cid, raw in zip(missing, raws, strict=True):
+                cache[cid] = content_summary(raw, cid)
+        return [cache[cid] for cid in content_ids]
+
+    # -- trending and latest -------------------------------------------------------------------
+
+    async def trending_ids(
+        self, brand: str, offset: int, count: int
+    ) -> tuple[int | None, list[tuple[str, float]], bytes | None]:
+        """(epoch, [(content_id, score)] best first from ``offset``, catalogue version) of the
+        brand's newest trending epoch; epoch ``None`` and ``[]`` when it has none."""
+        k = keys()
+        raw_epoch, version = await self.call(
+            self.client.mget, [k.trending_epoch(brand), k.catalogue_version()]
+        )
+        if raw_epoch is None:
+            return None, [], version
+        epoch = int(raw_epoch)
+        pairs = await self.call(
+            self.client.zrevrange,
+            k.trending(brand, epoch),
+            offset,
+            offset + count - 1,
+            withscores=True,
+        )
+        return epoch, [(m.decode(), float(s)) for m, s in pairs], version
+
+    async def latest_ids(self, brand: str, offset: int, count: int) -> list[tuple[str, float]]:
+        """[(content_id, published_at ms)] newest first from ``offset`` of the brand's
+        catalogue zset."""
+        pairs = await self.call(
+            self.client.zrevrange, keys().catalogue(brand), offset, offset + count - 1,
+            withscores=True,
+        )
+        return [(m.decode(), float(s)) for m, s in pairs]
+
+    async def ranked_items(
+        self, pairs: Sequence[tuple[str, float]], version: bytes | None, limit: int
+    ) -> tuple[list[Json], int]:
+        """Hydrate ``pairs`` in order, skipping vanished ids, up to ``limit`` items; return
+        (items ``{**summary, "score"}``, number of pairs consumed)."""
+        sums = await self.summaries([cid for cid, _ in pairs], version)
+        items: list[Json] = []
+        used = 0
+        for (_, score), summary in zip(pairs, sums, strict=True):
+            if len(items) >= limit:
+                break
+            used += 1
+            if summary is not None:
+                items.append({**summary, "score": score})
+        return items, used
+
+    def remember(self, brand: str, source: str, epoch: int | None, items: list[Json]) -> None:
+        """Keep ``items`` as the brand's last-known list (bounded number of brands)."""
+        if brand not in self.snapshots and len(self.snapshots) >= SNAPSHOT_BRANDS_MAX:
+            return
+        self.snapshots[brand] = Snapshot(brand, source, epoch, items, time.time())
+
+    async def refresh_snapshot(self, brand: str, size: int) -> Snapshot | None:
+        """Read the brand's trending top ``size`` (or its ``size`` newest items when trending is
+        empty) and keep it as its snapshot; returns it (``None`` when both are empty)."""
+        epoch, pairs, version = await self.trending_ids(brand, 0, size)
+        items, _ = await self.ranked_items(pairs, version, size)
+        source = "trending"
+        if not items:
+            epoch, source = None, "latest"
+            latest = await self.latest_ids(brand, 0, size)
+            items, _ = await self.ranked_items(latest, version, size)
+        if not items:
+            return None
+        self.remember(brand, source, epoch, items)
+        return self.snapshots.get(brand)
+
+    # -- single reads --------------------------------------------------------------------------
+
+    async def content(self, content_id: str) -> Json | None:
+        """The stored content JSON (times still in ms), or ``None``."""
+        raw = await self.call(self.client.get, keys().content(content_id))
+        if raw is None:
+            return None
+        doc = orjson.loads(raw)
+        return doc if isinstance(doc, dict) else None
+
+    async def profile(self, user_id: str) -> Json | None:
+        """The stored profile JSON, or ``None``."""
+        raw = await self.call(self.client.get, keys().profile(user_id))
+        if raw is None:
+            return None
+        doc = orjson.loads(raw)
+        return doc if isinstance(doc, dict) else None
+
+    async def experiments(self) -> list[str]:
+        """Names in ``fp:ab:experiments``, sorted."""
+        names = await self.call(self.client.smembers, keys().ab_experiments())
+        return sorted(n.decode() for n in names)
+
+    async def ab_counts(self, experiment: str) -> Mapping[str, str] | None:
+        """The experiment's hash (field -> value, decoded), or ``None`` for an unknown one."""
+        k = keys()
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.sismember(k.ab_experiments(), experiment)
+            pipe.hgetall(k.ab(experiment))
+            known, fields = await self.call(pipe.execute)
+        if not known and not fields:
+            return None
+        return {f.decode(): v.decode() for f, v in fields.items()}
+
+    async def ping(self) -> None:
+        """PING Redis (through the breaker)."""
+        await self.call(self.client.ping)

@@ -1,0 +1,776 @@
+"""The click path: reader events -> profiles -> feeds -> Redis, in whole batches (no Faust stream).
+
+input:  reader.events (key user_id, value feedpipe.ReaderEvent), consumed with an aiokafka
+        ``getmany`` loop under its own consumer group (:func:`consumer_group`: the app id plus
+        ``.clickpath``), inside the Faust worker process (:class:`ClickPathService`)
+output: profiles.updated and feeds.updated (compacted; key user_id): a profile per user per
+        batch, a feed when the user's ranked list (ids, weight sets, arms) changed since the
+        last one sent (:func:`feed_fingerprint`, kept in the profile as ``feed_fp``; score-only
+        changes are stored in Redis but not republished), a tombstone (null value) per erased
+        user; reader.events 'resolve' events for
+        clicks whose item arrived while they were being written
+dlq:    reader.events.dlq (undecodable, invalid ids, unknown type, late events)
+state:  Redis profile:{user}, feed:{user}, active:{partition}, stats:{item}, trending, pending,
+        wm:profiles:reader.events:{partition} (docs/redis-keys.md)
+
+Why not a Faust agent: Faust's per-event stream machinery costs ~17x against hand-written
+consumers here (/work/shared/docs/faust-field-notes.md); this path decodes, applies, ranks and
+writes a whole partition batch at once (one MULTI/EXEC, one numpy ranking call).
+
+Guarantees (exactly-once *effects* in Redis, at-least-once on the output topics):
+
+* each partition batch is applied in one MULTI/EXEC guarded by WATCH on the partition's offset
+  watermark; records at or below it are skipped, so a batch redelivered after a crash (offsets
+  are committed only after the Redis write and the output sends) changes nothing, and a zombie
+  consumer that lost the partition fails on the WATCH;
+* duplicates at *new* offsets (a source replayed twice, a non-idempotent producer retry) are
+  dropped by event id (:func:`feedpipe.ranking.admit_events`, fingerprints kept within the
+  lateness bound ``profiles.allowed_lateness_hours``); events older than the bound go to the DLQ
+  with reason ``late``;
+* profile and feed are written in the same transaction, so a stored feed always reflects the
+  stored profile; a redelivered batch republishes the current profile and feed (the crash may
+  have hit between the Redis write and the sends), so consumers of the compacted topics see
+  each state at least once;
+* an ``erase`` event deletes the user's profile, feed, active-set entry and pending-click
+  entries in the same transaction and sends tombstones to profiles.updated and feeds.updated.
+  Item stats and trending are aggregates without user ids. reader.events itself is a
+  delete-policy topic: its records age out with its retention (7 days).
+* profiles and feeds carry a TTL (``profiles.ttl_days``, refreshed on every write): an idle
+  user's keys expire; the next event starts a fresh profile and feed (the read endpoint serves
+  trending in between).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+from redis.exceptions import WatchError
+
+from feedpipe import metrics
+from feedpipe.codec import codec
+from feedpipe.errors import SerializationError
+from feedpipe.experiments import assign_arm, experiment_for
+from feedpipe.feedstore import decode_feed, encode_feed
+from feedpipe.ids import event_id as make_event_id
+from feedpipe.rankers import rank_users
+from feedpipe.ranking import (
+    Event,
+    Meta,
+    Profile,
+    admit_events,
+    apply_events,
+    new_profile,
+)
+from feedpipe.redis_keys import keys, safe_id
+from feedpipe.topology import ExperimentSpec, topology
+from streams.feeds import CATALOGUE, REGISTRY, avro_feed, feed_json
+from streams.runtime import DLQ_VALUE_MAX, as_str, log, ms, redis_client
+
+STAGE = "profiles"  # watermark keys are shared with the per-event Faust stage (same offsets)
+TOPIC = "reader.events"
+TYPES = frozenset({"impression", "click", "resolve", "erase"})
+DAY_MS = 86_400_000
+STATS_MAX_AGE_S = 1.0  # s: item stats a batch ranks with are at most this stale
+MAX_RECORDS = 20_000  # records per getmany call
+POLL_MS = 200
+REFRESH_IDLE_S = 2.0
+REFRESH_CHUNK = 500
+
+Send = Callable[[str, bytes, bytes | None], Awaitable[Any]]
+"""``send(topic, key, value)``: queue one record; awaiting it returns a delivery awaitable."""
+
+
+class RecordLike(Protocol):
+    """What the click path needs of a consumed record (aiokafka ConsumerRecord has it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def feed_fingerprint(items: Sequence[dict[str, Any]]) -> str:
+    """16 hex digits (BLAKE2b-64) of a ranked list: item ids in order, and the weight sets,
+    versions and arms that ranked it. Scores are left out: they drift with every item-stats
+    change, and a feed whose list did not move is not republished (see ClickPath)."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update("\x1f".join(it["content_id"] for it in items).encode())
+    served = {f"{it.get('weight_set')}@{it.get('weight_version')}/{it.get('arm')}" for it in items}
+    h.update("\x1e".join(sorted(served)).encode())
+    return h.hexdigest()
+
+
+def consumer_group(app_id: str) -> str:
+    """The click path's consumer group for a Faust app id (e.g. ``feedpipe.clickpath``)."""
+    return f"{app_id}.clickpath"
+
+
+def trending_weight(at_ms: int, epoch: int, epoch_ms: float, half_life_ms: float) -> float:
+    """Forward-decay weight of a click at ``at_ms`` in trending ``epoch`` (landmark: its start)."""
+    return float(2.0 ** ((at_ms - epoch * epoch_ms) / half_life_ms))
+
+
+def dead_letter_record(
+    rec: RecordLike, code: str, reason: str, raw_event_id: str | None = None
+) -> bytes:
+    """A DeadLetter (schemas/dead_letter.avsc) for consumed record ``rec``."""
+    value = rec.value if isinstance(rec.value, bytes) else b""
+    return codec("DeadLetter").encode(
+        {
+            "stage": STAGE,
+            "source_topic": rec.topic,
+            "partition": rec.partition,
+            "offset": rec.offset,
+            "reason": reason,
+            "error_type": code,
+            "raw_event_id": raw_event_id,
+            "origin": None,
+            "key": rec.key if isinstance(rec.key, bytes) else None,
+            "value": value[:DLQ_VALUE_MAX],
+            "failed_at": datetime.now(UTC),
+        }
+    )
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """Counts of one partition batch (for logs, metrics and the benchmark)."""
+
+    records: int = 0
+    applied: int = 0
+    skipped_offsets: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    users: int = 0
+    feeds: int = 0
+    erased: int = 0
+    pending_items: list[str] = field(default_factory=list)
+
+
+_STATS_SCRIPT = """
+for i, key in ipairs(KEYS) do
+  local imps = tonumber(ARGV[2 * i - 1])
+  local clicks = tonumber(ARGV[2 * i])
+  if imps > 0 then redis.call('HINCRBY', key, 'impressions', imps) end
+  if clicks > 0 then redis.call('HINCRBY', key, 'clicks', clicks) end
+end
+return 0
+"""
+_ZINCR_SCRIPT = """
+for i = 1, #ARGV, 2 do redis.call('ZINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 0
+"""
+_SET_EX_SCRIPT = """
+for i, key in ipairs(KEYS) do redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1]) end
+return 0
+"""
+_SADD_SCRIPT = """
+local j = 1
+for _, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[j])
+  redis.call('SADD', key, unpack(ARGV, j + 1, j + n))
+  j = j + n + 1
+end
+return 0
+"""
+_MAX_SCRIPT = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
+def _decode(
+    records: Sequence[RecordLike],
+) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, bytes | None, bytes]]]:
+    """Decode and validate; return ((offset, record) list, DLQ (offset, key, value) list)."""
+    dec = codec("ReaderEvent").decode
+    good: list[tuple[int, dict[str, Any]]] = []
+    bad: list[tuple[int, bytes | None, bytes]] = []
+    for r in records:
+        try:
+            rec = dec(r.value)
+        except SerializationError as exc:
+            bad.append((r.offset, r.key, dead_letter_record(r, "undecodable", str(exc))))
+            continue
+        typ = rec["type"]
+        if typ not in TYPES:
+            bad.append(
+                (
+                    r.offset,
+                    r.key,
+                    dead_letter_record(
+                        r, "unknown_type", f"unknown reader event type {typ!r}", rec["event_id"]
+                    ),
+                )
+            )
+            continue
+        try:
+            safe_id(rec["user_id"])
+            if typ != "erase":
+                safe_id(rec["content_id"])
+        except ValueError as exc:
+            bad.append(
+                (r.offset, r.key, dead_letter_record(r, "invalid_id", str(exc), rec["event_id"]))
+            )
+            continue
+        good.append((r.offset, rec))
+    return good, bad
+
+
+class ClickPath:
+    """Applies reader.events partition batches to Redis and sends the resulting records.
+
+    Args:
+        send: ``send(topic, key, value)`` coroutine queuing one output record and returning an
+            awaitable of its delivery (aiokafka ``AIOKafkaProducer.send`` has this shape).
+        publish: False skips the profiles.updated / feeds.updated records (benchmark variants
+            that only measure the Redis side); DLQ, tombstones and resolves are always sent.
+    """
+
+    def __init__(self, send: Send, publish: bool = True) -> None:
+        self.send = send
+        self.publish = publish
+        self.metas: dict[str, Meta] = {}
+        self.last_batch_at = 0.0
+
+    async def _metas(self, ids: Sequence[str]) -> dict[str, Meta]:
+        """Ranking features of ``ids`` (cached once materialised; missing ids re-read)."""
+        want = [c for c in ids if c not in self.metas]
+        if want:
+            k = keys()
+            raws = await redis_client().mget([k.meta(c) for c in want])
+            for c, m in zip(want, raws, strict=True):
+                if m:
+                    self.metas[c] = Meta.from_json(orjson.loads(m))
+        return {c: self.metas[c] for c in ids if c in self.metas}
+
+    async def apply_partition(
+        self, partition: int, records: Sequence[RecordLike]
+    ) -> tuple[BatchResult, list[Awaitable[Any]]]:
+        """Apply one partition's records (offset order); return counts and pending deliveries.
+
+        Bad records go to the DLQ. Never raises for bad input; Redis/Kafka errors propagate
+        (the caller does not commit, so the batch is redelivered and applied exactly once).
+        """
+        res = BatchResult(records=len(records))
+        if not records:
+            return res, []
+        r = redis_client()
+        k = keys()
+        topo = topology()
+        spec, rspec = topo.profiles, topo.ranking
+        deliveries: list[Awaitable[Any]] = []
+        decoded, bad = _decode(records)
+        by_offset = {rec.offset: rec for rec in records}
+        last_offset = records[-1].offset
+        wm_key = k.watermark(STAGE, TOPIC, partition)
+        epoch_ms = rspec.trending_epoch_hours * 3_600_000
+        half_ms = rspec.trending_half_life_hours * 3_600_000
+        ttl_s = int(spec.ttl_days * 86_400)
+        await CATALOGUE.refresh(STATS_MAX_AGE_S)
+        stats_version = CATALOGUE.stats_version or 0
+        while True:
+            async with r.pipeline(transaction=True) as pipe:
+                await pipe.watch(wm_key)
+                raw_wm = await pipe.get(wm_key)
+                wm = int(raw_wm) if raw_wm is not None else -1
+                # bad records above the watermark: DLQ'd once (a redelivery skips them too)
+                dead = [(key, value) for off, key, value in bad if off > wm]
+                fresh = [(off, rec) for off, rec in decoded if off > wm]
+                res.skipped_offsets = len(decoded) - len(fresh)
+                users = sorted({rec["user_id"] for _, rec in decoded})
+                if not fresh:
+                    await pipe.unwatch()
+                    res.dead_letters = len(dead)
+                    for key, value in dead:
+                        deliveries.append(await self.send(f"{TOPIC}.dlq", key or b"", value))
+                    if self.publish:
+                        deliveries += await self._republish(users)
+                    return res, deliveries
+                per_user: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+                for off, rec in fresh:
+                    per_user[rec["user_id"]].append((off, rec))
+                uids = sorted(per_user)
+                raw_profiles = await r.mget([k.profile(u) for u in uids])
+                item_ids = sorted(
+                    {
+                        rec["content_id"]
+                        for _, rec in fresh
+                        if rec["type"] in ("click", "resolve")
+                    }
+                )
+                metas = await self._metas(item_ids)
+                profiles: dict[str, Profile] = {}
+                erased: dict[str, Profile | None] = {}
+                pending: dict[str, set[str]] = defaultdict(set)
+                counted: list[tuple[dict[str, Any], bool]] = []  # (event, user is a bot)
+                late: list[tuple[int, dict[str, Any]]] = []
+                duplicates = 0
+                for u, raw in zip(uids, raw_profiles, strict=True):
+                    evs = per_user[u]
+                    old: Profile | None = orjson.loads(raw) if raw else None
+                    cut = max(
+                        (i for i, (_, rec) in enumerate(evs) if rec["type"] == "erase"), default=-1
+                    )
+                    if cut >= 0:  # right to erasure: nothing before the erase survives
+                        erased[u] = old
+                        old = None
+                        evs = evs[cut + 1 :]
+                        if not evs:
+                            continue
+                    events = [
+                        Event(
+                            rec["event_id"],
+                            rec["type"],
+                            rec["content_id"],
+                            ms(rec["occurred_at"]) or 0,
+                            rec["origin"],
+                            rec.get("dwell_ms"),
+                        )
+                        for _, rec in evs
+                    ]
+                    p = old or new_profile(
+                        u, min(ev.at for ev in events) // DAY_MS * DAY_MS, spec
+                    )
+                    adm = admit_events(p, events, spec)
+                    duplicates += len(adm.duplicates)
+                    late_ids = {id(ev) for ev in adm.late}
+                    for (off, rec), ev in zip(evs, events, strict=True):
+                        if id(ev) in late_ids:
+                            late.append((off, rec))
+                    for cid in apply_events(p, adm.accepted, metas, spec):
+                        pending[cid].add(u)
+                    p["version"] += 1
+                    profiles[u] = p
+                    if adm.accepted:
+                        accepted_ids = {id(ev) for ev in adm.accepted}
+                        bot = bool(p.get("bot"))
+                        counted += [
+                            (rec, bot)
+                            for (_, rec), ev in zip(evs, events, strict=True)
+                            if id(ev) in accepted_ids
+                        ]
+                stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+                trending: dict[tuple[str, int], dict[str, float]] = defaultdict(
+                    lambda: defaultdict(float)
+                )
+                cfg = REGISTRY.current()
+                live = [
+                    rec
+                    for rec, bot in counted
+                    if not bot
+                    and rec["origin"] == "live"
+                    and rec["type"] in ("impression", "click")
+                ]
+                ab = await self._ab_counts(live, cfg.experiments)
+                for rec in live:  # bots are left out of every other reader's signals
+                    cid = rec["content_id"]
+                    if rec["type"] == "impression":
+                        stats[cid][0] += 1
+                        continue
+                    stats[cid][1] += 1
+                    meta = metas.get(cid)
+                    if meta is not None:
+                        at = ms(rec["occurred_at"]) or 0
+                        epoch = math.floor(at / epoch_ms)
+                        trending[(meta.brand, epoch)][cid] += trending_weight(
+                            at, epoch, epoch_ms, half_ms
+                        )
+                ranked_users = sorted(profiles)
+                ranked = rank_users(
+                    [profiles[u] for u in ranked_users],
+                    CATALOGUE.matrix,
+                    CATALOGUE.stats,
+                    rspec,
+                    cfg,
+                )
+                feeds = {
+                    u: feed_json(u, profiles[u], items, stats_version)
+                    for u, items in zip(ranked_users, ranked, strict=True)
+                }
+                changed: set[str] = set()  # users whose ranked list moved: feeds.updated
+                for u, items in zip(ranked_users, ranked, strict=True):
+                    fp = feed_fingerprint(items)
+                    if profiles[u].get("feed_fp") != fp:
+                        profiles[u]["feed_fp"] = fp
+                        changed.add(u)
+                pipe.multi()
+                active = k.active(partition)
+                for u, old_p in erased.items():
+                    pipe.delete(k.profile(u), k.feed(u))
+                    pipe.zrem(active, u)
+                    for entry in (old_p or {}).get("pending", []):
+                        pipe.srem(k.pending_users(entry["content_id"]), u)
+                fmt = rspec.feed_format
+                if ranked_users:  # one script call, not two SETs per user (client cost)
+                    pipe.eval(
+                        _SET_EX_SCRIPT,
+                        2 * len(ranked_users),
+                        *[k.profile(u) for u in ranked_users],
+                        *[k.feed(u) for u in ranked_users],
+                        ttl_s,
+                        *[orjson.dumps(profiles[u]) for u in ranked_users],
+                        *[encode_feed(feeds[u], fmt) for u in ranked_users],
+                    )
+                if ranked_users:
+                    pipe.zadd(active, {u: profiles[u].get("last_seen") or 0 for u in ranked_users})
+                if stats:  # one script call instead of a HINCRBY per item (round-trip cost)
+                    ids = sorted(stats)
+                    pipe.eval(
+                        _STATS_SCRIPT,
+                        len(ids),
+                        *[k.stats(c) for c in ids],
+                        *[n for c in ids for n in stats[c]],
+                    )
+                for (brand, epoch), scores in trending.items():
+                    members = sorted(scores)
+                    pipe.eval(
+                        _ZINCR_SCRIPT,
+                        1,
+                        k.trending(brand, epoch),
+                        *[x for c in members for x in (repr(scores[c]), c)],
+                    )
+                    pipe.eval(_MAX_SCRIPT, 1, k.trending_epoch(brand), epoch)
+                if pending:  # one script call, not an SADD per item
+                    cids = sorted(pending)
+                    pipe.eval(
+                        _SADD_SCRIPT,
+                        len(cids),
+                        *[k.pending_users(c) for c in cids],
+                        *[x for c in cids for x in (str(len(pending[c])), *sorted(pending[c]))],
+                    )
+                if stats:
+                    pipe.incr(k.stats_version())
+                if ab:
+                    pipe.sadd(k.ab_experiments(), *sorted(ab))
+                    for exp_name, fields in sorted(ab.items()):
+                        for fld, n in sorted(fields.items()):
+                            pipe.hincrby(k.ab(exp_name), fld, n)
+                pipe.set(wm_key, last_offset)
+                try:
+                    await pipe.execute()
+                except WatchError:
+                    log.warning("clickpath: watermark of %s/%d moved; retrying", TOPIC, partition)
+                    continue
+                break
+        res.dead_letters = len(dead)
+        for key, value in dead:
+            deliveries.append(await self.send(f"{TOPIC}.dlq", key or b"", value))
+        res.applied = len(fresh) - len(late) - duplicates
+        res.duplicates = duplicates
+        res.users = len(profiles)
+        res.feeds = len(feeds)
+        res.erased = len(erased)
+        for off, rec in late:
+            deliveries.append(
+                await self.send(
+                    f"{TOPIC}.dlq",
+                    rec["user_id"].encode(),
+                    dead_letter_record(
+                        by_offset[off],
+                        "late",
+                        f"event time {rec['occurred_at'].isoformat()} is more than "
+                        f"{spec.allowed_lateness_hours:g} h behind the user's event-time "
+                        "watermark (or older than every remembered event id)",
+                        rec["event_id"],
+                    ),
+                )
+            )
+        res.dead_letters += len(late)
+        for u in sorted(erased):
+            if u in profiles:
+                continue  # erased, then new activity in the same batch: the new state follows
+            deliveries.append(await self.send("profiles.updated", u.encode(), None))
+            deliveries.append(await self.send("feeds.updated", u.encode(), None))
+        if self.publish:
+            deliveries += await self._publish(profiles, {u: feeds[u] for u in changed})
+        res.pending_items = sorted(pending)
+        deliveries += await self._close_pending_race(res.pending_items)
+        return res, deliveries
+
+    async def _ab_counts(
+        self, live: Sequence[dict[str, Any]], experiments: Mapping[str, ExperimentSpec]
+    ) -> dict[str, dict[str, int]]:
+        """A/B counters of a batch's admitted live impressions and clicks (bots excluded).
+
+        Attribution: an event on an item of brand B counts for the arm its user is assigned to
+        (:func:`feedpipe.experiments.assign_arm`, a pure hash of experiment and user) in the
+        enabled experiment running on B; that is the arm whose ranker produced the user's feed
+        of B, and anyone can recompute it from the event. Events on items whose metadata has
+        not arrived yet have no known brand and are not attributed (they still count in the
+        item stats). Returns experiment -> {"{arm}:impressions" | "{arm}:clicks": count}.
+        """
+        if not live or not any(spec.enabled for spec in experiments.values()):
+            return {}
+        metas = await self._metas(sorted({rec["content_id"] for rec in live}))
+        out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for rec in live:
+            meta = metas.get(rec["content_id"])
+            found = experiment_for(experiments, meta.brand) if meta is not None else None
+            if found is None:
+                continue
+            name, spec = found
+            arm = assign_arm(name, spec, rec["user_id"])
+            out[name][f"{arm}:{rec['type']}s"] += 1
+        return {name: dict(fields) for name, fields in out.items()}
+
+    async def _publish(
+        self, profiles: dict[str, Profile], feeds: dict[str, dict[str, Any]]
+    ) -> list[Awaitable[Any]]:
+        """Send every profile of ``profiles`` and the feeds of ``feeds`` (a subset of users)."""
+        enc_p = codec("UserProfile").encode
+        enc_f = codec("UserFeed").encode
+        out: list[Awaitable[Any]] = []
+        for u in sorted(profiles):
+            key = u.encode()
+            out.append(await self.send("profiles.updated", key, enc_p(profiles[u])))
+            doc = feeds.get(u)
+            if doc is not None:
+                out.append(await self.send("feeds.updated", key, enc_f(avro_feed(doc))))
+        return out
+
+    async def _republish(self, users: list[str]) -> list[Awaitable[Any]]:
+        """Send the stored profile and feed of ``users`` again (a redelivered batch)."""
+        if not users:
+            return []
+        k = keys()
+        r = redis_client()
+        raws = await r.mget([k.profile(u) for u in users] + [k.feed(u) for u in users])
+        n = len(users)
+        profiles = {u: orjson.loads(p) for u, p in zip(users, raws[:n], strict=True) if p}
+        feeds = {u: decode_feed(f) for u, f in zip(users, raws[n:], strict=True) if f}
+        both = {u: p for u, p in profiles.items() if u in feeds}
+        return await self._publish(both, feeds)
+
+    async def _close_pending_race(self, content_ids: list[str]) -> list[Awaitable[Any]]:
+        """Resolve clicks whose item was materialised between our read and our pending write.
+
+        The enrich stage writes meta before it reads pending:{item}; we write pending:{item}
+        before this check. Whichever runs second sees the other's write, so no click waits
+        forever.
+        """
+        if not content_ids:
+            return []
+        r = redis_client()
+        k = keys()
+        exists = await r.mget([k.meta(c) for c in content_ids])
+        arrived = [c for c, m in zip(content_ids, exists, strict=True) if m]
+        if not arrived:
+            return []
+        async with r.pipeline(transaction=True) as pipe:
+            for cid in arrived:
+                pipe.smembers(k.pending_users(cid))
+                pipe.delete(k.pending_users(cid))
+            got = await pipe.execute()
+        enc = codec("ReaderEvent").encode
+        now = datetime.now(UTC)
+        out: list[Awaitable[Any]] = []
+        for cid, members in zip(arrived, got[0::2], strict=True):
+            for raw_user in sorted(members):
+                user = raw_user.decode()
+                value = enc(
+                    {
+                        "event_id": make_event_id("resolve", user, cid),
+                        "type": "resolve",
+                        "user_id": user,
+                        "content_id": cid,
+                        "occurred_at": now,
+                        "origin": "live",
+                    }
+                )
+                out.append(await self.send(TOPIC, raw_user, value))
+        return out
+
+    async def apply_batch(
+        self, batch: dict[int, Sequence[RecordLike]]
+    ) -> tuple[list[BatchResult], list[Awaitable[Any]]]:
+        """Apply several partitions' records (partition -> records in offset order)."""
+        results: list[BatchResult] = []
+        deliveries: list[Awaitable[Any]] = []
+        for partition in sorted(batch):
+            res, dels = await self.apply_partition(partition, batch[partition])
+            results.append(res)
+            deliveries += dels
+        self.last_batch_at = time.monotonic()
+        return results, deliveries
+
+    async def refresh_feeds(
+        self, partitions: Sequence[int], batch_moved: Callable[[], bool]
+    ) -> int:
+        """Re-rank the active users of ``partitions`` when item stats or the catalogue moved.
+
+        Runs when the consumer is idle; stops early when ``batch_moved()`` says new records
+        arrived (they come first). Users whose profile expired are dropped from the active set.
+        Marks each finished partition with ``"catalogue_version:stats_version"``.
+        """
+        from streams.feeds import rank_and_store
+
+        r = redis_client()
+        k = keys()
+        version = CATALOGUE.version
+        await CATALOGUE.refresh()
+        if CATALOGUE.version != version:
+            return 0  # the catalogue is still moving: wait for it to settle
+        mark = f"{CATALOGUE.version}:{CATALOGUE.stats_version}"
+        written = 0
+        for partition in partitions:
+            done = await r.get(k.feeds_refreshed(partition))
+            if done is not None and as_str(done) == mark:
+                continue
+            users = [as_str(u) for u in await r.zrange(k.active(partition), 0, -1)]
+            for i in range(0, len(users), REFRESH_CHUNK):
+                if batch_moved():
+                    return written
+                chunk = users[i : i + REFRESH_CHUNK]
+                alive = await r.mget([k.profile(u) for u in chunk])
+                gone = [u for u, p in zip(chunk, alive, strict=True) if p is None]
+                if gone:
+                    await r.zrem(k.active(partition), *gone)
+                written += await rank_and_store(
+                    [u for u, p in zip(chunk, alive, strict=True) if p is not None],
+                    partition,
+                    publish=False,
+                )
+            await r.set(k.feeds_refreshed(partition), mark)
+        return written
+
+
+async def run_consumer(
+    bootstrap: str,
+    group: str,
+    stop: asyncio.Event,
+    *,
+    publish: bool = True,
+    on_batch: Callable[[list[BatchResult], float], None] | None = None,
+) -> None:
+    """The click path's consume-apply-commit loop until ``stop`` is set.
+
+    aiokafka consumer (group ``group``, manual commits, earliest offsets) and an idempotent
+    producer (acks=all). Each ``getmany`` batch is applied per partition, its output records'
+    deliveries awaited, then its offsets committed. ``on_batch(results, seconds)`` is called
+    after each batch (metrics, benchmark).
+    """
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    consumer = AIOKafkaConsumer(
+        TOPIC,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=32 << 20,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+    )
+    await producer.start()
+    await consumer.start()
+
+    async def send(topic_name: str, key: bytes, value: bytes | None) -> Awaitable[Any]:
+        return await producer.send(topic_name, key=key, value=value)
+
+    path = ClickPath(send, publish=publish)
+    try:
+        while not stop.is_set():
+            got = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_RECORDS)
+            if not got:
+                if time.monotonic() - path.last_batch_at >= REFRESH_IDLE_S:
+                    # runs between getmany calls: a long refresh delays new records by at most
+                    # one chunk (REFRESH_CHUNK users) after stop is set
+                    parts = sorted(tp.partition for tp in consumer.assignment())
+                    await path.refresh_feeds(parts, stop.is_set)
+                    path.last_batch_at = time.monotonic()
+                continue
+            t0 = time.perf_counter()
+            results, deliveries = await path.apply_batch(
+                {tp.partition: recs for tp, recs in got.items()}
+            )
+            if deliveries:
+                await asyncio.gather(*deliveries)
+            await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in got.items()})
+            seconds = time.perf_counter() - t0
+            n = sum(res.records for res in results)
+            metrics.observe_batch(STAGE, n, seconds)
+            metrics.observe_events_in(STAGE, n)
+            for res in results:
+                if res.dead_letters:
+                    metrics.observe_dlq(STAGE, "rejected")
+            if on_batch is not None:
+                on_batch(results, seconds)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+# -- inside the Faust worker ----------------------------------------------------------------
+
+from mode import Service  # noqa: E402
+
+from feedpipe.settings import settings  # noqa: E402
+from streams.app import app  # noqa: E402
+
+FAUST_STAGES = ("profiles", "feeds")  # the per-event agents this path replaces
+
+
+def batch_mode() -> bool:
+    """True when topology ``profiles.click_path`` is ``batch`` (the default)."""
+    return topology().profiles.click_path == "batch"
+
+
+@app.on_worker_init.connect  # type: ignore[arg-type]
+def _drop_per_event_agents(sender: Any, **_: Any) -> None:
+    """In batch mode, the worker does not start the per-event profiles and feeds agents (they
+    stay registered: ``agent.test_context()`` and ``click_path: faust`` still use them)."""
+    if batch_mode():
+        for name in FAUST_STAGES:
+            app.agents.pop(name, None)
+
+
+@app.service
+class ClickPathService(Service):
+    """Runs :func:`run_consumer` in the worker process while the worker runs (batch mode)."""
+
+    def __post_init__(self) -> None:
+        self._stop = asyncio.Event()
+        self._task: asyncio.Future[None] | None = None
+
+    async def on_start(self) -> None:
+        """Start the consume loop (batch mode only)."""
+        if not batch_mode():
+            return
+        s = settings()
+        self._stop.clear()
+        self._task = asyncio.ensure_future(
+            run_consumer(s.kafka_bootstrap, consumer_group(s.app_id), self._stop)
+        )
+        self._task.add_done_callback(_log_exit)
+
+    async def on_stop(self) -> None:
+        """Finish the current batch, commit, close the consumer and producer."""
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=15)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+            except Exception:  # already logged by _log_exit
+                pass
+
+
+def _log_exit(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("clickpath: consumer loop failed", exc_info=task.exception())

@@ -1,0 +1,357 @@
+"""The batch click path (streams/clickpath.py) on real Redis and real Kafka.
+
+Batches are handed to :meth:`ClickPath.apply_partition` as consumed records would be (topic,
+partition, offset, key, value); every output record is really produced to the session broker
+and also kept in a list so the test can read what was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from feedpipe.codec import codec
+from feedpipe.feedstore import MAGIC, decode_feed
+from feedpipe.ids import content_id, event_id
+from feedpipe.redis_keys import keys
+from feedpipe.topology import topology
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2019, 11, 12, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class Rec:
+    """A consumed record (the fields streams.clickpath.RecordLike needs)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def reader(
+    user: str,
+    typ: str,
+    cid: str,
+    at: datetime,
+    origin: str = "live",
+    eid: str | None = None,
+    dwell_ms: int | None = None,
+) -> bytes:
+    """An encoded ReaderEvent."""
+    return codec("ReaderEvent").encode(
+        {
+            "event_id": eid or event_id(user, typ, cid, at.isoformat()),
+            "type": typ,
+            "user_id": user,
+            "content_id": cid,
+            "occurred_at": at,
+            "origin": origin,
+            "dwell_ms": dwell_ms,
+        }
+    )
+
+
+def records(user: str, values: list[bytes], first_offset: int, partition: int = 0) -> list[Rec]:
+    """Records of ``values`` at consecutive offsets from ``first_offset``."""
+    return [
+        Rec("reader.events", partition, first_offset + i, user.encode(), v)
+        for i, v in enumerate(values)
+    ]
+
+
+def seed_catalogue(r: redis.Redis, categories: list[str]) -> list[str]:
+    """Write metas and a mind catalogue (one item per category); return the content ids."""
+    k = keys()
+    ids = []
+    for i, cat in enumerate(categories):
+        cid = content_id("clickpath-test", f"item{i}")
+        ids.append(cid)
+        meta = {
+            "content_id": cid,
+            "brand": "mind",
+            "categories": [cat],
+            "topics": [cat],
+            "published_at": None,
+        }
+        r.set(k.meta(cid), orjson.dumps(meta))
+        r.zadd(k.catalogue("mind"), {cid: i})
+    r.incr(k.catalogue_version())
+    return ids
+
+
+Sent = list[tuple[str, bytes, bytes | None]]
+
+
+async def with_path(
+    kafka_bootstrap: str, body: Callable[[Any, Sent], Awaitable[None]], publish: bool = True
+) -> Sent:
+    """Run ``body(path, sent)`` with a ClickPath whose sends go to the real broker."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams import runtime
+    from streams.clickpath import ClickPath
+    from streams.feeds import CATALOGUE
+
+    runtime.redis_client.cache_clear()
+    CATALOGUE.version = None  # a fresh catalogue per test (Redis was flushed)
+    sent: Sent = []
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+
+    async def send(topic: str, key: bytes, value: bytes | None) -> Awaitable[Any]:
+        sent.append((topic, key, value))
+        return await producer.send(topic, key=key, value=value)
+
+    try:
+        await body(ClickPath(send, publish=publish), sent)
+        await producer.flush()
+    finally:
+        await producer.stop()
+        runtime.redis_client.cache_clear()
+        CATALOGUE.version = CATALOGUE.stats_version = None  # later tests load their own
+    return sent
+
+
+async def apply(path: Any, recs: list[Rec]) -> Any:
+    """Apply one partition batch and wait for its deliveries; return the BatchResult."""
+    res, deliveries = await path.apply_partition(recs[0].partition, recs)
+    await asyncio.gather(*deliveries)
+    return res
+
+
+@pytest.mark.parametrize("feed_format", ["json", "compact"])
+def test_redelivery_and_duplicates_do_not_change_the_profile(
+    kafka_bootstrap: str,
+    topics_applied: Any,
+    redis_client: redis.Redis,
+    feed_format: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import streams.clickpath
+
+    topo = topology()
+    ranking = topo.ranking.model_copy(update={"feed_format": feed_format})
+    monkeypatch.setattr(
+        streams.clickpath, "topology", lambda: topo.model_copy(update={"ranking": ranking})
+    )
+    k = keys()
+    sports, news = seed_catalogue(redis_client, ["sports", "news"])
+    user = f"U{uuid.uuid4().hex[:8]}"
+    values = [
+        reader(user, "impression", sports, T0),
+        reader(user, "click", sports, T0, dwell_ms=30_000),
+        reader(user, "impression", news, T0 + timedelta(minutes=1)),
+        b"not avro",
+    ]
+
+    async def body(path: Any, sent: Sent) -> None:
+        first = await apply(path, records(user, values, 0))
+        assert (first.applied, first.dead_letters) == (3, 1)
+        before = redis_client.get(k.profile(user))
+        again = await apply(path, records(user, values, 0))  # same offsets: a redelivery
+        assert again.skipped_offsets == 3 and again.applied == 0
+        dup = await apply(path, records(user, values[:3], 10))  # same ids at new offsets
+        assert dup.duplicates == 3 and dup.applied == 0
+        after = orjson.loads(redis_client.get(k.profile(user)) or b"null")
+        prev = orjson.loads(before or b"null")
+        for field in ("impressions", "clicks", "category_affinity", "recent_reads", "sessions"):
+            assert after[field] == prev[field], field
+        assert (after["impressions"], after["clicks"]) == (2, 1)
+        assert after["dwell_ms_total"] == 30_000 and after["sessions"] == 1
+
+    sent = asyncio.run(with_path(kafka_bootstrap, body))
+    assert redis_client.hgetall(k.stats(sports)) == {b"impressions": b"1", b"clicks": b"1"}
+    raw_feed = redis_client.get(k.feed(user)) or b"null"
+    assert raw_feed.startswith(MAGIC) == (feed_format == "compact")
+    feed = decode_feed(raw_feed)
+    assert [it["content_id"] for it in feed["items"]] == [news]  # read items are excluded
+    dlq = [codec("DeadLetter").decode(v) for t, _, v in sent if t == "reader.events.dlq" and v]
+    assert [d["error_type"] for d in dlq] == ["undecodable"]
+    assert {t for t, _, _ in sent} >= {"profiles.updated", "feeds.updated"}
+    ttl = redis_client.ttl(k.profile(user))
+    assert 0 < ttl <= topology().profiles.ttl_days * 86_400
+    assert 0 < redis_client.ttl(k.feed(user)) <= topology().profiles.ttl_days * 86_400
+
+
+def test_late_events_go_to_the_dlq_and_sessions_split_on_inactivity(
+    kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
+) -> None:
+    k = keys()
+    (item,) = seed_catalogue(redis_client, ["sports"])
+    user = f"U{uuid.uuid4().hex[:8]}"
+    lateness = timedelta(hours=topology().profiles.allowed_lateness_hours)
+    values = [
+        reader(user, "click", item, T0),
+        reader(user, "impression", item, T0 + timedelta(minutes=20)),
+        reader(user, "impression", item, T0 + timedelta(minutes=90)),  # > 30 min gap: session 2
+        reader(user, "impression", item, T0 - lateness - timedelta(hours=1)),  # too late
+    ]
+
+    async def body(path: Any, sent: Sent) -> None:
+        res = await apply(path, records(user, values, 0))
+        assert (res.applied, res.dead_letters) == (3, 1)
+
+    sent = asyncio.run(with_path(kafka_bootstrap, body))
+    p = orjson.loads(redis_client.get(k.profile(user)) or b"null")
+    assert p["impressions"] == 2 and p["sessions"] == 2 and p["session_clicks_total"] == 1
+    dlq = [codec("DeadLetter").decode(v) for t, _, v in sent if t == "reader.events.dlq" and v]
+    assert [d["error_type"] for d in dlq] == ["late"] and dlq[0]["offset"] == 3
+
+
+def test_bots_are_flagged_and_left_out_of_stats_and_trending(
+    kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
+) -> None:
+    k = keys()
+    (item,) = seed_catalogue(redis_client, ["sports"])
+    bot, human = f"B{uuid.uuid4().hex[:8]}", f"H{uuid.uuid4().hex[:8]}"
+    limit = topology().profiles.bot_clicks_per_minute
+    bot_values = [
+        reader(bot, "click", item, T0 + timedelta(seconds=i % 50), eid=f"bot-{i}")
+        for i in range(limit + 5)
+    ]
+
+    async def body(path: Any, sent: Sent) -> None:
+        await apply(path, records(bot, bot_values, 0))
+        await apply(path, records(human, [reader(human, "click", item, T0)], 0, partition=1))
+
+    asyncio.run(with_path(kafka_bootstrap, body))
+    assert orjson.loads(redis_client.get(k.profile(bot)) or b"null")["bot"] is True
+    assert "bot" not in orjson.loads(redis_client.get(k.profile(human)) or b"null")
+    assert redis_client.hget(k.stats(item), "clicks") == b"1"  # the human's click only
+    epoch = int(redis_client.get(k.trending_epoch("mind")) or -1)
+    score = redis_client.zscore(k.trending("mind", epoch), item) or 0.0
+    hours = topology().ranking.trending_epoch_hours
+    w = 2.0 ** (
+        (T0.timestamp() * 1000 - epoch * hours * 3_600_000)
+        / (topology().ranking.trending_half_life_hours * 3_600_000)
+    )
+    assert score == pytest.approx(w)  # one click's weight, not limit + 6
+
+
+def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
+    kafka_bootstrap: str,
+    topics_applied: Any,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import streams.clickpath
+    from feedpipe.experiments import assign_arm
+    from feedpipe.rankers import RankingConfig
+
+    topo = topology()
+    exps = {n: s.model_copy(update={"enabled": True}) for n, s in topo.experiments.items()}
+    cfg = RankingConfig(topo.ranker_config(), exps, 0, 1)
+
+    class Fixed:
+        def current(self) -> RankingConfig:
+            return cfg
+
+    monkeypatch.setattr(streams.clickpath, "REGISTRY", Fixed())
+    spec = exps["mind-rankers"]
+    k = keys()
+    redis_client.delete(k.ab("mind-rankers"))
+    sports, news, travel = seed_catalogue(redis_client, ["sports", "news", "travel"])
+    users: dict[str, str] = {}  # arm -> user
+    while len(users) < len(spec.arms):
+        u = f"U{uuid.uuid4().hex[:8]}"
+        users.setdefault(assign_arm("mind-rankers", spec, u), u)
+    batches = {
+        arm: records(
+            u,
+            [
+                reader(u, "click", travel, T0 - timedelta(hours=1), origin="history"),
+                reader(u, "impression", sports, T0),
+                reader(u, "impression", news, T0),
+                reader(u, "click", sports, T0 + timedelta(seconds=5)),
+            ],
+            0,
+            partition=i,
+        )
+        for i, (arm, u) in enumerate(sorted(users.items()))
+    }
+
+    async def body(path: Any, sent: Sent) -> None:
+        for recs in batches.values():
+            await apply(path, recs)
+            again = await apply(path, recs)  # a redelivery counts nothing twice
+            assert again.applied == 0
+
+    asyncio.run(with_path(kafka_bootstrap, body))
+    assert redis_client.sismember(k.ab_experiments(), "mind-rankers")
+    counts = {
+        f.decode(): int(v) for f, v in redis_client.hgetall(k.ab("mind-rankers")).items()
+    }
+    want = {}
+    for arm in spec.arms:
+        want[f"{arm}:impressions"] = 2
+        want[f"{arm}:clicks"] = 1  # the history click is not live: not counted
+    assert counts == want
+    for arm, u in users.items():
+        feed = decode_feed(redis_client.get(k.feed(u)) or b"null")
+        ws_name = spec.arms[arm].weights
+        assert feed["items"], arm
+        for it in feed["items"]:
+            assert (it["arm"], it["experiment"], it["weight_set"]) == (arm, "mind-rankers", ws_name)
+            assert it["ranker"] == cfg.rankers.weight_sets[ws_name].ranker
+            assert it["weight_version"] == cfg.rankers.weight_sets[ws_name].version
+
+
+def test_clicks_on_unknown_items_wait_in_pending_sets(
+    kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
+) -> None:
+    k = keys()
+    (known,) = seed_catalogue(redis_client, ["sports"])
+    ghosts = [content_id("clickpath-test", f"ghost-{uuid.uuid4().hex[:6]}") for _ in range(2)]
+    u1, u2 = (f"U{uuid.uuid4().hex[:8]}" for _ in range(2))
+    clicks = [reader(u1, "click", c, T0) for c in (*ghosts, known)]
+    recs = [
+        *records(u1, clicks, 0, partition=3),
+        Rec("reader.events", 3, 3, u2.encode(), reader(u2, "click", ghosts[0], T0)),
+    ]
+
+    async def body(path: Any, sent: Sent) -> None:
+        res = await apply(path, recs)
+        assert res.pending_items == sorted(ghosts)
+
+    asyncio.run(with_path(kafka_bootstrap, body))
+    assert redis_client.smembers(k.pending_users(ghosts[0])) == {u1.encode(), u2.encode()}
+    assert redis_client.smembers(k.pending_users(ghosts[1])) == {u1.encode()}
+    p = orjson.loads(redis_client.get(k.profile(u1)) or b"null")
+    assert sorted(e["content_id"] for e in p["pending"]) == sorted(ghosts)
+
+
+def test_feeds_updated_only_when_the_ranked_list_moves(
+    kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
+) -> None:
+    k = keys()
+    sports, news = seed_catalogue(redis_client, ["sports", "news"])
+    user = f"U{uuid.uuid4().hex[:8]}"
+    first = [reader(user, "click", sports, T0)]
+    second = [reader(user, "impression", news, T0 + timedelta(minutes=1))]
+
+    async def body(path: Any, sent: Sent) -> None:
+        await apply(path, records(user, first, 0))
+        assert [t for t, _, _ in sent] == ["profiles.updated", "feeds.updated"]
+        fp = orjson.loads(redis_client.get(k.profile(user)) or b"null")["feed_fp"]
+        sent.clear()
+        await apply(path, records(user, second, 1))  # same list ([news]): profile only
+        assert [t for t, _, _ in sent] == ["profiles.updated"]
+        p = orjson.loads(redis_client.get(k.profile(user)) or b"null")
+        assert (p["feed_fp"], p["impressions"]) == (fp, 1)
+        feed = decode_feed(redis_client.get(k.feed(user)) or b"null")
+        assert feed["profile_version"] == p["version"]  # Redis always has the newest feed
+        assert [it["content_id"] for it in feed["items"]] == [news]
+
+    asyncio.run(with_path(kafka_bootstrap, body))

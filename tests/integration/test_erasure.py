@@ -1,0 +1,129 @@
+"""Right to erasure: an ``erase`` reader event removes everything of the user, on real Redis and
+real Kafka (the click path of streams/clickpath.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import pytest
+import redis
+from confluent_kafka import TopicPartition
+from pipeline import kafka_consumer
+from test_clickpath import T0, Sent, apply, reader, records, seed_catalogue, with_path
+
+from feedpipe.codec import codec
+from feedpipe.ids import content_id, event_id
+from feedpipe.redis_keys import keys
+
+pytestmark = pytest.mark.integration
+
+COMPACTED = ("profiles.updated", "feeds.updated")
+
+
+def erase(user: str) -> bytes:
+    """An erase event for ``user`` (content_id empty: it names no item)."""
+    return codec("ReaderEvent").encode(
+        {
+            "event_id": event_id("erase", user),
+            "type": "erase",
+            "user_id": user,
+            "content_id": "",
+            "occurred_at": T0 + timedelta(hours=1),
+            "origin": "live",
+        }
+    )
+
+
+def _b(x: Any) -> bytes:
+    return x if isinstance(x, bytes) else str(x).encode()
+
+
+def readable_mentions(r: redis.Redis, needle: bytes) -> list[str]:
+    """Every Redis key whose name, string value or members/fields mention ``needle``."""
+    found: list[str] = []
+    for key in r.scan_iter(count=1000):
+        if needle in _b(key):
+            found.append(_b(key).decode())
+            continue
+        kind = r.type(key)
+        parts: list[Any]
+        if kind == b"string":
+            parts = [r.get(key) or b""]
+        elif kind == b"set":
+            parts = list(r.smembers(key))
+        elif kind == b"zset":
+            parts = list(r.zrange(key, 0, -1))
+        elif kind == b"hash":
+            parts = [f for kv in r.hgetall(key).items() for f in kv]
+        elif kind == b"list":
+            parts = list(r.lrange(key, 0, -1))
+        else:
+            parts = []
+        if any(needle in _b(x) for x in parts):
+            found.append(_b(key).decode())
+    return found
+
+
+def last_values(bootstrap: str, topic: str, key: bytes) -> list[bytes | None]:
+    """Values of every record of ``topic`` with ``key``, oldest first."""
+    c = kafka_consumer(bootstrap, "test-erasure")
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        got = dict.fromkeys(parts, 0)
+        out: list[bytes | None] = []
+        deadline = time.monotonic() + 60
+        while any(got[p] < ends[p] for p in parts):
+            assert time.monotonic() < deadline, f"timed out reading {topic}"
+            msg = c.poll(1.0)
+            if msg is None or msg.error():
+                continue
+            got[msg.partition()] = msg.offset() + 1
+            if msg.key() == key:
+                out.append(msg.value())
+        return out
+    finally:
+        c.close()
+
+
+def test_erase_leaves_nothing_of_the_user_readable(
+    kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
+) -> None:
+    k = keys()
+    sports, news = seed_catalogue(redis_client, ["sports", "news"])
+    user = f"E{uuid.uuid4().hex[:10]}"
+    other = f"O{uuid.uuid4().hex[:10]}"
+    waiting = content_id("clickpath-test", "not-yet")  # a click that waits: pending:{item}
+    values = [
+        reader(user, "impression", sports, T0),
+        reader(user, "click", sports, T0),
+        reader(user, "click", waiting, T0 + timedelta(minutes=1)),
+        reader(other, "click", news, T0),
+    ]
+
+    async def body(path: Any, sent: Sent) -> None:
+        await apply(path, records(user, values, 0))
+        assert readable_mentions(redis_client, user.encode())  # the user is there
+        assert redis_client.sismember(k.pending_users(waiting), user)
+        res = await apply(path, records(user, [erase(user)], len(values)))
+        assert res.erased == 1
+        # a redelivery of the events before the erase must not bring the user back
+        await apply(path, records(user, values, 0))
+
+    sent = asyncio.run(with_path(kafka_bootstrap, body))
+    assert readable_mentions(redis_client, user.encode()) == []
+    assert redis_client.exists(k.profile(other)) and redis_client.exists(k.feed(other))
+    # item aggregates without user ids stay: the erased user's live events were counted
+    assert redis_client.hget(k.stats(sports), "clicks") == b"1"
+    for topic in COMPACTED:
+        vals = last_values(kafka_bootstrap, topic, user.encode())
+        assert vals and vals[-1] is None, topic  # the newest record of the key is a tombstone
+        assert any(v is not None for v in vals)  # there was state to erase
+        assert (topic, user.encode(), None) in sent
+    assert orjson.loads(redis_client.get(k.profile(other)) or b"null")["clicks"] == 1

@@ -1,0 +1,319 @@
+"""feedpipe.rankers: components agree with feedpipe.ranking, formulas by hand, hot reload."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from feedpipe.errors import ConfigError
+from feedpipe.rankers import (
+    Candidates,
+    RankingConfig,
+    WeightsRegistry,
+    affinity_scores,
+    baseline_scores,
+    bias_match,
+    category_weights,
+    engagement_component,
+    freshness_component,
+    item_biases,
+    order,
+    profile_shares,
+    rank_users,
+    recency_component,
+    score,
+    user_bias,
+)
+from feedpipe.ranking import (
+    HOUR_MS,
+    CandidateMatrix,
+    Event,
+    Meta,
+    affinity_at,
+    apply_events,
+    engagement,
+    item_affinity,
+    new_profile,
+    recency,
+)
+from feedpipe.topology import TOPOLOGY_PATH, EditorialSpec, WeightSet, topology
+
+T0 = 1_573_300_000_000
+RANKING = topology().ranking
+
+
+def _cands(n: int, **kw: object) -> Candidates:
+    base: dict[str, object] = {
+        "affinity": np.zeros(n),
+        "age_hours": np.zeros(n),
+        "clicks": np.zeros(n),
+        "impressions": np.zeros(n),
+        "category_weight": np.full(n, 0.5),
+        "bias": np.full(n, 0.5),
+        "user_bias": 0.5,
+    }
+    base.update(kw)
+    return Candidates(**base)  # type: ignore[arg-type]
+
+
+def test_affinity_equals_ranking_item_affinity() -> None:
+    rnd = random.Random(7)
+    cats = ["news", "sports", "finance", "health"]
+    tops = [*cats, "nfl", "markets", "covid"]
+    metas = [
+        Meta(f"{i:064x}", "mind", tuple(rnd.sample(cats, rnd.randint(0, 2))),
+             tuple(rnd.sample(tops, rnd.randint(0, 3))), None)
+        for i in range(60)
+    ]
+    spec = topology().profiles
+    profile = new_profile("u", T0, spec)
+    events = [Event(str(i), "click", metas[rnd.randrange(60)].content_id, T0 + i * 60_000)
+              for i in range(25)]
+    apply_events(profile, events, {m.content_id: m for m in metas}, spec)
+    matrix = CandidateMatrix(metas)
+    s_cat, s_top = profile_shares([profile], matrix)
+    got = affinity_scores(s_cat, s_top, matrix.cat, matrix.topic)[0]
+    shares = affinity_at(profile, 0)
+    want = [item_affinity(shares["category"], shares["topic"], m) for m in matrix.metas]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert got.max() > 0
+
+
+def test_engagement_and_recency_equal_ranking() -> None:
+    clicks = np.array([0, 1, 5, 30])
+    imps = np.array([0, 10, 20, 1000])
+    assert engagement_component(clicks, imps, RANKING) == pytest.approx(
+        [engagement(c, i, RANKING) for c, i in zip(clicks, imps, strict=True)]
+    )
+    ages = np.array([0.0, 3.0, 24.0, 100.0])
+    want = [recency(T0 - int(a * HOUR_MS), T0, RANKING) for a in ages]
+    assert recency_component(ages, RANKING.recency_half_life_hours) == pytest.approx(want)
+    assert recency_component(np.array([np.nan]), 24.0)[0] == 0.0
+
+
+def test_editorial_formula_by_hand() -> None:
+    ws = WeightSet(ranker="editorial", version=3,
+                   weights={"category": 0.4, "bias": 0.3, "freshness": 0.3})
+    c = _cands(3, category_weight=np.array([1.0, 0.2, 0.5]), bias=np.array([0.9, 0.1, 0.5]),
+               user_bias=0.7, age_hours=np.array([0.0, 10.0, np.nan]))
+    r = score("ed", ws, c, RANKING, EditorialSpec())
+    want = [
+        0.4 * 1.0 + 0.3 * (1 - 0.2) + 0.3 * 1.0,
+        0.4 * 0.2 + 0.3 * (1 - 0.6) + 0.3 / (1 + 0.1 * 10),
+        0.4 * 0.5 + 0.3 * (1 - 0.2) + 0.0,
+    ]
+    assert r.score == pytest.approx(want)
+    b = r.breakdown(1, arm="editorial")
+    assert b["ranker"] == "editorial" and b["weights"] == "ed@v3" and b["arm"] == "editorial"
+    assert b["components"] == pytest.approx({"category": 0.2, "bias": 0.4, "freshness": 0.5})
+    assert b["score"] == pytest.approx(want[1])
+
+
+def test_affinity_ranker_weights_and_matrix_shape() -> None:
+    ws = WeightSet(ranker="affinity", version=1, weights={"a": 0.5, "b": 0.25, "c": 0.25})
+    aff = np.array([[0.2, 1.0], [0.0, 0.4]])  # 2 users x 2 items
+    c = _cands(2, affinity=aff, age_hours=np.array([24.0, np.nan]),
+               clicks=np.array([1.0, 0.0]), impressions=np.array([20.0, 0.0]))
+    r = score("x", ws, c, RANKING, EditorialSpec())
+    assert r.score.shape == (2, 2)
+    eng = engagement_component(np.array([1.0, 0.0]), np.array([20.0, 0.0]), RANKING)
+    want = 0.5 * aff + 0.25 * np.array([0.5, 0.0]) + 0.25 * eng
+    assert r.score == pytest.approx(want)
+    assert r.breakdown(1, 0)["components"]["affinity"] == 0.0
+
+
+def test_weight_sets_validated() -> None:
+    with pytest.raises(ValidationError, match="sum to 1"):
+        WeightSet(ranker="affinity", version=1, weights={"a": 0.6, "b": 0.2, "c": 0.3})
+    with pytest.raises(ValidationError, match="exactly the keys"):
+        WeightSet(ranker="editorial", version=1, weights={"a": 0.4, "b": 0.3, "c": 0.3})
+    with pytest.raises(ValidationError):
+        WeightSet(ranker="nope", version=1, weights={"a": 1.0, "b": 0, "c": 0})  # type: ignore[arg-type]
+
+
+def test_compat_path_builds_weight_sets_from_ranking_weights() -> None:
+    topo = topology().model_copy(update={"rankers": None})
+    cfg = topo.ranker_config()
+    name, ws = cfg.for_brand("mind")
+    assert name == "ranking.weights.mind"
+    assert ws.weights == topology().ranking.weights["mind"].as_dict()
+    assert cfg.for_brand("unknown-brand")[0] == "ranking.weights.default"
+
+
+def test_repository_topology_rankers() -> None:
+    cfg = topology().ranker_config()
+    assert {ws.ranker for ws in cfg.weight_sets.values()} == {"affinity", "editorial"}
+    assert cfg.for_brand("mind")[1].version >= 1
+
+
+def test_small_helpers() -> None:
+    spec = EditorialSpec(source_bias={"left-wire": 0.1}, category_weights={"b": {"x": 0.9}})
+    assert item_biases([0.8, None, None], ["s", "left-wire", None], spec) == pytest.approx(
+        [0.8, 0.1, 0.5])
+    with pytest.raises(ValueError):
+        item_biases([1.5], ["s"], spec)
+    m1 = Meta("1", "b", ("x", "y"), (), None)
+    m2 = Meta("2", "b", ("y",), (), None)
+    assert category_weights([m1, m2, None], "b", spec) == pytest.approx([0.9, 0.5, 0.5])
+    assert user_bias([]) == 0.5
+    assert user_bias([0.0, 1.0], [3, 1]) == pytest.approx(0.25)
+    assert bias_match(np.array([0.0, 1.0]), 0.25) == pytest.approx([0.75, 0.25])
+    assert freshness_component(np.array([0.0, 10.0]), 0.1) == pytest.approx([1.0, 0.5])
+    assert order(np.array([0.5, 0.9, 0.5]), ["c", "a", "b"]) == [1, 2, 0]
+    c = _cands(3, clicks=np.array([3.0, 1.0, 2.0]), age_hours=np.array([5.0, np.nan, 1.0]))
+    assert baseline_scores("popularity", c).tolist() == [3.0, 1.0, 2.0]
+    assert order(baseline_scores("recency", c), ["a", "b", "c"]) == [2, 0, 1]
+    r1 = baseline_scores("random", c, np.random.default_rng(1))
+    assert r1 == pytest.approx(baseline_scores("random", c, np.random.default_rng(1)))
+    with pytest.raises(KeyError):
+        baseline_scores("oracle", c)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _write(path: Path, text: str, mtime_ns: int) -> None:
+    path.write_text(text, encoding="utf-8")
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_weights_registry_reloads_on_change_only_when_due(tmp_path: Path) -> None:
+    base = TOPOLOGY_PATH.read_text(encoding="utf-8")
+    old = "affinity-mind: {ranker: affinity, version: 2, weights: {a: 0.3, b: 0.0, c: 0.7}}"
+    new = "affinity-mind: {ranker: affinity, version: 3, weights: {a: 0.5, b: 0.0, c: 0.5}}"
+    assert old in base
+    path = tmp_path / "topology.yaml"
+    _write(path, base, 1_000_000_000)
+    clock = _Clock()
+    reg = WeightsRegistry(path, check_every_s=5.0, clock=clock)
+    first = reg.current()
+    assert first.generation == 1
+    assert first.rankers.weight_sets["affinity-mind"].version == 2
+
+    _write(path, base.replace(old, new), 2_000_000_000)
+    clock.t = 4.0  # not due yet: no stat, same config
+    assert reg.current() is first
+    clock.t = 5.0
+    second = reg.current()
+    assert second.generation == 2
+    assert second.rankers.weight_sets["affinity-mind"].weights["a"] == 0.5
+    clock.t = 10.0  # due, unchanged file: same object
+    assert reg.current() is second
+
+    # A broken edit keeps the previous weights and reports why.
+    _write(path, base.replace(old, old.replace("c: 0.7", "c: 0.9")), 3_000_000_000)
+    clock.t = 15.0
+    assert reg.current() is second
+    assert reg.last_error is not None and "sum to 1" in reg.last_error
+
+
+def test_weights_registry_first_load_error_raises(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        WeightsRegistry(tmp_path / "missing.yaml").current()
+
+
+# -- rank_users: the feeds stage's ranking -------------------------------------------------
+World = tuple[list[dict[str, object]], CandidateMatrix, dict[str, tuple[int, int]]]
+
+
+def _world(users: int = 30) -> World:
+    from feedpipe.ranking import Meta as _Meta
+
+    rng = random.Random(5)
+    cats = ["news", "sports", "finance", "travel", "health"]
+    metas = [
+        _Meta(
+            f"{i:064x}",
+            rng.choice(["mind", "frontity"]),
+            (rng.choice(cats),),
+            (rng.choice(cats), f"sub-{rng.randint(0, 30)}"),
+            None if i % 4 == 0 else T0 - rng.randint(0, 72) * HOUR_MS,
+        )
+        for i in range(400)
+    ]
+    by_id = {m.content_id: m for m in metas}
+    stats = {m.content_id: (rng.randint(0, 300), rng.randint(0, 20)) for m in metas}
+    spec = topology().profiles
+    profiles: list[dict[str, object]] = []
+    for u in range(users):
+        p = new_profile(f"u{u}", T0, spec)
+        evs = [
+            Event(str(j), "click", rng.choice(metas).content_id, T0 + rng.randint(0, 48) * HOUR_MS)
+            for j in range(rng.randint(0, 12))
+        ]
+        apply_events(p, evs, by_id, spec)
+        profiles.append(p)
+    return profiles, CandidateMatrix(metas), stats
+
+
+def _config(enabled: bool) -> RankingConfig:
+    topo = topology()
+    cfg = topo.ranker_config()
+    cfg = cfg.model_copy(
+        update={"brands": {"default": "affinity-seed-default", "mind": "affinity-seed-mind"}}
+    )
+    exps = {
+        name: spec.model_copy(update={"enabled": enabled})
+        for name, spec in topo.experiments.items()
+    }
+    return RankingConfig(cfg, exps, 0, 1)
+
+
+def test_rank_users_with_seed_weight_sets_equals_rank_many() -> None:
+    from feedpipe.ranking import rank_many
+
+    profiles, matrix, stats = _world()
+    got = rank_users(profiles, matrix, stats, RANKING, _config(False))
+    ref = rank_many(profiles, matrix, stats, RANKING)
+    assert any(got)
+    for items, scored in zip(got, ref, strict=True):
+        assert [it["content_id"] for it in items] == [s.content_id for s in scored]
+        assert [it["score"] for it in items] == [s.score for s in scored]  # bit for bit
+        assert [it["affinity"] for it in items] == [s.affinity for s in scored]
+        assert [it["rank"] for it in items] == list(range(1, len(items) + 1))
+        for it, s in zip(items, scored, strict=True):
+            assert it["weights"] == s.weights.as_dict()
+            assert (it["ranker"], it["weight_version"], it["arm"]) == ("affinity", 1, None)
+            want = "affinity-seed-mind" if s.brand == "mind" else "affinity-seed-default"
+            assert it["weight_set"] == want
+
+
+def test_rank_users_serves_each_user_their_experiment_arm() -> None:
+    from feedpipe.experiments import assign_arm
+
+    profiles, matrix, stats = _world(60)
+    cfg = _config(True)
+    exp = cfg.experiments["mind-rankers"]
+    got = rank_users(profiles, matrix, stats, RANKING, cfg)
+    arms_seen = set()
+    for p, items in zip(profiles, got, strict=True):
+        arm = assign_arm("mind-rankers", exp, str(p["user_id"]))
+        ws_name = exp.arms[arm].weights
+        ws = cfg.rankers.weight_sets[ws_name]
+        for it in items:
+            if it["brand"] != "mind":
+                assert it["arm"] is None and it["experiment"] is None
+                continue
+            arms_seen.add(arm)
+            assert (it["arm"], it["experiment"]) == (arm, "mind-rankers")
+            assert (it["weight_set"], it["ranker"]) == (ws_name, ws.ranker)
+            assert it["weight_version"] == ws.version
+            names = ("affinity", "recency", "engagement") if ws.ranker == "affinity" else (
+                "category", "bias", "freshness"
+            )
+            keys = list(ws.weights)
+            total = sum(ws.weights[k] * it[c] for k, c in zip(keys, names, strict=True))
+            assert it["score"] == pytest.approx(total)
+        scores = [it["score"] for it in items]
+        assert scores == sorted(scores, reverse=True)
+    assert arms_seen == set(exp.arms)
