@@ -20,6 +20,10 @@ the pipeline's ``cms.raw`` is not touched:
     repeats it with a minimal asyncio HTTP/1.1 keep-alive client instead of httpx (the
     server's own ceiling without the client's CPU cost on the same cores), (b2) with
     ``--batch`` posts per request (a JSON list);
+    Each 202 waits for the broker's acknowledgement (``acks=all``, ``linger.ms=5``: about 5-8 ms
+    here), so at low concurrency the rate is bounded by concurrency / latency, not by CPU: with
+    16 connections (b') tops out near 2,000 requests/s, with 64 (the default, a fleet of push
+    CMS senders) it is CPU-bound;
 (b3) repeats (b') against ``--workers`` receiver processes sharing the port (SO_REUSEPORT),
     each with its own producer, ``--concurrency`` connections per worker;
 (c) producer ceiling: the events encoded in (a), pre-encoded, straight into
@@ -251,7 +255,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--repeat", type=int, default=25, help="news.tsv passes for (a) and (c)")
     ap.add_argument("--requests", type=int, default=20000, help="single-post POSTs for (b)")
-    ap.add_argument("--concurrency", type=int, default=16, help="connections in all for (b)")
+    ap.add_argument(
+        "--concurrency", type=int, default=64, help="connections in all for (b), per worker (b3)"
+    )
     ap.add_argument("--clients", type=int, default=2, help="client processes for (b)")
     ap.add_argument("--batch", type=int, default=50, help="posts per POST for (b2); 0 skips")
     ap.add_argument(
