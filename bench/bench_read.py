@@ -285,9 +285,18 @@ def _load(conf: dict[str, Any], out: Any) -> None:
 
 
 def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and its live child processes (the uvicorn
+    workers with ``--workers`` > 1), from Linux /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields_s = stat.read_text().rsplit(")", 1)[1]
+        except OSError:  # the process exited meanwhile
+            continue
+        fields = fields_s.split()
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # itself or a child
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _stats(lat: list[float]) -> dict[str, float]:
@@ -313,6 +322,7 @@ def main() -> None:
     ap.add_argument("--sequential", type=int, default=3000, help="one-at-a-time reads")
     ap.add_argument("--floor-seconds", type=float, default=5.0, help="/healthz load, s")
     ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=1, help="API processes (FEEDPIPE_API_WORKERS)")
     ap.add_argument("--no-access-log", action="store_true", help="API without per-request log")
     args = ap.parse_args()
 
@@ -334,7 +344,8 @@ def main() -> None:
     }
     log = tmp / "api.log"
     with log.open("wb") as fh:
-        api = subprocess.Popen([sys.executable, "-m", "readapi"], cwd=ROOT, env=env,
+        cmd = [sys.executable, "-m", "readapi", "--workers", str(args.workers)]
+        api = subprocess.Popen(cmd, cwd=ROOT, env=env,
                                stdout=fh, stderr=fh)
     try:
         deadline = time.monotonic() + 60

@@ -14,6 +14,7 @@
 | FEEDPIPE_API_BREAKER_RESET_S | 5.0 | seconds the circuit stays open before a trial call |
 | FEEDPIPE_API_CACHE_MAX_AGE_S | 5 | Cache-Control max-age of feeds, s (CDN s-maxage is 2x) |
 | FEEDPIPE_API_ACCESS_LOG | true | one JSON log line per request (logger readapi.access) |
+| FEEDPIPE_API_WORKERS | 1 | read endpoint processes on the port (each: 1/N of a key's rate) |
 | FEEDPIPE_WORKER_WEB_PORT | 6066 | Faust worker web (metrics) port |
 | FEEDPIPE_WORKER_WEB_HOST | 127.0.0.1 | worker web bind (/metrics); 0.0.0.0 in compose |
 | FEEDPIPE_APP_ID | feedpipe | Faust app id (consumer group prefix) |
@@ -49,6 +50,7 @@ class Settings(BaseSettings):
     api_breaker_reset_s: float = 5.0
     api_cache_max_age_s: int = 5
     api_access_log: bool = True
+    api_workers: int = 1
     worker_web_port: int = 6066
     worker_web_host: str = "127.0.0.1"
     app_id: str = "feedpipe"

@@ -1001,7 +1001,9 @@ def create_app(
     st.count_fallback = lambda source, reason: fallbacks.labels(source, reason).inc()
 
     open_paths = tuple(getattr(ops, "OPEN_PATHS", ()))
-    outer: ASGIApp = Gateway(FeedFastPath(app), keystore, registry, open_paths)
+    outer: ASGIApp = Gateway(
+        FeedFastPath(app), keystore, registry, open_paths, workers=s.api_workers
+    )
     origins = list(
         cors_origins
         if cors_origins is not None

@@ -86,6 +86,10 @@ class Gateway:
         registry: Prometheus registry for the latency histogram.
         open_prefixes: extra path prefixes that need no key (e.g. ``readapi.ops.OPEN_PATHS``).
         clock: monotonic clock, s.
+        workers: API processes sharing the port (``FEEDPIPE_API_WORKERS``). Buckets live in
+            process memory, so each process enforces ``rate_per_s / workers`` with a burst of
+            ``max(1, burst // workers)``: the kernel spreads connections over the processes
+            (``SO_REUSEPORT``), so the sum approximates the key's limit.
     """
 
     def __init__(
@@ -95,8 +99,10 @@ class Gateway:
         registry: CollectorRegistry,
         open_prefixes: tuple[str, ...] = (),
         clock: Callable[[], float] = time.perf_counter,
+        workers: int = 1,
     ) -> None:
         self.app = app
+        self.workers = max(1, workers)
         self.keystore = keystore
         self.open_prefixes = open_prefixes
         self.clock = clock
@@ -112,8 +118,10 @@ class Gateway:
 
     def _bucket(self, key: ApiKey) -> TokenBucket:
         b = self._buckets.get(key.key_id)
-        if b is None or b.rate_per_s != key.rate_per_s or b.burst != float(key.burst):
-            b = self._buckets[key.key_id] = TokenBucket(key.rate_per_s, key.burst)
+        rate = key.rate_per_s / self.workers
+        burst = max(1, key.burst // self.workers)
+        if b is None or b.rate_per_s != rate or b.burst != float(burst):
+            b = self._buckets[key.key_id] = TokenBucket(rate, burst)
         return b
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

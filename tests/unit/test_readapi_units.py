@@ -227,3 +227,21 @@ def test_openapi_document_covers_every_route() -> None:
     profile = doc["paths"]["/v1/profiles/{user_id}"]["get"]
     assert "profiles:read" in profile["description"]
     assert doc["paths"]["/healthz"]["get"]["security"] == []
+
+
+def test_each_of_n_api_workers_enforces_its_share_of_a_keys_rate() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from readapi.gateway import Gateway
+    from readapi.keys import ApiKey
+
+    async def app(scope: object, receive: object, send: object) -> None:  # never called
+        raise AssertionError
+
+    key = ApiKey("k_00000000", "t", "0" * 64, ("feeds:read",), rate_per_s=100.0, burst=9)
+    one = Gateway(app, None, CollectorRegistry())._bucket(key)
+    three = Gateway(app, None, CollectorRegistry(), workers=3)._bucket(key)
+    assert (one.rate_per_s, one.burst) == (100.0, 9.0)
+    assert (three.rate_per_s, three.burst) == (100.0 / 3, 3.0)
+    tiny = ApiKey("k_00000001", "t", "0" * 64, ("feeds:read",), rate_per_s=1.0, burst=1)
+    assert Gateway(app, None, CollectorRegistry(), workers=4)._bucket(tiny).burst == 1.0
