@@ -52,7 +52,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from feedpipe.errors import ConfigError
-from feedpipe.ranking import HOUR_MS, CandidateMatrix, Meta, affinity_at
+from feedpipe.ranking import HOUR_MS, CandidateMatrix, Meta, affinity_at, top_rows
 from feedpipe.topology import (
     RANKER_COMPONENTS,
     TOPOLOGY_PATH,
@@ -550,11 +550,7 @@ def rank_users(
             if n_allowed == 0:
                 results.append([])
                 continue
-            top_k = min(ranking.feed_size, n_allowed)
-            kth = np.partition(row_score, n - top_k)[n - top_k]
-            idx1 = np.flatnonzero(row_score >= kth)
-            # items are sorted by content_id, so index order breaks score ties by content_id
-            top = idx1[np.lexsort((idx1, -row_score[idx1]))][:top_k]
+            top = top_rows(row_score, min(ranking.feed_size, n_allowed))
             items: list[dict[str, Any]] = []
             for rank_no, i in enumerate(top.tolist(), start=1):
                 code = int(codes[i])

@@ -353,6 +353,37 @@ def admit_events(profile: Profile, events: Sequence[Event], spec: ProfilesSpec) 
     return out
 
 
+def trending_weight(at_ms: int, epoch: int, epoch_ms: float, half_life_ms: float) -> float:
+    """Forward-decay weight of a click at ``at_ms`` (epoch ms) in trending ``epoch`` (its
+    landmark is the epoch's start, ``epoch * epoch_ms``): ``2 ** ((at - L) / H)``
+    (Cormode et al., ICDE 2009, as for profiles above)."""
+    return float(2.0 ** ((at_ms - epoch * epoch_ms) / half_life_ms))
+
+
+def add_item_signal(
+    stats: dict[str, list[int]],
+    trending: dict[tuple[str, int], dict[str, float]],
+    kind: str,
+    content_id: str,
+    at_ms: int,
+    meta: Meta | None,
+    epoch_ms: float,
+    half_life_ms: float,
+) -> None:
+    """Count one live impression or click into a batch's item ``stats`` (content id ->
+    [impressions, clicks]) and, for a click on a known item, add its forward-decayed weight to
+    ``trending[(brand, epoch)][content_id]`` (epoch = ``floor(at_ms / epoch_ms)``)."""
+    if kind == "impression":
+        stats[content_id][0] += 1
+        return
+    stats[content_id][1] += 1
+    if meta is not None:
+        epoch = math.floor(at_ms / epoch_ms)
+        trending[(meta.brand, epoch)][content_id] += trending_weight(
+            at_ms, epoch, epoch_ms, half_life_ms
+        )
+
+
 def normalised(m: Mapping[str, float]) -> dict[str, float]:
     """``m`` scaled to sum 1 (empty when the sum is 0)."""
     total = math.fsum(m.values())
@@ -491,6 +522,18 @@ class CandidateMatrix:
         return len(self.metas)
 
 
+def top_rows(row_score: Any, k: int) -> Any:
+    """Indices of the ``k`` highest scores of a 1-D numpy array, best first; ties broken by
+    index, i.e. by content id, since candidate matrices are sorted by content id. Uses
+    ``np.partition`` (O(n)) then sorts only the ``k`` selected (plus ties at the cut-off)."""
+    import numpy as np
+
+    n = len(row_score)
+    kth = np.partition(row_score, n - k)[n - k]
+    idx = np.flatnonzero(row_score >= kth)
+    return idx[np.lexsort((idx, -row_score[idx]))][:k]
+
+
 def rank_many(
     profiles: Sequence[Mapping[str, Any]],
     matrix: CandidateMatrix,
@@ -571,11 +614,7 @@ def rank_many(
             if n_allowed == 0:
                 results.append([])
                 continue
-            top_k = min(spec.feed_size, n_allowed)
-            kth = np.partition(row_score, n - top_k)[n - top_k]
-            idx = np.flatnonzero(row_score >= kth)
-            # items are sorted by content_id, so index order breaks score ties by content_id
-            order = idx[np.lexsort((idx, -row_score[idx]))][:top_k]
+            order = top_rows(row_score, min(spec.feed_size, n_allowed))
             results.append(
                 [
                     Scored(

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -66,6 +65,7 @@ from feedpipe.ranking import (
     Event,
     Meta,
     Profile,
+    add_item_signal,
     admit_events,
     apply_events,
     new_profile,
@@ -73,7 +73,7 @@ from feedpipe.ranking import (
 from feedpipe.redis_keys import keys, safe_id
 from feedpipe.topology import ExperimentSpec, topology
 from streams.feeds import CATALOGUE, REGISTRY, avro_feed, feed_json
-from streams.runtime import DLQ_VALUE_MAX, as_str, log, ms, redis_client
+from streams.runtime import as_str, dead_letter_value, log, ms, redis_client
 
 STAGE = "profiles"  # watermark keys are shared with the per-event Faust stage (same offsets)
 TOPIC = "reader.events"
@@ -115,30 +115,13 @@ def consumer_group(app_id: str) -> str:
     return f"{app_id}.clickpath"
 
 
-def trending_weight(at_ms: int, epoch: int, epoch_ms: float, half_life_ms: float) -> float:
-    """Forward-decay weight of a click at ``at_ms`` in trending ``epoch`` (landmark: its start)."""
-    return float(2.0 ** ((at_ms - epoch * epoch_ms) / half_life_ms))
-
-
 def dead_letter_record(
     rec: RecordLike, code: str, reason: str, raw_event_id: str | None = None
 ) -> bytes:
     """A DeadLetter (schemas/dead_letter.avsc) for consumed record ``rec``."""
-    value = rec.value if isinstance(rec.value, bytes) else b""
-    return codec("DeadLetter").encode(
-        {
-            "stage": STAGE,
-            "source_topic": rec.topic,
-            "partition": rec.partition,
-            "offset": rec.offset,
-            "reason": reason,
-            "error_type": code,
-            "raw_event_id": raw_event_id,
-            "origin": None,
-            "key": rec.key if isinstance(rec.key, bytes) else None,
-            "value": value[:DLQ_VALUE_MAX],
-            "failed_at": datetime.now(UTC),
-        }
+    return dead_letter_value(
+        STAGE, rec.topic, rec.partition, rec.offset, rec.key, rec.value, code, reason,
+        raw_event_id,
     )
 
 
@@ -376,17 +359,10 @@ class ClickPath:
                 ab = await self._ab_counts(live, cfg.experiments)
                 for rec in live:  # bots are left out of every other reader's signals
                     cid = rec["content_id"]
-                    if rec["type"] == "impression":
-                        stats[cid][0] += 1
-                        continue
-                    stats[cid][1] += 1
-                    meta = metas.get(cid)
-                    if meta is not None:
-                        at = ms(rec["occurred_at"]) or 0
-                        epoch = math.floor(at / epoch_ms)
-                        trending[(meta.brand, epoch)][cid] += trending_weight(
-                            at, epoch, epoch_ms, half_ms
-                        )
+                    add_item_signal(
+                        stats, trending, rec["type"], cid, ms(rec["occurred_at"]) or 0,
+                        metas.get(cid), epoch_ms, half_ms,
+                    )
                 ranked_users = sorted(profiles)
                 ranked = rank_users(
                     [profiles[u] for u in ranked_users],

@@ -16,7 +16,6 @@ guarantees: effectively-once on Redis. Each partition's batch is applied in one 
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from typing import Any
 
@@ -26,7 +25,7 @@ from redis.exceptions import WatchError
 
 from feedpipe.codec import codec
 from feedpipe.errors import SerializationError
-from feedpipe.ranking import Event, Meta, Profile, apply_events, new_profile
+from feedpipe.ranking import Event, Meta, Profile, add_item_signal, apply_events, new_profile
 from feedpipe.redis_keys import keys, safe_id
 from feedpipe.topology import topology
 from streams.app import app, topic
@@ -44,11 +43,6 @@ STAGE = "profiles"
 BATCH = 2000
 WITHIN_S = 0.2
 DAY_MS = 86_400_000
-
-
-def trending_weight(at_ms: int, epoch: int, epoch_ms: float, half_life_ms: float) -> float:
-    """Forward-decay weight of a click at ``at_ms`` in trending ``epoch`` (landmark: its start)."""
-    return 2.0 ** ((at_ms - epoch * epoch_ms) / half_life_ms)
 
 
 async def _apply_partition(
@@ -146,17 +140,10 @@ async def _apply_partition(
                 if rec["origin"] != "live" or rec["type"] == "resolve":
                     continue
                 cid = rec["content_id"]
-                if rec["type"] == "impression":
-                    stats[cid][0] += 1
-                else:
-                    stats[cid][1] += 1
-                    meta = metas.get(cid)
-                    if meta is not None:
-                        at = ms(rec["occurred_at"]) or 0
-                        epoch = math.floor(at / epoch_ms)
-                        trending[(meta.brand, epoch)][cid] += trending_weight(
-                            at, epoch, epoch_ms, half_ms
-                        )
+                add_item_signal(
+                    stats, trending, rec["type"], cid, ms(rec["occurred_at"]) or 0,
+                    metas.get(cid), epoch_ms, half_ms,
+                )
             pipe.multi()
             for u, p in profiles.items():
                 pipe.set(k.profile(u), orjson.dumps(p))

@@ -80,19 +80,40 @@ def dead_letter(
     """
     metrics.observe_dlq(stage, code)
     msg = event.message
-    value = msg.value if isinstance(msg.value, bytes) else b""
+    return dead_letter_value(
+        stage, msg.topic, msg.partition, msg.offset, msg.key, msg.value, code, reason,
+        raw_event_id, origin,
+    )
+
+
+def dead_letter_value(
+    stage: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: object,
+    value: object,
+    code: str,
+    reason: str,
+    raw_event_id: str | None = None,
+    origin: str | None = None,
+) -> bytes:
+    """A DeadLetter record (schemas/dead_letter.avsc) for the consumed record at ``topic``
+    [``partition``] @ ``offset``: its key and value kept when they are bytes (the value
+    truncated to :data:`DLQ_VALUE_MAX` bytes), ``failed_at`` now (UTC). Does not count it."""
+    raw = value if isinstance(value, bytes) else b""
     return codec("DeadLetter").encode(
         {
             "stage": stage,
-            "source_topic": msg.topic,
-            "partition": msg.partition,
-            "offset": msg.offset,
+            "source_topic": topic,
+            "partition": partition,
+            "offset": offset,
             "reason": reason,
             "error_type": code,
             "raw_event_id": raw_event_id,
             "origin": origin,
-            "key": msg.key if isinstance(msg.key, bytes) else None,
-            "value": value[:DLQ_VALUE_MAX],
+            "key": key if isinstance(key, bytes) else None,
+            "value": raw[:DLQ_VALUE_MAX],
             "failed_at": datetime.now(UTC),
         }
     )
