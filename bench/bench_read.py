@@ -267,9 +267,15 @@ async def _api(conf: dict[str, Any]) -> dict[str, Any]:
         cold[i] = time.perf_counter() - t0
     warm = await _sequential(read, users, conf["sequential"])
     floor = await _open_loop(health, users, rate, conf["floor_seconds"])
+    # Warm-up at the target rate, reported apart: with --workers > 1 the one-at-a-time passes
+    # above reused one connection, so the other processes' page caches are still cold.
+    warmup = await _open_loop(read, users, rate, conf["warmup_seconds"])
     http.statuses.clear()
     load = await _open_loop(read, users, rate, conf["seconds"])
-    return {"cold": cold, "warm": warm, "floor": floor, "api": load, "statuses": http.statuses}
+    return {
+        "cold": cold, "warm": warm, "floor": floor, "warmup": warmup, "api": load,
+        "statuses": http.statuses,
+    }
 
 
 def _load(conf: dict[str, Any], out: Any) -> None:
@@ -321,6 +327,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="API load duration, s")
     ap.add_argument("--sequential", type=int, default=3000, help="one-at-a-time reads")
     ap.add_argument("--floor-seconds", type=float, default=5.0, help="/healthz load, s")
+    ap.add_argument(
+        "--warmup-seconds", type=float, default=5.0, help="feed load before the measured run, s"
+    )
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=1, help="API processes (FEEDPIPE_API_WORKERS)")
     ap.add_argument("--no-access-log", action="store_true", help="API without per-request log")
@@ -362,7 +371,8 @@ def main() -> None:
         parent, child = ctx.Pipe()
         conf = {"redis_url": s.redis_url, "users": users, "rate": args.rate,
                 "seconds": args.seconds, "sequential": args.sequential,
-                "floor_seconds": args.floor_seconds, "port": port, "token": token}
+                "floor_seconds": args.floor_seconds, "warmup_seconds": args.warmup_seconds,
+                "port": port, "token": token}
         proc = ctx.Process(target=_load, args=(conf, child))
         cpu0 = _cpu_s(api.pid)
         proc.start()
@@ -374,7 +384,8 @@ def main() -> None:
         api.wait(timeout=20)
         r.delete(*written) if written else None
 
-    st = {name: _stats(res[name]) for name in ("direct", "cold", "warm", "floor", "api")}
+    names = ("direct", "cold", "warm", "floor", "warmup", "api")
+    st = {name: _stats(res[name]) for name in names}
     d, w, a = st["direct"], st["warm"], st["api"]
     print(f"GET /v1/feeds/{{user}}?limit={LIMIT}: {len(users):,} users x {FEED_LEN} entries, "
           f"{CONTENT_POOL:,} contents; API access log {'off' if args.no_access_log else 'on'}; "
@@ -384,6 +395,7 @@ def main() -> None:
         ("API cold first read per user, one at a time", "cold"),
         ("API warm reads, one at a time", "warm"),
         (f"API /healthz floor, open loop {args.rate:,.0f}/s", "floor"),
+        (f"API feeds warm-up, {args.rate:,.0f}/s, {args.warmup_seconds:g} s", "warmup"),
         (f"API feeds, open loop {args.rate:,.0f}/s, {args.seconds:g} s", "api"),
     ]
     for label, name in rows:
@@ -391,7 +403,7 @@ def main() -> None:
         print(f"  {label:<46} n={x['n']:>7,.0f}  p50={x['p50']:7.2f} ms  "
               f"p99={x['p99']:8.2f} ms  max={x['max']:8.2f} ms  errors={x['errors']:,.0f}")
     print(f"  API statuses under load: {res['statuses']}")
-    n_api = sum(st[name]["n"] for name in ("cold", "warm", "floor", "api"))
+    n_api = sum(st[name]["n"] for name in names[1:])
     print(f"  API process CPU: {api_cpu:.1f} s for {n_api:,.0f} requests = "
           f"{1000 * api_cpu / n_api:.3f} ms/request")
     print(f"  ratio API/direct (one at a time): p50 {w['p50'] / d['p50']:.2f}x  "

@@ -461,8 +461,8 @@ def rank_users(
     the brand, else ``rankers.brands``); every candidate of that brand is scored by that weight
     set's ranker (:func:`score`'s formulas, vectorised over a (users x items) chunk). Items
     already read are excluded; order: score descending, then content id ascending; top
-    ``ranking.feed_size``. With the seed weight sets this is exactly
-    :func:`feedpipe.ranking.rank_many` (same float operations in the same order).
+    ``ranking.feed_size``. With the seed weight sets it agrees with the pure-Python reference
+    :func:`feedpipe.ranking.rank` (same order; scores equal up to float rounding).
 
     Editorial inputs: ``Meta`` carries no bias or source yet, so every item has
     ``rankers.editorial.default_bias`` and every user the default user bias 0.5.

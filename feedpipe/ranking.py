@@ -458,7 +458,8 @@ def rank(
 
     Items already read (in ``recent_reads``) are excluded. Order: score descending, then
     content_id ascending, so equal scores rank deterministically. This pure-Python version
-    is the reference; the feeds stage uses :func:`rank_many` (numpy) which must agree with it.
+    is the reference; the pipeline ranks with :func:`feedpipe.rankers.rank_users` (numpy),
+    which must agree with it.
     """
     shares = affinity_at(profile, profile.get("last_seen") or 0)
     ref = profile.get("last_seen") or 0
@@ -532,101 +533,3 @@ def top_rows(row_score: Any, k: int) -> Any:
     kth = np.partition(row_score, n - k)[n - k]
     idx = np.flatnonzero(row_score >= kth)
     return idx[np.lexsort((idx, -row_score[idx]))][:k]
-
-
-def rank_many(
-    profiles: Sequence[Mapping[str, Any]],
-    matrix: CandidateMatrix,
-    stats: Mapping[str, tuple[int, int]],
-    spec: RankingSpec,
-    chunk: int = 512,
-) -> list[list[Scored]]:
-    """Vectorised :func:`rank` for several profiles over one candidate matrix.
-
-    Scores a (users x items) matrix per chunk of ``chunk`` users with two matrix products
-    (category and topic shares against the item one-hot matrices), so the cost per user is a
-    few microseconds of numpy instead of a Python loop over items. Each profile's candidates
-    are the matrix items of :func:`candidate_brands`. Returns, per profile, the list
-    :func:`rank` returns (up to float rounding in the last bits).
-    """
-    import numpy as np
-
-    n = len(matrix)
-    if n == 0:
-        return [[] for _ in profiles]
-    imps = np.array([stats.get(m.content_id, (0, 0))[0] for m in matrix.metas], dtype=float)
-    clicks = np.array([stats.get(m.content_id, (0, 0))[1] for m in matrix.metas], dtype=float)
-    a0, b0 = spec.engagement_prior_clicks, spec.engagement_prior_impressions
-    ctr = (clicks + a0) / (imps + b0)
-    eng = ctr / (ctr + (a0 / b0 if a0 > 0 else 1.0 / b0))
-    brand_names = sorted(set(matrix.brands.tolist()))
-    brand_code = {b: i for i, b in enumerate(brand_names)}
-    codes = np.array([brand_code[b] for b in matrix.brands], dtype=np.int64)
-    weights = {b: spec.weights_for(b) for b in brand_names}
-    wa = np.array([weights[b].a for b in matrix.brands])
-    wb = np.array([weights[b].b for b in matrix.brands])
-    wc = np.array([weights[b].c for b in matrix.brands])
-    published = matrix.published
-    has_pub = ~np.isnan(published)
-    static = wc * eng  # the engagement term does not depend on the user
-    masks: dict[tuple[int, ...], Any] = {}  # candidate mask per set of brands
-    results: list[list[Scored]] = []
-    for lo in range(0, len(profiles), chunk):
-        part = profiles[lo : lo + chunk]
-        m = len(part)
-        s_cat = np.zeros((m, matrix.cat.shape[1]))
-        s_top = np.zeros((m, matrix.topic.shape[1]))
-        refs = np.zeros(m)
-        allowed = np.zeros((m, n), dtype=bool)
-        for row, profile in enumerate(part):
-            shares = affinity_at(profile, 0)
-            for key, v in shares["category"].items():
-                j = matrix.cat_index.get(key)
-                if j is not None:
-                    s_cat[row, j] = v
-            for key, v in shares["topic"].items():
-                j = matrix.topic_index.get(key)
-                if j is not None:
-                    s_top[row, j] = v
-            refs[row] = float(profile.get("last_seen") or 0)
-            wanted = tuple(
-                brand_code[b] for b in candidate_brands(profile, spec) if b in brand_code
-            )
-            mask = masks.get(wanted)
-            if mask is None:
-                mask = masks[wanted] = np.isin(codes, wanted)
-            allowed[row] = mask
-            for r in profile.get("recent_reads", []):
-                i = matrix.index.get(r["content_id"])
-                if i is not None:
-                    allowed[row, i] = False
-        aff = 0.5 * np.minimum(s_cat @ matrix.cat.T, 1.0) + 0.5 * np.minimum(
-            s_top @ matrix.topic.T, 1.0
-        )
-        age_h = np.maximum(0.0, (refs[:, None] - published[None, :]) / HOUR_MS)
-        with np.errstate(invalid="ignore"):
-            rec = np.where(has_pub[None, :], 2.0 ** (-age_h / spec.recency_half_life_hours), 0.0)
-        score = wa * aff + wb * rec + static
-        score = np.where(allowed, score, -np.inf)
-        for row in range(m):
-            row_score = score[row]
-            n_allowed = int(allowed[row].sum())
-            if n_allowed == 0:
-                results.append([])
-                continue
-            order = top_rows(row_score, min(spec.feed_size, n_allowed))
-            results.append(
-                [
-                    Scored(
-                        matrix.metas[i].content_id,
-                        matrix.metas[i].brand,
-                        float(row_score[i]),
-                        float(aff[row, i]),
-                        float(rec[row, i]),
-                        float(eng[i]),
-                        weights[matrix.metas[i].brand],
-                    )
-                    for i in order.tolist()
-                ]
-            )
-    return results

@@ -8,14 +8,11 @@ import random
 import pytest
 
 from feedpipe.ranking import (
-    CandidateMatrix,
     Event,
     Meta,
     apply_events,
     engagement,
     new_profile,
-    rank,
-    rank_many,
     recency,
 )
 from feedpipe.topology import topology
@@ -107,36 +104,3 @@ def test_components_bounds() -> None:
     assert engagement(0, 0, spec) == pytest.approx(0.5)
     assert engagement(50, 100, spec) > 0.85 > prior_mean
     assert 0.0 < engagement(0, 10_000, spec) < 0.05
-
-
-def test_rank_many_agrees_with_rank() -> None:
-    spec = topology().profiles
-    rspec = topology().ranking
-    metas = _catalogue(600)
-    by_id = {m.content_id: m for m in metas}
-    rng = random.Random(11)
-    stats = {m.content_id: (rng.randint(0, 300), rng.randint(0, 20)) for m in metas}
-    profiles = []
-    for u in range(40):
-        p = new_profile(f"u{u}", T0, spec)
-        evs = [
-            Event(str(j), "click", rng.choice(metas).content_id, T0 + rng.randint(0, 48) * HOUR)
-            for j in range(rng.randint(0, 15))
-        ]
-        apply_events(p, evs, by_id, spec)
-        profiles.append(p)
-    matrix = CandidateMatrix(metas)
-    many = rank_many(profiles, matrix, stats, rspec)
-    for p, got in zip(profiles, many, strict=True):
-        ref = rank(
-            p,
-            [m for m in metas if m.brand in (sorted(p["brands"]) or [rspec.default_brand])],
-            stats,
-            rspec,
-        )
-        assert [s.content_id for s in got] == [s.content_id for s in ref]
-        assert [s.score for s in got] == pytest.approx([s.score for s in ref])
-        read = {r["content_id"] for r in p["recent_reads"]}
-        assert not read & {s.content_id for s in got}
-        assert len(got) <= rspec.feed_size
-
