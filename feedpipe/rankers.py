@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
+from feedpipe.candidates import diversify
 from feedpipe.errors import ConfigError
 from feedpipe.ranking import HOUR_MS, CandidateMatrix, Meta, affinity_at, top_rows
 from feedpipe.topology import (
@@ -544,15 +545,24 @@ def rank_users(
                 s = ws["category"] * cat + ws["bias"] * bias + ws["freshness"] * fresh[idx]
             score[idx] = np.where(col_masks[code], s, score[idx])
         score = np.where(allowed, score, -np.inf)
+        cap = ranking.max_per_category
         for row in range(m):
             row_score = score[row]
             n_allowed = int(allowed[row].sum())
             if n_allowed == 0:
                 results.append([])
                 continue
-            top = top_rows(row_score, min(ranking.feed_size, n_allowed))
+            if cap > 0:  # diversity: every allowed item in score order, then the cap
+                top = diversify(
+                    top_rows(row_score, n_allowed).tolist(),
+                    matrix.primary,
+                    ranking.feed_size,
+                    cap,
+                )
+            else:
+                top = top_rows(row_score, min(ranking.feed_size, n_allowed)).tolist()
             items: list[dict[str, Any]] = []
-            for rank_no, i in enumerate(top.tolist(), start=1):
+            for rank_no, i in enumerate(top, start=1):
                 code = int(codes[i])
                 a = assigned[(row, code)]
                 wd = weights_dicts.get(a.weight_set)

@@ -457,7 +457,10 @@ def rank(
         spec: topology ``ranking`` section.
 
     Items already read (in ``recent_reads``) are excluded. Order: score descending, then
-    content_id ascending, so equal scores rank deterministically. This pure-Python version
+    content_id ascending, so equal scores rank deterministically; with
+    ``ranking.max_per_category`` > 0, at most that many items per primary category (the
+    item's first category) are kept, then capped-out items fill the feed if it is short
+    (:func:`feedpipe.candidates.diversify`). This pure-Python version
     is the reference; the pipeline ranks with :func:`feedpipe.rankers.rank_users` (numpy),
     which must agree with it.
     """
@@ -477,7 +480,18 @@ def rank(
             Scored(m.content_id, m.brand, w.a * aff + w.b * rec + w.c * eng, aff, rec, eng, w)
         )
     out.sort(key=lambda s: (-s.score, s.content_id))
-    return out[: spec.feed_size]
+    if spec.max_per_category <= 0:
+        return out[: spec.feed_size]
+    from feedpipe.candidates import diversify
+
+    codes: dict[str, int] = {}
+    by_id = {m.content_id: m for m in candidates}
+    primary = [
+        codes.setdefault(cs[0], len(codes)) if (cs := by_id[s.content_id].categories) else -1
+        for s in out
+    ]
+    keep = diversify(range(len(out)), primary, spec.feed_size, spec.max_per_category)
+    return [out[i] for i in keep]
 
 
 def candidate_brands(profile: Mapping[str, Any], spec: RankingSpec) -> list[str]:
@@ -515,6 +529,10 @@ class CandidateMatrix:
             for t in m.topics:
                 self.topic[i, self.topic_index[t]] = 1.0
         self.brands = np.array([m.brand for m in self.metas], dtype=object)
+        # primary category (an item's first) as its cat column, -1 without one (diversity cap)
+        self.primary: list[int] = [
+            self.cat_index[m.categories[0]] if m.categories else -1 for m in self.metas
+        ]
         self.published = np.array(
             [np.nan if m.published_at is None else float(m.published_at) for m in self.metas]
         )

@@ -102,6 +102,9 @@ class RankingSpec(_Strict):
     engagement_prior_clicks: float = Field(ge=0)
     engagement_prior_impressions: float = Field(gt=0)
     candidate_window_hours: float = Field(gt=0)
+    max_per_category: int = Field(default=0, ge=0)
+    """Diversity: at most this many items of one primary category in a feed, 0 = no cap
+    (feedpipe/candidates.py ``diversify``; docs/ranking.md)."""
     weights: dict[str, Weights]
     feed_format: Literal["json", "compact"] = "json"
     """How fp:feed:{user} is stored (feedpipe/feedstore.py): JSON or the compact binary form."""

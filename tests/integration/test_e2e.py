@@ -216,7 +216,25 @@ def _reference_ranking(
         eng = ctr / (ctr + a0 / b0)
         out.append((w.a * aff + w.b * rec + w.c * eng, cid))
     out.sort(key=lambda x: (-x[0], x[1]))
-    return out
+    # diversity (docs/ranking.md): at most max_per_category items per primary category in the
+    # top feed_size, then the capped-out items in score order if the feed is short
+    cap, size = rk.max_per_category, rk.feed_size
+    if cap <= 0:
+        return out
+    kept: list[tuple[float, str]] = []
+    spill: list[tuple[float, str]] = []
+    per: Counter[str] = Counter()
+    for sc, cid in out:
+        if len(kept) == size:
+            break
+        cats = catalogue[cid]["categories"]
+        if cats and per[cats[0]] >= cap:
+            spill.append((sc, cid))
+            continue
+        if cats:
+            per[cats[0]] += 1
+        kept.append((sc, cid))
+    return kept + spill[: size - len(kept)]
 
 
 # --- tests -----------------------------------------------------------------------------
