@@ -62,7 +62,6 @@ from feedpipe.feedstore import decode_feed, encode_feed
 from feedpipe.ids import event_id as make_event_id
 from feedpipe.rankers import rank_users
 from feedpipe.ranking import (
-    Event,
     Meta,
     Profile,
     add_item_signal,
@@ -73,7 +72,7 @@ from feedpipe.ranking import (
 from feedpipe.redis_keys import keys, safe_id
 from feedpipe.topology import ExperimentSpec, topology
 from streams.feeds import CATALOGUE, REGISTRY, avro_feed, feed_json
-from streams.runtime import as_str, dead_letter_value, log, ms, redis_client
+from streams.runtime import as_str, dead_letter_value, log, ms, reader_event, redis_client
 
 STAGE = "profiles"  # watermark keys are shared with the per-event Faust stage (same offsets)
 TOPIC = "reader.events"
@@ -312,17 +311,7 @@ class ClickPath:
                         evs = evs[cut + 1 :]
                         if not evs:
                             continue
-                    events = [
-                        Event(
-                            rec["event_id"],
-                            rec["type"],
-                            rec["content_id"],
-                            ms(rec["occurred_at"]) or 0,
-                            rec["origin"],
-                            rec.get("dwell_ms"),
-                        )
-                        for _, rec in evs
-                    ]
+                    events = [reader_event(rec) for _, rec in evs]
                     p = old or new_profile(
                         u, min(ev.at for ev in events) // DAY_MS * DAY_MS, spec
                     )

@@ -34,6 +34,7 @@ from streams.runtime import (
     dead_letter,
     log,
     ms,
+    reader_event,
     redis_client,
     release_pending,
     take_events,
@@ -93,15 +94,7 @@ async def _apply_partition(
                 return users, {}  # replayed batch: republish current profiles, change nothing
             per_user: dict[str, list[Event]] = defaultdict(list)
             for rec in fresh:
-                per_user[rec["user_id"]].append(
-                    Event(
-                        rec["event_id"],
-                        rec["type"],
-                        rec["content_id"],
-                        ms(rec["occurred_at"]) or 0,
-                        rec["origin"],
-                    )
-                )
+                per_user[rec["user_id"]].append(reader_event(rec))
             item_ids = sorted(
                 {
                     ev.content_id

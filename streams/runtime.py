@@ -28,6 +28,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from feedpipe import metrics
 from feedpipe.codec import codec
 from feedpipe.ids import event_id
+from feedpipe.ranking import Event
 from feedpipe.redis_keys import keys
 from feedpipe.settings import settings
 
@@ -173,6 +174,20 @@ def ms(dt: datetime | int | None) -> int | None:
     if dt is None or isinstance(dt, int):
         return dt
     return int(dt.timestamp() * 1000)
+
+
+def reader_event(rec: dict[str, Any]) -> Event:
+    """A decoded ``feedpipe.ReaderEvent`` (schemas/reader_event.avsc) as the profile code's
+    :class:`feedpipe.ranking.Event` (event time in epoch ms, 0 when missing; dwell in ms or
+    None). Used by the click path and the per-event profiles agent alike."""
+    return Event(
+        rec["event_id"],
+        rec["type"],
+        rec["content_id"],
+        ms(rec["occurred_at"]) or 0,
+        rec["origin"],
+        rec.get("dwell_ms"),
+    )
 
 
 async def release_pending(content_ids: list[str]) -> int:
