@@ -105,25 +105,10 @@ def produce_events() -> int:
     from confluent_kafka.admin import AdminClient
 
     from connectors.replay import Keyed, mind_behavior_events
-    from feedpipe.topics import apply
+    from feedpipe.topics import recreate
 
     bootstrap = settings().kafka_bootstrap
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = list(topology().topics)
-    existing = set(admin.list_topics(timeout=10).topics)
-    doomed = [n for n in names if n in existing]
-    if doomed:
-        for f in admin.delete_topics(doomed, operation_timeout=30).values():
-            f.result()
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            apply(topology(), admin)
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    recreate(topology(), AdminClient({"bootstrap.servers": bootstrap}))
     enc = codec("ReaderEvent").encode
     p = Producer(
         {

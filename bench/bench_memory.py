@@ -30,7 +30,6 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +48,6 @@ from feedpipe.topology import topology  # noqa: E402
 TARGET_BYTES = 4096
 USERS_PER_BATCH = 400
 PARTITIONS = 16
-
-
-@dataclass(slots=True)
-class Rec:
-    """A consumed-record stand-in (streams.clickpath.RecordLike)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def user_streams() -> dict[str, list[dict[str, Any]]]:
@@ -107,7 +95,7 @@ async def load(users: int, seed: int, fmt: str) -> list[str]:
     t0 = time.perf_counter()
     for lo in range(0, users, USERS_PER_BATCH):
         part = (lo // USERS_PER_BATCH) % PARTITIONS
-        recs: list[Rec] = []
+        recs: list[clickpath.Record] = []
         for i in range(lo, min(users, lo + USERS_PER_BATCH)):
             orig = rng.choice(originals)
             uid = f"{orig}.r{i}"
@@ -115,7 +103,9 @@ async def load(users: int, seed: int, fmt: str) -> list[str]:
             key = uid.encode()
             for ev in streams[orig]:
                 recs.append(
-                    Rec("reader.events", part, offsets[part], key, enc({**ev, "user_id": uid}))
+                    clickpath.Record(
+                        "reader.events", part, offsets[part], key, enc({**ev, "user_id": uid})
+                    )
                 )
                 offsets[part] += 1
         await path.apply_partition(part, recs)

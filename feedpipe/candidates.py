@@ -171,13 +171,3 @@ def diversify(order: Sequence[int], primary: Sequence[int], k: int, per_category
     if len(picked) < k:
         picked.extend(spill[: k - len(picked)])
     return picked
-
-
-def primary_categories(
-    categories: Sequence[Sequence[str]], cat_index: Mapping[str, int]
-) -> IntArray:
-    """(n,) code (``cat_index``) of each item's first category, -1 for an item without one.
-
-    ``categories`` holds each catalogue row's categories in the item's own order (the first is
-    its primary category, e.g. MIND's category before its subcategory)."""
-    return np.array([cat_index.get(cs[0], -1) if cs else -1 for cs in categories], dtype=np.int64)

@@ -279,3 +279,32 @@ def apply(topo: Topology, admin: AdminClient, timeout_s: float = 30) -> list[Top
     if alters:
         _wait_configs(admin, {c.topic: dict(c.configs) for c in alters}, timeout_s)
     return changes
+
+
+def recreate(topo: Topology, admin: AdminClient, timeout_s: float = 60) -> list[TopicChange]:
+    """Delete every topic ``topo`` declares (records and all), then :func:`apply` it again:
+    an empty pipeline for tests and benchmarks. Never use it on data you keep.
+
+    Deletion is asynchronous on the broker, so creation is retried for up to ``timeout_s``
+    seconds. Returns :func:`apply`'s changes.
+
+    Raises:
+        KafkaException: a deletion failed, or creation still failed after ``timeout_s``.
+    """
+    existing = set(admin.list_topics(timeout=10).topics)
+    doomed = [name for name in topo.topics if name in existing]
+    if doomed:
+        for fut in admin.delete_topics(doomed, operation_timeout=30).values():
+            fut.result()
+    deadline = time.monotonic() + timeout_s
+    while doomed and time.monotonic() < deadline:
+        if not set(doomed) & set(admin.list_topics(timeout=10).topics):
+            break
+        time.sleep(0.2)
+    while True:
+        try:
+            return apply(topo, admin)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -98,6 +98,18 @@ class RecordLike(Protocol):
     value: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed record as plain data (a :class:`RecordLike`): for feeding
+    :meth:`ClickPath.apply_batch` from outside a consumer (benchmarks, tests, replays)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
 def feed_fingerprint(items: Sequence[dict[str, Any]]) -> str:
     """16 hex digits (BLAKE2b-64) of a ranked list: item ids in order, and the weight sets,
     versions and arms that ranked it. Scores are left out: they drift with every item-stats

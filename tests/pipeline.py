@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 from feedpipe import services
 from feedpipe.lag import pipeline_lag
 from feedpipe.settings import Settings, settings
-from feedpipe.topics import apply
+from feedpipe.topics import recreate
 from feedpipe.topology import topology
 
 ENV_KEYS = (
@@ -28,28 +28,8 @@ ENV_KEYS = (
 
 
 def recreate_topics(bootstrap: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    names = list(topology().topics)
-    existing = set(admin.list_topics(timeout=10).topics)
-    doomed = [n for n in names if n in existing]
-    if doomed:
-        for f in admin.delete_topics(doomed, operation_timeout=30).values():
-            f.result()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and set(doomed) & set(
-            admin.list_topics(timeout=10).topics
-        ):
-            time.sleep(0.2)
-    # deletion is asynchronous on the broker: retry creation until it goes through
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            apply(topology(), admin)
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    """Empty topics of topology.yaml on ``bootstrap`` (:func:`feedpipe.topics.recreate`)."""
+    recreate(topology(), AdminClient({"bootstrap.servers": bootstrap}))
 
 
 @contextmanager

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -24,20 +23,14 @@ from feedpipe.ids import content_id, event_id
 from feedpipe.redis_keys import keys
 from feedpipe.topology import topology
 
+if TYPE_CHECKING:
+    from streams.clickpath import Record
+
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2019, 11, 12, 9, 0, tzinfo=UTC)
 
 
-@dataclass
-class Rec:
-    """A consumed record (the fields streams.clickpath.RecordLike needs)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def reader(
@@ -63,10 +56,12 @@ def reader(
     )
 
 
-def records(user: str, values: list[bytes], first_offset: int, partition: int = 0) -> list[Rec]:
+def records(user: str, values: list[bytes], first_offset: int, partition: int = 0) -> list[Record]:
     """Records of ``values`` at consecutive offsets from ``first_offset``."""
+    from streams.clickpath import Record  # streams/ imports the Faust app: after the fixtures
+
     return [
-        Rec("reader.events", partition, first_offset + i, user.encode(), v)
+        Record("reader.events", partition, first_offset + i, user.encode(), v)
         for i, v in enumerate(values)
     ]
 
@@ -124,7 +119,7 @@ async def with_path(
     return sent
 
 
-async def apply(path: Any, recs: list[Rec]) -> Any:
+async def apply(path: Any, recs: list[Record]) -> Any:
     """Apply one partition batch and wait for its deliveries; return the BatchResult."""
     res, deliveries = await path.apply_partition(recs[0].partition, recs)
     await asyncio.gather(*deliveries)
@@ -311,6 +306,8 @@ def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
 def test_clicks_on_unknown_items_wait_in_pending_sets(
     kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
 ) -> None:
+    from streams.clickpath import Record
+
     k = keys()
     (known,) = seed_catalogue(redis_client, ["sports"])
     ghosts = [content_id("clickpath-test", f"ghost-{uuid.uuid4().hex[:6]}") for _ in range(2)]
@@ -318,7 +315,7 @@ def test_clicks_on_unknown_items_wait_in_pending_sets(
     clicks = [reader(u1, "click", c, T0) for c in (*ghosts, known)]
     recs = [
         *records(u1, clicks, 0, partition=3),
-        Rec("reader.events", 3, 3, u2.encode(), reader(u2, "click", ghosts[0], T0)),
+        Record("reader.events", 3, 3, u2.encode(), reader(u2, "click", ghosts[0], T0)),
     ]
 
     async def body(path: Any, sent: Sent) -> None:

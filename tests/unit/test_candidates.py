@@ -11,7 +11,6 @@ from feedpipe.candidates import (
     CandidateSpec,
     candidate_sources,
     diversify,
-    primary_categories,
     sources_of,
     top_columns,
     trending_rows,
@@ -75,8 +74,3 @@ def test_diversify_caps_each_primary_category_then_tops_up() -> None:
     # k=6: the caps leave 4, so the capped-out rows are appended in score order
     assert diversify(order, primary, 6, per_category=2) == [0, 1, 3, 4, 2, 5]
     assert diversify(order, primary, 3, per_category=0) == [0, 1, 2]
-
-
-def test_primary_category_is_the_items_first_category() -> None:
-    codes = primary_categories([["sports", "news"], [], ["news"]], {"news": 0, "sports": 1})
-    assert codes.tolist() == [1, -1, 0]
