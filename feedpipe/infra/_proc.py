@@ -46,13 +46,17 @@ def cmdline(pid: int) -> str:
 
 def read_pid(pid_file: Path, marker: str) -> int | None:
     """The pid in ``pid_file`` when that process is alive and its command line contains
-    ``marker`` (guards against pid reuse); else None (a stale pid file is removed)."""
+    ``marker`` or cannot be read (guards against pid reuse); else None (a stale pid file is
+    removed)."""
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return None
-    if pid_alive(pid) and (marker in cmdline(pid) or not Path("/proc").is_dir()):
-        return pid
+    if pid_alive(pid):
+        line = cmdline(pid)
+        # '' = not readable (yet): a process between fork and exec, or no /proc; not a reuse
+        if marker in line or not line:
+            return pid
     pid_file.unlink(missing_ok=True)
     return None
 

@@ -340,10 +340,13 @@ class KafkaBroker(ManagedProcess):
         while True:
             if broker_answers(self.bootstrap, timeout_s=2.0):
                 return self.bootstrap
-            if self.pid() is None:
+            # our own child: ask the kernel (Popen.poll); a broker started elsewhere: pid file
+            own = self._proc if self._proc is not None and self._proc.pid == pid else None
+            if (own.poll() is not None) if own is not None else self.pid() is None:
                 self.pid_file.unlink(missing_ok=True)
                 raise InfraError(
-                    f"Kafka broker (pid {pid}) exited during start-up; last log lines of "
+                    f"Kafka broker (pid {pid}) exited during start-up (exit status "
+                    f"{own.returncode if own is not None else 'unknown'}); last log lines of "
                     f"{self.log_dir / 'server.log'}:\n{tail(self.log_dir / 'server.log')}\n"
                     f"{tail(self.log_dir / 'stdout.log', 10)}"
                 )
