@@ -1,6 +1,7 @@
 """Benchmark Redis memory per active user (profile + 100-item feed) against the 4 KB target.
 
-Usage: ``python bench/bench_memory.py [--users 100000] [--format compact|json] [--seed 1]``
+Usage: ``python bench/bench_memory.py [--users 100000] [--format compact|json]
+[--profile-format compact|json] [--seed 1]``
 with ``FEEDPIPE_REDIS_URL`` pointing at a Redis the benchmark may wipe (it flushes the database).
 
 Data: MIND ``behaviors.tsv`` read in place through the replay connector's event generator
@@ -12,13 +13,18 @@ the log's distribution. The catalogue is news.tsv as ranking features (bench_cli
 Path: the worker's own code, :class:`streams.clickpath.ClickPath` ``apply_partition`` (Avro
 decode, dedup, profile update, ranking, one MULTI/EXEC per batch) with ``publish=False`` (the
 Kafka sends are not what is measured), 400 users per partition batch over 16 partitions, the
-feed stored in ``--format`` (``ranking.feed_format``; default compact).
+feed stored in ``--format`` (``ranking.feed_format``; default compact: interned item ordinals,
+feedpipe/feedstore.py) and the profile in ``--profile-format`` (``profiles.profile_format``;
+default compact, feedpipe/profilestore.py).
 
 Prints, per user: ``MEMORY USAGE`` of ``fp:profile:{user}`` and ``fp:feed:{user}`` (mean, p50,
 p95; Redis's own accounting of value + key + object overhead), the ``INFO used_memory`` delta
 over the load divided by the user count (includes the active-set zset entries, item stats,
 trending and pending sets: everything the users cost), the stored value lengths, and the JSON
-size of the same feeds for comparison; then the ratio against the 4,096-byte target.
+size of the same feeds for comparison; then the ratio against the 4,096-byte target. The item
+ordinal table (``fp:item:ord`` + ``fp:item:id``, feedpipe/interning.py) costs per *item*, not
+per user: its ``MEMORY USAGE`` is printed separately (total and per item), and is part of the
+``used_memory`` delta.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ sys.path.insert(0, str(ROOT))
 from bench.bench_clicks import catalogue_metas, load_catalogue  # noqa: E402
 from feedpipe.codec import codec  # noqa: E402
 from feedpipe.feedstore import decode_feed  # noqa: E402
+from feedpipe.interning import ITEMS, resolve_sync  # noqa: E402
+from feedpipe.profilestore import stored_ordinals  # noqa: E402
 from feedpipe.redis_keys import keys  # noqa: E402
 from feedpipe.settings import settings  # noqa: E402
 from feedpipe.topology import topology  # noqa: E402
@@ -68,13 +76,14 @@ def pct(xs: list[int], q: float) -> float:
     return float(s[min(len(s) - 1, int(q * len(s)))]) if s else 0.0
 
 
-async def load(users: int, seed: int, fmt: str) -> list[str]:
+async def load(users: int, seed: int, fmt: str, profile_fmt: str) -> list[str]:
     """Resample ``users`` users and apply their events through ClickPath; return their ids."""
     from streams import clickpath, runtime
 
     topo = topology()
     ranking = topo.ranking.model_copy(update={"feed_format": fmt})
-    patched = topo.model_copy(update={"ranking": ranking})
+    profiles = topo.profiles.model_copy(update={"profile_format": profile_fmt})
+    patched = topo.model_copy(update={"ranking": ranking, "profiles": profiles})
     clickpath.topology = lambda: patched  # type: ignore[assignment]
 
     streams = user_streams()
@@ -122,6 +131,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--format", choices=["compact", "json"], default="compact")
+    ap.add_argument("--profile-format", choices=["compact", "json"], default="compact")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
 
@@ -130,9 +140,10 @@ def main() -> None:
     r = redis.Redis.from_url(settings().redis_url)
     load_catalogue(catalogue_metas())  # flushes the database first
     before = int(r.info("memory")["used_memory"])
-    ids = asyncio.run(load(args.users, args.seed, args.format))
+    ids = asyncio.run(load(args.users, args.seed, args.format, args.profile_format))
     after = int(r.info("memory")["used_memory"])
     k = keys()
+    ITEMS.sync(r.get(k.item_gen()))
     prof_mem: list[int] = []
     feed_mem: list[int] = []
     prof_len: list[int] = []
@@ -148,6 +159,7 @@ def main() -> None:
                 pipe.strlen(k.profile(u))
                 pipe.get(k.feed(u))
             got = pipe.execute()
+        resolve_sync(r, stored_ordinals(got[3::4]))
         for j in range(len(chunk)):
             pm, fm, pl, fv = got[4 * j : 4 * j + 4]
             if pm is None or fv is None:
@@ -165,7 +177,7 @@ def main() -> None:
     delta = (after - before) / max(1, len(ids))
     mean_items = statistics.mean(items)
     print(f"users with profile + feed: {n} of {len(ids)}; feed items mean {mean_items:.1f}")
-    print(f"feed format: {args.format}")
+    print(f"feed format: {args.format}, profile format: {args.profile_format}")
     for name, xs in (
         ("MEMORY USAGE profile", prof_mem),
         ("MEMORY USAGE feed", feed_mem),
@@ -179,6 +191,13 @@ def main() -> None:
             f"p95 {pct(xs, 0.95):>8,.0f} bytes"
         )
     print(f"  INFO used_memory delta / user {delta:>10,.0f} bytes")
+    n_items = int(r.hlen(k.item_id()))
+    table = sum(int(r.memory_usage(key, samples=0) or 0) for key in (k.item_ord(), k.item_id()))
+    print(
+        f"item ordinal table (per item, not per user): {n_items:,} items, {table:,} bytes "
+        f"({table / max(1, n_items):,.0f} bytes/item; {table / max(1, len(ids)):,.0f} bytes/user "
+        "at this user count)"
+    )
     mean_total = statistics.mean(total)
     print(
         f"target {TARGET_BYTES} bytes/user: MEMORY USAGE ratio {mean_total / TARGET_BYTES:.2f}, "

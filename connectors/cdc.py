@@ -309,7 +309,7 @@ def change_to_raw_event(
 
     Raises:
         RejectedInput: ``not_wp_posts`` (the row lacks ID / post_type / post_status: another
-            table), ``missing_id`` (ID null or empty).
+            table; or a post_type that is not a string), ``missing_id`` (ID null or empty).
     """
     row = change.row
     assert row is not None  # parse_change guarantees it
@@ -324,6 +324,8 @@ def change_to_raw_event(
     if pid is None or isinstance(pid, bool) or str(pid) == "":
         raise RejectedInput("missing_id", "wp_posts row has no usable ID")
     post_type = row.get("post_type")
+    if not isinstance(post_type, str):
+        raise RejectedInput("not_wp_posts", f"post_type is {post_type!r:.60}, not a string")
     if post_type not in set(post_types):
         return Skip("post_type", f"post_type {post_type!r} is not one of {sorted(post_types)}")
     post = row_to_post(row, change.column_types)
@@ -452,7 +454,7 @@ class CdcConnector(Connector):
 
     def _open_consumer(self) -> Consumer:
         conf: dict[str, Any] = {
-            "bootstrap.servers": self._bootstrap or settings().kafka_bootstrap,
+            **settings().kafka_config(self._bootstrap),  # bootstrap + TLS/SASL
             "group.id": self.group_id,
             "client.id": f"feedpipe-{self.name}",
             "enable.auto.commit": False,

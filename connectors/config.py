@@ -30,7 +30,6 @@ What ``url`` means per kind:
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -39,7 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from feedpipe.errors import ConfigError
-from feedpipe.settings import ROOT, settings
+from feedpipe.settings import ROOT, secret_from_env, settings
 
 CONNECTORS_PATH = ROOT / "connectors.yaml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -62,15 +61,16 @@ class AuthSpec(_Strict):
     password_env: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
     def password(self) -> str:
-        """The secret, read from the environment now.
+        """The secret, read from the environment now: variable ``password_env``, or the file
+        named by ``<password_env>_FILE`` (:func:`feedpipe.settings.secret_from_env`).
 
         Raises:
-            ConfigError: the variable is unset or empty.
+            ConfigError: the variable is unset or empty, or both it and its _FILE are set.
         """
-        value = os.environ.get(self.password_env, "")
-        if not value:
+        value = secret_from_env(self.password_env)
+        if value is None:
             raise ConfigError(f"environment variable {self.password_env} (auth password) is unset")
-        return value
+        return value.get_secret_value()
 
 
 class LiveSourceSpec(_Strict):

@@ -30,6 +30,7 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
 from feedpipe.errors import FeedpipeError
+from feedpipe.settings import SECRET_KAFKA_KEYS, settings
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "enable.idempotence": True,
@@ -80,7 +81,7 @@ class IdempotentProducer:
     ) -> None:
         conf: dict[str, Any] = {
             **DEFAULT_CONFIG,
-            "bootstrap.servers": bootstrap,
+            **settings().kafka_config(bootstrap),  # bootstrap + TLS/SASL of the settings
             "client.id": client_id,
             **(config or {}),
         }
@@ -89,7 +90,9 @@ class IdempotentProducer:
             conf["stats_cb"] = self._on_stats
         conf["on_delivery"] = self._on_delivery
         self.config: dict[str, Any] = {
-            k: v for k, v in conf.items() if k not in ("on_delivery", "stats_cb")
+            k: v
+            for k, v in conf.items()
+            if k not in ("on_delivery", "stats_cb") and k not in SECRET_KAFKA_KEYS
         }
         self.buffer_timeout_s = buffer_timeout_s
         self.acked = 0

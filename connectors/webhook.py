@@ -77,7 +77,7 @@ from connectors.replay import (
 from feedpipe.codec import codec
 from feedpipe.errors import ConfigError, RejectedInput
 from feedpipe.jsonapi import errors_reason
-from feedpipe.settings import settings
+from feedpipe.settings import secret_from_env, settings
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +118,20 @@ class WebhookSource:
     max_body_bytes: int = DEFAULT_MAX_BODY
 
     def secret(self) -> bytes:
-        """The secret from the environment.
+        """The secret from the environment: variable ``secret_env``, or the file named by
+        ``<secret_env>_FILE`` (:func:`feedpipe.settings.secret_from_env`).
 
         Raises:
-            ConfigError: the variable is unset or empty (its value is never put in messages).
+            ConfigError: the variable is unset or empty, or both it and its _FILE are set
+                (its value is never put in messages).
         """
-        value = os.environ.get(self.secret_env, "")
-        if not value:
+        value = secret_from_env(self.secret_env)
+        if value is None:
             raise ConfigError(
-                f"webhook source {self.name}: environment variable {self.secret_env} is not set"
+                f"webhook source {self.name}: environment variable {self.secret_env} "
+                f"(or {self.secret_env}_FILE) is not set"
             )
-        return value.encode()
+        return value.get_secret_value().encode()
 
 
 def sign(secret: bytes, timestamp: int | str, body: bytes) -> str:

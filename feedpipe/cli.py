@@ -40,7 +40,7 @@ console = Console(soft_wrap=True)
 def _admin() -> Any:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": settings().kafka_bootstrap})
+    return AdminClient(settings().kafka_config())
 
 
 def _print_changes(changes: list[Any]) -> None:
@@ -54,6 +54,34 @@ def topics_plan() -> None:
     from feedpipe.topics import plan
 
     _print_changes(plan(topology(), _admin()))
+
+
+schemas_cli = typer.Typer(help="Avro schemas of schemas/ (evolution checks)", no_args_is_help=True)
+cli.add_typer(schemas_cli, name="schemas")
+
+
+@schemas_cli.command("check")
+def schemas_check(
+    against: Annotated[
+        str | None, typer.Option(help="git ref to compare with [FEEDPIPE_SCHEMA_BASE_REF, HEAD]")
+    ] = None,
+) -> None:
+    """Check schemas/ against a git ref: backward and forward compatible, ids unchanged.
+
+    Exit 0 when compatible, 1 with one line per incompatibility (feedpipe.schemas).
+    """
+    from feedpipe.schemas import SchemaCheckError, at_ref, check_registry, working_tree
+
+    ref = against or settings().schema_base_ref
+    try:
+        problems = check_registry(at_ref(ref), working_tree())
+    except SchemaCheckError as exc:
+        console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    for p in problems:
+        console.print(f"  {p}", markup=False)
+    console.print(f"schemas vs {ref}: {'compatible' if not problems else 'INCOMPATIBLE'}")
+    raise typer.Exit(1 if problems else 0)
 
 
 @topics_cli.command("apply")
@@ -447,6 +475,77 @@ def lag(
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     raise SystemExit(overall_exit_code(reports))
+
+
+@cli.command()
+def rebuild() -> None:
+    """Rebuild Redis (the materialised view) from Kafka: content from content.enriched, then
+    every reader.events partition through the click path (feedpipe/rebuild.py). Safe while
+    the worker and the read endpoint run (the API serves its fallback ladder meanwhile)."""
+    import asyncio
+
+    from feedpipe.rebuild import rebuild as run_rebuild
+
+    s = settings()
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}"),
+        TimeElapsedColumn(), console=console,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def tick(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bar.add_task(step, total=max(total, 1))
+            bar.update(tasks[step], completed=done)
+
+        report = asyncio.run(run_rebuild(s.kafka_bootstrap, tick))
+    console.print(report.summary(), highlight=False, markup=False)
+
+
+@cli.command()
+def faults(
+    scenario: Annotated[
+        list[str] | None, typer.Argument(help="scenario names (default: all)")
+    ] = None,
+    runs: Annotated[int, typer.Option(help="run each scenario this many times")] = 1,
+    rows: Annotated[int, typer.Option(help="MIND behaviours rows streamed per run")] = 1000,
+    rate: Annotated[float, typer.Option(help="reader events/s of the steady replay")] = 4000.0,
+    kafka_port: Annotated[int, typer.Option(help="the suite's own broker port")] = 29192,
+    redis_port: Annotated[int, typer.Option(help="the suite's own Redis port")] = 26479,
+    json_out: Annotated[str | None, typer.Option("--json", help="also write JSON to FILE")] = None,
+) -> None:
+    """Fault-injection suite (feedpipe/faults.py): each scenario on a stack of its own while
+    reader events flow; prints events lost, applied twice, DLQ records and recovery time.
+    Exit code 1 unless every run shows 0 lost, 0 doubled and every poison record in a DLQ."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import orjson
+
+    from feedpipe.faults import SCENARIOS, FaultConfig, Outcome, Suite, format_table
+
+    names = scenario or list(SCENARIOS)
+    suite = Suite(
+        FaultConfig(kafka_port=kafka_port, redis_port=redis_port, rows=rows, rate=rate,
+                    state_dir=settings().state_dir / "faults")
+    )
+    suite.start_stack()
+    outcomes = []
+    try:
+        for _ in range(runs):
+            for name in names:
+                try:
+                    outcomes.append(suite.run(name))
+                except Exception as exc:  # reported as a failed row; the next gets a new stack
+                    outcomes.append(Outcome(name, detail=f"error: {type(exc).__name__}: {exc}"))
+                    console.print(f"[red]{name}: {type(exc).__name__}: {exc}[/]")
+                    suite.start_stack()
+    finally:
+        suite.stop_stack()
+    console.print(format_table(outcomes), highlight=False, markup=False)
+    if json_out:
+        Path(json_out).write_bytes(orjson.dumps([asdict(o) for o in outcomes]))
+    raise SystemExit(0 if all(o.ok for o in outcomes) else 1)
 
 
 def main() -> None:

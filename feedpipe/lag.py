@@ -17,6 +17,8 @@ from enum import StrEnum
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from feedpipe.settings import settings
+
 
 def end_offsets(
     bootstrap: str, topics: Iterable[str], timeout_s: float = 10.0
@@ -24,7 +26,7 @@ def end_offsets(
     """(topic, partition) -> (low, high) watermark offsets of every partition of ``topics``."""
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **settings().kafka_config(bootstrap),
             "group.id": "feedpipe-lag-probe",
             "enable.auto.commit": False,
         }
@@ -50,7 +52,7 @@ def group_lag(
     """Total lag of consumer group ``group`` per topic (messages not yet committed)."""
     topics = list(topics)
     ends = end_offsets(bootstrap, topics, timeout_s)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = AdminClient({**settings().kafka_config(bootstrap), "log_level": 3})
     req = [ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for (t, p) in ends])]
     committed: dict[tuple[str, int], int] = {}
     try:
@@ -235,10 +237,10 @@ class LagProbe:
 
     def __init__(self, bootstrap: str, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
-        self._admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+        self._admin = AdminClient({**settings().kafka_config(bootstrap), "log_level": 3})
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **settings().kafka_config(bootstrap),
                 "group.id": "feedpipe-lag-probe",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,

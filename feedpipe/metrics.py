@@ -28,6 +28,10 @@ Metrics (type; labels): meaning
 * kafka_consumergroup_current_offset (gauge; same): committed offset
 * kafka_topic_partition_current_offset (gauge; topic, partition): end offset (high watermark)
 * feedpipe_lag_probe_errors_total (counter): lag probes that failed
+* feedpipe_fanout_records_total (counter): ``fanout`` reader events sent by fan-out on write
+  (one per item and audience user; feedpipe/fanout.py)
+* feedpipe_celebrity_items_total (counter; brand): items whose audience exceeded
+  ``fanout.celebrity_audience`` (merged at read time instead of fanned out)
 
 The ``observe_*`` functions are the only way code outside this module records values; they
 never raise on odd input (negative or NaN durations are clamped or ignored, see each one).
@@ -110,6 +114,14 @@ END_OFFSET = Gauge(
     "kafka_topic_partition_current_offset", "End offset (high watermark)", ["topic", "partition"]
 )
 LAG_PROBE_ERRORS = Counter("feedpipe_lag_probe_errors", "Lag probes that failed")
+FANOUT_RECORDS = Counter(
+    "feedpipe_fanout_records", "fanout reader events sent by fan-out on write (item x user)"
+)
+CELEBRITY_ITEMS = Counter(
+    "feedpipe_celebrity_items",
+    "Items whose audience exceeded fanout.celebrity_audience (merged at read time)",
+    ["brand"],
+)
 
 
 def _seconds(value: float) -> float | None:
@@ -128,6 +140,17 @@ def observe_events_in(agent: str, n: int) -> None:
 def observe_event_out(agent: str, topic: str) -> None:
     """Count one record sent by ``agent`` to ``topic`` (called by the worker's send sensor)."""
     EVENTS_OUT.labels(agent, topic).inc()
+
+
+def observe_fanout(records: int) -> None:
+    """Count ``records`` fanout reader events sent (ignored when <= 0)."""
+    if records > 0:
+        FANOUT_RECORDS.inc(records)
+
+
+def observe_celebrity(brand: str) -> None:
+    """Count one item of ``brand`` classified as a celebrity."""
+    CELEBRITY_ITEMS.labels(brand).inc()
 
 
 def observe_dlq(stage: str, reason: str) -> None:

@@ -21,7 +21,7 @@ def safe_id(value: str) -> str:
     Raises:
         ValueError: the value is empty, too long or has other characters (e.g. ':' or '*').
     """
-    if not _SAFE.match(value):
+    if not _SAFE.fullmatch(value):  # not match: '$' accepts a trailing newline
         raise ValueError(f"invalid id {value[:40]!r}: expected 1-128 chars of [A-Za-z0-9_.-]")
     return value
 
@@ -80,6 +80,12 @@ class Keys:
         """Int: last offset of ``topic``/``partition`` whose effects ``stage`` applied."""
         return self._fmt("watermark", stage=stage, topic=topic, partition=partition)
 
+    def rebuilding(self, topic: str, partition: int) -> str:
+        """String (rebuild start time, ISO): present while ``feedpipe rebuild`` replays that
+        partition; the live click path holds the partition's batches meanwhile
+        (feedpipe/rebuild.py)."""
+        return self._fmt("rebuilding", topic=topic, partition=partition)
+
     def meta(self, content_id: str) -> str:
         """String: JSON of a content item's ranking features (see streams/enrich.py)."""
         return self._fmt("meta", content_id=content_id)
@@ -100,6 +106,18 @@ class Keys:
         """Hash: ``{arm}:impressions``, ``{arm}:clicks`` (ints) of one experiment."""
         return self._fmt("ab", experiment=experiment)
 
+    def item_ord(self) -> str:
+        """Hash: content_id -> item ordinal (decimal uint32), feedpipe/interning.py."""
+        return self._fmt("item_ord")
+
+    def item_id(self) -> str:
+        """Hash: item ordinal (decimal) -> content_id (the inverse of item_ord)."""
+        return self._fmt("item_id")
+
+    def item_gen(self) -> str:
+        """String: generation token (decimal uint32) of the item ordinal table."""
+        return self._fmt("item_gen")
+
     def ops_snapshot(self) -> str:
         """String: JSON of the worker's latest ops snapshot (feedpipe/ops_snapshot.py)."""
         return self._fmt("ops_snapshot")
@@ -107,6 +125,20 @@ class Keys:
     def ops_history(self) -> str:
         """List: compact ops points (JSON), newest first, capped at OPS_HISTORY_LEN."""
         return self._fmt("ops_history")
+
+    def audience(self, brand: str, facet: str) -> str:
+        """Zset: user_id -> registration time (wall-clock ms) of the users of ``brand`` whose
+        interests hold ``facet`` (``c:{category}`` or ``t:{topic}``), feedpipe/fanout.py."""
+        return self._fmt("audience", brand=brand, facet=facet)
+
+    def celebrity(self, brand: str) -> str:
+        """Zset: content_id -> published_at ms of ``brand``'s celebrity items (audience too
+        large to fan out; merged into feeds at read time)."""
+        return self._fmt("celebrity", brand=brand)
+
+    def celebrity_version(self) -> str:
+        """Int: bumped by every change of a celebrity set (the read endpoint's cache tag)."""
+        return self._fmt("celebrity_version")
 
 
 @cache

@@ -29,6 +29,7 @@ from confluent_kafka.admin import (
 )
 
 from feedpipe.errors import FeedpipeError
+from feedpipe.settings import settings
 from feedpipe.topology import TopicSpec, Topology
 
 Action = Literal["create", "alter-config", "add-partitions", "ok", "error"]
@@ -76,7 +77,7 @@ class TopicChange:
 
 def admin_client(bootstrap: str) -> AdminClient:
     """An AdminClient for ``bootstrap`` (e.g. ``settings().kafka_bootstrap``)."""
-    return AdminClient({"bootstrap.servers": bootstrap})
+    return AdminClient(settings().kafka_config(bootstrap))  # + TLS/SASL of the settings
 
 
 def format_changes(changes: Iterable[TopicChange]) -> str:

@@ -76,6 +76,8 @@ class ProfilesSpec(_Strict):
     bot_clicks_per_minute: int = Field(default=30, ge=1)
     ttl_days: float = Field(default=30.0, gt=0)
     click_path: Literal["batch", "faust"] = "batch"
+    profile_format: Literal["json", "compact"] = "compact"
+    """How fp:profile:{user} is stored (feedpipe/profilestore.py): JSON or the compact form."""
 
 
 class Weights(_Strict):
@@ -106,7 +108,7 @@ class RankingSpec(_Strict):
     """Diversity: at most this many items of one primary category in a feed, 0 = no cap
     (feedpipe/candidates.py ``diversify``; docs/ranking.md)."""
     weights: dict[str, Weights]
-    feed_format: Literal["json", "compact"] = "json"
+    feed_format: Literal["json", "compact"] = "compact"
     """How fp:feed:{user} is stored (feedpipe/feedstore.py): JSON or the compact binary form."""
 
     @model_validator(mode="after")
@@ -238,6 +240,24 @@ class ExperimentSpec(_Strict):
         return self
 
 
+class FanoutSpec(_Strict):
+    """Fan-out on write and the celebrity switch (docs/ranking.md, feedpipe/fanout.py).
+
+    ``celebrity_audience``: an item whose audience (users, the union of its brand's interest
+    sets for its categories and topics) is larger than this is a *celebrity*: it is not copied
+    into feeds (no fan-out records) but kept in ``fp:celebrity:{brand}`` and merged at read
+    time. ``interest_categories`` / ``interest_topics``: how many of a user's top decayed
+    categories / topics are their interests (audience membership and the feed's digest).
+    ``audience_refresh_hours``: an unchanged registration is re-stamped (its score, wall-clock
+    ms) at most this often, so idle members can be trimmed after ``profiles.ttl_days``.
+    """
+
+    celebrity_audience: int = Field(default=10_000, ge=0)
+    interest_categories: int = Field(default=3, ge=0, le=16)
+    interest_topics: int = Field(default=3, ge=0, le=16)
+    audience_refresh_hours: float = Field(default=24.0, gt=0)
+
+
 class BrandSpec(_Strict):
     """A brand's taxonomy: CMS category (lower-case) -> brand category."""
 
@@ -282,6 +302,7 @@ class Topology(_Strict):
     sources: list[SourceSpec]
     rankers: RankersSpec | None = None
     experiments: dict[str, ExperimentSpec] = Field(default_factory=dict)
+    fanout: FanoutSpec = Field(default_factory=FanoutSpec)
 
     @model_validator(mode="after")
     def _references(self) -> Topology:

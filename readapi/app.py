@@ -66,6 +66,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from feedpipe.fanout import CelebrityCache, merge, score_celebrities
+from feedpipe.rankers import WeightsRegistry
 from feedpipe.ranking import affinity_at
 from feedpipe.redis_keys import safe_id
 from feedpipe.settings import settings
@@ -127,9 +129,24 @@ class BadRequest(Exception):
 # -- request parsing ---------------------------------------------------------------------------
 
 
+def api_id(value: str) -> str:
+    """An id from a request (path value or ``brand``): :func:`feedpipe.redis_keys.safe_id`
+    (1-128 of ``[A-Za-z0-9_.-]``) and no ``..``: a dot-segment, which clients, proxies and CDNs
+    may rewrite (RFC 3986, 5.2.4), so the cached URL and the Redis key could name different
+    things. Checked before any Redis call.
+
+    Raises:
+        ValueError: the value is not such an id.
+    """
+    safe_id(value)
+    if ".." in value:
+        raise ValueError(f"invalid id {value[:40]!r}: '..' is not allowed")
+    return value
+
+
 def _path_id(request: Request, name: str) -> str:
     try:
-        return safe_id(str(request.path_params[name]))
+        return api_id(str(request.path_params[name]))
     except ValueError as exc:
         raise BadRequest(f"{name}: {exc}") from exc
 
@@ -152,7 +169,7 @@ def _brand(qp: Mapping[str, str]) -> str | None:
     if raw is None or raw == "":
         return None
     try:
-        return safe_id(raw)
+        return api_id(raw)
     except ValueError as exc:
         raise BadRequest(f"brand: {exc}") from exc
 
@@ -189,7 +206,7 @@ def encode_cursor(level: str, offset: int, rank: int) -> str:
 
 def decode_cursor(raw: str) -> tuple[str, int, int]:
     """Inverse of :func:`encode_cursor`; raises :class:`BadRequest` for anything else."""
-    if not _CURSOR.match(raw):
+    if not _CURSOR.fullmatch(raw):  # fullmatch: '$' would let a trailing newline through
         raise BadRequest("cursor: not a cursor returned by this API")
     level, off, rank = raw.split(".")
     return level, int(off), int(rank)
@@ -309,6 +326,40 @@ async def _personalised_page(
     return items, (pos if pos < n else None)
 
 
+async def merge_celebrities(
+    st: Any, store: Store, user_id: str, feed: Mapping[str, Any], entries: list[Json],
+    version: bytes | None,
+) -> list[Json]:
+    """The stored feed ``entries`` with the process's cached celebrity items merged in
+    (feedpipe/fanout.py): each scored for the feed's ``digest`` by
+    :func:`feedpipe.rankers.rank_users` (the stored feeds' code, weights of
+    ``st.weights``), merged by score under ``ranking.max_per_category`` (primary categories of
+    stored items from the content summaries, cached under ``version``), ``ranking.feed_size``
+    kept. Merged items carry ``source: "celebrity"`` (shown by ``explain``). A malformed
+    digest serves the stored entries unmerged (logged)."""
+    cache: CelebrityCache = st.celebrities
+    spec = topology().ranking
+    try:
+        extra = score_celebrities(user_id, feed["digest"], cache, spec, st.weights.current())
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("feed of %s: celebrity merge skipped: %s", user_id, exc)
+        return entries
+    if not extra:
+        return entries
+    sums = await store.summaries([str(e.get("content_id")) for e in entries], version)
+    stored_primary = [
+        (s.get("categories") or [None])[0] if s is not None else None for s in sums
+    ]
+    metas = cache.matrix.metas
+    index = cache.matrix.index
+    extra_primary = [
+        (metas[index[it["content_id"]]].categories or (None,))[0] for it in extra
+    ]
+    return merge(
+        entries, stored_primary, extra, extra_primary, spec.feed_size, spec.max_per_category
+    )
+
+
 def _number(items: list[Json], served: int, level: str, explain: bool) -> list[Json]:
     out = []
     for i, it in enumerate(items):
@@ -391,13 +442,15 @@ async def get_feed(request: Request) -> Response:
             if isinstance(pre, BaseException):
                 raise pre
             raw, version = pre if pre is not None else await store.feed_raw(user_id)
-            page_key = (user_id, limit, brand, explain, offset, served)
+            page_key = (user_id, limit, brand, explain, offset, served, st.celebrities.gen)
             if raw is not None:
                 hit = st.page_cache.get(page_key, raw, version)
                 if hit is not None:
                     return _personalised_response(request, *hit)
             feed = parse_feed(raw)
             entries: list[Json] = list(feed.get("items") or [])
+            if len(st.celebrities) and feed.get("digest") is not None:
+                entries = await merge_celebrities(st, store, user_id, feed, entries, version)
             reason = "no_feed"
             if entries:
                 if brand is not None:
@@ -754,7 +807,7 @@ class FeedFastPath:
         store: Store | None = getattr(st, "store", None)
         user_id = path[len(self.PREFIX) :]
         try:
-            safe_id(user_id)
+            api_id(user_id)
             query = scope["query_string"].decode("latin-1")
             qp = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
             limit, brand, explain, level, offset, served = feed_params(qp)
@@ -772,7 +825,9 @@ class FeedFastPath:
             await self.app(scope, receive, send)
             return
         hit = (
-            st.page_cache.get((user_id, limit, brand, explain, offset, served), raw, version)
+            st.page_cache.get(
+                (user_id, limit, brand, explain, offset, served, st.celebrities.gen), raw, version
+            )
             if raw is not None
             else None
         )
@@ -827,6 +882,14 @@ async def _maintain(app: Starlette) -> None:
             last_snapshot = time.monotonic()
             await refresh_snapshots(app)
             st.snapshot_brands.set(len(store.snapshots))
+        await refresh_celebrities(app)
+
+
+async def refresh_celebrities(app: Starlette) -> None:
+    """Refresh the process's celebrity cache (:meth:`readapi.store.Store.refresh_celebrities`);
+    Redis failures are counted by the breaker and otherwise ignored (the cache stays)."""
+    with suppress(*UNAVAILABLE):
+        await app.state.store.refresh_celebrities(app.state.celebrities)
 
 
 async def refresh_snapshots(app: Starlette) -> int:
@@ -932,10 +995,12 @@ def create_app(
             socket_connect_timeout=timeout_s,
             socket_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
+            **s.redis_kwargs(),  # AUTH and TLS (rediss://) of the settings
         )
         client = aioredis.Redis(connection_pool=pool)
         app.state.store = Store(client, breaker, lambda kind: redis_errors.labels(kind).inc())
         await refresh_snapshots(app)
+        await refresh_celebrities(app)
         # Startup objects (modules, topology, app) move to the permanent generation, so the
         # collector's full passes do not walk them while requests wait (CPython gc.freeze; the
         # pattern Instagram described in "Dismissing Python Garbage Collection", 2017).
@@ -981,6 +1046,8 @@ def create_app(
     st.keystore = keystore
     st.brands_seen = set()
     st.page_cache = PageCache()
+    st.celebrities = CelebrityCache()
+    st.weights = WeightsRegistry()
     st.snapshot_brands = snapshot_brands
     st.openapi = orjson.dumps(openapi_document())
     st.cc_personalised = (

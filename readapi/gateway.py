@@ -6,6 +6,11 @@ request pays for it; see bench/bench_read.py.
 
 Per request, in order:
 
+0. **Size limits** (before anything else, so no oversize value reaches a parser or Redis): a
+   path over :data:`MAX_PATH_BYTES` or a query over :data:`MAX_QUERY_BYTES` gives 414, request
+   headers over :data:`MAX_HEADER_BYTES` in total give 431, and any request body (a
+   ``content-length`` other than 0, or a ``transfer-encoding``) gives 413: the API has no route
+   that takes one. The HTTP server (uvicorn/h11) refuses heads over 16 KB before this layer.
 1. **Request id**: the client's ``X-Request-ID`` when it is 1-128 chars of ``[A-Za-z0-9._-]``,
    else a new uuid4 hex; echoed in the ``X-Request-ID`` response header, in error bodies and in
    the access log (``scope["state"]["request_id"]``).
@@ -57,6 +62,33 @@ LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )
 """Histogram buckets, s: fine below 10 ms where the p99 goal (5 ms) sits."""
+MAX_PATH_BYTES = 1024
+"""Longest accepted path, bytes: ids are at most 128 chars (feedpipe.redis_keys.safe_id)."""
+MAX_QUERY_BYTES = 1024
+"""Longest accepted query string, bytes (the longest valid one is about 100 bytes)."""
+MAX_HEADER_BYTES = 8192
+"""Largest accepted total of request header names and values, bytes (the 8 KB default of
+nginx's ``large_client_header_buffers`` and Apache's ``LimitRequestFieldSize``)."""
+
+
+def oversize(scope: Scope) -> tuple[int, str] | None:
+    """(status, message) when the request breaks a size limit (module docstring), else None."""
+    if len(scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")) > (
+        MAX_PATH_BYTES
+    ):
+        return 414, f"path longer than {MAX_PATH_BYTES} bytes"
+    if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
+        return 414, f"query string longer than {MAX_QUERY_BYTES} bytes"
+    total = 0
+    for name, value in scope["headers"]:
+        total += len(name) + len(value)
+        if name == b"content-length" and value.strip() not in (b"0", b""):
+            return 413, "request body not accepted (no route of this API takes one)"
+        if name == b"transfer-encoding":
+            return 413, "request body not accepted (no route of this API takes one)"
+    if total > MAX_HEADER_BYTES:
+        return 431, f"request headers larger than {MAX_HEADER_BYTES} bytes"
+    return None
 
 _SAFE_RID = re.compile(r"^[A-Za-z0-9._\-]{1,128}$")
 access_log = logging.getLogger("readapi.access")
@@ -133,7 +165,7 @@ class Gateway:
         headers = dict(scope["headers"])
         rid_raw = headers.get(b"x-request-id")
         rid = rid_raw.decode("latin-1") if rid_raw else ""
-        if not _SAFE_RID.match(rid):
+        if not _SAFE_RID.fullmatch(rid):
             rid = uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = rid
@@ -151,6 +183,13 @@ class Gateway:
             await send(message)
 
         try:
+            refused = oversize(scope)
+            if refused is not None:
+                status_box[0] = refused[0]
+                await _send_error(
+                    send, refused[0], _json_error(refused[0], refused[1], rid), [rid_header]
+                )
+                return
             if needed is not OPEN and self.keystore is not None and method != "OPTIONS":
                 key, status, message, extra = self._authorise(headers, needed)
                 if key is not None:

@@ -66,7 +66,10 @@ def _errors(*codes: int) -> Json:
         401: "missing or unknown API key",
         403: "the key lacks the route's scope",
         404: "not found",
+        413: "a request body was sent (no route takes one)",
+        414: "path or query string too long (readapi/gateway.py limits)",
         429: "the key's rate limit is exceeded (see Retry-After)",
+        431: "request headers too large",
         503: "Redis unavailable and no ladder level can answer (see Retry-After)",
     }
     out: Json = {}
@@ -81,7 +84,8 @@ def _errors(*codes: int) -> Json:
 _NOT_MODIFIED: Json = {
     "304": {"description": "If-None-Match matched the current ETag (no body)"},
 }
-_SECURED = _errors(400, 401, 403, 404, 429, 503)
+_LIMITS = (413, 414, 431)  # refused by the gateway before routing (readapi/gateway.py)
+_SECURED = _errors(400, 401, 403, 404, *_LIMITS, 429, 503)
 
 _P_LIMIT: Json = {
     "name": "limit",
@@ -322,7 +326,7 @@ def _get(
     if cached:
         responses.update(_NOT_MODIFIED)
     if scope is None:
-        responses.update({k: v for k, v in _errors(400, 404, 503).items()})
+        responses.update({k: v for k, v in _errors(400, 404, *_LIMITS, 503).items()})
         if not not_found:
             responses.pop("404")
     else:
@@ -428,6 +432,7 @@ def openapi_document() -> Json:
                     "responses": {
                         "200": _json(_ref("Ready"), "ready or degraded"),
                         "503": _json(_ref("Ready"), "Redis down and no snapshot"),
+                        **_errors(*_LIMITS),
                     },
                 }
             },
@@ -439,7 +444,8 @@ def openapi_document() -> Json:
                         "200": {
                             "description": "metrics",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **_errors(*_LIMITS),
                     },
                 }
             },
@@ -449,6 +455,7 @@ def openapi_document() -> Json:
                     "security": [],
                     "responses": {
                         "200": _json({"type": "object"}, "the OpenAPI document"),
+                        **_errors(*_LIMITS),
                     },
                 }
             },

@@ -34,7 +34,11 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from feedpipe.fanout import CelebrityCache
 from feedpipe.feedstore import FeedFormatError, decode_feed
+from feedpipe.interning import ITEMS, resolve
+from feedpipe.profilestore import ProfileFormatError, decode_profile, stored_ordinals
+from feedpipe.ranking import Meta
 from feedpipe.redis_keys import keys
 from readapi.guards import CircuitBreaker, CircuitOpen
 
@@ -216,13 +220,23 @@ class Store:
     # -- feeds and content summaries -----------------------------------------------------------
 
     async def feed_raw(self, user_id: str) -> tuple[bytes | None, bytes | None]:
-        """(stored feed bytes or ``None``, catalogue version) in one round trip (MGET); decode
-        the feed with :func:`parse_feed`."""
+        """(stored feed bytes or ``None``, catalogue version) in one round trip (MGET, with the
+        item-table generation); decode the feed with :func:`parse_feed`. The item ordinals of
+        an interned feed that the process has not cached yet are read with one more call
+        (:func:`feedpipe.interning.resolve`; none in steady state)."""
         k = keys()
-        raw, version = await self.call(
-            self.client.mget, [k.feed(user_id), k.catalogue_version()]
+        raw, version, gen = await self.call(
+            self.client.mget, [k.feed(user_id), k.catalogue_version(), k.item_gen()]
         )
+        ITEMS.sync(gen)
+        await self._resolve([raw])
         return raw, version
+
+    async def _resolve(self, raws: Sequence[bytes | None]) -> None:
+        """Cache the content ids of the item ordinals named by ``raws`` (through the breaker)."""
+        ords = stored_ordinals(raws)
+        if ords and ITEMS.unknown_ordinals(ords):
+            await self.call(resolve, self.client, ords)
 
     async def catalogue_version(self) -> bytes | None:
         """The current ``fp:catalogue:version`` (raw bytes, ``None`` before the first write)."""
@@ -251,6 +265,56 @@ class Store:
             for cid, raw in zip(missing, raws, strict=True):
                 cache[cid] = content_summary(raw, cid)
         return [cache[cid] for cid in content_ids]
+
+    # -- celebrity items (read-time merge, feedpipe/fanout.py) ----------------------------------
+
+    async def _celebrity_brands(self) -> list[str]:
+        k = keys()
+        prefix = k.celebrity("")
+        skip = k.celebrity_version()
+        found = [
+            key.decode()
+            async for key in self.client.scan_iter(match=prefix + "*", count=1000)
+            if key.decode() != skip
+        ]
+        return sorted(name[len(prefix) :] for name in found)
+
+    async def refresh_celebrities(self, cache: CelebrityCache) -> None:
+        """Bring ``cache`` up to date: the celebrity items of every brand (ids and metas) when
+        ``fp:celebrity:version`` moved, their item stats when ``fp:stats:version`` moved. One
+        MGET when nothing moved; called by the endpoint's background loop (about every 1 s),
+        never on the request path."""
+        k = keys()
+        cv, sv = await self.call(self.client.mget, [k.celebrity_version(), k.stats_version()])
+        if cv != cache.version:
+            brands = await self.call(self._celebrity_brands)
+            ids: list[str] = []
+            for brand in brands:
+                got = await self.call(self.client.zrange, k.celebrity(brand), 0, -1)
+                ids += [x.decode() for x in got]
+            raws = await self.call(self.client.mget, [k.meta(i) for i in ids]) if ids else []
+            metas = []
+            for raw in raws:
+                if raw is None:
+                    continue
+                try:
+                    metas.append(Meta.from_json(orjson.loads(raw)))
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue  # an unreadable meta is left out of the merge
+            before = cache.gen
+            cache.set_items(cv, metas)
+            if cache.gen != before:
+                cache.stats_version = None  # new items: read their stats now
+        if len(cache) and sv != cache.stats_version:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for m in cache.metas:
+                    pipe.hmget(k.stats(m.content_id), "impressions", "clicks")
+                rows = await self.call(pipe.execute)
+            stats = {
+                m.content_id: (int(row[0] or 0), int(row[1] or 0))
+                for m, row in zip(cache.metas, rows, strict=True)
+            }
+            cache.set_stats(sv, stats)
 
     # -- trending and latest -------------------------------------------------------------------
 
@@ -333,11 +397,16 @@ class Store:
 
     async def profile(self, user_id: str) -> Json | None:
         """The stored profile JSON, or ``None``."""
-        raw = await self.call(self.client.get, keys().profile(user_id))
+        k = keys()
+        raw, gen = await self.call(self.client.mget, [k.profile(user_id), k.item_gen()])
         if raw is None:
             return None
-        doc = orjson.loads(raw)
-        return doc if isinstance(doc, dict) else None
+        ITEMS.sync(gen)
+        await self._resolve([raw])
+        try:
+            return decode_profile(raw)
+        except ProfileFormatError:
+            return None
 
     async def experiments(self) -> list[str]:
         """Names in ``fp:ab:experiments``, sorted."""

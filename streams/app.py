@@ -37,7 +37,7 @@ from feedpipe import metrics
 from feedpipe.lag import pipeline_groups
 from feedpipe.ops_exporter import OpsExporter
 from feedpipe.ops_snapshot import OPS_INTERVAL_S
-from feedpipe.settings import settings
+from feedpipe.settings import Settings, settings
 from feedpipe.topology import topology
 
 log = logging.getLogger("feedpipe.streams.ops")
@@ -48,12 +48,31 @@ def _broker_url(bootstrap: str) -> str:
     return "kafka://" + ";".join(h.strip() for h in bootstrap.split(",") if h.strip())
 
 
+def broker_credentials(s: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """Faust's broker credentials for the settings' Kafka security (None: PLAINTEXT):
+    SASL (mechanism, user, password; over TLS for SASL_SSL) or TLS only, with the same
+    ``ssl_context`` as :meth:`feedpipe.settings.Settings.aiokafka_config`. Faust's reprs of
+    these objects show the user name only, never the password."""
+    kw = s.aiokafka_config()
+    if not kw:
+        return None
+    if s.kafka_security_protocol.startswith("SASL_"):
+        return faust.SASLCredentials(
+            username=kw["sasl_plain_username"],
+            password=kw["sasl_plain_password"],
+            mechanism=kw["sasl_mechanism"],
+            ssl_context=kw.get("ssl_context"),
+        )
+    return faust.SSLCredentials(kw["ssl_context"])
+
+
 def create_app() -> faust.App:
     """Build the app from settings (broker, web port) and topology (nothing declared here)."""
     s = settings()
     return faust.App(
         s.app_id,
         broker=_broker_url(s.kafka_bootstrap),
+        broker_credentials=broker_credentials(s),
         store="memory://",
         autodiscover=False,
         topic_allow_declare=False,

@@ -8,7 +8,10 @@ output: profiles.updated and feeds.updated (compacted; key user_id): a profile p
         last one sent (:func:`feed_fingerprint`, kept in the profile as ``feed_fp``; score-only
         changes are stored in Redis but not republished), a tombstone (null value) per erased
         user; reader.events 'resolve' events for
-        clicks whose item arrived while they were being written
+        clicks whose item arrived while they were being written. Input
+        'fanout' events (from the enrich stage's fan-out on write, feedpipe/fanout.py) carry
+        no profile signal: the user's feed is re-ranked and stored with the new item in the
+        catalogue; each batch also writes the audience index (fp:audience:*) of its users
 dlq:    reader.events.dlq (undecodable, invalid ids, unknown type, late events)
 state:  Redis profile:{user}, feed:{user}, active:{partition}, stats:{item}, trending, pending,
         wm:profiles:reader.events:{partition} (docs/redis-keys.md)
@@ -58,8 +61,17 @@ from feedpipe import metrics
 from feedpipe.codec import codec
 from feedpipe.errors import SerializationError
 from feedpipe.experiments import assign_arm, experiment_for
+from feedpipe.fanout import ZREM_ALL_SCRIPT, audience_writes
 from feedpipe.feedstore import decode_feed, encode_feed
 from feedpipe.ids import event_id as make_event_id
+from feedpipe.interning import ITEMS, ItemTableError, intern, resolve
+from feedpipe.profilestore import (
+    decode_profile,
+    encode_profile,
+    profile_ids,
+    stored_ordinals,
+    stored_profile,
+)
 from feedpipe.rankers import rank_users
 from feedpipe.ranking import (
     Meta,
@@ -72,17 +84,26 @@ from feedpipe.ranking import (
 from feedpipe.redis_keys import keys, safe_id
 from feedpipe.topology import ExperimentSpec, topology
 from streams.feeds import CATALOGUE, REGISTRY, avro_feed, feed_json
-from streams.runtime import as_str, dead_letter_value, log, ms, reader_event, redis_client
+from streams.runtime import (
+    as_str,
+    dead_letter_value,
+    log,
+    ms,
+    reader_event,
+    redis_client,
+    until_redis_answers,
+)
 
 STAGE = "profiles"  # watermark keys are shared with the per-event Faust stage (same offsets)
 TOPIC = "reader.events"
-TYPES = frozenset({"impression", "click", "resolve", "erase"})
+TYPES = frozenset({"impression", "click", "resolve", "erase", "fanout"})
 DAY_MS = 86_400_000
 STATS_MAX_AGE_S = 1.0  # s: item stats a batch ranks with are at most this stale
 MAX_RECORDS = 20_000  # records per getmany call
 POLL_MS = 200
 REFRESH_IDLE_S = 2.0
 REFRESH_CHUNK = 500
+AUDIENCE_TRIM_S = 60.0  # s between two trims of the audience sets (idle refresher)
 
 Send = Callable[[str, bytes, bytes | None], Awaitable[Any]]
 """``send(topic, key, value)``: queue one record; awaiting it returns a delivery awaitable."""
@@ -134,6 +155,15 @@ def dead_letter_record(
         STAGE, rec.topic, rec.partition, rec.offset, rec.key, rec.value, code, reason,
         raw_event_id,
     )
+
+
+class StateLost(RuntimeError):
+    """A partition's offset watermark is missing while the log holds records older than the
+    batch (Redis was wiped): nothing was applied; hold the partition until a rebuild."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__(f"Redis state of {TOPIC}[{partition}] is gone (watermark missing)")
+        self.partition = partition
 
 
 @dataclass(slots=True)
@@ -230,13 +260,20 @@ class ClickPath:
             awaitable of its delivery (aiokafka ``AIOKafkaProducer.send`` has this shape).
         publish: False skips the profiles.updated / feeds.updated records (benchmark variants
             that only measure the Redis side); DLQ, tombstones and resolves are always sent.
+        strict: raise :class:`StateLost` instead of applying a batch to a partition whose
+            watermark is missing while its first offset is past the log start
+            (``log_start[partition]``, 0 when unknown): the live consumer loop sets it; a
+            replay from the log start (tests, benchmarks, ``feedpipe rebuild``) does not.
     """
 
-    def __init__(self, send: Send, publish: bool = True) -> None:
+    def __init__(self, send: Send, publish: bool = True, strict: bool = False) -> None:
         self.send = send
         self.publish = publish
+        self.strict = strict
+        self.log_start: dict[int, int] = {}  # partition -> log start offset, when known
         self.metas: dict[str, Meta] = {}
         self.last_batch_at = 0.0
+        self.trimmed_at = float("-inf")
 
     async def _metas(self, ids: Sequence[str]) -> dict[str, Meta]:
         """Ranking features of ``ids`` (cached once materialised; missing ids re-read)."""
@@ -274,10 +311,21 @@ class ClickPath:
         ttl_s = int(spec.ttl_days * 86_400)
         await CATALOGUE.refresh(STATS_MAX_AGE_S)
         stats_version = CATALOGUE.stats_version or 0
+        sent_early = False
         while True:
             async with r.pipeline(transaction=True) as pipe:
                 await pipe.watch(wm_key)
                 raw_wm = await pipe.get(wm_key)
+                if (
+                    raw_wm is None
+                    and self.strict
+                    and records[0].offset > self.log_start.get(partition, 0)
+                ):
+                    # Redis lost the partition's state (e.g. FLUSHALL between the caller's
+                    # hold check and this WATCH): applying to empty profiles would build wrong
+                    # ones and move the watermark past what a rebuild must replay
+                    await pipe.unwatch()
+                    raise StateLost(partition)
                 wm = int(raw_wm) if raw_wm is not None else -1
                 # bad records above the watermark: DLQ'd once (a redelivery skips them too)
                 dead = [(key, value) for off, key, value in bad if off > wm]
@@ -296,7 +344,9 @@ class ClickPath:
                 for off, rec in fresh:
                     per_user[rec["user_id"]].append((off, rec))
                 uids = sorted(per_user)
-                raw_profiles = await r.mget([k.profile(u) for u in uids])
+                raw_profiles = await r.mget([*(k.profile(u) for u in uids), k.item_gen()])
+                ITEMS.sync(raw_profiles.pop())  # the item-ordinal table (feedpipe/interning.py)
+                await resolve(r, stored_ordinals(raw_profiles))
                 item_ids = sorted(
                     {
                         rec["content_id"]
@@ -313,7 +363,7 @@ class ClickPath:
                 duplicates = 0
                 for u, raw in zip(uids, raw_profiles, strict=True):
                     evs = per_user[u]
-                    old: Profile | None = orjson.loads(raw) if raw else None
+                    old = stored_profile(u, raw, "clickpath")
                     cut = max(
                         (i for i, (_, rec) in enumerate(evs) if rec["type"] == "erase"), default=-1
                     )
@@ -322,6 +372,12 @@ class ClickPath:
                         old = None
                         evs = evs[cut + 1 :]
                         if not evs:
+                            continue
+                    if any(rec["type"] == "fanout" for _, rec in evs):
+                        # fan-out on write (feedpipe/fanout.py): no profile signal, the user is
+                        # re-ranked below; a user without a profile (expired, erased) is skipped
+                        evs = [(off, rec) for off, rec in evs if rec["type"] != "fanout"]
+                        if not evs and old is None:
                             continue
                     events = [reader_event(rec) for _, rec in evs]
                     p = old or new_profile(
@@ -382,8 +438,31 @@ class ClickPath:
                     if profiles[u].get("feed_fp") != fp:
                         profiles[u]["feed_fp"] = fp
                         changed.add(u)
+                aud = audience_writes(profiles, rspec, topo.fanout, k, int(time.time() * 1000))
+                aud_keys = (
+                    [as_str(x) async for x in r.scan_iter(match=k.audience("*", "*"), count=1000)]
+                    if erased
+                    else []
+                )
+                try:  # ordinals for the ids the profiles and feeds store
+                    await intern(
+                        r,
+                        [
+                            *(c for u in ranked_users for c in profile_ids(profiles[u])),
+                            *(it["content_id"] for items in ranked for it in items),
+                        ],
+                    )
+                except ItemTableError:  # the ordinal table was wiped under us: redo the batch
+                    log.warning("clickpath: item table reset (%s/%d); retrying", TOPIC, partition)
+                    continue
                 pipe.multi()
                 active = k.active(partition)
+                if aud_keys:  # erasure: the user leaves every audience set
+                    pipe.eval(ZREM_ALL_SCRIPT, len(aud_keys), *aud_keys, *sorted(erased))
+                for aud_key, aud_users in sorted(aud.remove.items()):
+                    pipe.zrem(aud_key, *aud_users)
+                for aud_key, aud_members in sorted(aud.add.items()):
+                    pipe.zadd(aud_key, aud_members)
                 for u, old_p in erased.items():
                     pipe.delete(k.profile(u), k.feed(u))
                     pipe.zrem(active, u)
@@ -397,8 +476,8 @@ class ClickPath:
                         *[k.profile(u) for u in ranked_users],
                         *[k.feed(u) for u in ranked_users],
                         ttl_s,
-                        *[orjson.dumps(profiles[u]) for u in ranked_users],
-                        *[encode_feed(feeds[u], fmt) for u in ranked_users],
+                        *[encode_profile(profiles[u], spec.profile_format) for u in ranked_users],
+                        *[encode_feed(feeds[u], fmt, ITEMS) for u in ranked_users],
                     )
                 if ranked_users:
                     pipe.zadd(active, {u: profiles[u].get("last_seen") or 0 for u in ranked_users})
@@ -435,15 +514,24 @@ class ClickPath:
                         for fld, n in sorted(fields.items()):
                             pipe.hincrby(k.ab(exp_name), fld, n)
                 pipe.set(wm_key, last_offset)
+                if not sent_early:
+                    # DLQ records and erase tombstones are acknowledged *before* the EXEC moves
+                    # the watermark: after it, a redelivery skips these offsets, so a crash in
+                    # between would lose them (bad input dropped silently, an erasure left in
+                    # the compacted topics). A retry after a WATCH failure does not resend.
+                    early = await self._dead_and_tombstones(
+                        dead, late, erased, profiles, by_offset, spec
+                    )
+                    if early:
+                        await asyncio.gather(*early)
+                    sent_early = True
                 try:
                     await pipe.execute()
                 except WatchError:
                     log.warning("clickpath: watermark of %s/%d moved; retrying", TOPIC, partition)
                     continue
                 break
-        res.dead_letters = len(dead)
-        for key, value in dead:
-            deliveries.append(await self.send(f"{TOPIC}.dlq", key or b"", value))
+        res.dead_letters = len(dead) + len(late)
         res.applied = len(fresh) - len(late) - duplicates
         res.duplicates = duplicates
         res.users = len(profiles)
@@ -455,8 +543,29 @@ class ClickPath:
         for rec, _bot in counted:
             if rec["type"] == "click" and rec["content_id"] and rec["user_id"] in feeds:
                 metrics.observe_click_to_feed((now_ms - (ms(rec["occurred_at"]) or 0)) / 1000)
+        if self.publish:
+            deliveries += await self._publish(profiles, {u: feeds[u] for u in changed})
+        res.pending_items = sorted(pending)
+        deliveries += await self._close_pending_race(res.pending_items)
+        return res, deliveries
+
+    async def _dead_and_tombstones(
+        self,
+        dead: Sequence[tuple[bytes | None, bytes]],
+        late: Sequence[tuple[int, dict[str, Any]]],
+        erased: Mapping[str, Any],
+        profiles: Mapping[str, Profile],
+        by_offset: Mapping[int, RecordLike],
+        spec: Any,
+    ) -> list[Awaitable[Any]]:
+        """Send a batch's DLQ records (undecodable: ``dead``; ``late`` events, reason ``late``)
+        and the tombstones (null values in profiles.updated and feeds.updated) of users erased
+        in it and not active again after the erase; return their deliveries."""
+        out: list[Awaitable[Any]] = []
+        for key, value in dead:
+            out.append(await self.send(f"{TOPIC}.dlq", key or b"", value))
         for off, rec in late:
-            deliveries.append(
+            out.append(
                 await self.send(
                     f"{TOPIC}.dlq",
                     rec["user_id"].encode(),
@@ -470,17 +579,12 @@ class ClickPath:
                     ),
                 )
             )
-        res.dead_letters += len(late)
         for u in sorted(erased):
             if u in profiles:
                 continue  # erased, then new activity in the same batch: the new state follows
-            deliveries.append(await self.send("profiles.updated", u.encode(), None))
-            deliveries.append(await self.send("feeds.updated", u.encode(), None))
-        if self.publish:
-            deliveries += await self._publish(profiles, {u: feeds[u] for u in changed})
-        res.pending_items = sorted(pending)
-        deliveries += await self._close_pending_race(res.pending_items)
-        return res, deliveries
+            out.append(await self.send("profiles.updated", u.encode(), None))
+            out.append(await self.send("feeds.updated", u.encode(), None))
+        return out
 
     async def _ab_counts(
         self, live: Sequence[dict[str, Any]], experiments: Mapping[str, ExperimentSpec]
@@ -529,9 +633,13 @@ class ClickPath:
             return []
         k = keys()
         r = redis_client()
-        raws = await r.mget([k.profile(u) for u in users] + [k.feed(u) for u in users])
+        raws = await r.mget(
+            [k.profile(u) for u in users] + [k.feed(u) for u in users] + [k.item_gen()]
+        )
+        ITEMS.sync(raws.pop())
+        await resolve(r, stored_ordinals(raws))
         n = len(users)
-        profiles = {u: orjson.loads(p) for u, p in zip(users, raws[:n], strict=True) if p}
+        profiles = {u: decode_profile(p) for u, p in zip(users, raws[:n], strict=True) if p}
         feeds = {u: decode_feed(f) for u, f in zip(users, raws[n:], strict=True) if f}
         both = {u: p for u, p in profiles.items() if u in feeds}
         return await self._publish(both, feeds)
@@ -591,25 +699,42 @@ class ClickPath:
     async def refresh_feeds(
         self, partitions: Sequence[int], batch_moved: Callable[[], bool]
     ) -> int:
-        """Re-rank the active users of ``partitions`` when item stats or the catalogue moved.
+        """Re-rank active users of ``partitions`` after item stats moved or items were removed.
 
         Runs when the consumer is idle; stops early when ``batch_moved()`` says new records
-        arrived (they come first). Users whose profile expired are dropped from the active set.
+        arrived (they come first). What is re-ranked (docs/ranking.md, "Fan-out on write"):
+
+        * item stats moved since the partition's mark: every active user (engagement drifts
+          for everyone; kept for convergence of the sample, not the design at scale);
+        * only the catalogue moved: *new* items reached their audience by fan-out on write, so
+          nobody is re-ranked for them; items *removed* (unpublished) since the last full pass
+          are taken out of the stored feeds that hold them (only those users are re-ranked).
+
+        Users whose profile expired are dropped from the active set; audience-set members
+        older than ``profiles.ttl_days`` are trimmed (at most every :data:`AUDIENCE_TRIM_S`).
         Marks each finished partition with ``"catalogue_version:stats_version"``.
         """
         from streams.feeds import rank_and_store
 
         r = redis_client()
         k = keys()
+        await self._trim_audience()
         version = CATALOGUE.version
         await CATALOGUE.refresh()
         if CATALOGUE.version != version:
             return 0  # the catalogue is still moving: wait for it to settle
         mark = f"{CATALOGUE.version}:{CATALOGUE.stats_version}"
+        removed = set(CATALOGUE.removed)
         written = 0
         for partition in partitions:
             done = await r.get(k.feeds_refreshed(partition))
             if done is not None and as_str(done) == mark:
+                continue
+            stats_moved = done is None or as_str(done).split(":")[-1] != str(
+                CATALOGUE.stats_version
+            )
+            if not stats_moved and not removed:  # only additions: fan-out on write has them
+                await r.set(k.feeds_refreshed(partition), mark)
                 continue
             users = [as_str(u) for u in await r.zrange(k.active(partition), 0, -1)]
             for i in range(0, len(users), REFRESH_CHUNK):
@@ -620,13 +745,92 @@ class ClickPath:
                 gone = [u for u, p in zip(chunk, alive, strict=True) if p is None]
                 if gone:
                     await r.zrem(k.active(partition), *gone)
-                written += await rank_and_store(
-                    [u for u, p in zip(chunk, alive, strict=True) if p is not None],
-                    partition,
-                    publish=False,
-                )
+                todo = [u for u, p in zip(chunk, alive, strict=True) if p is not None]
+                if not stats_moved:
+                    todo = await _feeds_holding(todo, removed)
+                written += await rank_and_store(todo, partition, publish=False)
             await r.set(k.feeds_refreshed(partition), mark)
+        CATALOGUE.removed -= removed
         return written
+
+    async def _trim_audience(self) -> int:
+        """Drop audience-set members registered more than ``profiles.ttl_days`` ago (their
+        profile has expired or is about to: the same wall clock); at most every
+        :data:`AUDIENCE_TRIM_S`. Returns the members removed."""
+        now = time.monotonic()
+        if now - self.trimmed_at < AUDIENCE_TRIM_S:
+            return 0
+        self.trimmed_at = now
+        r = redis_client()
+        k = keys()
+        cutoff = time.time() * 1000 - topology().profiles.ttl_days * DAY_MS
+        names = [as_str(x) async for x in r.scan_iter(match=k.audience("*", "*"), count=1000)]
+        removed = 0
+        for lo in range(0, len(names), 500):
+            async with r.pipeline(transaction=False) as pipe:
+                for name in names[lo : lo + 500]:
+                    pipe.zremrangebyscore(name, "-inf", f"({cutoff}")
+                removed += sum(int(x) for x in await pipe.execute())
+        return removed
+
+
+async def _feeds_holding(users: list[str], content_ids: set[str]) -> list[str]:
+    """The users of ``users`` whose stored feed lists one of ``content_ids``."""
+    if not users or not content_ids:
+        return []
+    k = keys()
+    r = redis_client()
+    raws = await r.mget([*(k.feed(u) for u in users), k.item_gen()])
+    ITEMS.sync(raws.pop())  # interned feeds name item ordinals (feedpipe/interning.py)
+    await resolve(r, stored_ordinals(raws))
+    out = []
+    for u, raw in zip(users, raws, strict=True):
+        if raw is None:
+            continue
+        try:
+            items = decode_feed(raw).get("items") or []
+        except ValueError:  # FeedFormatError: unreadable, re-ranked anyway
+            out.append(u)
+            continue
+        if any(it.get("content_id") in content_ids for it in items):
+            out.append(u)
+    return out
+
+
+async def held_partitions(
+    consumer: Any, got: Mapping[Any, Sequence[RecordLike]], log_start: dict[int, int]
+) -> set[Any]:
+    """The partitions of a ``getmany`` result the click path must not apply now (one MGET;
+    ``beginning_offsets`` only for partitions without a watermark):
+
+    * a ``feedpipe rebuild`` replays the partition (``fp:rebuild:reader.events:{p}`` present;
+      feedpipe/rebuild.py): applying newer records first would move the watermark past the
+      records the rebuild has not replayed yet, which it would then skip;
+    * the partition's watermark is missing although the log holds records older than the
+      batch: Redis lost its state (FLUSHALL, a new empty instance). Applying the batch to empty
+      profiles would build wrong ones; the partition waits for a rebuild. (A new deployment
+      starts at the log start and is not held.)
+
+    ``log_start`` (partition -> log start offset) is updated with the offsets it looked up.
+    """
+    if not got:
+        return set()
+    r = redis_client()
+    k = keys()
+    tps = list(got)
+    vals = await r.mget(
+        [k.watermark(STAGE, TOPIC, tp.partition) for tp in tps]
+        + [k.rebuilding(TOPIC, tp.partition) for tp in tps]
+    )
+    n = len(tps)
+    missing = [tp for tp, wm in zip(tps, vals[:n], strict=True) if wm is None]
+    starts = await consumer.beginning_offsets(missing) if missing else {}
+    log_start.update({tp.partition: off for tp, off in starts.items()})
+    held = set()
+    for tp, wm, rebuilding in zip(tps, vals[:n], vals[n:], strict=True):
+        if rebuilding is not None or (wm is None and got[tp][0].offset > starts[tp]):
+            held.add(tp)
+    return held
 
 
 async def run_consumer(
@@ -646,8 +850,10 @@ async def run_consumer(
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    security = settings().aiokafka_config()  # TLS / SASL of the settings (empty: plaintext)
     consumer = AIOKafkaConsumer(
         TOPIC,
+        **security,
         bootstrap_servers=bootstrap,
         group_id=group,
         enable_auto_commit=False,
@@ -658,7 +864,11 @@ async def run_consumer(
         heartbeat_interval_ms=1_000,
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5
+        **security,
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
     )
     await producer.start()
     await consumer.start()
@@ -666,22 +876,53 @@ async def run_consumer(
     async def send(topic_name: str, key: bytes, value: bytes | None) -> Awaitable[Any]:
         return await producer.send(topic_name, key=key, value=value)
 
-    path = ClickPath(send, publish=publish)
+    path = ClickPath(send, publish=publish, strict=True)
+    held_logged = 0.0
     try:
         while not stop.is_set():
             got = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_RECORDS)
+            held = await until_redis_answers(
+                "clickpath: hold", held_partitions, consumer, got, path.log_start
+            )
+            if held:
+                # a rebuild replays these partitions, or their Redis state is gone: apply
+                # nothing there (fetch the same records again later) until it is rebuilt
+                for tp in held:
+                    consumer.seek(tp, got[tp][0].offset)
+                got = {tp: recs for tp, recs in got.items() if tp not in held}
+                if time.monotonic() - held_logged > 30:
+                    held_logged = time.monotonic()
+                    log.warning(
+                        "clickpath: holding %s of %s: a rebuild runs, or Redis lost their state "
+                        "(watermark missing while the log has older records): run "
+                        "`feedpipe rebuild`", sorted(tp.partition for tp in held), TOPIC,
+                    )
+                if not got:
+                    await asyncio.sleep(1.0)
+                    continue
             if not got:
                 if time.monotonic() - path.last_batch_at >= REFRESH_IDLE_S:
                     # runs between getmany calls: a long refresh delays new records by at most
                     # one chunk (REFRESH_CHUNK users) after stop is set
                     parts = sorted(tp.partition for tp in consumer.assignment())
-                    await path.refresh_feeds(parts, stop.is_set)
+                    await until_redis_answers(
+                        "clickpath: refresh", path.refresh_feeds, parts, stop.is_set
+                    )
                     path.last_batch_at = time.monotonic()
                 continue
             t0 = time.perf_counter()
-            results, deliveries = await path.apply_batch(
-                {tp.partition: recs for tp, recs in got.items()}
-            )
+            batch = {tp.partition: recs for tp, recs in got.items()}
+            # a batch that failed on a Redis outage is applied again once Redis answers: the
+            # offset watermark skips the partitions (and records) already applied
+            try:
+                results, deliveries = await until_redis_answers(
+                    "clickpath: apply batch", path.apply_batch, batch
+                )
+            except StateLost as lost:
+                log.warning("clickpath: %s; holding the batch", lost)
+                for tp, recs in got.items():  # fetched again; the hold check decides then
+                    consumer.seek(tp, recs[0].offset)
+                continue
             if deliveries:
                 await asyncio.gather(*deliveries)
             await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in got.items()})
@@ -754,6 +995,14 @@ class ClickPathService(Service):
                 pass
 
 
+_CRASHES: set[asyncio.Future[None]] = set()  # keeps the crash task referenced until it runs
+
+
 def _log_exit(task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("clickpath: consumer loop failed", exc_info=task.exception())
+    """An unexpected exception out of the consume loop crashes the worker (fail loudly: a
+    worker without its click path would look alive while no reader event is applied; its
+    supervisor restarts it and the watermark makes the restart exact)."""
+    exc = task.exception() if not task.cancelled() else None
+    if exc is not None:
+        log.error("clickpath: consumer loop failed; crashing the worker", exc_info=exc)
+        _CRASHES.add(asyncio.ensure_future(app.crash(exc)))

@@ -2,14 +2,19 @@
 
 input:  content.normalised (key content_id, value feedpipe.Content)
 output: content.enriched (compacted; key content_id, value feedpipe.EnrichedContent);
-        reader.events 'resolve' events for readers whose clicks waited for this item
+        reader.events 'resolve' events for readers whose clicks waited for this item, and
+        'fanout' events (one per audience user) for newly published items whose audience is
+        at most fanout.celebrity_audience (feedpipe/fanout.py; larger: a celebrity item,
+        fp:celebrity:{brand}, merged at read time)
 dlq:    content.normalised.dlq (undecodable records)
 state:  Redis (docs/redis-keys.md): content:{id} (JSON for the read endpoint), meta:{id}
         (ranking features), catalogue:{brand} (zset), catalogue:version.
 guarantees: at-least-once input; writes are idempotent and event-time guarded: an item is
         written only when its content_hash differs from the stored one and its updated_at is
         not older than the stored one, so a replay never moves an item backwards.
-        Unpublished items are deleted from content, meta and the catalogue.
+        Unpublished items are deleted from content, meta, the catalogue and the celebrity
+        set. Fan-out records are sent after the Redis write (at-least-once; a crash between
+        the two loses that item's fan-out: it then reaches feeds on the users' next re-rank).
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ from faust.types import EventT, StreamT
 from feedpipe import metrics
 from feedpipe.codec import codec
 from feedpipe.errors import RejectedInput, SerializationError
+from feedpipe.fanout import (
+    AUDIENCE_SCRIPT,
+    audience_keys,
+    fanout_event,
+    is_celebrity,
+    parse_audience,
+)
 from feedpipe.ranking import Meta
 from feedpipe.redis_keys import keys
 from feedpipe.topology import topology
@@ -37,6 +49,7 @@ from streams.runtime import (
     redis_client,
     release_pending,
     take_events,
+    until_redis_answers,
 )
 
 STAGE = "enrich"
@@ -110,35 +123,94 @@ def newer(doc: dict[str, Any], stored: dict[str, Any] | None) -> bool:
     return (doc.get("updated_at") or 0) >= (stored.get("updated_at") or 0)
 
 
-async def materialise(docs: list[dict[str, Any]]) -> list[str]:
-    """Write ``docs`` (content JSON, last per id wins) to Redis; return ids now published."""
+async def materialise(
+    docs: list[dict[str, Any]], fanout: dict[str, tuple[list[str], str]] | None = None
+) -> list[str]:
+    """Write ``docs`` (content JSON, last per id wins) to Redis; return ids now published.
+
+    Fan-out on write (feedpipe/fanout.py; only with ``profiles.click_path: batch``, whose
+    click path handles ``fanout`` events): for each item newly materialised or re-published
+    (no stored copy), its audience is computed *before* the transaction; an audience above
+    ``fanout.celebrity_audience`` makes it a celebrity (``fp:celebrity:{brand}`` ZADD in the
+    same MULTI/EXEC as the catalogue write, so no worker ever ranks it into a stored feed),
+    otherwise ``fanout[content_id] = (audience user ids, content_hash)`` is filled for
+    :func:`send_fanout`. An unpublish also leaves the celebrity set.
+    """
     r = redis_client()
     k = keys()
+    topo = topology()
     latest = {d["content_id"]: d for d in docs}
     ids = list(latest)
     stored_raw = await r.mget([k.content(i) for i in ids]) if ids else []
+    todo: list[tuple[str, dict[str, Any], bool]] = []  # (id, doc, newly materialised)
+    for cid, raw in zip(ids, stored_raw, strict=True):
+        doc = latest[cid]
+        stored = orjson.loads(raw) if raw else None
+        if newer(doc, stored):
+            todo.append((cid, doc, stored is None))
+    fresh = [
+        meta_of(doc)
+        for _, doc, new in todo
+        if new and doc["status"] == "published" and fanout is not None
+        and topo.profiles.click_path == "batch"
+    ]
+    celebrities: set[str] = set()
+    if fresh:
+        async with r.pipeline(transaction=False) as pipe:
+            for m in fresh:
+                keys_ = audience_keys(m, k)
+                pipe.eval(AUDIENCE_SCRIPT, len(keys_), *keys_, topo.fanout.celebrity_audience)
+            replies = await pipe.execute()
+        for m, reply in zip(fresh, replies, strict=True):
+            size, members = parse_audience(reply)
+            if members is None or is_celebrity(size, topo.fanout):
+                celebrities.add(m.content_id)
+                metrics.observe_celebrity(m.brand)
+                log.info("enrich: %s is a celebrity (audience %d users)", m.content_id, size)
+            elif members and fanout is not None:
+                fanout[m.content_id] = (members, latest[m.content_id]["content_hash"])
     published: list[str] = []
-    changed = False
-    async with r.pipeline(transaction=True) as pipe:
-        for cid, raw in zip(ids, stored_raw, strict=True):
-            doc = latest[cid]
-            stored = orjson.loads(raw) if raw else None
-            if not newer(doc, stored):
-                continue
-            changed = True
-            if doc["status"] != "published":
-                pipe.delete(k.content(cid), k.meta(cid))
-                pipe.zrem(k.catalogue(doc["brand"]), cid)
-                continue
-            pipe.set(k.content(cid), orjson.dumps(doc))
-            pipe.set(k.meta(cid), orjson.dumps(meta_of(doc).to_json()))
-            pipe.zadd(k.catalogue(doc["brand"]), {cid: doc["published_at"] or doc["enriched_at"]})
-            published.append(cid)
-        if changed:
+    if todo:
+        async with r.pipeline(transaction=True) as pipe:
+            for cid, doc, _ in todo:
+                if doc["status"] != "published":
+                    pipe.delete(k.content(cid), k.meta(cid))
+                    pipe.zrem(k.catalogue(doc["brand"]), cid)
+                    pipe.zrem(k.celebrity(doc["brand"]), cid)
+                    pipe.incr(k.celebrity_version())
+                    continue
+                at = doc["published_at"] or doc["enriched_at"]
+                pipe.set(k.content(cid), orjson.dumps(doc))
+                pipe.set(k.meta(cid), orjson.dumps(meta_of(doc).to_json()))
+                pipe.zadd(k.catalogue(doc["brand"]), {cid: at})
+                if cid in celebrities:
+                    pipe.zadd(k.celebrity(doc["brand"]), {cid: at})
+                    pipe.incr(k.celebrity_version())
+                published.append(cid)
             pipe.incr(k.catalogue_version())
             await pipe.execute()
     _observe_publish_to_candidate([latest[cid] for cid in published])
     return published
+
+
+async def send_fanout(fanout: dict[str, tuple[list[str], str]]) -> int:
+    """Send one ``fanout`` reader event per (item, audience user) of ``fanout`` (filled by
+    :func:`materialise`), keyed by user id: it lands on the reader.events partition that owns
+    the user, and the click path re-ranks and stores that user's feed (exactly-once effect
+    under its offset watermark). Returns the records sent."""
+    if not fanout:
+        return 0
+    out = topic("reader.events")
+    enc = codec("ReaderEvent").encode
+    now = datetime.now(UTC)
+    sent = 0
+    for cid in sorted(fanout):
+        members, content_hash = fanout[cid]
+        for user in members:
+            await out.send(key=user.encode(), value=enc(fanout_event(user, cid, content_hash, now)))
+            sent += 1
+    metrics.observe_fanout(sent)
+    return sent
 
 
 def _observe_publish_to_candidate(docs: list[dict[str, Any]]) -> None:
@@ -166,7 +238,13 @@ async def enrich_agent(stream: StreamT[Any]) -> None:
                 continue
             docs.append(content_json(res))
             await out_topic.send(key=res["content"]["content_id"].encode(), value=enc(res))
-        published = await materialise(docs)
-        released = await release_pending(published)
+        fanout: dict[str, tuple[list[str], str]] = {}
+        published = await until_redis_answers("enrich: materialise", materialise, docs, fanout)
+        released = await until_redis_answers(
+            "enrich: release pending clicks", release_pending, published
+        )
+        fanned = await until_redis_answers("enrich: fan-out", send_fanout, fanout)
+        if fanned:
+            log.info("enrich: fan-out of %d items: %d records", len(fanout), fanned)
         if released:
             log.info("enrich: released %d waiting clicks", released)

@@ -25,7 +25,10 @@ import orjson
 from faust.types import EventT, StreamT
 
 from feedpipe.codec import codec
+from feedpipe.fanout import digest
 from feedpipe.feedstore import FeedFormatError, decode_feed, encode_feed
+from feedpipe.interning import ITEMS, intern, resolve
+from feedpipe.profilestore import ProfileFormatError, decode_profile, stored_ordinals
 from feedpipe.rankers import WeightsRegistry, rank_users
 from feedpipe.ranking import CandidateMatrix, Meta
 from feedpipe.redis_keys import keys
@@ -53,11 +56,19 @@ return out
 
 
 class Catalogue:
-    """The worker's cached candidate matrix and item stats (rebuilt when their versions move)."""
+    """The worker's cached candidate matrix and item stats (rebuilt when their versions move).
+
+    The matrix holds the catalogue minus the celebrity items (``fp:celebrity:{brand}``,
+    feedpipe/fanout.py): those are merged into feeds at read time, never stored in them.
+    ``celebrities`` are their ids; ``removed`` accumulates ids that left the catalogue between
+    two loads (unpublished), for the idle refresher to take out of stored feeds.
+    """
 
     def __init__(self) -> None:
         self.version: int | None = None
         self.matrix = CandidateMatrix([])
+        self.celebrities: set[str] = set()
+        self.removed: set[str] = set()
         self.stats_version: int | None = None
         self.stats: dict[str, tuple[int, int]] = {}
         self.last_batch_at = 0.0
@@ -73,8 +84,14 @@ class Catalogue:
         stats_version = int(sv or 0)
         if cat_version != self.version:
             ids: list[str] = []
+            celebrities: set[str] = set()
             for brand in sorted(await _brands()):
                 ids += [as_str(x) for x in await r.zrange(k.catalogue(brand), 0, -1)]
+                celebrities |= {as_str(x) for x in await r.zrange(k.celebrity(brand), 0, -1)}
+            if self.version is not None:
+                self.removed |= {m.content_id for m in self.matrix.metas} - set(ids)
+            self.celebrities = celebrities
+            ids = [i for i in ids if i not in celebrities]
             raw = await r.mget([k.meta(i) for i in ids]) if ids else []
             metas = [Meta.from_json(orjson.loads(m)) for m in raw if m]
             self.matrix = await in_thread(CandidateMatrix, metas)
@@ -121,8 +138,10 @@ def feed_json(
     """The feed document stored in Redis (:mod:`feedpipe.feedstore`), sent via :func:`avro_feed`.
 
     ``items``: one user's list from :func:`feedpipe.rankers.rank_users`. Top-level ``ranker``
-    is the ranker of the first item (``affinity`` for an empty feed).
+    is the ranker of the first item (``affinity`` for an empty feed). ``digest``: the user's
+    digest for the read-time merge of celebrity items (:func:`feedpipe.fanout.digest`).
     """
+    topo = topology()
     return {
         "user_id": user_id,
         "profile_version": profile["version"],
@@ -130,6 +149,7 @@ def feed_json(
         "catalogue_version": CATALOGUE.version,
         "generated_at": profile.get("last_seen") or 0,
         "ranker": items[0].get("ranker", "affinity") if items else "affinity",
+        "digest": digest(profile, topo.ranking, topo.fanout, CATALOGUE.celebrities),
         "items": items,
     }
 
@@ -166,13 +186,19 @@ async def rank_and_store(
     k = keys()
     await CATALOGUE.refresh(stats_max_age_s)
     stats_version = CATALOGUE.stats_version or 0
-    raw_profiles = await r.mget([k.profile(u) for u in user_ids])
+    raw_profiles = await r.mget([*(k.profile(u) for u in user_ids), k.item_gen()])
+    ITEMS.sync(raw_profiles.pop())  # item ordinals of compact values (feedpipe/interning.py)
     raw_feeds = await r.mget([k.feed(u) for u in user_ids])
+    await resolve(r, stored_ordinals([*raw_profiles, *raw_feeds]))
     todo: list[tuple[str, dict[str, Any]]] = []
     for u, rp, rf in zip(user_ids, raw_profiles, raw_feeds, strict=True):
         if not rp:
             continue
-        p = orjson.loads(rp)
+        try:
+            p = decode_profile(rp)
+        except ProfileFormatError as exc:  # not rankable; the next profile write replaces it
+            log.error("feeds: stored profile of %s is unreadable (%s); not ranked", u, exc)
+            continue
         old: dict[str, Any] | None = None
         if rf:
             try:
@@ -201,9 +227,10 @@ async def rank_and_store(
     docs = [
         feed_json(u, p, items, stats_version) for (u, p), items in zip(todo, ranked, strict=True)
     ]
+    await intern(r, [it["content_id"] for doc in docs for it in doc["items"]])
     async with r.pipeline(transaction=True) as pipe:
         for (u, p), doc in zip(todo, docs, strict=True):
-            pipe.set(k.feed(u), encode_feed(doc, spec.feed_format), keepttl=True)
+            pipe.set(k.feed(u), encode_feed(doc, spec.feed_format, ITEMS), keepttl=True)
             pipe.zadd(k.active(partition), {u: p.get("last_seen") or 0})
         await pipe.execute()
     if publish:
@@ -232,9 +259,23 @@ async def feeds_agent(stream: StreamT[Any]) -> None:
 
 @app.timer(interval=REFRESH_INTERVAL_S)
 async def refresh_stale_feeds() -> None:
-    """When idle and item stats moved, re-rank this worker's active users (converges feeds)."""
-    if time.monotonic() - CATALOGUE.last_batch_at < REFRESH_INTERVAL_S:
+    """When idle and item stats moved, re-rank this worker's active users (converges feeds).
+
+    Per-event (``click_path: faust``) mode only: the batch click path has its own refresher.
+    A Redis outage skips the tick (an exception out of a Faust timer crashes the worker).
+    """
+    from streams.clickpath import batch_mode
+    from streams.runtime import REDIS_OUTAGE
+
+    if batch_mode() or time.monotonic() - CATALOGUE.last_batch_at < REFRESH_INTERVAL_S:
         return
+    try:
+        await _refresh_stale_feeds()
+    except REDIS_OUTAGE as exc:
+        log.warning("feeds: refresh skipped, Redis unreachable (%s: %s)", type(exc).__name__, exc)
+
+
+async def _refresh_stale_feeds() -> None:
     r = redis_client()
     k = keys()
     version = CATALOGUE.version

@@ -25,6 +25,14 @@ from redis.exceptions import WatchError
 
 from feedpipe.codec import codec
 from feedpipe.errors import SerializationError
+from feedpipe.interning import ITEMS, intern, resolve
+from feedpipe.profilestore import (
+    decode_profile,
+    encode_profile,
+    profile_ids,
+    stored_ordinals,
+    stored_profile,
+)
 from feedpipe.ranking import Event, Meta, Profile, add_item_signal, apply_events, new_profile
 from feedpipe.redis_keys import keys, safe_id
 from feedpipe.topology import topology
@@ -104,7 +112,9 @@ async def _apply_partition(
                 }
             )
             uids = sorted(per_user)
-            raw_profiles = await r.mget([k.profile(u) for u in uids])
+            raw_profiles = await r.mget([*(k.profile(u) for u in uids), k.item_gen()])
+            ITEMS.sync(raw_profiles.pop())  # item ordinals (feedpipe/interning.py)
+            await resolve(r, stored_ordinals(raw_profiles))
             raw_metas = await r.mget([k.meta(c) for c in item_ids]) if item_ids else []
             metas = {
                 c: Meta.from_json(orjson.loads(m))
@@ -115,10 +125,8 @@ async def _apply_partition(
             pending: dict[str, set[str]] = defaultdict(set)
             for u, raw in zip(uids, raw_profiles, strict=True):
                 evs = per_user[u]
-                p = (
-                    orjson.loads(raw)
-                    if raw
-                    else new_profile(u, min(ev.at for ev in evs) // DAY_MS * DAY_MS, spec)
+                p = stored_profile(u, raw, "profiles") or new_profile(
+                    u, min(ev.at for ev in evs) // DAY_MS * DAY_MS, spec
                 )
                 for cid in apply_events(p, evs, metas, spec):
                     pending[cid].add(u)
@@ -137,9 +145,10 @@ async def _apply_partition(
                     stats, trending, rec["type"], cid, ms(rec["occurred_at"]) or 0,
                     metas.get(cid), epoch_ms, half_ms,
                 )
+            await intern(r, [c for p in profiles.values() for c in profile_ids(p)])
             pipe.multi()
             for u, p in profiles.items():
-                pipe.set(k.profile(u), orjson.dumps(p))
+                pipe.set(k.profile(u), encode_profile(p, spec.profile_format))
             for cid, (imps, clicks) in stats.items():
                 if imps:
                     pipe.hincrby(k.stats(cid), "impressions", imps)
@@ -201,8 +210,13 @@ async def publish_profiles(user_ids: list[str], written: dict[str, Profile]) -> 
     current = dict(written)
     if missing:
         k = keys()
-        raws = await redis_client().mget([k.profile(u) for u in missing])
-        current.update({u: orjson.loads(raw) for u, raw in zip(missing, raws, strict=True) if raw})
+        r = redis_client()
+        raws = await r.mget([*(k.profile(u) for u in missing), k.item_gen()])
+        ITEMS.sync(raws.pop())
+        await resolve(r, stored_ordinals(raws))
+        current.update(
+            {u: decode_profile(raw) for u, raw in zip(missing, raws, strict=True) if raw}
+        )
     out = topic("profiles.updated")
     enc = codec("UserProfile").encode
     for u in user_ids:

@@ -18,12 +18,14 @@ from functools import cache
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from faust.agents import current_agent
 from faust.streams import Stream
 from faust.types import EventT, StreamT
 from redis._defaults import DEFAULT_RETRY_BASE, DEFAULT_RETRY_CAP, DEFAULT_RETRY_COUNT
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from feedpipe import metrics
 from feedpipe.codec import codec
@@ -57,6 +59,48 @@ class CountingRetry(Retry):
         return await super().call_with_retry(do, counted_fail, is_retryable, with_failure_count)
 
 
+REDIS_OUTAGE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+"""Errors of an unreachable, restarting (BusyLoadingError is a ConnectionError) or stalled Redis:
+:func:`until_redis_answers` waits them out."""
+REDIS_WAIT_MAX_S = 5.0
+"""Cap of the back-off between two attempts while Redis is unreachable, seconds."""
+
+
+async def until_redis_answers(what: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``await fn(*args)`` until it completes without a :data:`REDIS_OUTAGE` error, however long
+    Redis is down; other exceptions propagate at once.
+
+    The stage blocks meanwhile (back-pressure: no new offsets are committed, the consumer keeps
+    its group membership through its heartbeat), so what it held is applied once Redis is back
+    rather than acked and lost (an exception out of a Faust agent acks its events; out of the
+    click path's loop it would stop the loop). ``what`` names the caller in the log. ``fn``
+    must be safe to run again after a failure: every caller's Redis writes are idempotent
+    (offset watermarks, content hashes).
+    Waits are exponential with full jitter, 0.1 s doubling up to :data:`REDIS_WAIT_MAX_S`
+    (tenacity ``wait_random_exponential``; AWS Architecture Blog, "Exponential Backoff And
+    Jitter", 2015); each failed attempt is logged and counted in feedpipe_redis_errors_total.
+    """
+
+    def note(state: Any) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if exc is not None:
+            metrics.observe_redis_error("worker", exc)
+        log.warning(
+            "%s: Redis unreachable (%s: %s); attempt %d, retrying",
+            what, type(exc).__name__, exc, state.attempt_number,
+        )
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(REDIS_OUTAGE),
+        wait=wait_random_exponential(multiplier=0.1, max=REDIS_WAIT_MAX_S),
+        before_sleep=note,
+        reraise=True,
+    ):
+        with attempt:
+            return await fn(*args)
+    raise AssertionError("unreachable: tenacity retries forever")  # pragma: no cover
+
+
 @cache
 def redis_client() -> aioredis.Redis:
     """The worker's Redis client (one connection pool, created on first use)."""
@@ -64,7 +108,10 @@ def redis_client() -> aioredis.Redis:
         ExponentialWithJitterBackoff(base=DEFAULT_RETRY_BASE, cap=DEFAULT_RETRY_CAP),
         DEFAULT_RETRY_COUNT,
     )
-    return aioredis.Redis.from_url(settings().redis_url, decode_responses=False, retry=retry)
+    s = settings()
+    return aioredis.Redis.from_url(
+        s.redis_url, decode_responses=False, retry=retry, **s.redis_kwargs()
+    )
 
 
 def dead_letter(

@@ -93,22 +93,14 @@ def drain(bootstrap: str, group: str, timeout_s: float = 600) -> None:
 
 
 def wait_feeds_converged(redis_url: str, timeout_s: float = 120) -> None:
-    """Wait until every partition's feeds reflect the current catalogue and stats versions."""
-    import redis
+    """Wait until every partition's feeds reflect the current catalogue and stats versions
+    (:func:`feedpipe.faults.wait_feeds_converged`); AssertionError when they do not."""
+    from feedpipe.faults import wait_feeds_converged as wait
 
-    from feedpipe.redis_keys import keys
-
-    r = redis.Redis.from_url(redis_url)
-    k = keys()
-    parts = range(topology().topics["profiles.updated"].partitions)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        cv, sv = r.mget([k.catalogue_version(), k.stats_version()])
-        mark = f"{int(cv or 0)}:{int(sv or 0)}".encode()
-        if all(r.get(k.feeds_refreshed(p)) == mark for p in parts):
-            return
-        time.sleep(0.5)
-    raise AssertionError("feeds did not converge to the final catalogue and stats")
+    try:
+        wait(redis_url, timeout_s)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def kafka_consumer(bootstrap: str, prefix: str = "test") -> Consumer:

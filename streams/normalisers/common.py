@@ -70,7 +70,10 @@ def parse_iso_utc(value: Any) -> datetime | None:
     if isinstance(value, bool):
         raise ValueError(f"not a date: {value!r}")
     if isinstance(value, int | float):
-        return to_millis(datetime.fromtimestamp(value, UTC))
+        try:
+            return to_millis(datetime.fromtimestamp(value, UTC))
+        except (OverflowError, OSError, ValueError) as exc:  # beyond time_t / year 9999, NaN
+            raise ValueError(f"date out of range {value!r}: {exc}") from exc
     if not isinstance(value, str):
         raise ValueError(f"not a date: {value!r}")
     try:

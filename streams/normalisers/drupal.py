@@ -61,7 +61,8 @@ def split_jsonapi_collection(doc: Any) -> list[dict[str, Any]]:
     """
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list) or not doc["data"]:
         return [doc]
-    included = [r for r in doc.get("included") or [] if isinstance(r, dict)]
+    inc = doc.get("included")  # anything but a list (e.g. a number) counts as none
+    included = [r for r in inc if isinstance(r, dict)] if isinstance(inc, list) else []
     by_key = {_key(r): r for r in included}
     out: list[dict[str, Any]] = []
     for item in doc["data"]:

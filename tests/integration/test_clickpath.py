@@ -18,8 +18,10 @@ import pytest
 import redis
 
 from feedpipe.codec import codec
-from feedpipe.feedstore import MAGIC, decode_feed
+from feedpipe.feedstore import MAGIC3
 from feedpipe.ids import content_id, event_id
+from feedpipe.profilestore import MAGIC as PROFILE_MAGIC
+from feedpipe.profilestore import read_sync
 from feedpipe.redis_keys import keys
 from feedpipe.topology import topology
 
@@ -32,6 +34,16 @@ T0 = datetime(2019, 11, 12, 9, 0, tzinfo=UTC)
 
 
 
+
+
+def stored_profile(r: redis.Redis, user: str) -> dict[str, Any]:
+    """The user's stored profile, decoded (feedpipe/profilestore.py); {} when missing."""
+    return read_sync(r, user)[0] or {}
+
+
+def stored_feed(r: redis.Redis, user: str) -> dict[str, Any]:
+    """The user's stored feed, decoded (feedpipe/feedstore.py); {} when missing."""
+    return read_sync(r, user)[1] or {}
 
 def reader(
     user: str,
@@ -154,13 +166,13 @@ def test_redelivery_and_duplicates_do_not_change_the_profile(
     async def body(path: Any, sent: Sent) -> None:
         first = await apply(path, records(user, values, 0))
         assert (first.applied, first.dead_letters) == (3, 1)
-        before = redis_client.get(k.profile(user))
+        before = stored_profile(redis_client, user)
         again = await apply(path, records(user, values, 0))  # same offsets: a redelivery
         assert again.skipped_offsets == 3 and again.applied == 0
         dup = await apply(path, records(user, values[:3], 10))  # same ids at new offsets
         assert dup.duplicates == 3 and dup.applied == 0
-        after = orjson.loads(redis_client.get(k.profile(user)) or b"null")
-        prev = orjson.loads(before or b"null")
+        after = stored_profile(redis_client, user)
+        prev = before or {}
         for field in ("impressions", "clicks", "category_affinity", "recent_reads", "sessions"):
             assert after[field] == prev[field], field
         assert (after["impressions"], after["clicks"]) == (2, 1)
@@ -169,8 +181,10 @@ def test_redelivery_and_duplicates_do_not_change_the_profile(
     sent = asyncio.run(with_path(kafka_bootstrap, body))
     assert redis_client.hgetall(k.stats(sports)) == {b"impressions": b"1", b"clicks": b"1"}
     raw_feed = redis_client.get(k.feed(user)) or b"null"
-    assert raw_feed.startswith(MAGIC) == (feed_format == "compact")
-    feed = decode_feed(raw_feed)
+    assert raw_feed.startswith(MAGIC3) == (feed_format == "compact")  # interned item ids
+    raw_profile = redis_client.get(k.profile(user)) or b""
+    assert raw_profile.startswith(PROFILE_MAGIC)  # profiles.profile_format: compact
+    feed = stored_feed(redis_client, user)
     assert [it["content_id"] for it in feed["items"]] == [news]  # read items are excluded
     dlq = [codec("DeadLetter").decode(v) for t, _, v in sent if t == "reader.events.dlq" and v]
     assert [d["error_type"] for d in dlq] == ["undecodable"]
@@ -183,7 +197,6 @@ def test_redelivery_and_duplicates_do_not_change_the_profile(
 def test_late_events_go_to_the_dlq_and_sessions_split_on_inactivity(
     kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
 ) -> None:
-    k = keys()
     (item,) = seed_catalogue(redis_client, ["sports"])
     user = f"U{uuid.uuid4().hex[:8]}"
     lateness = timedelta(hours=topology().profiles.allowed_lateness_hours)
@@ -199,7 +212,7 @@ def test_late_events_go_to_the_dlq_and_sessions_split_on_inactivity(
         assert (res.applied, res.dead_letters) == (3, 1)
 
     sent = asyncio.run(with_path(kafka_bootstrap, body))
-    p = orjson.loads(redis_client.get(k.profile(user)) or b"null")
+    p = stored_profile(redis_client, user)
     assert p["impressions"] == 2 and p["sessions"] == 2 and p["session_clicks_total"] == 1
     dlq = [codec("DeadLetter").decode(v) for t, _, v in sent if t == "reader.events.dlq" and v]
     assert [d["error_type"] for d in dlq] == ["late"] and dlq[0]["offset"] == 3
@@ -222,8 +235,8 @@ def test_bots_are_flagged_and_left_out_of_stats_and_trending(
         await apply(path, records(human, [reader(human, "click", item, T0)], 0, partition=1))
 
     asyncio.run(with_path(kafka_bootstrap, body))
-    assert orjson.loads(redis_client.get(k.profile(bot)) or b"null")["bot"] is True
-    assert "bot" not in orjson.loads(redis_client.get(k.profile(human)) or b"null")
+    assert stored_profile(redis_client, bot)["bot"] is True
+    assert "bot" not in stored_profile(redis_client, human)
     assert redis_client.hget(k.stats(item), "clicks") == b"1"  # the human's click only
     epoch = int(redis_client.get(k.trending_epoch("mind")) or -1)
     score = redis_client.zscore(k.trending("mind", epoch), item) or 0.0
@@ -294,7 +307,7 @@ def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
         want[f"{arm}:clicks"] = 1  # the history click is not live: not counted
     assert counts == want
     for arm, u in users.items():
-        feed = decode_feed(redis_client.get(k.feed(u)) or b"null")
+        feed = stored_feed(redis_client, u)
         ws_name = spec.arms[arm].weights
         assert feed["items"], arm
         for it in feed["items"]:
@@ -325,14 +338,13 @@ def test_clicks_on_unknown_items_wait_in_pending_sets(
     asyncio.run(with_path(kafka_bootstrap, body))
     assert redis_client.smembers(k.pending_users(ghosts[0])) == {u1.encode(), u2.encode()}
     assert redis_client.smembers(k.pending_users(ghosts[1])) == {u1.encode()}
-    p = orjson.loads(redis_client.get(k.profile(u1)) or b"null")
+    p = stored_profile(redis_client, u1)
     assert sorted(e["content_id"] for e in p["pending"]) == sorted(ghosts)
 
 
 def test_feeds_updated_only_when_the_ranked_list_moves(
     kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
 ) -> None:
-    k = keys()
     sports, news = seed_catalogue(redis_client, ["sports", "news"])
     user = f"U{uuid.uuid4().hex[:8]}"
     first = [reader(user, "click", sports, T0)]
@@ -341,14 +353,62 @@ def test_feeds_updated_only_when_the_ranked_list_moves(
     async def body(path: Any, sent: Sent) -> None:
         await apply(path, records(user, first, 0))
         assert [t for t, _, _ in sent] == ["profiles.updated", "feeds.updated"]
-        fp = orjson.loads(redis_client.get(k.profile(user)) or b"null")["feed_fp"]
+        fp = stored_profile(redis_client, user)["feed_fp"]
         sent.clear()
         await apply(path, records(user, second, 1))  # same list ([news]): profile only
         assert [t for t, _, _ in sent] == ["profiles.updated"]
-        p = orjson.loads(redis_client.get(k.profile(user)) or b"null")
+        p = stored_profile(redis_client, user)
         assert (p["feed_fp"], p["impressions"]) == (fp, 1)
-        feed = decode_feed(redis_client.get(k.feed(user)) or b"null")
+        feed = stored_feed(redis_client, user)
         assert feed["profile_version"] == p["version"]  # Redis always has the newest feed
         assert [it["content_id"] for it in feed["items"]] == [news]
 
     asyncio.run(with_path(kafka_bootstrap, body))
+
+
+def test_dlq_records_and_tombstones_are_acknowledged_before_the_watermark_moves(
+    kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
+) -> None:
+    """After the EXEC that moves the partition's offset watermark, a redelivery skips those
+    offsets: a DLQ record or an erase tombstone sent after it would be lost by a crash in
+    between. Each is sent (and acknowledged) while the watermark still has its old value."""
+    (item,) = seed_catalogue(redis_client, ["sports"])
+    user, gone = f"U{uuid.uuid4().hex[:8]}", f"U{uuid.uuid4().hex[:8]}"
+    k = keys()
+    wm_key = k.watermark("profiles", "reader.events", 3)
+    redis_client.set(wm_key, 99)
+    lateness = timedelta(hours=topology().profiles.allowed_lateness_hours)
+    values = [
+        reader(user, "click", item, T0),
+        reader(user, "impression", item, T0 - lateness - timedelta(hours=1)),  # late
+        b"\x00\x00\x00\x00\x01 truncated",  # undecodable
+    ]
+    erase = codec("ReaderEvent").encode(
+        {"event_id": event_id("erase", gone), "type": "erase", "user_id": gone,
+         "content_id": "", "occurred_at": T0, "origin": "live"}
+    )
+    seen: list[tuple[str, bytes | None, bytes | None]] = []  # (topic, value, watermark then)
+
+    async def body(path: Any, sent: Sent) -> None:
+        inner = path.send
+
+        async def watching(topic: str, key: bytes, value: bytes | None) -> Any:
+            seen.append((topic, value, redis_client.get(wm_key)))
+            return await inner(topic, key, value)
+
+        path.send = watching
+        recs = records(user, values, 100, partition=3)
+        recs.append(records(gone, [reader(gone, "click", item, T0)], 103, partition=3)[0])
+        recs.append(records(gone, [erase], 104, partition=3)[0])
+        res = await apply(path, recs)
+        assert res.dead_letters == 2 and res.erased == 1
+
+    asyncio.run(with_path(kafka_bootstrap, body))
+    early = [(t, v, wm) for t, v, wm in seen if t == "reader.events.dlq" or v is None]
+    assert sorted(t for t, _, _ in early) == [
+        "feeds.updated", "profiles.updated", "reader.events.dlq", "reader.events.dlq"
+    ]
+    assert all(wm == b"99" for _, _, wm in early)  # sent before the EXEC moved it
+    assert redis_client.get(wm_key) == b"104"
+    later = [wm for t, v, wm in seen if t == "profiles.updated" and v is not None]
+    assert later and all(wm == b"104" for wm in later)  # outputs follow the transaction

@@ -18,9 +18,9 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from httpfixtures import FixtureServer
 from pipeline import free_port, high_watermarks
 
+from connectors.simulator import FixtureServer
 from connectors.webhook import sign
 from feedpipe.codec import codec
 from feedpipe.settings import ROOT

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from httpfixtures import FixtureServer
 from pipeline import api_headers, drain, running_pipeline
 
 from connectors.config import AuthSpec, LiveSourceSpec
+from connectors.simulator import FixtureServer
 from connectors.wordpress import WordPressConnector
 from feedpipe.ids import content_id
 

@@ -9,7 +9,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import orjson
 import pytest
 import redis
 from confluent_kafka import TopicPartition
@@ -18,6 +17,7 @@ from test_clickpath import T0, Sent, apply, reader, records, seed_catalogue, wit
 
 from feedpipe.codec import codec
 from feedpipe.ids import content_id, event_id
+from feedpipe.profilestore import read_sync
 from feedpipe.redis_keys import keys
 
 pytestmark = pytest.mark.integration
@@ -126,4 +126,4 @@ def test_erase_leaves_nothing_of_the_user_readable(
         assert vals and vals[-1] is None, topic  # the newest record of the key is a tombstone
         assert any(v is not None for v in vals)  # there was state to erase
         assert (topic, user.encode(), None) in sent
-    assert orjson.loads(redis_client.get(k.profile(other)) or b"null")["clicks"] == 1
+    assert (read_sync(redis_client, other)[0] or {})["clicks"] == 1

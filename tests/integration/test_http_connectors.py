@@ -1,11 +1,10 @@
 """Live CMS connectors (WordPress, Drupal, feeds) over real HTTP into real Kafka.
 
-The sources are served by :class:`httpfixtures.FixtureServer` (127.0.0.1, ephemeral port) from
-the real payloads in the shared data directory, with injected faults. Assertions are on what
-reaches ``cms.raw``: each test reads only the offsets written after it started and only its
-own (uniquely named) source, decoded with ``codec('RawCmsEvent')``. Back-offs are configured in
-milliseconds so the module stays fast; nothing asserts on wall time.
-"""
+The sources are served by :class:`connectors.simulator.FixtureServer` (127.0.0.1, ephemeral
+port) from the real payloads in the shared data directory, with injected faults. Assertions are
+on what reaches ``cms.raw``: each test reads only the offsets written after it started and only
+its own (uniquely named) source, decoded with ``codec('RawCmsEvent')``. Back-offs are
+configured in milliseconds so the module stays fast; nothing asserts on wall time."""
 
 from __future__ import annotations
 
@@ -21,13 +20,13 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from httpfixtures import Fault, FixtureServer
 
 from connectors.config import AuthSpec, LiveSourceSpec
 from connectors.drupal import DrupalConnector
 from connectors.http import RequestRejected, SourceRunner
 from connectors.producer import IdempotentProducer
 from connectors.rss import FeedConnector
+from connectors.simulator import Fault, FixtureServer
 from connectors.wordpress import WordPressConnector
 from feedpipe.codec import codec
 from feedpipe.topics import TopicChange

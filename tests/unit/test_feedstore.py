@@ -8,7 +8,16 @@ import random
 import orjson
 import pytest
 
-from feedpipe.feedstore import MAGIC, FeedFormatError, decode_feed, encode_feed
+from feedpipe.feedstore import (
+    MAGIC,
+    MAGIC2,
+    MAGIC3,
+    FeedFormatError,
+    decode_feed,
+    encode_feed,
+    feed_ordinals,
+)
+from feedpipe.interning import ItemTable
 
 
 def _doc(n: int = 100, ids: str = "hex", brands: tuple[str, ...] = ("mind",)) -> dict:
@@ -111,3 +120,77 @@ def test_truncated_or_corrupt_values_raise_format_error(cut: int) -> None:
         decode_feed(b"not json")
     with pytest.raises(FeedFormatError):
         decode_feed(b"[1, 2]")
+
+
+def _table(doc: dict, gen: int = 77) -> ItemTable:
+    t = ItemTable()
+    t.gen = gen
+    ids = sorted({it["content_id"] for it in doc["items"]})
+    t.learn([1000 + i for i in range(len(ids))], ids)
+    return t
+
+
+@pytest.mark.parametrize("ids", ["hex", "plain"])
+@pytest.mark.parametrize("brands", [("mind",), ("mind", "frontity")])
+def test_interned_round_trip_keeps_order_fields_and_extra_header_keys(
+    ids: str, brands: tuple[str, ...]
+) -> None:
+    doc = _doc(ids=ids, brands=brands)
+    doc["digest"] = {"categories": ["news"], "topics": []}  # extra header keys survive
+    t = _table(doc)
+    raw = encode_feed(doc, "compact", t)
+    assert raw.startswith(MAGIC3)
+    assert len(raw) <= (5 if len(brands) > 1 else 4) * 100 + 8 * 100 + 500  # ordinal + 4 uint16
+    assert feed_ordinals(raw) == [t.ords[it["content_id"]] for it in doc["items"]]
+    _close(decode_feed(raw, t), doc, 1 / 131070 + 1e-12)
+
+
+def test_interned_needs_every_id_and_the_same_generation() -> None:
+    doc = _doc(10)
+    t = _table(doc)
+    partial = ItemTable()
+    partial.gen = 77
+    partial.learn([1], [doc["items"][0]["content_id"]])
+    assert encode_feed(doc, "compact", partial).startswith(MAGIC)  # hex form: an id is missing
+    assert encode_feed(doc, "compact", ItemTable()).startswith(MAGIC)  # no table generation
+    raw = encode_feed(doc, "compact", t)
+    other = _table(doc, gen=78)  # the table was wiped and rebuilt: ordinals mean other items
+    with pytest.raises(FeedFormatError, match="generation"):
+        decode_feed(raw, other)
+    empty = ItemTable()
+    empty.gen = 77  # the process has not resolved the ordinals
+    with pytest.raises(FeedFormatError):
+        decode_feed(raw, empty)
+    assert feed_ordinals(encode_feed(doc)) == [] and feed_ordinals(raw[:6]) == []
+
+
+@pytest.mark.parametrize("cut", [5, 14, -1, -30])
+def test_truncated_interned_values_raise_format_error(cut: int) -> None:
+    doc = _doc(10)
+    t = _table(doc)
+    raw = encode_feed(doc, "compact", t)
+    with pytest.raises(FeedFormatError):
+        decode_feed(raw[:cut], t)
+
+
+def test_interned_header_is_deflated_and_legacy_interned_values_decode() -> None:
+    import struct
+
+    import numpy as np
+
+    doc = _doc(20)
+    t = _table(doc)
+    raw = encode_feed(doc, "compact", t)
+    header = {k: v for k, v in doc.items() if k != "items"}
+    assert len(raw) < 20 * 12 + len(orjson.dumps(header)) // 2  # header ~4x smaller
+    # a MAGIC2 value (header as JSON) written before the deflated header
+    w = {"a": 0.6, "b": 0.1, "c": 0.3}
+    group = {"brand": "mind", "weights": w, "weight_version": 1, "arm": None}
+    names = ["score", "affinity", "recency", "engagement"]
+    head = orjson.dumps({**header, "_g": [{**group, "_n": names}], "_q": 1, "_c": 20})
+    rec = np.zeros(20, dtype=[("o", "<u4"), ("v", "<u2", (4,))])
+    rec["o"] = [t.ords[it["content_id"]] for it in doc["items"]]
+    rec["v"] = [[round(it[n] * 65535) for n in names] for it in doc["items"]]
+    legacy = MAGIC2 + struct.pack("<II", t.gen, len(head)) + head + rec.tobytes()
+    assert feed_ordinals(legacy) == rec["o"].tolist()
+    _close(decode_feed(legacy, t), doc, 1 / 131070 + 1e-12)

@@ -1,6 +1,7 @@
-"""A real local HTTP server (127.0.0.1, ephemeral port) serving the shared data as a WordPress
-REST API, a Drupal JSON:API and feed URLs, with injectable faults. No mocks: the connectors
-under test talk HTTP to it through their real httpx client.
+"""CMS simulator: a real local HTTP server (127.0.0.1, ephemeral port) serving the shared data as
+a WordPress REST API, a Drupal JSON:API and feed URLs, with injectable faults. No mocks: the
+connectors talk HTTP to it through their real httpx client. Used by the connector tests and by
+the fault-injection suite (feedpipe/faults.py, scenario ``connector-kill``).
 
 Routes (state is plain attributes of :class:`FixtureServer`, mutable between polls):
 
@@ -175,7 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def fx(self) -> FixtureServer:
-        return self.server.fixture  # type: ignore[attr-defined,no-any-return]
+        return self.server.fixture  # type: ignore[attr-defined]
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         try:

@@ -1,0 +1,192 @@
+"""Fan-out on write and the celebrity switch on real Kafka, real Redis and a real worker plus
+read endpoint (feedpipe/fanout.py, docs/ranking.md "Fan-out on write and the celebrity switch").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from confluent_kafka import Producer
+from pipeline import api_headers, drain, kafka_consumer, running_pipeline, wait_feeds_converged
+
+from feedpipe.codec import codec
+from feedpipe.fanout import AUDIENCE_SCRIPT, audience_keys, parse_audience
+from feedpipe.feedstore import FeedFormatError, decode_feed
+from feedpipe.ids import content_id, event_id
+from feedpipe.ranking import Meta
+from feedpipe.redis_keys import keys
+
+pytestmark = pytest.mark.integration
+
+USER = "UFANOUT1"
+WAIT_S = 90.0  # a bound on waiting, never an assertion on speed
+
+
+def wait_until(pred: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def news(nid: str, category: str, sub: str, title: str, delete: bool = False) -> bytes:
+    """A RawCmsEvent carrying one MIND news.tsv row (or its delete)."""
+    row = "\t".join(
+        [nid, category, sub, title, f"{title}. The report follows the week's events.", "", "[]",
+         "[]"]
+    ).encode()
+    return codec("RawCmsEvent").encode(
+        {
+            "event_id": event_id("fanout-test", nid, "delete" if delete else "upsert"),
+            "kind": "mind.news",
+            "op": "delete" if delete else "upsert",
+            "source": "mind",
+            "brand": "mind",
+            "source_id": nid,
+            "content_type": "text/tab-separated-values",
+            "payload": b"" if delete else row,
+            "origin": "test",
+            "emitted_at": datetime.now(UTC),
+        }
+    )
+
+
+def click(user: str, cid: str) -> bytes:
+    at = datetime.now(UTC)
+    return codec("ReaderEvent").encode(
+        {
+            "event_id": event_id(user, "click", cid, at.isoformat()),
+            "type": "click",
+            "user_id": user,
+            "content_id": cid,
+            "occurred_at": at,
+            "origin": "live",
+        }
+    )
+
+
+def test_audience_script_switches_by_size(redis_url: str) -> None:
+    """The switch on real Redis: members up to the threshold, only the size above it."""
+    r = redis.Redis.from_url(redis_url)
+    k = keys()
+    r.flushdb()
+    meta = Meta(content_id("t", "x"), "mind", ("cat-a",), ("top-b",), None)
+    r.zadd(k.audience("mind", "c:cat-a"), {"U1": 1, "U2": 1})
+    r.zadd(k.audience("mind", "t:top-b"), {"U2": 2, "U3": 2})
+    ks = audience_keys(meta, k)
+    assert parse_audience(r.eval(AUDIENCE_SCRIPT, len(ks), *ks, 3)) == (3, ["U1", "U2", "U3"])
+    assert parse_audience(r.eval(AUDIENCE_SCRIPT, len(ks), *ks, 2)) == (3, None)
+    assert parse_audience(r.eval(AUDIENCE_SCRIPT, len(ks), *ks, 1))[1] is None
+    assert not r.exists(ks[0])  # the scratch union never stays
+
+
+@pytest.fixture(scope="module")
+def stack(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    with running_pipeline(kafka_bootstrap, redis_url, tmp_path_factory.mktemp("fanout")) as s:
+        producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+        yield {"s": s, "producer": producer, "redis": redis.Redis.from_url(redis_url),
+               "redis_url": redis_url, "base": f"http://{s.api_host}:{s.api_port}",
+               "headers": api_headers(s)}
+
+
+def _send(producer: Producer, topic: str, key: str, value: bytes) -> None:
+    producer.produce(topic, key=key.encode(), value=value)
+    assert producer.flush(10) == 0
+
+
+def stored_feed(r: redis.Redis, key: str | bytes) -> dict[str, Any]:
+    """A stored feed decoded as the worker wrote it ({} when missing); an interned feed's
+    item ordinals are resolved first (feedpipe/interning.py) when the module exists."""
+    raw = r.get(key)
+    if raw is None:
+        return {}
+    try:
+        return decode_feed(raw)
+    except FeedFormatError:
+        from feedpipe import feedstore, interning  # the memory work's item table
+
+        interning.ITEMS.sync(r.get(keys().item_gen()))
+        interning.resolve_sync(r, feedstore.feed_ordinals(raw))
+        return decode_feed(raw)
+
+
+def _stored_ids(r: redis.Redis, user: str) -> list[str]:
+    return [it["content_id"] for it in stored_feed(r, keys().feed(user)).get("items", [])]
+
+
+def test_fanout_then_celebrity_merge_then_unpublish(stack: dict[str, Any]) -> None:
+    s, producer, r = stack["s"], stack["producer"], stack["redis"]
+    k = keys()
+    a, b, c = (content_id("mind", n) for n in ("NFANA", "NFANB", "NFANC"))
+    # a first item, then the user's click on it registers their interests
+    _send(producer, "cms.raw", "mind:NFANA", news("NFANA", "fanoutsport", "fanoutleague",
+                                                    "Home team wins the league final"))
+    wait_until(lambda: r.exists(k.meta(a)), "item A materialised")
+    _send(producer, "reader.events", USER, click(USER, a))
+    wait_until(lambda: r.zscore(k.audience("mind", "c:fanoutsport"), USER), "audience registered")
+    drain(s.kafka_bootstrap, s.app_id)
+    wait_feeds_converged(stack["redis_url"])
+    assert b not in _stored_ids(r, USER)
+
+    # 1. small audience: B reaches the user's stored feed with no further event of the user
+    _send(producer, "cms.raw", "mind:NFANB", news("NFANB", "fanoutsport", "fanoutleague",
+                                                    "Coach signs a new contract with the club"))
+    wait_until(lambda: b in _stored_ids(r, USER), "B fanned out into the stored feed")
+    consumer = kafka_consumer(s.kafka_bootstrap)
+    consumer.subscribe(["reader.events"])
+    dec = codec("ReaderEvent").decode
+    fanned: list[dict[str, Any]] = []
+
+    def seen_fanout() -> bool:
+        for msg in consumer.consume(500, timeout=1.0):
+            if msg.error() is None and msg.value():
+                ev = dec(msg.value())
+                if ev["type"] == "fanout":
+                    fanned.append(ev)
+        return any(ev["content_id"] == b for ev in fanned)
+
+    try:
+        wait_until(seen_fanout, "the fanout record of B")
+    finally:
+        consumer.close()
+    assert [(ev["user_id"], ev["content_id"]) for ev in fanned] == [(USER, b)]
+
+    # 2. audience over the threshold: a celebrity, in no stored feed, merged when served
+    wide = {f"USYN{i:05d}": time.time() * 1000 for i in range(10_001)}
+    r.zadd(k.audience("mind", "c:fanoutceleb"), wide)
+    _send(producer, "cms.raw", "mind:NFANC", news("NFANC", "fanoutceleb", "fanoutglobal",
+                                                    "Global summit agrees on a new climate plan"))
+    wait_until(lambda: r.zscore(k.celebrity("mind"), c) is not None, "C classified celebrity")
+    version = int(stored_feed(r, k.feed(USER))["profile_version"])
+    _send(producer, "reader.events", USER, click(USER, b))  # the user is re-ranked after C
+    wait_until(lambda: stored_feed(r, k.feed(USER))["profile_version"] > version,
+               "the user's feed re-ranked")
+    for key in r.scan_iter(match=k.feed("*"), count=1000):
+        assert c not in {it["content_id"] for it in stored_feed(r, key)["items"]}, key
+    with httpx.Client(base_url=stack["base"], headers=stack["headers"], timeout=10) as client:
+
+        def served() -> dict[str, Any]:
+            got = client.get(f"/v1/feeds/{USER}", params={"limit": 100, "explain": "true"})
+            assert got.status_code == 200, got.text
+            return {it["content_id"]: it for it in got.json()["items"]}
+
+        item = wait_until(lambda: served().get(c), "C merged into the served feed")
+        assert item["explain"]["source"] == "celebrity"
+        assert item["explain"]["weight_set"] and item["explain"]["score"] > 0
+        # 3. unpublishing the celebrity takes it out of the served feed
+        _send(producer, "cms.raw", "mind:NFANC", news("NFANC", "fanoutceleb", "fanoutglobal",
+                                                        "", delete=True))
+        wait_until(lambda: c not in served(), "C left the served feed")
+        assert r.zscore(k.celebrity("mind"), c) is None
+
