@@ -545,6 +545,11 @@ class ClickPath:
                 metrics.observe_click_to_feed((now_ms - (ms(rec["occurred_at"]) or 0)) / 1000)
         if self.publish:
             deliveries += await self._publish(profiles, {u: feeds[u] for u in changed})
+            # users whose records in this batch were all at or below the watermark (applied
+            # before a crash that kept their outputs from being sent): send their stored state
+            # again, as a wholly redelivered batch does
+            stale = {rec["user_id"] for off, rec in decoded if off <= wm}
+            deliveries += await self._republish(sorted(stale - set(profiles) - set(erased)))
         res.pending_items = sorted(pending)
         deliveries += await self._close_pending_race(res.pending_items)
         return res, deliveries

@@ -412,3 +412,28 @@ def test_dlq_records_and_tombstones_are_acknowledged_before_the_watermark_moves(
     assert redis_client.get(wm_key) == b"104"
     later = [wm for t, v, wm in seen if t == "profiles.updated" and v is not None]
     assert later and all(wm == b"104" for wm in later)  # outputs follow the transaction
+
+
+def test_mixed_redelivery_republishes_users_whose_records_were_all_applied(
+    kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
+) -> None:
+    """A crash after the EXEC but before the outputs were sent, then a redelivery batch that
+    mixes those offsets with new ones: the users of the already-applied offsets get their stored
+    profile and feed sent again (found by the fault suite's worker-kill scenario: the compacted
+    profiles.updated lagged behind Redis for those users)."""
+    (item,) = seed_catalogue(redis_client, ["sports"])
+    early, late_user = f"U{uuid.uuid4().hex[:8]}", f"U{uuid.uuid4().hex[:8]}"
+    first = records(early, [reader(early, "click", item, T0)], 0, partition=2)
+    second = records(late_user, [reader(late_user, "click", item, T0)], 1, partition=2)
+
+    async def crashed(path: Any, sent: Sent) -> None:
+        await apply(path, first)  # applied in Redis; its outputs "lost" (publish=False)
+
+    async def redelivered(path: Any, sent: Sent) -> None:
+        res = await apply(path, first + second)
+        assert res.skipped_offsets == 1 and res.users == 1
+
+    asyncio.run(with_path(kafka_bootstrap, crashed, publish=False))
+    sent = asyncio.run(with_path(kafka_bootstrap, redelivered))
+    profiles = {k_.decode() for t, k_, v in sent if t == "profiles.updated" and v}
+    assert profiles == {early, late_user}
