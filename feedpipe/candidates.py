@@ -4,12 +4,16 @@ Candidate generation picks, per user, the items worth scoring from several sourc
 two-stage recommenders do (Covington, Adams, Sargin: "Deep Neural Networks for YouTube
 Recommendations", RecSys 2016: candidate generation, then ranking):
 
-* **fresh**: items of the user's candidate brands published within ``fresh_hours`` of the
-  user's reference time (their last event);
+* **fresh**: items of the user's candidate brands published (or, without a publication time,
+  added to the catalogue) within ``fresh_hours`` before the user's reference time (their last
+  event); items newer than the reference time are fresh too;
 * **trending**: the ``trending_k`` items with the highest time-decayed click counts per brand
   (the ``fp:trending:{brand}:{epoch}`` zsets the click path maintains);
 * **affinity**: items sharing a category or a topic with the user's ``top_affinities``
-  strongest categories/topics.
+  strongest categories/topics (ties at the cut kept: :func:`top_columns`).
+
+:func:`feedpipe.rankers.rank_users` scores only the candidates (the pipeline's click path passes
+:class:`CandidateInputs`); each feed item carries the names of its sources (``sources``).
 
 Items the user already read are excluded from every source. An item can come from several
 sources; :func:`sources_of` names them (the feed item's explanation carries them).
@@ -23,6 +27,7 @@ idea reduced to a hard cap: Carbonell, Goldstein, SIGIR 1998).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -41,12 +46,27 @@ FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
+class CandidateInputs:
+    """What candidate generation needs besides the catalogue and the profiles.
+
+    Attributes:
+        spec: windows and sizes (``ranking.candidates`` of topology.yaml).
+        trending: brand -> content ids of its trending list, best first (the worker reads
+            the top ``spec.trending_k`` of ``fp:trending:{brand}:{epoch}``, current epoch).
+    """
+
+    spec: CandidateSpec
+    trending: Mapping[str, Sequence[str]]
+
+
+@dataclass(frozen=True, slots=True)
 class CandidateSpec:
     """Candidate generation and diversity parameters (``ranking.candidates`` in topology.yaml).
 
     Attributes:
         fresh_hours: freshness window of the *fresh* source, hours before the user's reference
-            time (items without a publication time are never fresh).
+            time, on the item's publication time, or the time it entered the catalogue when
+            the source gives none (:attr:`feedpipe.ranking.CandidateMatrix.fresh_at`).
         trending_k: items taken from the top of each brand's trending list.
         top_affinities: strongest categories and topics (each) of the user whose items are
             candidates.
@@ -60,17 +80,33 @@ class CandidateSpec:
 
 
 def top_columns(shares: FloatArray, n: int) -> BoolArray:
-    """(m, C) bool: for each row of ``shares`` (m users x C categories or topics), the ``n``
-    largest strictly positive columns (fewer when a row has fewer positive values)."""
+    """(m, C) bool: for each row of ``shares`` (m users x C categories or topics), the columns
+    whose strictly positive value is at least the row's ``n``-th largest value: the ``n``
+    largest, plus every column tied with the ``n``-th (so the choice never depends on column
+    order; :func:`top_labels_with_ties` is the same rule on a mapping)."""
     m, c = shares.shape
     out = np.zeros((m, c), dtype=bool)
-    if n <= 0 or c == 0:
+    if n <= 0 or c == 0 or m == 0:
         return out
     k = min(n, c)
-    idx = np.argpartition(-shares, k - 1, axis=1)[:, :k]
-    rows = np.arange(m)[:, None]
-    out[rows, idx] = True
-    return out & (shares > 0)
+    kth = -np.partition(-shares, k - 1, axis=1)[:, k - 1]
+    return (shares >= kth[:, None]) & (shares > 0)
+
+
+def kth_share(values: Mapping[str, float], n: int) -> float:
+    """The ``n``-th largest value of ``values`` (its smallest when it has fewer; +inf when
+    empty or ``n`` <= 0, so nothing passes ``>=``)."""
+    if n <= 0 or not values:
+        return math.inf
+    ranked = sorted(values.values(), reverse=True)
+    return ranked[min(n, len(ranked)) - 1]
+
+
+def top_labels_with_ties(values: Mapping[str, float], n: int) -> set[str]:
+    """Labels whose strictly positive value is at least the ``n``-th largest value (ties at the
+    cut all kept): :func:`top_columns` for one user's shares as a mapping."""
+    kth = kth_share(values, n)
+    return {lab for lab, v in values.items() if v > 0 and v >= kth}
 
 
 def candidate_sources(
@@ -84,19 +120,25 @@ def candidate_sources(
     ref_ms: FloatArray,
     trending_rows: Sequence[int],
     spec: CandidateSpec,
+    kth_cat: FloatArray | None = None,
+    kth_topic: FloatArray | None = None,
 ) -> IntArray:
     """Per user and item, the bit set of the sources that propose the item (0 = not a candidate).
 
     Args:
         item_cat / item_topic: (n items x C) / (n x T) one-hot matrices of the catalogue
             (:class:`feedpipe.ranking.CandidateMatrix` ``cat`` / ``topic``).
-        published_ms: (n,) publication times in ms (NaN when unknown).
+        published_ms: (n,) publication (or catalogue entry) times in ms; NaN: never fresh.
         allowed: (m users x n) items the user may see: candidate brands, not already read.
         share_cat / share_topic: (m x C) / (m x T) the users' normalised affinity shares.
         ref_ms: (m,) each user's reference time in ms (their last event).
         trending_rows: catalogue rows of the trending items (the top ``trending_k`` of each
             brand, already cut).
         spec: windows and sizes.
+        kth_cat / kth_topic: (m,) each user's ``top_affinities``-th largest share over *all*
+            their labels (:func:`kth_share`), when some of their labels are not columns of
+            the catalogue; None: taken from ``share_cat`` / ``share_topic``
+            (:func:`top_columns`).
 
     Returns:
         (m, n) int64 of :data:`FRESH` | :data:`TRENDING` | :data:`AFFINITY` bits, 0 where the
@@ -114,8 +156,14 @@ def candidate_sources(
         trend = np.zeros(n, dtype=bool)
         trend[np.asarray(trending_rows, dtype=np.int64)] = True
         out |= np.where(trend[None, :], TRENDING, 0)
-    top_cat = top_columns(share_cat, spec.top_affinities).astype(np.float64)
-    top_topic = top_columns(share_topic, spec.top_affinities).astype(np.float64)
+    if kth_cat is None:
+        top_cat = top_columns(share_cat, spec.top_affinities).astype(np.float64)
+    else:
+        top_cat = ((share_cat >= kth_cat[:, None]) & (share_cat > 0)).astype(np.float64)
+    if kth_topic is None:
+        top_topic = top_columns(share_topic, spec.top_affinities).astype(np.float64)
+    else:
+        top_topic = ((share_topic >= kth_topic[:, None]) & (share_topic > 0)).astype(np.float64)
     matches = (top_cat @ item_cat.T > 0) | (top_topic @ item_topic.T > 0)
     out |= np.where(matches, AFFINITY, 0)
     return np.where(allowed, out, 0)

@@ -15,7 +15,8 @@ Three parts, all pure except the Lua text run by the callers:
 * **Fan-out on write** (enrich): a newly materialised item's audience is the union of its
   brand's facet sets for its categories and topics (:data:`AUDIENCE_SCRIPT`, one atomic call
   that never ships a celebrity-sized member list). Audience <= ``fanout.celebrity_audience``:
-  one ``fanout`` reader event per member (:func:`fanout_event`); larger: the item is a
+  one ``fanout`` reader event per member and enrich batch (:func:`fanout_events`, coalesced:
+  a user reached by several items of a batch gets one); larger: the item is a
   *celebrity* (``fp:celebrity:{brand}``), left out of the stored feeds and merged at read time.
 * **Read-time merge** (read endpoint): the click path stores a small *digest* of the user in the
   feed document (:func:`digest`, < ~200 bytes); the read endpoint scores its cached celebrity
@@ -179,18 +180,44 @@ def is_celebrity(audience_size: int, spec: FanoutSpec) -> bool:
     return audience_size > spec.celebrity_audience
 
 
-def fanout_event(user_id: str, content_id: str, content_hash: str, at: Any) -> dict[str, Any]:
-    """The ``fanout`` ReaderEvent (schemas/reader_event.avsc) pushing ``content_id`` to one
-    user; event id deterministic in (user, item, content version): ``sha256("fanout" \\x1f user
-    \\x1f item \\x1f content_hash)``. ``at``: a datetime (the time of the fan-out)."""
-    return {
-        "event_id": make_event_id("fanout", user_id, content_id, content_hash),
-        "type": "fanout",
-        "user_id": user_id,
-        "content_id": content_id,
-        "occurred_at": at,
-        "origin": "live",
-    }
+def fanout_events(
+    fanout: Mapping[str, tuple[Sequence[str], str]], at: Any
+) -> list[dict[str, Any]]:
+    """The ``fanout`` ReaderEvents (schemas/reader_event.avsc) of one enrich batch, coalesced:
+    **one record per audience user**, however many of the batch's items reach that user.
+
+    The click path re-ranks the user's whole feed on any ``fanout`` record, so one record per
+    user carries the same effect as one per (item, user) at a fraction of the records and
+    re-ranks (a batch of 32 items whose audiences overlap: ~600 users each gave 20,276 records
+    before, at most the distinct users now).
+
+    Args:
+        fanout: content_id -> (audience user ids, content_hash), as
+            :func:`streams.enrich.materialise` fills it.
+        at: a datetime, the time of the fan-out.
+
+    Returns:
+        Records sorted by user id: ``content_id`` = the smallest of the user's items (the
+        others are not named); ``event_id`` deterministic in (user, every (item, content
+        version) pair of the user): ``sha256("fanout" \x1f user \x1f item:hash ...)``, so a
+        redelivered enrich batch yields the same ids.
+    """
+    per_user: dict[str, list[str]] = {}
+    for cid in sorted(fanout):
+        members, content_hash = fanout[cid]
+        for user in members:
+            per_user.setdefault(user, []).append(f"{cid}:{content_hash}")
+    return [
+        {
+            "event_id": make_event_id("fanout", user, *pairs),
+            "type": "fanout",
+            "user_id": user,
+            "content_id": pairs[0].split(":", 1)[0],
+            "occurred_at": at,
+            "origin": "live",
+        }
+        for user, pairs in sorted(per_user.items())
+    ]
 
 
 # -- the digest (click path) and the pseudo profile (read endpoint) -------------------------

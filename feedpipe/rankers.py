@@ -44,6 +44,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,14 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from feedpipe.candidates import diversify
+from feedpipe.candidates import (
+    CandidateInputs,
+    candidate_sources,
+    diversify,
+    kth_share,
+    sources_of,
+    trending_rows,
+)
 from feedpipe.errors import ConfigError
 from feedpipe.ranking import HOUR_MS, CandidateMatrix, Meta, affinity_at, top_rows
 from feedpipe.topology import (
@@ -447,6 +455,13 @@ def _category_column(matrix: CandidateMatrix, brand: str, spec: EditorialSpec) -
     return got
 
 
+@cache
+def _source_names(bits: int) -> list[str]:
+    """:func:`feedpipe.candidates.sources_of`, one shared list per bit set (the compact feed
+    store groups items by the identity of their descriptive values)."""
+    return sources_of(bits)
+
+
 def rank_users(
     profiles: Sequence[Mapping[str, Any]],
     matrix: CandidateMatrix,
@@ -454,6 +469,7 @@ def rank_users(
     ranking: RankingSpec,
     config: RankingConfig,
     chunk: int = 512,
+    sources: CandidateInputs | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Rank each profile's candidates with the ranker and weights serving it; feed items out.
 
@@ -473,6 +489,10 @@ def rank_users(
         matrix: the candidate matrix; ``stats``: content_id -> (impressions, clicks).
         ranking: topology ``ranking`` (feed size, half-lives, priors).
         config: the weights in force (:meth:`WeightsRegistry.current`).
+        sources: candidate generation (feedpipe/candidates.py): only the items a source
+            proposes (fresh, trending, top affinities; ``matrix.fresh_at`` is the fresh
+            source's clock) are scored, and each item carries ``sources`` (their names, e.g.
+            ``["fresh", "affinity"]``). None: every allowed item is scored, no ``sources``.
 
     Returns:
         Per profile, the feed items: ``{"content_id", "brand", "rank", "score", <the ranker's
@@ -497,6 +517,11 @@ def rank_users(
     editorial = config.rankers.editorial
     bias = bias_match(np.full(n, editorial.default_bias), 0.5)
     weights_dicts: dict[str, dict[str, float]] = {}  # one shared mapping per weight set
+    trend_rows = (
+        trending_rows(matrix.index, sources.trending, sources.spec.trending_k)
+        if sources is not None
+        else []
+    )
     results: list[list[dict[str, Any]]] = []
     for lo in range(0, len(profiles), chunk):
         part = profiles[lo : lo + chunk]
@@ -544,6 +569,24 @@ def rank_users(
                     cat = cat_cols[code] = _category_column(matrix, brand_names[code], editorial)
                 s = ws["category"] * cat + ws["bias"] * bias + ws["freshness"] * fresh[idx]
             score[idx] = np.where(col_masks[code], s, score[idx])
+        bits: npt.NDArray[np.int64] | None = None
+        if sources is not None:
+            cs = sources.spec
+            shares = [affinity_at(p, 0) for p in part]
+            bits = candidate_sources(
+                item_cat=matrix.cat,
+                item_topic=matrix.topic,
+                published_ms=matrix.fresh_at,
+                allowed=allowed,
+                share_cat=s_cat,
+                share_topic=s_top,
+                ref_ms=refs,
+                trending_rows=trend_rows,
+                spec=cs,
+                kth_cat=np.array([kth_share(x["category"], cs.top_affinities) for x in shares]),
+                kth_topic=np.array([kth_share(x["topic"], cs.top_affinities) for x in shares]),
+            )
+            allowed = np.asarray(bits > 0)
         score = np.where(allowed, score, -np.inf)
         cap = ranking.max_per_category
         for row in range(m):
@@ -583,6 +626,8 @@ def rank_users(
                     item["category"] = float(cat_cols[code][i])
                     item["bias"] = float(bias[i])
                     item["freshness"] = float(fresh[row, i])
+                if bits is not None:
+                    item["sources"] = _source_names(int(bits[row, i]))
                 item.update(
                     weights=wd,
                     ranker=a.weights.ranker,

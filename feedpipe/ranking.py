@@ -33,9 +33,12 @@ import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from feedpipe.topology import ProfilesSpec, RankingSpec, Weights
+
+if TYPE_CHECKING:
+    from feedpipe.candidates import CandidateInputs
 
 HOUR_MS = 3_600_000
 # Rebase the landmark before 2 ** ((t - L) / H) gets near float64's range (2 ** 1023).
@@ -447,6 +450,8 @@ def rank(
     candidates: Sequence[Meta],
     stats: Mapping[str, tuple[int, int]],
     spec: RankingSpec,
+    sources: CandidateInputs | None = None,
+    added_ms: Mapping[str, float] | None = None,
 ) -> list[Scored]:
     """Rank ``candidates`` for ``profile``; return the top ``spec.feed_size``.
 
@@ -455,6 +460,14 @@ def rank(
         candidates: items of the brands the user reads (already filtered for status).
         stats: content_id -> (impressions, clicks) of live events; missing means (0, 0).
         spec: topology ``ranking`` section.
+        sources: candidate generation (feedpipe/candidates.py); None scores every candidate.
+        added_ms: content_id -> catalogue entry time (ms), the fresh source's clock for items
+            without a publication time.
+
+    With ``sources``, only items proposed by a source are scored: fresh (published, else
+    added, at most ``fresh_hours`` before the user's last event), in the first ``trending_k``
+    ids of their brand's trending list, or sharing a category / topic with the user's top
+    ``top_affinities`` shares (ties at the cut kept).
 
     Items already read (in ``recent_reads``) are excluded. Order: score descending, then
     content_id ascending, so equal scores rank deterministically; with
@@ -467,9 +480,12 @@ def rank(
     shares = affinity_at(profile, profile.get("last_seen") or 0)
     ref = profile.get("last_seen") or 0
     read = {r["content_id"] for r in profile.get("recent_reads", [])}
+    proposed = (
+        None if sources is None else _proposed(shares, ref, candidates, sources, added_ms or {})
+    )
     out: list[Scored] = []
     for m in candidates:
-        if m.content_id in read:
+        if m.content_id in read or (proposed is not None and m.content_id not in proposed):
             continue
         w = spec.weights_for(m.brand)
         imps, clicks = stats.get(m.content_id, (0, 0))
@@ -494,6 +510,32 @@ def rank(
     return [out[i] for i in keep]
 
 
+def _proposed(
+    shares: Mapping[str, Mapping[str, float]],
+    ref: float,
+    candidates: Sequence[Meta],
+    sources: CandidateInputs,
+    added_ms: Mapping[str, float],
+) -> set[str]:
+    """Ids of ``candidates`` some candidate source proposes (reference for
+    :func:`feedpipe.candidates.candidate_sources`)."""
+    from feedpipe.candidates import top_labels_with_ties
+
+    spec = sources.spec
+    trending = {cid for ids in sources.trending.values() for cid in ids[: spec.trending_k]}
+    top_c = top_labels_with_ties(shares["category"], spec.top_affinities)
+    top_t = top_labels_with_ties(shares["topic"], spec.top_affinities)
+    out: set[str] = set()
+    for m in candidates:
+        at = m.published_at if m.published_at is not None else added_ms.get(m.content_id)
+        fresh = at is not None and (ref - at) / HOUR_MS <= spec.fresh_hours
+        if fresh or m.content_id in trending or top_c & set(m.categories) or top_t & set(
+            m.topics
+        ):
+            out.add(m.content_id)
+    return out
+
+
 def candidate_brands(profile: Mapping[str, Any], spec: RankingSpec) -> list[str]:
     """Brands whose catalogue feeds this user: the brands they clicked, else the default brand."""
     brands = sorted(b for b, n in profile.get("brands", {}).items() if n > 0)
@@ -509,9 +551,15 @@ class CandidateMatrix:
 
     Args:
         metas: the catalogue's items.
+        added_ms: content_id -> when the item entered the catalogue (epoch ms, the
+            ``fp:catalogue:{brand}`` score); only used for items without a publication time.
+
+    Attributes (besides the one-hot ``cat`` / ``topic`` matrices): ``published`` (n,) epoch ms
+    or NaN; ``fresh_at`` (n,) the publication time, else the catalogue entry time, else NaN:
+    the time the *fresh* candidate source measures age on (feedpipe/candidates.py).
     """
 
-    def __init__(self, metas: Sequence[Meta]) -> None:
+    def __init__(self, metas: Sequence[Meta], added_ms: Mapping[str, float] | None = None) -> None:
         import numpy as np
 
         self.metas = sorted(metas, key=lambda m: m.content_id)
@@ -535,6 +583,15 @@ class CandidateMatrix:
         ]
         self.published = np.array(
             [np.nan if m.published_at is None else float(m.published_at) for m in self.metas]
+        )
+        added = added_ms or {}
+        self.fresh_at = np.array(
+            [
+                float(m.published_at)
+                if m.published_at is not None
+                else float(added.get(m.content_id, np.nan))
+                for m in self.metas
+            ]
         )
 
     def __len__(self) -> int:

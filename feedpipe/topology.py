@@ -92,6 +92,17 @@ class Weights(_Strict):
         return {"a": self.a, "b": self.b, "c": self.c}
 
 
+class CandidatesSpec(_Strict):
+    """Candidate generation (feedpipe/candidates.py, docs/ranking.md "Candidate generation"):
+    ``fresh_hours`` window of the fresh source (hours before the user's last event),
+    ``trending_k`` items of each brand's trending list, ``top_affinities`` strongest
+    categories and topics (each) of the user whose items are candidates."""
+
+    fresh_hours: float = Field(default=48.0, gt=0)
+    trending_k: int = Field(default=50, ge=0)
+    top_affinities: int = Field(default=5, ge=0)
+
+
 class RankingSpec(_Strict):
     """Ranking parameters (hours, counts) and per-brand weights (key 'default' required)."""
 
@@ -108,6 +119,8 @@ class RankingSpec(_Strict):
     """Diversity: at most this many items of one primary category in a feed, 0 = no cap
     (feedpipe/candidates.py ``diversify``; docs/ranking.md)."""
     weights: dict[str, Weights]
+    candidates: CandidatesSpec | None = None
+    """Candidate generation; None: every catalogue item of the user's brands is scored."""
     feed_format: Literal["json", "compact"] = "compact"
     """How fp:feed:{user} is stored (feedpipe/feedstore.py): JSON or the compact binary form."""
 
@@ -250,9 +263,14 @@ class FanoutSpec(_Strict):
     categories / topics are their interests (audience membership and the feed's digest).
     ``audience_refresh_hours``: an unchanged registration is re-stamped (its score, wall-clock
     ms) at most this often, so idle members can be trimmed after ``profiles.ttl_days``.
+    ``max_age_hours``: only items published at most this many hours before their
+    materialisation are fanned out (a backfill or re-publish of old articles is not pushed
+    into feeds; those items reach feeds at the users' next re-rank). Items without a
+    publication time count as new.
     """
 
     celebrity_audience: int = Field(default=10_000, ge=0)
+    max_age_hours: float = Field(default=48.0, gt=0)
     interest_categories: int = Field(default=3, ge=0, le=16)
     interest_topics: int = Field(default=3, ge=0, le=16)
     audience_refresh_hours: float = Field(default=24.0, gt=0)

@@ -151,7 +151,8 @@ SCHEMAS: Json = {
                 "description": (
                     "score breakdown: for personalised items every explanation field the "
                     "ranker stored (score, affinity, recency, engagement, weights, and e.g. "
-                    "ranker, weight_version, arm) plus feed_rank; for fallback items the level"
+                    "ranker, weight_version, arm, and sources: the candidate sources that "
+                    "proposed the item) plus feed_rank; for fallback items the level"
                 ),
                 "additionalProperties": True,
             },

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from faust.types import EventT, StreamT
 
+from feedpipe.candidates import CandidateInputs, CandidateSpec
 from feedpipe.codec import codec
 from feedpipe.fanout import digest
 from feedpipe.feedstore import FeedFormatError, decode_feed, encode_feed
@@ -71,6 +72,7 @@ class Catalogue:
         self.removed: set[str] = set()
         self.stats_version: int | None = None
         self.stats: dict[str, tuple[int, int]] = {}
+        self.trending: dict[str, list[str]] = {}
         self.last_batch_at = 0.0
         self.stats_loaded_at = 0.0
 
@@ -84,9 +86,13 @@ class Catalogue:
         stats_version = int(sv or 0)
         if cat_version != self.version:
             ids: list[str] = []
+            added: dict[str, float] = {}  # catalogue score: published, else first materialised
             celebrities: set[str] = set()
             for brand in sorted(await _brands()):
-                ids += [as_str(x) for x in await r.zrange(k.catalogue(brand), 0, -1)]
+                got: list[Any] = await r.zrange(k.catalogue(brand), 0, -1, withscores=True)
+                for x, at in got:
+                    ids.append(as_str(x))
+                    added[ids[-1]] = float(at)
                 celebrities |= {as_str(x) for x in await r.zrange(k.celebrity(brand), 0, -1)}
             if self.version is not None:
                 self.removed |= {m.content_id for m in self.matrix.metas} - set(ids)
@@ -94,7 +100,7 @@ class Catalogue:
             ids = [i for i in ids if i not in celebrities]
             raw = await r.mget([k.meta(i) for i in ids]) if ids else []
             metas = [Meta.from_json(orjson.loads(m)) for m in raw if m]
-            self.matrix = await in_thread(CandidateMatrix, metas)
+            self.matrix = await in_thread(CandidateMatrix, metas, added)
             self.version = cat_version
             self.stats_version = None
         stale = time.monotonic() - self.stats_loaded_at >= stats_max_age_s
@@ -109,6 +115,32 @@ class Catalogue:
             }
             self.stats_version = stats_version
             self.stats_loaded_at = time.monotonic()
+            self.trending = await _trending(sorted({m.brand for m in self.matrix.metas}))
+
+    def sources(self) -> CandidateInputs | None:
+        """Candidate generation inputs for :func:`feedpipe.rankers.rank_users` (topology
+        ``ranking.candidates``; None when it is not configured: every item is scored)."""
+        spec = topology().ranking.candidates
+        if spec is None:
+            return None
+        return CandidateInputs(CandidateSpec(**spec.model_dump()), self.trending)
+
+
+async def _trending(brands: list[str]) -> dict[str, list[str]]:
+    """brand -> the top ``ranking.candidates.trending_k`` ids of its newest trending epoch
+    (``fp:trending:{brand}:{epoch}``, the zsets the click path writes), best first."""
+    spec = topology().ranking.candidates
+    if spec is None or spec.trending_k <= 0 or not brands:
+        return {}
+    r = redis_client()
+    k = keys()
+    epochs = await r.mget([k.trending_epoch(b) for b in brands])
+    out: dict[str, list[str]] = {}
+    for brand, epoch in zip(brands, epochs, strict=True):
+        if epoch is not None:
+            got = await r.zrevrange(k.trending(brand, int(epoch)), 0, spec.trending_k - 1)
+            out[brand] = [as_str(x) for x in got]
+    return out
 
 
 async def _brands() -> set[str]:
@@ -127,8 +159,10 @@ REGISTRY = WeightsRegistry()
 
 _AVRO_ITEM = frozenset(
     ("content_id", "brand", "rank", "score", "weights", "ranker", "weight_set",
-     "weight_version", "arm", "experiment")
+     "weight_version", "arm", "experiment", "sources")
 )
+"""Feed item fields that are not score components (``sources``: candidate sources, kept in
+Redis and the API's explanation only; not a UserFeed field)."""
 _AFFINITY = ("affinity", "recency", "engagement")
 
 
@@ -223,6 +257,8 @@ async def rank_and_store(
         CATALOGUE.stats,
         spec,
         REGISTRY.current(),
+        512,
+        CATALOGUE.sources(),
     )
     docs = [
         feed_json(u, p, items, stats_version) for (u, p), items in zip(todo, ranked, strict=True)

@@ -261,7 +261,8 @@ def test_feeds_agent_ranks_and_stores(stages: Any, sent: Sent, redis_client: red
                 }
             ),
         )
-        redis_client.zadd(k.catalogue("mind"), {cid: i})
+        # added to the catalogue just before the user's last event: fresh candidates
+        redis_client.zadd(k.catalogue("mind"), {cid: 1_573_387_100_000 + i})
     redis_client.incr(k.catalogue_version())
     p = new_profile("U5", 0, topology().profiles)
     p.update(

@@ -93,7 +93,9 @@ def seed_catalogue(r: redis.Redis, categories: list[str]) -> list[str]:
             "published_at": None,
         }
         r.set(k.meta(cid), orjson.dumps(meta))
-        r.zadd(k.catalogue("mind"), {cid: i})
+        # catalogue score = when the item was added (the enrich stage's clock): at T0, so the
+        # items are fresh candidates for events around T0 (feedpipe/candidates.py)
+        r.zadd(k.catalogue("mind"), {cid: T0.timestamp() * 1000 + i})
     r.incr(k.catalogue_version())
     return ids
 

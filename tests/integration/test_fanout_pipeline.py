@@ -89,6 +89,41 @@ def test_audience_script_switches_by_size(redis_url: str) -> None:
     assert not r.exists(ks[0])  # the scratch union never stays
 
 
+def test_backfilled_items_are_not_fanned_out(redis_url: str) -> None:
+    """materialise() on real Redis: of two new items with the same audience, the one published
+    now is fanned out, the one published 10 days ago (a backfill, > fanout.max_age_hours) is
+    only materialised; both are in the catalogue and neither is a celebrity."""
+    import asyncio
+
+    from streams import runtime
+    from streams.enrich import materialise
+
+    r = redis.Redis.from_url(redis_url)
+    k = keys()
+    r.flushdb()
+    r.zadd(k.audience("mind", "c:backfillcat"), {"UB1": 1, "UB2": 1})
+    now_ms = int(time.time() * 1000)
+
+    def doc(nid: str, published_ms: int) -> dict[str, Any]:
+        return {
+            "content_id": content_id("mind", nid), "brand": "mind", "status": "published",
+            "categories": ["backfillcat"], "topics": [], "published_at": published_ms,
+            "updated_at": published_ms, "enriched_at": now_ms, "content_hash": "h-" + nid,
+        }
+
+    new, old = doc("NBFNEW", now_ms - 60_000), doc("NBFOLD", now_ms - 10 * 86_400_000)
+    fanout: dict[str, tuple[list[str], str]] = {}
+    runtime.redis_client.cache_clear()
+    try:
+        published = asyncio.run(materialise([new, old], fanout))
+    finally:
+        runtime.redis_client.cache_clear()
+    assert sorted(published) == sorted([new["content_id"], old["content_id"]])
+    assert fanout == {new["content_id"]: (["UB1", "UB2"], "h-NBFNEW")}
+    assert r.zscore(k.catalogue("mind"), old["content_id"]) is not None
+    assert not r.zcard(k.celebrity("mind"))
+
+
 @pytest.fixture(scope="module")
 def stack(
     kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory

@@ -164,3 +164,26 @@ def test_merge_orders_by_score_caps_categories_and_keeps_the_feed_size() -> None
     assert merge(stored, stored_primary, [], [], 100, 30) == [
         {**e, "rank": i + 1} for i, e in enumerate(stored)
     ]
+
+
+def test_fanout_events_coalesce_one_record_per_user() -> None:
+    """Three items of a batch whose audiences overlap: one record per user, deterministic ids
+    over every (item, content version) reaching the user (a redelivery gives the same ids)."""
+    from datetime import UTC, datetime
+
+    from feedpipe.fanout import fanout_events
+
+    at = datetime(2026, 11, 24, tzinfo=UTC)
+    batch = {cid(2): (["U2", "U1"], "h2"), cid(1): (["U1"], "h1"), cid(3): (["U3", "U2"], "h3")}
+    got = fanout_events(batch, at)
+    assert [(ev["user_id"], ev["content_id"]) for ev in got] == [
+        ("U1", cid(1)), ("U2", cid(2)), ("U3", cid(3))
+    ]
+    assert all(ev["type"] == "fanout" and ev["occurred_at"] == at for ev in got)
+    assert [ev["event_id"] for ev in fanout_events(dict(reversed(batch.items())), at)] == [
+        ev["event_id"] for ev in got
+    ]
+    changed = fanout_events({**batch, cid(1): (["U1"], "h1-edited")}, at)
+    assert changed[0]["event_id"] != got[0]["event_id"]  # a new content version: a new record
+    assert changed[1:] == got[1:]
+    assert fanout_events({}, at) == []

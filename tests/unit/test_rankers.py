@@ -292,6 +292,37 @@ def test_rank_users_with_seed_weight_sets_agrees_with_the_pure_reference() -> No
             assert it["weight_set"] == want
 
 
+def test_candidate_generation_agrees_with_the_pure_reference_and_names_sources() -> None:
+    """With candidate generation on, rank_users scores only what the fresh, trending and
+    affinity sources propose, exactly as the reference does (ties at the top-affinity cut
+    included), and every item names its sources; the filter bites (feeds get shorter)."""
+    from feedpipe.candidates import CandidateInputs, CandidateSpec
+
+    profiles, matrix, stats = _world(40)
+    added = {m.content_id: float(T0 + (i % 7) * 24 * HOUR_MS) for i, m in enumerate(matrix.metas)}
+    matrix = CandidateMatrix(matrix.metas, added)
+    trending = {"mind": [m.content_id for m in matrix.metas[::37]]}
+    sources = CandidateInputs(CandidateSpec(fresh_hours=12, trending_k=8, top_affinities=2),
+                              trending)
+    got = rank_users(profiles, matrix, stats, RANKING, _config(False), sources=sources)
+    full = rank_users(profiles, matrix, stats, RANKING, _config(False))
+    assert sum(map(len, got)) < sum(map(len, full))
+    names = {"fresh", "trending", "affinity"}
+    seen_sources: set[str] = set()
+    for p, items in zip(profiles, got, strict=True):
+        brands = sorted(p["brands"]) or [RANKING.default_brand]  # type: ignore[call-overload]
+        cands = [m for m in matrix.metas if m.brand in brands]
+        ref = rank(p, cands, stats, RANKING, sources, added)
+        assert [it["content_id"] for it in items] == [s.content_id for s in ref]
+        assert [it["score"] for it in items] == pytest.approx([s.score for s in ref])
+        for it in items:
+            assert it["sources"] and set(it["sources"]) <= names
+            seen_sources |= set(it["sources"])
+            if "trending" in it["sources"]:
+                assert it["content_id"] in trending["mind"][:8]
+    assert seen_sources == names
+
+
 def test_rank_users_serves_each_user_their_experiment_arm() -> None:
     from feedpipe.experiments import assign_arm
 
