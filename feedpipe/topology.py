@@ -114,7 +114,6 @@ class RankingSpec(_Strict):
     trending_epoch_hours: float = Field(gt=0)
     engagement_prior_clicks: float = Field(ge=0)
     engagement_prior_impressions: float = Field(gt=0)
-    candidate_window_hours: float = Field(gt=0)
     max_per_category: int = Field(default=0, ge=0)
     """Diversity: at most this many items of one primary category in a feed, 0 = no cap
     (feedpipe/candidates.py ``diversify``; docs/ranking.md)."""
