@@ -140,13 +140,17 @@ async def materialise(
 
     Fan-out on write (feedpipe/fanout.py; only with ``profiles.click_path: batch``, whose
     click path handles ``fanout`` events): for each item newly materialised or re-published
-    (no stored copy), its audience is computed *before* the transaction; an audience above
-    ``fanout.celebrity_audience`` makes it a celebrity (``fp:celebrity:{brand}`` ZADD in the
+    (no stored copy), or updated in place, its audience is computed *before* the
+    transaction (one Lua call per item, with the item's current celebrity status); an
+    audience above ``fanout.celebrity_audience`` makes it a celebrity (``fp:celebrity:{brand}`` ZADD in the
     same MULTI/EXEC as the catalogue write, so no worker ever ranks it into a stored feed),
     otherwise, when the item was published at most ``fanout.max_age_hours`` ago (or has no
     publication time), ``fanout[content_id] = (audience user ids, content_hash)`` is filled
-    for :func:`send_fanout`. Older items are a backfill: not pushed, they reach feeds at the
-    users' next re-rank. An unpublish also leaves the celebrity set.
+    for :func:`send_fanout` (new items only: an update is not pushed again). Older items are
+    a backfill: not pushed, they reach feeds at the users' next re-rank. An update whose
+    audience fell under the threshold leaves the celebrity set (it reaches stored feeds at the
+    users' next re-rank); one whose audience grew over it joins (the worker's catalogue reload
+    drops it from the stored feeds holding it). An unpublish also leaves the celebrity set.
     """
     r = redis_client()
     k = keys()
@@ -160,28 +164,34 @@ async def materialise(
         stored = orjson.loads(raw) if raw else None
         if newer(doc, stored):
             todo.append((cid, doc, stored is None))
-    fresh = [
-        meta_of(doc)
+    checked = [  # new or updated in place: (re)classified by audience size
+        (meta_of(doc), new)
         for _, doc, new in todo
-        if new and doc["status"] == "published" and fanout is not None
+        if doc["status"] == "published" and fanout is not None
         and topo.profiles.click_path == "batch"
     ]
     now_ms = datetime.now(UTC).timestamp() * 1000
     max_age = topo.fanout.max_age_hours * 3_600_000
     celebrities: set[str] = set()
-    if fresh:
+    was_celebrity: set[str] = set()  # updated items that were celebrities before
+    if checked:
         async with r.pipeline(transaction=False) as pipe:
-            for m in fresh:
+            for m, _new in checked:
                 keys_ = audience_keys(m, k)
                 pipe.eval(AUDIENCE_SCRIPT, len(keys_), *keys_, topo.fanout.celebrity_audience)
+                pipe.zscore(k.celebrity(m.brand), m.content_id)
             replies = await pipe.execute()
-        for m, reply in zip(fresh, replies, strict=True):
+        for (m, new), reply, score in zip(checked, replies[0::2], replies[1::2], strict=True):
+            if score is not None:
+                was_celebrity.add(m.content_id)
             size, members = parse_audience(reply)
             if members is None or is_celebrity(size, topo.fanout):
                 celebrities.add(m.content_id)
-                metrics.observe_celebrity(m.brand)
-                log.info("enrich: %s is a celebrity (audience %d users)", m.content_id, size)
-            elif members and fanout is not None and now_ms - (m.published_at or now_ms) <= max_age:
+                if m.content_id not in was_celebrity:
+                    metrics.observe_celebrity(m.brand)
+                    log.info("enrich: %s is a celebrity (audience %d users)", m.content_id, size)
+            elif new and members and now_ms - (m.published_at or now_ms) <= max_age:
+                assert fanout is not None  # checked is empty without it
                 fanout[m.content_id] = (members, latest[m.content_id]["content_hash"])
     published: list[str] = []
     if todo:
@@ -199,6 +209,9 @@ async def materialise(
                 pipe.zadd(k.catalogue(doc["brand"]), {cid: at})
                 if cid in celebrities:
                     pipe.zadd(k.celebrity(doc["brand"]), {cid: at})
+                    pipe.incr(k.celebrity_version())
+                elif cid in was_celebrity:  # its audience shrank under the threshold
+                    pipe.zrem(k.celebrity(doc["brand"]), cid)
                     pipe.incr(k.celebrity_version())
                 published.append(cid)
             pipe.incr(k.catalogue_version())
@@ -292,7 +305,15 @@ async def enrich_agent(stream: StreamT[Any]) -> None:
         released = await until_redis_answers(
             "enrich: release pending clicks", release_pending, published
         )
-        fanned = await until_redis_answers("enrich: fan-out", send_fanout, fanout)
+        try:
+            fanned = await send_fanout(fanout)
+        except DeliveryError as exc:
+            # Kafka refused the fan-out 5 times: fail loudly (a Faust agent that raises has its
+            # events acked and carries on, faust-streaming/faust#315): the worker stops, and
+            # its supervisor restarts it once the broker is back
+            log.error("enrich: fan-out undeliverable; crashing the worker", exc_info=exc)
+            await app.crash(exc)
+            raise
         if fanned:
             log.info("enrich: fan-out of %d items: %d records", len(fanout), fanned)
         if released:

@@ -124,6 +124,52 @@ def test_backfilled_items_are_not_fanned_out(redis_url: str) -> None:
     assert not r.zcard(k.celebrity("mind"))
 
 
+def test_update_in_place_reclassifies_the_celebrity_status(redis_url: str) -> None:
+    """materialise() on real Redis: an item updated in place is classified again by audience
+    size (its categories moved to a huge audience: it becomes a celebrity; back: it leaves the
+    celebrity set), without a second fan-out; each move bumps fp:celebrity:version."""
+    import asyncio
+
+    from streams import runtime
+    from streams.enrich import materialise
+
+    r = redis.Redis.from_url(redis_url)
+    k = keys()
+    r.flushdb()
+    r.zadd(k.audience("mind", "c:smallcat"), {"US1": 1})
+    r.zadd(k.audience("mind", "c:hugecat"), {f"UH{i:05d}": 1 for i in range(10_001)})
+    now_ms = int(time.time() * 1000)
+
+    def doc(category: str, version: int) -> dict[str, Any]:
+        return {
+            "content_id": content_id("mind", "NRECLASS"), "brand": "mind", "status": "published",
+            "categories": [category], "topics": [], "published_at": now_ms,
+            "updated_at": now_ms + version, "enriched_at": now_ms, "content_hash": f"h{version}",
+        }
+
+    def run(d: dict[str, Any]) -> dict[str, tuple[list[str], str]]:
+        fanout: dict[str, tuple[list[str], str]] = {}
+        runtime.redis_client.cache_clear()
+        try:
+            asyncio.run(materialise([d], fanout))
+        finally:
+            runtime.redis_client.cache_clear()
+        return fanout
+
+    cid = content_id("mind", "NRECLASS")
+    assert run(doc("smallcat", 1)) == {cid: (["US1"], "h1")}  # new: fanned out
+    assert r.zscore(k.celebrity("mind"), cid) is None
+    v0 = int(r.get(k.celebrity_version()) or 0)
+    assert run(doc("hugecat", 2)) == {}  # updated into a huge audience: celebrity, no push
+    assert r.zscore(k.celebrity("mind"), cid) is not None
+    v1 = int(r.get(k.celebrity_version()) or 0)
+    assert v1 > v0
+    assert run(doc("smallcat", 3)) == {}  # back to a small audience: not pushed again
+    assert r.zscore(k.celebrity("mind"), cid) is None
+    assert int(r.get(k.celebrity_version()) or 0) > v1
+    assert r.zscore(k.catalogue("mind"), cid) is not None
+
+
 @pytest.fixture(scope="module")
 def stack(
     kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
