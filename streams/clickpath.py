@@ -360,6 +360,7 @@ class ClickPath:
                 pending: dict[str, set[str]] = defaultdict(set)
                 counted: list[tuple[dict[str, Any], bool]] = []  # (event, user is a bot)
                 late: list[tuple[int, dict[str, Any]]] = []
+                fanout_only: set[str] = set()  # re-ranked only: profile neither bumped nor sent
                 duplicates = 0
                 for u, raw in zip(uids, raw_profiles, strict=True):
                     evs = per_user[u]
@@ -377,7 +378,10 @@ class ClickPath:
                         # fan-out on write (feedpipe/fanout.py): no profile signal, the user is
                         # re-ranked below; a user without a profile (expired, erased) is skipped
                         evs = [(off, rec) for off, rec in evs if rec["type"] != "fanout"]
-                        if not evs and old is None:
+                        if not evs:
+                            if old is not None:  # profile unchanged: same version, not sent
+                                profiles[u] = old
+                                fanout_only.add(u)
                             continue
                     events = [reader_event(rec) for _, rec in evs]
                     p = old or new_profile(
@@ -427,6 +431,7 @@ class ClickPath:
                     CATALOGUE.stats,
                     rspec,
                     cfg,
+                    sources=CATALOGUE.sources(),
                 )
                 feeds = {
                     u: feed_json(u, profiles[u], items, stats_version)
@@ -544,7 +549,10 @@ class ClickPath:
             if rec["type"] == "click" and rec["content_id"] and rec["user_id"] in feeds:
                 metrics.observe_click_to_feed((now_ms - (ms(rec["occurred_at"]) or 0)) / 1000)
         if self.publish:
-            deliveries += await self._publish(profiles, {u: feeds[u] for u in changed})
+            deliveries += await self._publish(
+                {u: p for u, p in profiles.items() if u not in fanout_only},
+                {u: feeds[u] for u in changed},
+            )
             # users whose records in this batch were all at or below the watermark (applied
             # before a crash that kept their outputs from being sent): send their stored state
             # again, as a wholly redelivered batch does
@@ -620,13 +628,15 @@ class ClickPath:
     async def _publish(
         self, profiles: dict[str, Profile], feeds: dict[str, dict[str, Any]]
     ) -> list[Awaitable[Any]]:
-        """Send every profile of ``profiles`` and the feeds of ``feeds`` (a subset of users)."""
+        """Send every profile of ``profiles`` and every feed of ``feeds`` (user order)."""
         enc_p = codec("UserProfile").encode
         enc_f = codec("UserFeed").encode
         out: list[Awaitable[Any]] = []
-        for u in sorted(profiles):
+        for u in sorted(profiles.keys() | feeds.keys()):
             key = u.encode()
-            out.append(await self.send("profiles.updated", key, enc_p(profiles[u])))
+            profile = profiles.get(u)
+            if profile is not None:
+                out.append(await self.send("profiles.updated", key, enc_p(profile)))
             doc = feeds.get(u)
             if doc is not None:
                 out.append(await self.send("feeds.updated", key, enc_f(avro_feed(doc))))
@@ -845,15 +855,21 @@ async def run_consumer(
     *,
     publish: bool = True,
     on_batch: Callable[[list[BatchResult], float], None] | None = None,
+    producer_client: str = "librdkafka",
 ) -> None:
     """The click path's consume-apply-commit loop until ``stop`` is set.
 
     aiokafka consumer (group ``group``, manual commits, earliest offsets) and an idempotent
-    producer (acks=all). Each ``getmany`` batch is applied per partition, its output records'
-    deliveries awaited, then its offsets committed. ``on_batch(results, seconds)`` is called
-    after each batch (metrics, benchmark).
+    producer (acks=all): ``producer_client`` ``"librdkafka"`` (default,
+    :class:`streams.delivery.AsyncProducer`, confluent-kafka) or ``"aiokafka"``
+    (``AIOKafkaProducer``; kept for ``bench/bench_clicks.py``, which measures both). Each
+    ``getmany`` batch is applied per partition, its output records' deliveries awaited (a
+    failed delivery raises: nothing is committed), then its offsets committed.
+    ``on_batch(results, seconds)`` is called after each batch (metrics, benchmark).
     """
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from streams.delivery import AsyncProducer
 
     security = settings().aiokafka_config()  # TLS / SASL of the settings (empty: plaintext)
     consumer = AIOKafkaConsumer(
@@ -868,18 +884,29 @@ async def run_consumer(
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
     )
-    producer = AIOKafkaProducer(
-        **security,
-        bootstrap_servers=bootstrap,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=5,
-    )
+    producer: AIOKafkaProducer | AsyncProducer
+    if producer_client == "aiokafka":
+        producer = AIOKafkaProducer(
+            **security,
+            bootstrap_servers=bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+        )
+    elif producer_client == "librdkafka":
+        producer = AsyncProducer(bootstrap)  # same acks=all + idempotence, C send path
+    else:
+        raise ValueError(f"unknown producer client {producer_client!r}")
     await producer.start()
     await consumer.start()
 
-    async def send(topic_name: str, key: bytes, value: bytes | None) -> Awaitable[Any]:
-        return await producer.send(topic_name, key=key, value=value)
+    if isinstance(producer, AsyncProducer):
+        send: Send = producer.send
+    else:
+        aio = producer
+
+        async def send(topic_name: str, key: bytes, value: bytes | None) -> Awaitable[Any]:
+            return await aio.send(topic_name, key=key, value=value)
 
     path = ClickPath(send, publish=publish, strict=True)
     held_logged = 0.0

@@ -142,8 +142,9 @@ async def materialise(
     click path handles ``fanout`` events): for each item newly materialised or re-published
     (no stored copy), or updated in place, its audience is computed *before* the
     transaction (one Lua call per item, with the item's current celebrity status); an
-    audience above ``fanout.celebrity_audience`` makes it a celebrity (``fp:celebrity:{brand}`` ZADD in the
-    same MULTI/EXEC as the catalogue write, so no worker ever ranks it into a stored feed),
+    audience above ``fanout.celebrity_audience`` makes it a celebrity
+    (``fp:celebrity:{brand}`` ZADD in the same MULTI/EXEC as the catalogue write, so no worker
+    ever ranks it into a stored feed),
     otherwise, when the item was published at most ``fanout.max_age_hours`` ago (or has no
     publication time), ``fanout[content_id] = (audience user ids, content_hash)`` is filled
     for :func:`send_fanout` (new items only: an update is not pushed again). Older items are
