@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from feedpipe.topology import CandidatesSpec as CandidateSpec
+
 HOUR_MS = 3_600_000
 FRESH: int = 1
 TRENDING: int = 2
@@ -57,26 +59,6 @@ class CandidateInputs:
 
     spec: CandidateSpec
     trending: Mapping[str, Sequence[str]]
-
-
-@dataclass(frozen=True, slots=True)
-class CandidateSpec:
-    """Candidate generation and diversity parameters (``ranking.candidates`` in topology.yaml).
-
-    Attributes:
-        fresh_hours: freshness window of the *fresh* source, hours before the user's reference
-            time, on the item's publication time, or the time it entered the catalogue when
-            the source gives none (:attr:`feedpipe.ranking.CandidateMatrix.fresh_at`).
-        trending_k: items taken from the top of each brand's trending list.
-        top_affinities: strongest categories and topics (each) of the user whose items are
-            candidates.
-        per_category: at most this many items of one primary category in a feed (0 = no cap).
-    """
-
-    fresh_hours: float = 48.0
-    trending_k: int = 50
-    top_affinities: int = 5
-    per_category: int = 0
 
 
 def top_columns(shares: FloatArray, n: int) -> BoolArray:

@@ -199,7 +199,7 @@ def fanout_events(
     Returns:
         Records sorted by user id: ``content_id`` = the smallest of the user's items (the
         others are not named); ``event_id`` deterministic in (user, every (item, content
-        version) pair of the user): ``sha256("fanout" \x1f user \x1f item:hash ...)``, so a
+        version) pair of the user): ``sha256("fanout" \\x1f user \\x1f item:hash ...)``, so a
         redelivered enrich batch yields the same ids.
     """
     per_user: dict[str, list[str]] = {}

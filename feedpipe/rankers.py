@@ -160,8 +160,22 @@ def profile_shares(
     ``(s_cat, s_top)`` of shapes (m, n_categories) and (m, n_topics); labels absent from the
     matrix are ignored (they cannot match a candidate).
     """
-    s_cat = np.zeros((len(profiles), matrix.cat.shape[1]))
-    s_top = np.zeros((len(profiles), matrix.topic.shape[1]))
+    s_cat, s_top, _, _ = shares_and_cuts(profiles, matrix, 0)
+    return s_cat, s_top
+
+
+def shares_and_cuts(
+    profiles: Sequence[Mapping[str, Any]], matrix: CandidateMatrix, top: int
+) -> tuple[Array, Array, Array, Array]:
+    """:func:`profile_shares` plus, per profile, the ``top``-th largest category and topic
+    share over *all* its labels (:func:`feedpipe.candidates.kth_share`; +inf when ``top`` <= 0),
+    the cut of the affinity candidate source: ``(s_cat, s_top, kth_cat (m,), kth_top (m,))``.
+    One :func:`affinity_at` per profile."""
+    m = len(profiles)
+    s_cat = np.zeros((m, matrix.cat.shape[1]))
+    s_top = np.zeros((m, matrix.topic.shape[1]))
+    kth_cat = np.full(m, np.inf)
+    kth_top = np.full(m, np.inf)
     for row, profile in enumerate(profiles):
         shares = affinity_at(profile, 0)
         for key, v in shares["category"].items():
@@ -172,7 +186,10 @@ def profile_shares(
             j = matrix.topic_index.get(key)
             if j is not None:
                 s_top[row, j] = v
-    return s_cat, s_top
+        if top > 0:
+            kth_cat[row] = kth_share(shares["category"], top)
+            kth_top[row] = kth_share(shares["topic"], top)
+    return s_cat, s_top, kth_cat, kth_top
 
 
 def affinity_scores(s_cat: Array, s_top: Array, item_cat: Array, item_top: Array) -> Array:
@@ -526,7 +543,8 @@ def rank_users(
     for lo in range(0, len(profiles), chunk):
         part = profiles[lo : lo + chunk]
         m = len(part)
-        s_cat, s_top = profile_shares(part, matrix)
+        cut_n = sources.spec.top_affinities if sources is not None else 0
+        s_cat, s_top, kth_cat, kth_top = shares_and_cuts(part, matrix, cut_n)
         aff = affinity_scores(s_cat, s_top, matrix.cat, matrix.topic)
         refs = np.array([float(p.get("last_seen") or 0) for p in part])
         age_h = np.maximum(0.0, (refs[:, None] - published[None, :]) / HOUR_MS)
@@ -571,8 +589,6 @@ def rank_users(
             score[idx] = np.where(col_masks[code], s, score[idx])
         bits: npt.NDArray[np.int64] | None = None
         if sources is not None:
-            cs = sources.spec
-            shares = [affinity_at(p, 0) for p in part]
             bits = candidate_sources(
                 item_cat=matrix.cat,
                 item_topic=matrix.topic,
@@ -582,9 +598,9 @@ def rank_users(
                 share_topic=s_top,
                 ref_ms=refs,
                 trending_rows=trend_rows,
-                spec=cs,
-                kth_cat=np.array([kth_share(x["category"], cs.top_affinities) for x in shares]),
-                kth_topic=np.array([kth_share(x["topic"], cs.top_affinities) for x in shares]),
+                spec=sources.spec,
+                kth_cat=kth_cat,
+                kth_topic=kth_top,
             )
             allowed = np.asarray(bits > 0)
         score = np.where(allowed, score, -np.inf)

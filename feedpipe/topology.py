@@ -93,9 +93,12 @@ class Weights(_Strict):
 
 
 class CandidatesSpec(_Strict):
-    """Candidate generation (feedpipe/candidates.py, docs/ranking.md "Candidate generation"):
-    ``fresh_hours`` window of the fresh source (hours before the user's last event),
-    ``trending_k`` items of each brand's trending list, ``top_affinities`` strongest
+    """Candidate generation (feedpipe/candidates.py, docs/ranking.md "Candidate generation").
+
+    ``fresh_hours``: window of the *fresh* source, hours before the user's reference time (last
+    event), on the item's publication time, or the time it entered the catalogue when the
+    source gives none (:attr:`feedpipe.ranking.CandidateMatrix.fresh_at`). ``trending_k``:
+    items taken from the top of each brand's trending list. ``top_affinities``: strongest
     categories and topics (each) of the user whose items are candidates."""
 
     fresh_hours: float = Field(default=48.0, gt=0)

@@ -144,11 +144,11 @@ async def materialise(
     transaction (one Lua call per item, with the item's current celebrity status); an
     audience above ``fanout.celebrity_audience`` makes it a celebrity
     (``fp:celebrity:{brand}`` ZADD in the same MULTI/EXEC as the catalogue write, so no worker
-    ever ranks it into a stored feed),
-    otherwise, when the item was published at most ``fanout.max_age_hours`` ago (or has no
-    publication time), ``fanout[content_id] = (audience user ids, content_hash)`` is filled
-    for :func:`send_fanout` (new items only: an update is not pushed again). Older items are
-    a backfill: not pushed, they reach feeds at the users' next re-rank. An update whose
+    ever ranks it into a stored feed). Otherwise, for a new item published at most
+    ``fanout.max_age_hours`` ago (or without a publication time), ``fanout[content_id] =
+    (audience user ids, content_hash)`` is filled for :func:`send_fanout` (an update is not
+    pushed again). Older new items are a backfill: not pushed, they reach feeds at the users'
+    next re-rank. An update whose
     audience fell under the threshold leaves the celebrity set (it reaches stored feeds at the
     users' next re-rank); one whose audience grew over it joins (the worker's catalogue reload
     drops it from the stored feeds holding it). An unpublish also leaves the celebrity set.

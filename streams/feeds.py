@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from faust.types import EventT, StreamT
 
-from feedpipe.candidates import CandidateInputs, CandidateSpec
+from feedpipe.candidates import CandidateInputs
 from feedpipe.codec import codec
 from feedpipe.fanout import digest
 from feedpipe.feedstore import FeedFormatError, decode_feed, encode_feed
@@ -123,7 +123,7 @@ class Catalogue:
         spec = topology().ranking.candidates
         if spec is None:
             return None
-        return CandidateInputs(CandidateSpec(**spec.model_dump()), self.trending)
+        return CandidateInputs(spec, self.trending)
 
 
 async def _trending(brands: list[str]) -> dict[str, list[str]]:
