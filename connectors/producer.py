@@ -21,10 +21,14 @@ A producer shared by several connectors attributes failures per connector throug
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
@@ -232,3 +236,93 @@ class IdempotentProducer:
             self.close()
         else:  # do not mask the original error; still try to deliver what is queued
             self._producer.flush(5.0)
+
+
+Delivered = asyncio.Future[tuple[int, int]]
+"""A record's delivery: ``(partition, offset)`` once acknowledged, or :class:`DeliveryError`."""
+
+
+class _Pollable(Protocol):
+    def poll(self, timeout: float = ..., /) -> int: ...
+
+
+class DeliverySettler:
+    """Resolves asyncio futures from librdkafka delivery reports, in batches.
+
+    Used by the webhook receiver (connectors/webhook.py) and the click path's producer
+    (streams/delivery.py). Delivery reports run on whichever thread polls the producer (the
+    background thread started here, ``poll(0.05)`` in a loop, or the event loop thread inside
+    ``produce``). Each report is appended to a deque; after every poll one
+    ``call_soon_threadsafe`` (one self-pipe write) wakes the loop to settle everything
+    collected, instead of one wake-up per message. A future already done (its waiter gave up)
+    is skipped; a failed report sets :class:`DeliveryError` on its future.
+
+    Args:
+        producer: anything with librdkafka's ``poll(timeout_s)`` (a
+            :class:`confluent_kafka.Producer` or an :class:`IdempotentProducer`).
+        thread_name: name of the polling thread.
+    """
+
+    def __init__(self, producer: _Pollable, thread_name: str = "kafka-delivery") -> None:
+        self.producer = producer
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready: deque[tuple[Delivered, KafkaError | None, Message]] = deque()
+        self._scheduled = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    def callback(self, fut: Delivered) -> DeliveryCallback:
+        """The delivery callback for one message whose outcome resolves ``fut``: to
+        ``(partition, offset)`` of the acknowledged record, or :class:`DeliveryError`."""
+
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            self._ready.append((fut, err, msg))
+
+        return cb
+
+    def _settle(self) -> None:
+        self._scheduled = False
+        ready = self._ready
+        while ready:
+            fut, err, msg = ready.popleft()
+            if fut.done():  # its waiter gave up (a webhook answered 503, a cancelled task)
+                continue
+            if err is None:
+                fut.set_result((msg.partition() or 0, msg.offset() or 0))  # set once acked
+            else:
+                fut.set_exception(DeliveryError(f"{msg.topic()}[{msg.partition()}]: {err.str()}"))
+
+    def wake(self) -> None:
+        """Schedule one settle on the loop when reports are waiting (safe from any thread;
+        a report arriving after the loop closed is dropped: nobody awaits it any more)."""
+        if self._ready and not self._scheduled and self.loop is not None:
+            self._scheduled = True
+            with contextlib.suppress(RuntimeError):  # loop closed
+                self.loop.call_soon_threadsafe(self._settle)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.05)
+            self.wake()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the polling thread; futures are settled on ``loop``."""
+        self.loop = loop
+        self._thread.start()
+
+    def stop_thread(self) -> None:
+        """Stop the polling thread (within ~0.05 s; blocks up to 5 s), settling nothing."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def drain(self) -> None:
+        """Serve the reports librdkafka still holds and settle what is waiting (on the loop's
+        thread: futures are not thread-safe)."""
+        self.producer.poll(0)
+        self._settle()
+
+    def stop(self) -> None:
+        """:meth:`stop_thread`, then :meth:`drain` (call it on the loop's thread)."""
+        self.stop_thread()
+        self.drain()

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -50,7 +49,6 @@ import queue
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -58,7 +56,6 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import orjson
-from confluent_kafka import KafkaError, Message
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -66,7 +63,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from connectors.base import Connector, ConnectorMetrics
-from connectors.producer import DeliveryCallback, DeliveryError, IdempotentProducer
+from connectors.producer import Delivered, DeliveryError, DeliverySettler, IdempotentProducer
 from connectors.replay import (
     CMS_SUBJECT,
     CMS_TOPIC,
@@ -317,72 +314,6 @@ class _Reject(Exception):
         self.status, self.code, self.reason = status, code, reason
 
 
-class _Settler:
-    """Resolves asyncio futures from librdkafka delivery reports, in batches.
-
-    Delivery reports run on whichever thread polls the producer (the background thread started
-    here, ``poll(0.05)`` in a loop, or the event loop thread inside ``produce``). Each report is
-    appended to a deque; after every poll one ``call_soon_threadsafe`` (one self-pipe write)
-    wakes the loop to settle everything collected, instead of one wake-up per message.
-    """
-
-    def __init__(self, producer: IdempotentProducer) -> None:
-        self.producer = producer
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._ready: deque[tuple[asyncio.Future[None], KafkaError | None, str]] = deque()
-        self._scheduled = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="webhook-delivery", daemon=True)
-
-    def callback(self, fut: asyncio.Future[None]) -> DeliveryCallback:
-        """The delivery callback for one message whose outcome resolves ``fut``."""
-
-        def cb(err: KafkaError | None, msg: Message) -> None:
-            where = "" if err is None else f"{msg.topic()}[{msg.partition()}]"
-            self._ready.append((fut, err, where))
-
-        return cb
-
-    def _settle(self) -> None:
-        self._scheduled = False
-        ready = self._ready
-        while ready:
-            fut, err, where = ready.popleft()
-            if fut.done():  # answered 503 already; the producer counted the report
-                continue
-            if err is None:
-                fut.set_result(None)
-            else:
-                fut.set_exception(DeliveryError(f"{where}: {err.str()}"))
-
-    def wake(self) -> None:
-        """Schedule one settle on the loop when reports are waiting (safe from any thread;
-        a report arriving after the loop closed is dropped: its request was already
-        answered or abandoned)."""
-        if self._ready and not self._scheduled and self.loop is not None:
-            self._scheduled = True
-            with contextlib.suppress(RuntimeError):  # loop closed
-                self.loop.call_soon_threadsafe(self._settle)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.producer.poll(0.05)
-            self.wake()
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the polling thread; futures are settled on ``loop``."""
-        self.loop = loop
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the polling thread (within ~0.05 s) and settle what is waiting."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
-        self.producer.poll(0)
-        self._settle()
-
-
 def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key == name:  # ASGI servers lower-case header names
@@ -432,7 +363,7 @@ class WebhookApp:
             self.secrets[key] = src.secret()
         self.metrics: dict[str, ConnectorMetrics] = {name: ConnectorMetrics() for name in sources}
         self.encode = codec(CMS_SUBJECT).encode
-        self.settler = _Settler(producer)
+        self.settler = DeliverySettler(producer, thread_name="webhook-delivery")
         self.inner = Starlette(
             routes=[
                 Route("/healthz", self._healthz, methods=["GET"]),
@@ -529,10 +460,10 @@ class WebhookApp:
             status = 400 if exc.code == "invalid_json" else 422
             raise _Reject(status, exc.code, exc.reason) from None
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[None]] = []
+        futures: list[Delivered] = []
         try:
             for key, event in events:
-                fut: asyncio.Future[None] = loop.create_future()
+                fut: Delivered = loop.create_future()
                 futures.append(fut)
                 self.producer.produce(
                     self.topic,

@@ -23,20 +23,17 @@ scheme as ``connectors.webhook``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 
-from connectors.producer import DEFAULT_CONFIG, DeliveryError
+from connectors.producer import DEFAULT_CONFIG, Delivered, DeliveryError, DeliverySettler
 from feedpipe.settings import settings
 
 BUFFER_TIMEOUT_S = 60.0  # s a send waits while librdkafka's local queue is full
-POLL_S = 0.05  # s: one poll of the delivery-report thread (bounds the stop delay)
+POLL_S = 0.05  # s between two produce attempts while the local queue is full
 
 
 class AsyncProducer:
@@ -64,32 +61,27 @@ class AsyncProducer:
             **(config or {}),
         }
         self._producer = Producer(conf)
-        self._ready: deque[tuple[asyncio.Future[tuple[int, int]], KafkaError | None, Message]] = (
-            deque()
-        )
-        self._scheduled = False
+        self._settler = DeliverySettler(self._producer, thread_name="clickpath-delivery")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="clickpath-delivery", daemon=True)
 
     async def start(self) -> None:
         """Start the delivery-report thread; futures are settled on the running loop."""
         self._loop = asyncio.get_running_loop()
-        self._thread.start()
+        self._settler.start(self._loop)
 
     async def send(
         self, topic: str, key: bytes | None, value: bytes | None
-    ) -> asyncio.Future[tuple[int, int]]:
+    ) -> Delivered:
         """Queue one record (``value`` None: a tombstone); return the future of its delivery:
-        ``(partition, offset)`` once acknowledged, or :class:`DeliveryError`.
+        ``(partition, offset)``, or :class:`DeliveryError` when the report carries an error.
 
         Raises:
             DeliveryError: librdkafka's local queue stayed full for :data:`BUFFER_TIMEOUT_S`.
             confluent_kafka.KafkaException: a fatal producer error (never swallowed).
         """
         assert self._loop is not None, "AsyncProducer.start() was not awaited"
-        fut: asyncio.Future[tuple[int, int]] = self._loop.create_future()
-        cb = self._callback(fut)
+        fut: Delivered = self._loop.create_future()
+        cb = self._settler.callback(fut)
         deadline: float | None = None
         while True:
             try:
@@ -106,46 +98,10 @@ class AsyncProducer:
                     ) from None
                 await asyncio.sleep(POLL_S)  # the report thread drains the queue meanwhile
 
-    def _callback(
-        self, fut: asyncio.Future[tuple[int, int]]
-    ) -> Callable[[KafkaError | None, Message], None]:
-        ready = self._ready
-
-        def cb(err: KafkaError | None, msg: Message) -> None:  # on the report thread
-            ready.append((fut, err, msg))
-
-        return cb
-
-    def _settle(self) -> None:  # on the loop
-        self._scheduled = False
-        ready = self._ready
-        while ready:
-            fut, err, msg = ready.popleft()
-            if fut.done():  # cancelled by an awaiting task that gave up
-                continue
-            if err is None:
-                fut.set_result((msg.partition() or 0, msg.offset() or 0))
-            else:
-                fut.set_exception(DeliveryError(f"{msg.topic()}[{msg.partition()}]: {err.str()}"))
-
-    def _wake(self) -> None:
-        if self._ready and not self._scheduled and self._loop is not None:
-            self._scheduled = True
-            with contextlib.suppress(RuntimeError):  # loop closed: nobody awaits any more
-                self._loop.call_soon_threadsafe(self._settle)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(POLL_S)
-            self._wake()
-
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Wait up to ``timeout_s`` s for queued records, stop the report thread and settle
         what was reported. Never raises for failed deliveries (their futures carry them)."""
         assert self._loop is not None
         await self._loop.run_in_executor(None, self._producer.flush, timeout_s)
-        self._stop.set()
-        if self._thread.is_alive():
-            await self._loop.run_in_executor(None, self._thread.join, 5.0)
-        self._producer.poll(0)
-        self._settle()
+        await self._loop.run_in_executor(None, self._settler.stop_thread)
+        self._settler.drain()  # on the loop: futures are settled here
