@@ -21,7 +21,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $@
 
 jars: $(STAMP)
-	$(BIN)/python -m feedpipe.infra jars
+	$(BIN)/python -m ops.infra jars
 
 check-tools:
 	@command -v redis-server >/dev/null || test -x /usr/bin/redis-server || \

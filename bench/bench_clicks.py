@@ -47,9 +47,8 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from feedpipe.codec import codec  # noqa: E402
 from feedpipe.ids import content_id  # noqa: E402
-from feedpipe.ranking import (  # noqa: E402
+from feedpipe.model.profile import (  # noqa: E402
     CandidateMatrix,
     Event,
     Meta,
@@ -57,9 +56,10 @@ from feedpipe.ranking import (  # noqa: E402
     apply_events,
     new_profile,
 )
-from feedpipe.redis_keys import keys  # noqa: E402
 from feedpipe.settings import settings  # noqa: E402
+from feedpipe.store.keys import keys  # noqa: E402
 from feedpipe.topology import slug, topology  # noqa: E402
+from feedpipe.wire.codec import codec  # noqa: E402
 
 RESULT_ENV = "FEEDPIPE_BENCH_RESULT"
 FEED_FORMAT: list[str] = [topology().ranking.feed_format]  # --feed-format overrides
@@ -98,7 +98,7 @@ def load_catalogue(metas: list[Meta]) -> None:
     k = keys()
     # catalogue score = when the item was added (the enrich stage's clock for items without a
     # publication time, as MIND's): now, as a replay does, so the fresh candidate source
-    # proposes them for the 2019 events (feedpipe/candidates.py)
+    # proposes them for the 2019 events (feedpipe/rank/candidates.py)
     added_ms = time.time() * 1000
     with r.pipeline(transaction=False) as pipe:
         for i, m in enumerate(metas):
@@ -114,7 +114,7 @@ def produce_events() -> int:
     from confluent_kafka.admin import AdminClient
 
     from connectors.replay import Keyed, mind_behavior_events
-    from feedpipe.topics import recreate
+    from feedpipe.kafka.topics import recreate
 
     bootstrap = settings().kafka_bootstrap
     recreate(topology(), AdminClient({"bootstrap.servers": bootstrap}))
@@ -196,8 +196,8 @@ class PerEvent:
 
     async def update(self, value: bytes) -> None:
         """Decode, read the profile, admit + apply the event, rank, write profile and feed."""
-        from feedpipe.feedstore import encode_feed
-        from feedpipe.rankers import rank_users
+        from feedpipe.rank.rankers import rank_users
+        from feedpipe.store.feeds import encode_feed
         from streams.feeds import REGISTRY, feed_json
 
         spec, rspec = topology().profiles, topology().ranking

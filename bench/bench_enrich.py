@@ -1,4 +1,4 @@
-"""Benchmark streams.enrichment.enrich on the MIND news rows (read in place, never copied).
+"""Benchmark streams.metadata.enrich on the MIND news rows (read in place, never copied).
 
 Usage: ``python bench/bench_enrich.py [--repeat N]``. Prints rows, seconds and rows/s for each
 pass (the first pass after warm_up() included), and the language counts.
@@ -17,7 +17,7 @@ from typing import Any
 from feedpipe.ids import content_id
 from feedpipe.settings import settings
 from feedpipe.topology import topology
-from streams.enrichment import enrich, warm_up
+from streams.metadata import enrich, warm_up
 
 
 def mind_contents() -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ the pipeline's ``cms.raw`` is not touched:
 (b3) repeats (b') against ``--workers`` receiver processes sharing the port (SO_REUSEPORT),
     each with its own producer, ``--concurrency`` connections per worker;
 (c) producer ceiling: the events encoded in (a), pre-encoded, straight into
-    :class:`connectors.producer.IdempotentProducer` and flushed.
+    :class:`feedpipe.kafka.producer.IdempotentProducer` and flushed.
 
 Prints events/s for each, the ratios (a)/(c), (b)/(c), and whether each reaches the issue's
 target of 5,000 CMS events/s. Timings are wall-clock (``time.perf_counter``).
@@ -49,12 +49,12 @@ from urllib.parse import urlsplit
 import orjson
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from connectors.producer import IdempotentProducer
 from connectors.replay import CMS_SUBJECT, Keyed, ReplayConnector
 from connectors.webhook import WebhookConnector, WebhookSource, sign
-from feedpipe.codec import codec
+from feedpipe.kafka.producer import IdempotentProducer
 from feedpipe.settings import settings
 from feedpipe.topology import SourceSpec, topology
+from feedpipe.wire.codec import codec
 
 TARGET = 5000.0  # CMS events/s (issue 3, "Speed")
 SECRET_ENV = "FEEDPIPE_BENCH_WEBHOOK_SECRET"

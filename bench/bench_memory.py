@@ -14,15 +14,15 @@ Path: the worker's own code, :class:`streams.clickpath.ClickPath` ``apply_partit
 decode, dedup, profile update, ranking, one MULTI/EXEC per batch) with ``publish=False`` (the
 Kafka sends are not what is measured), 400 users per partition batch over 16 partitions, the
 feed stored in ``--format`` (``ranking.feed_format``; default compact: interned item ordinals,
-feedpipe/feedstore.py) and the profile in ``--profile-format`` (``profiles.profile_format``;
-default compact, feedpipe/profilestore.py).
+feedpipe/store/feeds.py) and the profile in ``--profile-format`` (``profiles.profile_format``;
+default compact, feedpipe/store/profiles.py).
 
 Prints, per user: ``MEMORY USAGE`` of ``fp:profile:{user}`` and ``fp:feed:{user}`` (mean, p50,
 p95; Redis's own accounting of value + key + object overhead), the ``INFO used_memory`` delta
 over the load divided by the user count (includes the active-set zset entries, item stats,
 trending and pending sets: everything the users cost), the stored value lengths, and the JSON
 size of the same feeds for comparison; then the ratio against the 4,096-byte target. The item
-ordinal table (``fp:item:ord`` + ``fp:item:id``, feedpipe/interning.py) costs per *item*, not
+ordinal table (``fp:item:ord`` + ``fp:item:id``, feedpipe/store/interning.py) costs per *item*, not
 per user: its ``MEMORY USAGE`` is printed separately (total and per item), and is part of the
 ``used_memory`` delta.
 """
@@ -45,13 +45,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_clicks import catalogue_metas, load_catalogue  # noqa: E402
-from feedpipe.codec import codec  # noqa: E402
-from feedpipe.feedstore import decode_feed  # noqa: E402
-from feedpipe.interning import ITEMS, resolve_sync  # noqa: E402
-from feedpipe.profilestore import stored_ordinals  # noqa: E402
-from feedpipe.redis_keys import keys  # noqa: E402
 from feedpipe.settings import settings  # noqa: E402
+from feedpipe.store.feeds import decode_feed  # noqa: E402
+from feedpipe.store.interning import ITEMS, resolve_sync  # noqa: E402
+from feedpipe.store.keys import keys  # noqa: E402
+from feedpipe.store.profiles import stored_ordinals  # noqa: E402
 from feedpipe.topology import topology  # noqa: E402
+from feedpipe.wire.codec import codec  # noqa: E402
 
 TARGET_BYTES = 4096
 USERS_PER_BATCH = 400

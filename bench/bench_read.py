@@ -1,7 +1,7 @@
 """Benchmark the read endpoint: ``GET /v1/feeds/{user}?limit=50`` at a fixed open-loop rate.
 
 Usage: ``python bench/bench_read.py [--rate 2000] [--seconds 20] [--users 2000]``
-(Redis from ``FEEDPIPE_REDIS_URL``; ``feedpipe up --no-replay`` or ``python -m feedpipe.infra up``
+(Redis from ``FEEDPIPE_REDIS_URL``; ``feedpipe up --no-replay`` or ``python -m ops.infra up``
 starts one).
 
 1. Seeds Redis with ``--users`` feeds of 100 ranked entries each over a pool of 3,000 content
@@ -42,8 +42,8 @@ import numpy as np
 import orjson
 import redis
 
-from feedpipe.redis_keys import keys
 from feedpipe.settings import ROOT, settings
+from feedpipe.store.keys import keys
 from readapi.keys import create_key
 
 CONTENT_POOL = 3000

@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, Message
 
-from connectors.producer import DeliveryError, IdempotentProducer
-from feedpipe.codec import codec
+from feedpipe.kafka.producer import DeliveryError, IdempotentProducer
 from feedpipe.settings import settings
+from feedpipe.wire.codec import codec
 
 DLQ_VALUE_MAX = 1024 * 1024  # DeadLetter.value is truncated to 1 MiB (schemas/dead_letter.avsc)
 
@@ -135,7 +135,7 @@ class Connector(abc.ABC):
             The run's metrics (also in :attr:`metrics`).
 
         Raises:
-            connectors.producer.DeliveryError: records could not be delivered.
+            feedpipe.kafka.producer.DeliveryError: records could not be delivered.
         """
 
     def request_stop(self) -> None:
@@ -147,7 +147,7 @@ class Connector(abc.ABC):
         """Ask :meth:`run` to stop, then flush and close the producer if this connector owns it.
 
         Raises:
-            connectors.producer.DeliveryError: queued records could not be delivered.
+            feedpipe.kafka.producer.DeliveryError: queued records could not be delivered.
         """
         self._stop.set()
         if self._producer is not None and self._owns_producer:
@@ -231,7 +231,7 @@ class Connector(abc.ABC):
         Each failure is raised once, so the next flush succeeds once the broker is back.
 
         Raises:
-            connectors.producer.DeliveryError: records still undelivered after ``timeout_s``
+            feedpipe.kafka.producer.DeliveryError: records still undelivered after ``timeout_s``
                 seconds, or records of this connector that failed since the last flush.
         """
         remaining = self.producer.wait(timeout_s)

@@ -41,12 +41,12 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from connectors.base import Connector, ConnectorMetrics, Stopwatch
-from connectors.producer import IdempotentProducer
 from connectors.replay import CMS_SUBJECT, CMS_TOPIC, _cms_event
 from feedpipe import ids
-from feedpipe.codec import codec
 from feedpipe.errors import RejectedInput
+from feedpipe.kafka.producer import IdempotentProducer
 from feedpipe.settings import settings
+from feedpipe.wire.codec import codec
 
 log = logging.getLogger(__name__)
 
@@ -515,7 +515,7 @@ class CdcConnector(Connector):
         """Consume, map, publish, flush and commit until :meth:`stop` (or ``idle_exit_s``).
 
         Raises:
-            connectors.producer.DeliveryError: events were not acknowledged (offsets of the
+            feedpipe.kafka.producer.DeliveryError: events were not acknowledged (offsets of the
                 batch are then not committed).
             confluent_kafka.KafkaException: a consumer error other than end of partition.
         """

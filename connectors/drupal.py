@@ -176,7 +176,7 @@ class DrupalConnector(PollingConnector):
             connectors.http.RequestRejected: ``jsonapi_error`` (message = the errors' details)
                 or another 4xx.
             connectors.http.InvalidResponse: ``not_a_collection``.
-            connectors.producer.DeliveryError: Kafka did not acknowledge.
+            feedpipe.kafka.producer.DeliveryError: Kafka did not acknowledge.
         """
         self.setup()
         published = 0

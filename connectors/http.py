@@ -46,12 +46,12 @@ from tenacity.stop import stop_base
 
 from connectors.base import Connector, ConnectorMetrics
 from connectors.config import LiveSourceSpec
-from connectors.producer import DeliveryError, IdempotentProducer
 from connectors.replay import CMS_SUBJECT, CMS_TOPIC, Keyed
-from feedpipe.codec import codec
 from feedpipe.errors import FeedpipeError
 from feedpipe.jsonapi import errors_reason
+from feedpipe.kafka.producer import DeliveryError, IdempotentProducer
 from feedpipe.settings import settings
+from feedpipe.wire.codec import codec
 
 log = logging.getLogger("feedpipe.connectors")
 
@@ -603,7 +603,7 @@ class PollingConnector(Connector):
 
         Raises:
             HttpError: the source could not be read (after retries) or refused the request.
-            connectors.producer.DeliveryError: Kafka did not acknowledge the events.
+            feedpipe.kafka.producer.DeliveryError: Kafka did not acknowledge the events.
         """
 
     def load_state(self, cursor: dict[str, Any] | None) -> None:
@@ -742,7 +742,7 @@ class PollingConnector(Connector):
         ``describe`` in ``metrics.cursor``.
 
         Raises:
-            connectors.producer.DeliveryError: not acknowledged; the cursor is not saved.
+            feedpipe.kafka.producer.DeliveryError: not acknowledged; the cursor is not saved.
         """
         self.flush(self.flush_timeout_s)
         self.save_cursor(cursor)
@@ -859,7 +859,7 @@ class SourceRunner:
         """Stop the sources, join their threads, close client and producer (when own).
 
         Raises:
-            connectors.producer.DeliveryError: the final flush of an own producer failed.
+            feedpipe.kafka.producer.DeliveryError: the final flush of an own producer failed.
         """
         for conn in self.connectors:
             conn.stop()
@@ -914,7 +914,7 @@ def run_sources(
     Raises:
         feedpipe.errors.ConfigError: a source's auth variable is unset (before anything runs).
         ValueError: ``stop_event`` missing without ``once``.
-        connectors.producer.DeliveryError: the final flush of the producer failed.
+        feedpipe.kafka.producer.DeliveryError: the final flush of the producer failed.
     """
     if stop_event is None and not once:
         raise ValueError("run_sources needs a stop_event unless once=True")

@@ -10,7 +10,7 @@ Safety net, so it can never ship bytes the codec would not:
 
 - at construction it compares the registry's ReaderEvent schema with the field layout it was
   written for (:data:`EXPECTED_FIELDS`); on any difference (the schema evolved) it disables
-  itself and every call goes through :func:`feedpipe.codec.codec` instead;
+  itself and every call goes through :func:`feedpipe.wire.codec.codec` instead;
 - a record with an unexpected value type (naive datetime, non-str id, out-of-range int...) is
   encoded by the codec (which raises :class:`~feedpipe.errors.SerializationError` if invalid);
 - the first ``verify_first`` records and every ``verify_every``-th one are also encoded by the
@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from feedpipe.codec import MAGIC, AvroCodec, codec
 from feedpipe.errors import SerializationError
+from feedpipe.wire.codec import MAGIC, AvroCodec, codec
 
 SUBJECT: Final = "ReaderEvent"
 EXPECTED_FIELDS: Final[tuple[tuple[str, Any], ...]] = (

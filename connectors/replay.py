@@ -8,7 +8,7 @@ Two layers:
   :func:`feed_document_events` (``feedpipe.RawCmsEvent``, topic ``cms.raw``) and
   :func:`mind_behavior_events` (``feedpipe.ReaderEvent``, topic ``reader.events``);
 - :class:`ReplayConnector`, which resolves a source's files, encodes each record with
-  :func:`feedpipe.codec.codec` and publishes it; :func:`replay_all` replays several sources.
+  :func:`feedpipe.wire.codec.codec` and publishes it; :func:`replay_all` replays several sources.
 
 CMS payloads are published unchanged (the CMS's own bytes): a payload the connector cannot
 split (invalid JSON, JSON:API error document) is still published, with ``source_id`` null, so
@@ -28,13 +28,13 @@ from typing import Any, Final
 import orjson
 
 from connectors.base import Connector, ConnectorMetrics, Stopwatch
-from connectors.producer import IdempotentProducer
 from connectors.reader_encoder import ReaderEventEncoder
 from feedpipe import ids
-from feedpipe.codec import codec
 from feedpipe.errors import ConfigError
+from feedpipe.kafka.producer import IdempotentProducer
 from feedpipe.settings import settings
 from feedpipe.topology import SourceSpec, TopicSpec, Topology
+from feedpipe.wire.codec import codec
 
 CMS_TOPIC: Final = "cms.raw"
 READER_TOPIC: Final = "reader.events"
@@ -669,7 +669,7 @@ class ReplayConnector(Connector):
         (stage ``replay``) and counted under their reason code.
 
         Raises:
-            connectors.producer.DeliveryError: records were not acknowledged.
+            feedpipe.kafka.producer.DeliveryError: records were not acknowledged.
             feedpipe.errors.SerializationError: a built record does not fit its schema (a bug).
             ConfigError: a malformed row but the target topic has no DLQ.
             FileNotFoundError / OSError: a configured file is missing or unreadable.
@@ -752,7 +752,7 @@ def replay_all(
 
     Raises:
         ConfigError: an unknown source name.
-        connectors.producer.DeliveryError, FileNotFoundError: see :meth:`ReplayConnector.run`.
+        feedpipe.kafka.producer.DeliveryError, FileNotFoundError: see :meth:`ReplayConnector.run`.
     """
     by_name = {s.name: s for s in topo.sources}
     names = list(by_name) if sources is None else list(sources)

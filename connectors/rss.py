@@ -10,7 +10,7 @@ published document's (servers without validators, or with ETags that change on e
 then publish nothing new either).
 
 Parsing, encoding detection, item identity (GUID, else link) and "updated item" detection are
-the pipeline's normaliser's job (feedparser, :mod:`streams.normalisers.feeds`): the connector
+the pipeline's normaliser's job (feedparser, :mod:`streams.normalisers.syndication`): the connector
 only detects that the document changed. A malformed document is still published, so the
 normaliser dead-letters it with its reason rather than the connector dropping it.
 ``content_type`` is the server's ``Content-Type`` (with its ``charset``, which the normaliser
@@ -68,7 +68,7 @@ class FeedConnector(PollingConnector):
         Raises:
             connectors.http.TransientError: still failing after retries.
             connectors.http.RequestRejected: a 4xx (counted in ``metrics.rejected``).
-            connectors.producer.DeliveryError: Kafka did not acknowledge.
+            feedpipe.kafka.producer.DeliveryError: Kafka did not acknowledge.
         """
         self.setup()
         url = self.spec.url

@@ -1,7 +1,7 @@
 """CMS simulator: a real local HTTP server (127.0.0.1, ephemeral port) serving the shared data as
 a WordPress REST API, a Drupal JSON:API and feed URLs, with injectable faults. No mocks: the
 connectors talk HTTP to it through their real httpx client. Used by the connector tests and by
-the fault-injection suite (feedpipe/faults.py, scenario ``connector-kill``).
+the fault-injection suite (ops/faults.py, scenario ``connector-kill``).
 
 Routes (state is plain attributes of :class:`FixtureServer`, mutable between polls):
 

@@ -63,7 +63,6 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from connectors.base import Connector, ConnectorMetrics
-from connectors.producer import Delivered, DeliveryError, DeliverySettler, IdempotentProducer
 from connectors.replay import (
     CMS_SUBJECT,
     CMS_TOPIC,
@@ -71,10 +70,11 @@ from connectors.replay import (
     _cms_event,
     _relationship_refs,
 )
-from feedpipe.codec import codec
 from feedpipe.errors import ConfigError, RejectedInput
 from feedpipe.jsonapi import errors_reason
+from feedpipe.kafka.producer import Delivered, DeliveryError, DeliverySettler, IdempotentProducer
 from feedpipe.settings import secret_from_env, settings
+from feedpipe.wire.codec import codec
 
 log = logging.getLogger(__name__)
 

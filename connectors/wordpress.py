@@ -112,7 +112,7 @@ class WordPressConnector(PollingConnector):
             connectors.http.TransientError: still failing after retries.
             connectors.http.RequestRejected: a 4xx (``detail`` = WordPress' code: message).
             connectors.http.InvalidResponse: the body is not a JSON list of posts.
-            connectors.producer.DeliveryError: Kafka did not acknowledge.
+            feedpipe.kafka.producer.DeliveryError: Kafka did not acknowledge.
         """
         self.setup()
         published = 0

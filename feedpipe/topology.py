@@ -49,7 +49,7 @@ class AgentSpec(_Strict):
 
 
 class RedisSpec(_Strict):
-    """Redis key templates; ``{prefix}`` and named fields are filled by feedpipe.redis_keys."""
+    """Redis key templates; ``{prefix}`` and named fields are filled by feedpipe.store.keys."""
 
     prefix: str
     keys: dict[str, str]
@@ -77,7 +77,7 @@ class ProfilesSpec(_Strict):
     ttl_days: float = Field(default=30.0, gt=0)
     click_path: Literal["batch", "faust"] = "batch"
     profile_format: Literal["json", "compact"] = "compact"
-    """How fp:profile:{user} is stored (feedpipe/profilestore.py): JSON or the compact form."""
+    """How fp:profile:{user} is stored (feedpipe/store/profiles.py): JSON or the compact form."""
 
 
 class Weights(_Strict):
@@ -93,11 +93,11 @@ class Weights(_Strict):
 
 
 class CandidatesSpec(_Strict):
-    """Candidate generation (feedpipe/candidates.py, docs/ranking.md "Candidate generation").
+    """Candidate generation (feedpipe/rank/candidates.py, docs/ranking.md "Candidate generation").
 
     ``fresh_hours``: window of the *fresh* source, hours before the user's reference time (last
     event), on the item's publication time, or the time it entered the catalogue when the
-    source gives none (:attr:`feedpipe.ranking.CandidateMatrix.fresh_at`). ``trending_k``:
+    source gives none (:attr:`feedpipe.model.profile.CandidateMatrix.fresh_at`). ``trending_k``:
     items taken from the top of each brand's trending list. ``top_affinities``: strongest
     categories and topics (each) of the user whose items are candidates."""
 
@@ -119,12 +119,12 @@ class RankingSpec(_Strict):
     engagement_prior_impressions: float = Field(gt=0)
     max_per_category: int = Field(default=0, ge=0)
     """Diversity: at most this many items of one primary category in a feed, 0 = no cap
-    (feedpipe/candidates.py ``diversify``; docs/ranking.md)."""
+    (feedpipe/rank/candidates.py ``diversify``; docs/ranking.md)."""
     weights: dict[str, Weights]
     candidates: CandidatesSpec | None = None
     """Candidate generation; None: every catalogue item of the user's brands is scored."""
     feed_format: Literal["json", "compact"] = "compact"
-    """How fp:feed:{user} is stored (feedpipe/feedstore.py): JSON or the compact binary form."""
+    """How fp:feed:{user} is stored (feedpipe/store/feeds.py): JSON or the compact binary form."""
 
     @model_validator(mode="after")
     def _has_default(self) -> RankingSpec:
@@ -141,7 +141,7 @@ RANKER_COMPONENTS: dict[str, tuple[str, ...]] = {
     "affinity": ("a", "b", "c"),
     "editorial": ("category", "bias", "freshness"),
 }
-"""Weight keys of each named ranker (formulas in feedpipe/rankers.py and docs/ranking.md)."""
+"""Weight keys of each named ranker (formulas in feedpipe/rank/rankers.py and docs/ranking.md)."""
 
 WEIGHT_SUM_TOLERANCE = 1e-6
 """A weight set's weights must sum to 1 within this tolerance."""
@@ -256,7 +256,7 @@ class ExperimentSpec(_Strict):
 
 
 class FanoutSpec(_Strict):
-    """Fan-out on write and the celebrity switch (docs/ranking.md, feedpipe/fanout.py).
+    """Fan-out on write and the celebrity switch (docs/ranking.md, feedpipe/rank/fanout.py).
 
     ``celebrity_audience``: an item whose audience (users, the union of its brand's interest
     sets for its categories and topics) is larger than this is a *celebrity*: it is not copied

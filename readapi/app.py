@@ -66,11 +66,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from feedpipe.fanout import CelebrityCache, merge, score_celebrities
-from feedpipe.rankers import WeightsRegistry
-from feedpipe.ranking import affinity_at
-from feedpipe.redis_keys import safe_id
+from feedpipe.model.profile import affinity_at
+from feedpipe.rank.fanout import CelebrityCache, merge, score_celebrities
+from feedpipe.rank.rankers import WeightsRegistry
 from feedpipe.settings import settings
+from feedpipe.store.keys import safe_id
 from feedpipe.topology import topology
 from readapi import ops
 from readapi.gateway import Gateway
@@ -130,7 +130,7 @@ class BadRequest(Exception):
 
 
 def api_id(value: str) -> str:
-    """An id from a request (path value or ``brand``): :func:`feedpipe.redis_keys.safe_id`
+    """An id from a request (path value or ``brand``): :func:`feedpipe.store.keys.safe_id`
     (1-128 of ``[A-Za-z0-9_.-]``) and no ``..``: a dot-segment, which clients, proxies and CDNs
     may rewrite (RFC 3986, 5.2.4), so the cached URL and the Redis key could name different
     things. Checked before any Redis call.
@@ -331,8 +331,8 @@ async def merge_celebrities(
     version: bytes | None,
 ) -> list[Json]:
     """The stored feed ``entries`` with the process's cached celebrity items merged in
-    (feedpipe/fanout.py): each scored for the feed's ``digest`` by
-    :func:`feedpipe.rankers.rank_users` (the stored feeds' code, weights of
+    (feedpipe/rank/fanout.py): each scored for the feed's ``digest`` by
+    :func:`feedpipe.rank.rankers.rank_users` (the stored feeds' code, weights of
     ``st.weights``), merged by score under ``ranking.max_per_category`` (primary categories of
     stored items from the content summaries, cached under ``version``), ``ranking.feed_size``
     kept. Merged items carry ``source: "celebrity"`` (shown by ``explain``). A malformed
@@ -580,7 +580,7 @@ def present_profile(profile: Mapping[str, Any]) -> Json:
     Keys: user_id, version, impressions, clicks, history_clicks, engagement_rate, first_seen,
     last_seen, affinity_at (ISO strings or null), top_categories ``[{"category", "affinity"}]``
     and top_topics ``[{"topic", "affinity"}]`` (top 20 positive shares from
-    :func:`feedpipe.ranking.affinity_at` at ``last_seen`` -- forward decay, Cormode et al.
+    :func:`feedpipe.model.profile.affinity_at` at ``last_seen`` -- forward decay, Cormode et al.
     ICDE 2009, normalised to sum 1 over all keys -- descending, ties by name),
     recent_reads ``[{"content_id", "at"}]``, pending_count, brands.
     """

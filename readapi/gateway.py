@@ -63,7 +63,7 @@ LATENCY_BUCKETS_S = (
 )
 """Histogram buckets, s: fine below 10 ms where the p99 goal (5 ms) sits."""
 MAX_PATH_BYTES = 1024
-"""Longest accepted path, bytes: ids are at most 128 chars (feedpipe.redis_keys.safe_id)."""
+"""Longest accepted path, bytes: ids are at most 128 chars (feedpipe.store.keys.safe_id)."""
 MAX_QUERY_BYTES = 1024
 """Longest accepted query string, bytes (the longest valid one is about 100 bytes)."""
 MAX_HEADER_BYTES = 8192

@@ -1,11 +1,11 @@
 """Operator views served by the read endpoint: the ops page and its snapshot JSON.
 
 The read endpoint reads only Redis, so these routes show what the worker publishes there
-(feedpipe/ops_snapshot.py): the latest ops snapshot and a ring of compact points.
+(feedpipe/monitoring/snapshot.py): the latest ops snapshot and a ring of compact points.
 
 ``GET /v1/ops/snapshot?history=150``
     ``{"now_ms", "age_s", "stale", "stale_after_s", "snapshot": {...} | null,
-    "history": [point, ...]}`` -- ``snapshot`` as documented in :mod:`feedpipe.ops_snapshot`,
+    "history": [point, ...]}`` -- ``snapshot`` as documented in :mod:`feedpipe.monitoring.snapshot`,
     ``history`` the last ``history`` (0..300) compact points, oldest first. ``stale`` is true
     when there is no snapshot or it is older than ``stale_after_s`` seconds (the worker is not
     publishing: stopped, stuck, or cannot reach Redis). 503 ``{"error", "stale": true}`` when
@@ -33,8 +33,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from feedpipe.ops_snapshot import OPS_HISTORY_LEN, STALE_AFTER_S
-from feedpipe.redis_keys import keys
+from feedpipe.monitoring.snapshot import OPS_HISTORY_LEN, STALE_AFTER_S
+from feedpipe.store.keys import keys
 
 OPEN_PATHS = ("/ops", "/v1/ops/")
 """Path prefixes the gateway serves without an API key (see the module docstring)."""

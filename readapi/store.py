@@ -1,6 +1,6 @@
 """Every Redis read of the read endpoint, behind one circuit breaker, plus two in-memory views.
 
-All key strings come from :mod:`feedpipe.redis_keys`; the storage format of feeds, content and
+All key strings come from :mod:`feedpipe.store.keys`; the storage format of feeds, content and
 profiles is decoded only here (:func:`parse_feed`, :func:`content_summary`), so a change of what
 the pipeline stores is absorbed in this module.
 
@@ -34,12 +34,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from feedpipe.fanout import CelebrityCache
-from feedpipe.feedstore import FeedFormatError, decode_feed
-from feedpipe.interning import ITEMS, resolve
-from feedpipe.profilestore import ProfileFormatError, decode_profile, stored_ordinals
-from feedpipe.ranking import Meta
-from feedpipe.redis_keys import keys
+from feedpipe.model.profile import Meta
+from feedpipe.rank.fanout import CelebrityCache
+from feedpipe.store.feeds import FeedFormatError, decode_feed
+from feedpipe.store.interning import ITEMS, resolve
+from feedpipe.store.keys import keys
+from feedpipe.store.profiles import ProfileFormatError, decode_profile, stored_ordinals
 from readapi.guards import CircuitBreaker, CircuitOpen
 
 Json = dict[str, Any]
@@ -75,7 +75,7 @@ def iso_ms(ms: object) -> str | None:
 
 def parse_feed(raw: bytes | None) -> Json:
     """A stored feed (``fp:feed:{user}``: JSON or the compact binary form, decoded by
-    :func:`feedpipe.feedstore.decode_feed`) -> dict; ``{}`` when missing or unreadable.
+    :func:`feedpipe.store.feeds.decode_feed`) -> dict; ``{}`` when missing or unreadable.
 
     Shape: ``user_id``, ``profile_version``, ``generated_at`` (ms), ``ranker``, ``items``
     [{``content_id``, ``brand``, ``rank``, then explanation fields: ``score``, ``affinity``,
@@ -223,7 +223,7 @@ class Store:
         """(stored feed bytes or ``None``, catalogue version) in one round trip (MGET, with the
         item-table generation); decode the feed with :func:`parse_feed`. The item ordinals of
         an interned feed that the process has not cached yet are read with one more call
-        (:func:`feedpipe.interning.resolve`; none in steady state)."""
+        (:func:`feedpipe.store.interning.resolve`; none in steady state)."""
         k = keys()
         raw, version, gen = await self.call(
             self.client.mget, [k.feed(user_id), k.catalogue_version(), k.item_gen()]
@@ -266,7 +266,7 @@ class Store:
                 cache[cid] = content_summary(raw, cid)
         return [cache[cid] for cid in content_ids]
 
-    # -- celebrity items (read-time merge, feedpipe/fanout.py) ----------------------------------
+    # -- celebrity items (read-time merge, feedpipe/rank/fanout.py) ---------------------------
 
     async def _celebrity_brands(self) -> list[str]:
         k = keys()

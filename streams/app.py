@@ -6,15 +6,16 @@
 
 Topics are declared in topology.yaml and created by ``feedpipe topics apply`` before workers
 start (``topic_allow_declare=False``: the app never creates or reshapes them). Values travel as
-raw bytes in the Confluent Avro framing (feedpipe.codec); agents decode them themselves so an
+raw bytes in the Confluent Avro framing (feedpipe.wire.codec); agents decode them themselves so an
 undecodable record goes to the DLQ instead of crashing the stream. State lives in Redis, written
 idempotently (see each stage's docstring); Faust tables are not used (they cannot be updated
 inside ``stream.take``, faust-streaming/faust#497).
 
 Operations: the worker's web server (127.0.0.1:``worker_web_port``) serves Prometheus text at
-``/metrics`` (feedpipe.metrics; records sent per agent are counted by :class:`SendCounter`), and
+``/metrics`` (feedpipe.monitoring.metrics; records sent per agent are counted by
+:class:`SendCounter`), and
 an ops timer probes consumer lag and publishes the ops snapshot to Redis every
-``feedpipe.ops_snapshot.OPS_INTERVAL_S`` seconds (:func:`ops_tick`).
+``feedpipe.monitoring.snapshot.OPS_INTERVAL_S`` seconds (:func:`ops_tick`).
 
 Run with ``feedpipe worker`` (or ``python -m streams worker -l info``).
 """
@@ -33,10 +34,10 @@ from faust.types.tuples import PendingMessage
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from feedpipe import metrics
-from feedpipe.lag import pipeline_groups
-from feedpipe.ops_exporter import OpsExporter
-from feedpipe.ops_snapshot import OPS_INTERVAL_S
+from feedpipe.kafka.lag import pipeline_groups
+from feedpipe.monitoring import metrics
+from feedpipe.monitoring.exporter import OpsExporter
+from feedpipe.monitoring.snapshot import OPS_INTERVAL_S
 from feedpipe.settings import Settings, settings
 from feedpipe.topology import topology
 
@@ -116,7 +117,8 @@ app.sensors.add(SendCounter())
 
 @app.page("/metrics")
 class MetricsView(View):
-    """GET /metrics: Prometheus text exposition of the default registry (feedpipe.metrics)."""
+    """GET /metrics: Prometheus text exposition of the default registry
+    (feedpipe.monitoring.metrics)."""
 
     async def get(self, request: Request) -> Response:
         """Render every metric of the process."""

@@ -9,7 +9,7 @@ output: profiles.updated and feeds.updated (compacted; key user_id): a profile p
         changes are stored in Redis but not republished), a tombstone (null value) per erased
         user; reader.events 'resolve' events for
         clicks whose item arrived while they were being written. Input
-        'fanout' events (from the enrich stage's fan-out on write, feedpipe/fanout.py) carry
+        'fanout' events (from the enrich stage's fan-out on write, feedpipe/rank/fanout.py) carry
         no profile signal: the user's feed is re-ranked and stored with the new item in the
         catalogue; each batch also writes the audience index (fp:audience:*) of its users
 dlq:    reader.events.dlq (undecodable, invalid ids, unknown type, late events)
@@ -27,7 +27,7 @@ Guarantees (exactly-once *effects* in Redis, at-least-once on the output topics)
   are committed only after the Redis write and the output sends) changes nothing, and a zombie
   consumer that lost the partition fails on the WATCH;
 * duplicates at *new* offsets (a source replayed twice, a non-idempotent producer retry) are
-  dropped by event id (:func:`feedpipe.ranking.admit_events`, fingerprints kept within the
+  dropped by event id (:func:`feedpipe.model.profile.admit_events`, fingerprints kept within the
   lateness bound ``profiles.allowed_lateness_hours``); events older than the bound go to the DLQ
   with reason ``late``;
 * profile and feed are written in the same transaction, so a stored feed always reflects the
@@ -57,23 +57,9 @@ from typing import Any, Protocol
 import orjson
 from redis.exceptions import WatchError
 
-from feedpipe import metrics
-from feedpipe.codec import codec
 from feedpipe.errors import SerializationError
-from feedpipe.experiments import assign_arm, experiment_for
-from feedpipe.fanout import ZREM_ALL_SCRIPT, audience_writes
-from feedpipe.feedstore import decode_feed, encode_feed
 from feedpipe.ids import event_id as make_event_id
-from feedpipe.interning import ITEMS, ItemTableError, intern, resolve
-from feedpipe.profilestore import (
-    decode_profile,
-    encode_profile,
-    profile_ids,
-    stored_ordinals,
-    stored_profile,
-)
-from feedpipe.rankers import rank_users
-from feedpipe.ranking import (
+from feedpipe.model.profile import (
     Meta,
     Profile,
     add_item_signal,
@@ -81,8 +67,22 @@ from feedpipe.ranking import (
     apply_events,
     new_profile,
 )
-from feedpipe.redis_keys import keys, safe_id
+from feedpipe.monitoring import metrics
+from feedpipe.rank.experiments import assign_arm, experiment_for
+from feedpipe.rank.fanout import ZREM_ALL_SCRIPT, audience_writes
+from feedpipe.rank.rankers import rank_users
+from feedpipe.store.feeds import decode_feed, encode_feed
+from feedpipe.store.interning import ITEMS, ItemTableError, intern, resolve
+from feedpipe.store.keys import keys, safe_id
+from feedpipe.store.profiles import (
+    decode_profile,
+    encode_profile,
+    profile_ids,
+    stored_ordinals,
+    stored_profile,
+)
 from feedpipe.topology import ExperimentSpec, topology
+from feedpipe.wire.codec import codec
 from streams.feeds import CATALOGUE, REGISTRY, avro_feed, feed_json
 from streams.runtime import (
     as_str,
@@ -345,7 +345,8 @@ class ClickPath:
                     per_user[rec["user_id"]].append((off, rec))
                 uids = sorted(per_user)
                 raw_profiles = await r.mget([*(k.profile(u) for u in uids), k.item_gen()])
-                ITEMS.sync(raw_profiles.pop())  # the item-ordinal table (feedpipe/interning.py)
+                ITEMS.sync(raw_profiles.pop())  # the item-ordinal table
+                # (feedpipe/store/interning.py)
                 await resolve(r, stored_ordinals(raw_profiles))
                 item_ids = sorted(
                     {
@@ -375,7 +376,7 @@ class ClickPath:
                         if not evs:
                             continue
                     if any(rec["type"] == "fanout" for _, rec in evs):
-                        # fan-out on write (feedpipe/fanout.py): no profile signal, the user is
+                        # fan-out on write (feedpipe/rank/fanout.py): no profile signal, the user is
                         # re-ranked below; a user without a profile (expired, erased) is skipped
                         evs = [(off, rec) for off, rec in evs if rec["type"] != "fanout"]
                         if not evs:
@@ -605,7 +606,7 @@ class ClickPath:
         """A/B counters of a batch's admitted live impressions and clicks (bots excluded).
 
         Attribution: an event on an item of brand B counts for the arm its user is assigned to
-        (:func:`feedpipe.experiments.assign_arm`, a pure hash of experiment and user) in the
+        (:func:`feedpipe.rank.experiments.assign_arm`, a pure hash of experiment and user) in the
         enabled experiment running on B; that is the arm whose ranker produced the user's feed
         of B, and anyone can recompute it from the event. Events on items whose metadata has
         not arrived yet have no known brand and are not attributed (they still count in the
@@ -796,7 +797,7 @@ async def _feeds_holding(users: list[str], content_ids: set[str]) -> list[str]:
     k = keys()
     r = redis_client()
     raws = await r.mget([*(k.feed(u) for u in users), k.item_gen()])
-    ITEMS.sync(raws.pop())  # interned feeds name item ordinals (feedpipe/interning.py)
+    ITEMS.sync(raws.pop())  # interned feeds name item ordinals (feedpipe/store/interning.py)
     await resolve(r, stored_ordinals(raws))
     out = []
     for u, raw in zip(users, raws, strict=True):
@@ -819,7 +820,7 @@ async def held_partitions(
     ``beginning_offsets`` only for partitions without a watermark):
 
     * a ``feedpipe rebuild`` replays the partition (``fp:rebuild:reader.events:{p}`` present;
-      feedpipe/rebuild.py): applying newer records first would move the watermark past the
+      ops/rebuild.py): applying newer records first would move the watermark past the
       records the rebuild has not replayed yet, which it would then skip;
     * the partition's watermark is missing although the log holds records older than the
       batch: Redis lost its state (FLUSHALL, a new empty instance). Applying the batch to empty

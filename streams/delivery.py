@@ -1,7 +1,7 @@
 """An asyncio face on librdkafka's idempotent producer, for the click path's outputs.
 
 :class:`AsyncProducer` sends through :class:`confluent_kafka.Producer` (librdkafka, C) with the
-connectors' settings (``connectors.producer.DEFAULT_CONFIG``: ``enable.idempotence``,
+connectors' settings (``feedpipe.kafka.producer.DEFAULT_CONFIG``: ``enable.idempotence``,
 ``acks=all``, ``partitioner=murmur2_random`` (the Java / aiokafka default, so a key lands on
 the partition aiokafka would pick), ``linger.ms=5``, ``compression.type=lz4``) and the TLS /
 SASL settings of ``feedpipe.settings.settings().kafka_config()``.
@@ -12,7 +12,7 @@ under py-spy; ``bench/bench_clicks.py`` measures both producers in one run).
 
 :meth:`AsyncProducer.send` queues one record and returns an :class:`asyncio.Future` of its
 delivery report: ``(partition, offset)`` once the broker acknowledged it,
-:class:`connectors.producer.DeliveryError` when the report carried an error (never swallowed:
+:class:`feedpipe.kafka.producer.DeliveryError` when the report carried an error (never swallowed:
 the click path awaits every future before it commits the batch's offsets, so a failed delivery
 fails the batch, which is redelivered). Delivery
 reports are served by one background thread (``poll(0.05)`` in a loop); each poll that served
@@ -29,7 +29,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from connectors.producer import DEFAULT_CONFIG, Delivered, DeliveryError, DeliverySettler
+from feedpipe.kafka.producer import DEFAULT_CONFIG, Delivered, DeliveryError, DeliverySettler
 from feedpipe.settings import settings
 
 BUFFER_TIMEOUT_S = 60.0  # s a send waits while librdkafka's local queue is full

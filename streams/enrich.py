@@ -5,7 +5,7 @@ output: content.enriched (compacted; key content_id, value feedpipe.EnrichedCont
         reader.events 'resolve' events for readers whose clicks waited for this item, and
         'fanout' events (one per audience user and batch, through a librdkafka producer) for
         newly published items (within fanout.max_age_hours) whose audience is
-        at most fanout.celebrity_audience (feedpipe/fanout.py; larger: a celebrity item,
+        at most fanout.celebrity_audience (feedpipe/rank/fanout.py; larger: a celebrity item,
         fp:celebrity:{brand}, merged at read time)
 dlq:    content.normalised.dlq (undecodable records)
 state:  Redis (docs/redis-keys.md): content:{id} (JSON for the read endpoint), meta:{id}
@@ -34,23 +34,23 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from connectors.producer import DeliveryError, IdempotentProducer
-from feedpipe import metrics
-from feedpipe.codec import codec
 from feedpipe.errors import RejectedInput, SerializationError
-from feedpipe.fanout import (
+from feedpipe.kafka.producer import DeliveryError, IdempotentProducer
+from feedpipe.model.profile import Meta
+from feedpipe.monitoring import metrics
+from feedpipe.rank.fanout import (
     AUDIENCE_SCRIPT,
     audience_keys,
     fanout_events,
     is_celebrity,
     parse_audience,
 )
-from feedpipe.ranking import Meta
-from feedpipe.redis_keys import keys
 from feedpipe.settings import settings
+from feedpipe.store.keys import keys
 from feedpipe.topology import topology
+from feedpipe.wire.codec import codec
 from streams.app import app, topic
-from streams.enrichment import enrich
+from streams.metadata import enrich
 from streams.runtime import (
     dead_letter,
     in_thread,
@@ -138,7 +138,7 @@ async def materialise(
 ) -> list[str]:
     """Write ``docs`` (content JSON, last per id wins) to Redis; return ids now published.
 
-    Fan-out on write (feedpipe/fanout.py; only with ``profiles.click_path: batch``, whose
+    Fan-out on write (feedpipe/rank/fanout.py; only with ``profiles.click_path: batch``, whose
     click path handles ``fanout`` events): for each item newly materialised or re-published
     (no stored copy), or updated in place, its audience is computed *before* the
     transaction (one Lua call per item, with the item's current celebrity status); an
@@ -247,7 +247,8 @@ def produce_fanout(fanout: dict[str, tuple[list[str], str]], at: datetime) -> in
 
 async def send_fanout(fanout: dict[str, tuple[list[str], str]]) -> int:
     """Send the ``fanout`` reader events of :func:`materialise`'s ``fanout`` (one per audience
-    user, coalesced over the batch's items: :func:`feedpipe.fanout.fanout_events`), keyed by user
+    user, coalesced over the batch's items: :func:`feedpipe.rank.fanout.fanout_events`), keyed by
+    user
     id: each lands on the reader.events partition that owns the user, and the click path
     re-ranks and stores that user's feed (exactly-once effect under its offset watermark).
 

@@ -5,8 +5,8 @@ input:  profiles.updated (key user_id, value feedpipe.UserProfile), in batches; 
 output: feeds.updated (compacted; key user_id, value feedpipe.UserFeed), one per user per batch
 state:  Redis feed:{user} (JSON), active:{partition} (users with a feed, by last_seen),
         feeds:refreshed:{partition} ("catalogue:stats" versions the partition's feeds reflect)
-ranking: feedpipe.rankers.rank_users: per user and brand the weight set of the user's A/B arm
-        (feedpipe.experiments) or of the brand (topology.yaml rankers.brands), re-read without
+ranking: feedpipe.rank.rankers.rank_users: per user and brand the weight set of the user's A/B arm
+        (feedpipe.rank.experiments) or of the brand (topology.yaml rankers.brands), re-read without
         a restart (WeightsRegistry: a changed topology.yaml applies from the next batch);
         vectorised over a candidate matrix rebuilt when the catalogue version changes. Every
         item carries its score breakdown, ranker, weight set and version, arm and experiment.
@@ -24,16 +24,16 @@ from typing import Any
 import orjson
 from faust.types import EventT, StreamT
 
-from feedpipe.candidates import CandidateInputs
-from feedpipe.codec import codec
-from feedpipe.fanout import digest
-from feedpipe.feedstore import FeedFormatError, decode_feed, encode_feed
-from feedpipe.interning import ITEMS, intern, resolve
-from feedpipe.profilestore import ProfileFormatError, decode_profile, stored_ordinals
-from feedpipe.rankers import WeightsRegistry, rank_users
-from feedpipe.ranking import CandidateMatrix, Meta
-from feedpipe.redis_keys import keys
+from feedpipe.model.profile import CandidateMatrix, Meta
+from feedpipe.rank.candidates import CandidateInputs
+from feedpipe.rank.fanout import digest
+from feedpipe.rank.rankers import WeightsRegistry, rank_users
+from feedpipe.store.feeds import FeedFormatError, decode_feed, encode_feed
+from feedpipe.store.interning import ITEMS, intern, resolve
+from feedpipe.store.keys import keys
+from feedpipe.store.profiles import ProfileFormatError, decode_profile, stored_ordinals
 from feedpipe.topology import topology
+from feedpipe.wire.codec import codec
 from streams.app import app, topic
 from streams.runtime import as_str, by_partition, in_thread, log, redis_client, take_events
 
@@ -60,7 +60,7 @@ class Catalogue:
     """The worker's cached candidate matrix and item stats (rebuilt when their versions move).
 
     The matrix holds the catalogue minus the celebrity items (``fp:celebrity:{brand}``,
-    feedpipe/fanout.py): those are merged into feeds at read time, never stored in them.
+    feedpipe/rank/fanout.py): those are merged into feeds at read time, never stored in them.
     ``celebrities`` are their ids; ``removed`` accumulates ids that left the catalogue between
     two loads (unpublished), for the idle refresher to take out of stored feeds.
     """
@@ -118,7 +118,7 @@ class Catalogue:
             self.trending = await _trending(sorted({m.brand for m in self.matrix.metas}))
 
     def sources(self) -> CandidateInputs | None:
-        """Candidate generation inputs for :func:`feedpipe.rankers.rank_users` (topology
+        """Candidate generation inputs for :func:`feedpipe.rank.rankers.rank_users` (topology
         ``ranking.candidates``; None when it is not configured: every item is scored)."""
         spec = topology().ranking.candidates
         if spec is None:
@@ -169,11 +169,11 @@ _AFFINITY = ("affinity", "recency", "engagement")
 def feed_json(
     user_id: str, profile: dict[str, Any], items: list[dict[str, Any]], stats_version: int
 ) -> dict[str, Any]:
-    """The feed document stored in Redis (:mod:`feedpipe.feedstore`), sent via :func:`avro_feed`.
+    """The feed document stored in Redis (:mod:`feedpipe.store.feeds`), sent via :func:`avro_feed`.
 
-    ``items``: one user's list from :func:`feedpipe.rankers.rank_users`. Top-level ``ranker``
+    ``items``: one user's list from :func:`feedpipe.rank.rankers.rank_users`. Top-level ``ranker``
     is the ranker of the first item (``affinity`` for an empty feed). ``digest``: the user's
-    digest for the read-time merge of celebrity items (:func:`feedpipe.fanout.digest`).
+    digest for the read-time merge of celebrity items (:func:`feedpipe.rank.fanout.digest`).
     """
     topo = topology()
     return {
@@ -189,7 +189,7 @@ def feed_json(
 
 
 def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
-    """A feed document as a feedpipe.UserFeed record (schemas/feed_entry.avsc).
+    """A feed document as a feedpipe.UserFeed record (schemas/user_feed.avsc).
 
     The Avro writer takes each schema field from the dict (a missing field takes its schema
     default, extra keys such as ``stats_version`` are ignored), so the document and its
@@ -221,7 +221,7 @@ async def rank_and_store(
     await CATALOGUE.refresh(stats_max_age_s)
     stats_version = CATALOGUE.stats_version or 0
     raw_profiles = await r.mget([*(k.profile(u) for u in user_ids), k.item_gen()])
-    ITEMS.sync(raw_profiles.pop())  # item ordinals of compact values (feedpipe/interning.py)
+    ITEMS.sync(raw_profiles.pop())  # item ordinals of compact values (feedpipe/store/interning.py)
     raw_feeds = await r.mget([k.feed(u) for u in user_ids])
     await resolve(r, stored_ordinals([*raw_profiles, *raw_feeds]))
     todo: list[tuple[str, dict[str, Any]]] = []

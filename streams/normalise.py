@@ -18,9 +18,9 @@ from typing import Any
 
 from faust.types import EventT, StreamT
 
-from feedpipe.codec import codec
 from feedpipe.errors import RejectedInput, SerializationError
 from feedpipe.topology import topology
+from feedpipe.wire.codec import codec
 from streams.app import app, topic
 from streams.normalisers import normalise
 from streams.runtime import dead_letter, in_thread, log, take_events

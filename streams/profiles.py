@@ -9,7 +9,7 @@ state:  Redis: profile:{user}, stats:{item}, trending:{brand}:{epoch}, pending:{
 guarantees: effectively-once on Redis. Each partition's batch is applied in one MULTI/EXEC
         guarded by WATCH on that partition's offset watermark, and events at or below the
         watermark are skipped, so redelivery after a crash (at-least-once input) never
-        double-counts. Profile maths is commutative (feedpipe.ranking: forward decay), so
+        double-counts. Profile maths is commutative (feedpipe.model.profile: forward decay), so
         late and out-of-order events give the same profile. Clicks on items not materialised
         yet are kept in the profile's ``pending`` list and applied on a 'resolve' event.
 """
@@ -23,19 +23,19 @@ import orjson
 from faust.types import EventT, StreamT
 from redis.exceptions import WatchError
 
-from feedpipe.codec import codec
 from feedpipe.errors import SerializationError
-from feedpipe.interning import ITEMS, intern, resolve
-from feedpipe.profilestore import (
+from feedpipe.model.profile import Event, Meta, Profile, add_item_signal, apply_events, new_profile
+from feedpipe.store.interning import ITEMS, intern, resolve
+from feedpipe.store.keys import keys, safe_id
+from feedpipe.store.profiles import (
     decode_profile,
     encode_profile,
     profile_ids,
     stored_ordinals,
     stored_profile,
 )
-from feedpipe.ranking import Event, Meta, Profile, add_item_signal, apply_events, new_profile
-from feedpipe.redis_keys import keys, safe_id
 from feedpipe.topology import topology
+from feedpipe.wire.codec import codec
 from streams.app import app, topic
 from streams.runtime import (
     by_partition,
@@ -113,7 +113,7 @@ async def _apply_partition(
             )
             uids = sorted(per_user)
             raw_profiles = await r.mget([*(k.profile(u) for u in uids), k.item_gen()])
-            ITEMS.sync(raw_profiles.pop())  # item ordinals (feedpipe/interning.py)
+            ITEMS.sync(raw_profiles.pop())  # item ordinals (feedpipe/store/interning.py)
             await resolve(r, stored_ordinals(raw_profiles))
             raw_metas = await r.mget([k.meta(c) for c in item_ids]) if item_ids else []
             metas = {

@@ -1,6 +1,7 @@
 """Runtime helpers shared by the agents: the Redis client, DLQ records, batch grouping.
 
-Instrumentation (feedpipe.metrics) is built in here so every stage gets it without code of its
+Instrumentation (feedpipe.monitoring.metrics) is built in here so every stage gets it without code
+of its
 own: :func:`take_events` counts events in, times each batch (processing time per batch and per
 event) and records freshness (Kafka record time -> batch done) per agent; :func:`dead_letter`
 counts DLQ records by stage and reason; the Redis client counts connection/timeout errors.
@@ -27,12 +28,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
-from feedpipe import metrics
-from feedpipe.codec import codec
 from feedpipe.ids import event_id
-from feedpipe.ranking import Event
-from feedpipe.redis_keys import keys
+from feedpipe.model.profile import Event
+from feedpipe.monitoring import metrics
 from feedpipe.settings import settings
+from feedpipe.store.keys import keys
+from feedpipe.wire.codec import codec
 
 log = logging.getLogger("feedpipe.streams")
 T = TypeVar("T")
@@ -225,7 +226,7 @@ def ms(dt: datetime | int | None) -> int | None:
 
 def reader_event(rec: dict[str, Any]) -> Event:
     """A decoded ``feedpipe.ReaderEvent`` (schemas/reader_event.avsc) as the profile code's
-    :class:`feedpipe.ranking.Event` (event time in epoch ms, 0 when missing; dwell in ms or
+    :class:`feedpipe.model.profile.Event` (event time in epoch ms, 0 when missing; dwell in ms or
     None). Used by the click path and the per-event profiles agent alike."""
     return Event(
         rec["event_id"],

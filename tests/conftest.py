@@ -6,7 +6,7 @@ Each service is resolved once per session, in this order:
    as is (nothing started, nothing stopped);
 2. testcontainers, when a Docker engine answers a ping (``apache/kafka`` KRaft single node,
    ``redis:7``); set ``FEEDPIPE_TEST_DOCKER=0`` to skip this step;
-3. local processes (:mod:`feedpipe.infra`) under ``<repo>/.feedpipe-test/`` on ports
+3. local processes (:mod:`ops.infra`) under ``<repo>/.feedpipe-test/`` on ports
    29092/29093 (Kafka) and 26379 (Redis), so a running dev stack (19092, 16379) is untouched.
    Their data is wiped at session start and they are stopped at session end. The Kafka jars
    are shared with the dev state directory (fetched there once).
@@ -29,20 +29,22 @@ import pytest
 import redis
 
 from feedpipe import settings as settings_module
-from feedpipe.infra import KafkaBroker, RedisServer, ensure_jars, pinned_version
-from feedpipe.infra.kafka import broker_answers
+from feedpipe.kafka.topics import TopicChange, admin_client, apply, format_changes
 from feedpipe.settings import Settings
-from feedpipe.topics import TopicChange, admin_client, apply, format_changes
 from feedpipe.topology import topology
+from ops.infra import KafkaBroker, RedisServer, ensure_jars, pinned_version
+from ops.infra.kafka import broker_answers
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_STATE_DIR = REPO / ".feedpipe-test"
-TEST_KAFKA_PORT = 29092
-TEST_KAFKA_CONTROLLER_PORT = 29093
-TEST_REDIS_PORT = 26379
+# FEEDPIPE_TEST_PORT_OFFSET shifts all three, so two checkouts can run their suites side by side.
+_OFFSET = int(os.environ.get("FEEDPIPE_TEST_PORT_OFFSET", "0"))
+TEST_KAFKA_PORT = 29092 + _OFFSET
+TEST_KAFKA_CONTROLLER_PORT = 29093 + _OFFSET
+TEST_REDIS_PORT = 26379 + _OFFSET
 KAFKA_IMAGE = f"apache/kafka:{pinned_version()}"  # the same release as the local broker
 REDIS_IMAGE = "redis:7"
-# Where `make setup` / `python -m feedpipe.infra jars` put the jars (read before any override).
+# Where `make setup` / `python -m ops.infra jars` put the jars (read before any override).
 DEV_STATE_DIR = Settings().state_dir
 
 

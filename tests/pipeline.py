@@ -13,11 +13,11 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from feedpipe import services
-from feedpipe.lag import pipeline_lag
+from feedpipe.kafka.lag import pipeline_lag
+from feedpipe.kafka.topics import recreate
 from feedpipe.settings import Settings, settings
-from feedpipe.topics import recreate
 from feedpipe.topology import topology
+from ops import services
 
 ENV_KEYS = (
     "FEEDPIPE_STATE_DIR",
@@ -28,7 +28,7 @@ ENV_KEYS = (
 
 
 def recreate_topics(bootstrap: str) -> None:
-    """Empty topics of topology.yaml on ``bootstrap`` (:func:`feedpipe.topics.recreate`)."""
+    """Empty topics of topology.yaml on ``bootstrap`` (:func:`feedpipe.kafka.topics.recreate`)."""
     recreate(topology(), AdminClient({"bootstrap.servers": bootstrap}))
 
 
@@ -94,8 +94,8 @@ def drain(bootstrap: str, group: str, timeout_s: float = 600) -> None:
 
 def wait_feeds_converged(redis_url: str, timeout_s: float = 120) -> None:
     """Wait until every partition's feeds reflect the current catalogue and stats versions
-    (:func:`feedpipe.faults.wait_feeds_converged`); AssertionError when they do not."""
-    from feedpipe.faults import wait_feeds_converged as wait
+    (:func:`ops.faults.wait_feeds_converged`); AssertionError when they do not."""
+    from ops.faults import wait_feeds_converged as wait
 
     try:
         wait(redis_url, timeout_s)

@@ -23,8 +23,8 @@ from feedpipe.errors import RejectedInput
 from feedpipe.topology import Topology
 from streams.normalisers.common import BODY_MAX_CHARS, Draft, content_hash, finish, load_json
 from streams.normalisers.drupal import normalise_node, split_jsonapi_collection
-from streams.normalisers.feeds import normalise_feed
 from streams.normalisers.mind import normalise_row
+from streams.normalisers.syndication import normalise_feed
 from streams.normalisers.text import html_to_text
 from streams.normalisers.wordpress import normalise_post, split_wordpress_posts
 
@@ -51,7 +51,7 @@ def normalise(raw: dict[str, Any], topo: Topology) -> list[dict[str, Any]]:
         topo: topology whose brand taxonomies map ``source_categories`` to ``categories``.
 
     Returns:
-        Content dicts with every field of ``schemas/normalised_content.avsc`` (timestamps
+        Content dicts with every field of ``schemas/content.avsc`` (timestamps
         tz-aware UTC, whole milliseconds), ready for ``codec('Content').encode``: one per
         WordPress post, Drupal node or MIND row, one per usable item of a feed document.
         ``op == 'delete'`` gives ``status = 'unpublished'``; a delete with an empty payload

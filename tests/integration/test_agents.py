@@ -21,10 +21,10 @@ import orjson
 import pytest
 import redis
 
-from feedpipe.codec import codec
 from feedpipe.ids import content_id, event_id
-from feedpipe.profilestore import read_sync
-from feedpipe.redis_keys import keys
+from feedpipe.store.keys import keys
+from feedpipe.store.profiles import read_sync
+from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
 
@@ -240,7 +240,7 @@ def test_profiles_agent_is_idempotent_under_redelivery(
 
 
 def test_feeds_agent_ranks_and_stores(stages: Any, sent: Sent, redis_client: redis.Redis) -> None:
-    from feedpipe.ranking import new_profile
+    from feedpipe.model.profile import new_profile
     from feedpipe.topology import topology
     from streams.feeds import feeds_agent
 

@@ -23,9 +23,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pipeline import high_watermarks, kafka_consumer
 
 from connectors.cdc import CdcConnector
-from connectors.producer import DeliveryError, IdempotentProducer
-from feedpipe.codec import codec
-from feedpipe.topics import TopicChange
+from feedpipe.kafka.producer import DeliveryError, IdempotentProducer
+from feedpipe.kafka.topics import TopicChange
+from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
 

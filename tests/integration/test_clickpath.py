@@ -17,13 +17,13 @@ import orjson
 import pytest
 import redis
 
-from feedpipe.codec import codec
-from feedpipe.feedstore import MAGIC3
 from feedpipe.ids import content_id, event_id
-from feedpipe.profilestore import MAGIC as PROFILE_MAGIC
-from feedpipe.profilestore import read_sync
-from feedpipe.redis_keys import keys
+from feedpipe.store.feeds import MAGIC3
+from feedpipe.store.keys import keys
+from feedpipe.store.profiles import MAGIC as PROFILE_MAGIC
+from feedpipe.store.profiles import read_sync
 from feedpipe.topology import topology
+from feedpipe.wire.codec import codec
 
 if TYPE_CHECKING:
     from streams.clickpath import Record
@@ -37,12 +37,12 @@ T0 = datetime(2019, 11, 12, 9, 0, tzinfo=UTC)
 
 
 def stored_profile(r: redis.Redis, user: str) -> dict[str, Any]:
-    """The user's stored profile, decoded (feedpipe/profilestore.py); {} when missing."""
+    """The user's stored profile, decoded (feedpipe/store/profiles.py); {} when missing."""
     return read_sync(r, user)[0] or {}
 
 
 def stored_feed(r: redis.Redis, user: str) -> dict[str, Any]:
-    """The user's stored feed, decoded (feedpipe/feedstore.py); {} when missing."""
+    """The user's stored feed, decoded (feedpipe/store/feeds.py); {} when missing."""
     return read_sync(r, user)[1] or {}
 
 def reader(
@@ -94,7 +94,7 @@ def seed_catalogue(r: redis.Redis, categories: list[str]) -> list[str]:
         }
         r.set(k.meta(cid), orjson.dumps(meta))
         # catalogue score = when the item was added (the enrich stage's clock): at T0, so the
-        # items are fresh candidates for events around T0 (feedpipe/candidates.py)
+        # items are fresh candidates for events around T0 (feedpipe/rank/candidates.py)
         r.zadd(k.catalogue("mind"), {cid: T0.timestamp() * 1000 + i})
     r.incr(k.catalogue_version())
     return ids
@@ -257,8 +257,8 @@ def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import streams.clickpath
-    from feedpipe.experiments import assign_arm
-    from feedpipe.rankers import RankingConfig
+    from feedpipe.rank.experiments import assign_arm
+    from feedpipe.rank.rankers import RankingConfig
 
     topo = topology()
     exps = {n: s.model_copy(update={"enabled": True}) for n, s in topo.experiments.items()}

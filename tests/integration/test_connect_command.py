@@ -22,9 +22,9 @@ from pipeline import free_port, high_watermarks
 
 from connectors.simulator import FixtureServer
 from connectors.webhook import sign
-from feedpipe.codec import codec
+from feedpipe.kafka.topics import TopicChange
 from feedpipe.settings import ROOT
-from feedpipe.topics import TopicChange
+from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
 SECRET_ENV = "FEEDPIPE_TEST_CONNECT_SECRET"
@@ -92,7 +92,7 @@ def test_connect_runs_pollers_webhooks_and_cdc(
         start = high_watermarks(kafka_bootstrap, "cms.raw")
         env = {**os.environ, SECRET_ENV: "s3cret", "FEEDPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "feedpipe.cli", "connect", "--config", str(path)],
+            [sys.executable, "-m", "ops.cli", "connect", "--config", str(path)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

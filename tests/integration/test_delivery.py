@@ -12,7 +12,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from connectors.producer import DeliveryError
+from feedpipe.kafka.producer import DeliveryError
 from streams.delivery import AsyncProducer
 
 pytestmark = pytest.mark.integration

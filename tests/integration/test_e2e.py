@@ -12,7 +12,7 @@ asserts through the read endpoint's HTTP API:
   reader event is counted in exactly one profile.
 
 The reference maths below is written from the formulas in docs/ranking.md, not imported from
-feedpipe.ranking, so a bug there cannot hide itself.
+feedpipe.model.profile, so a bug there cannot hide itself.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from confluent_kafka import Consumer, TopicPartition
 from pipeline import api_headers, drain, running_pipeline, wait_feeds_converged
 
 from connectors.replay import replay_all
-from feedpipe.codec import codec
 from feedpipe.ids import content_id
-from feedpipe.profilestore import read_sync
+from feedpipe.store.profiles import read_sync
 from feedpipe.topology import topology
+from feedpipe.wire.codec import codec
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -255,7 +255,7 @@ def _mind_catalogue(client: httpx.Client, data_dir: Path) -> dict[str, dict[str,
 def test_every_valid_article_materialised_once(pipeline: dict[str, Any], data_dir: Path) -> None:
     import redis
 
-    from feedpipe.redis_keys import keys
+    from feedpipe.store.keys import keys
 
     with httpx.Client(base_url=pipeline["base"], headers=pipeline["headers"], timeout=10) as client:
         catalogue = _mind_catalogue(client, data_dir)
@@ -397,7 +397,7 @@ def test_counts_reconcile(pipeline: dict[str, Any], data_dir: Path) -> None:
     imps = clicks = 0
     users = sorted(events)
     for u in users:
-        p = read_sync(r, u)[0]  # compact profiles: feedpipe/profilestore.py
+        p = read_sync(r, u)[0]  # compact profiles: feedpipe/store/profiles.py
         assert p is not None
         imps += p["impressions"]
         clicks += p["clicks"]
@@ -425,7 +425,7 @@ def test_unpublished_item_leaves_content_and_every_feed(pipeline: dict[str, Any]
     from confluent_kafka import Producer
 
     from feedpipe.ids import event_id
-    from feedpipe.redis_keys import keys
+    from feedpipe.store.keys import keys
 
     r = redis.Redis.from_url(pipeline["redis_url"])
     k = keys()

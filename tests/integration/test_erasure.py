@@ -15,10 +15,10 @@ from confluent_kafka import TopicPartition
 from pipeline import kafka_consumer
 from test_clickpath import T0, Sent, apply, reader, records, seed_catalogue, with_path
 
-from feedpipe.codec import codec
 from feedpipe.ids import content_id, event_id
-from feedpipe.profilestore import read_sync
-from feedpipe.redis_keys import keys
+from feedpipe.store.keys import keys
+from feedpipe.store.profiles import read_sync
+from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
 

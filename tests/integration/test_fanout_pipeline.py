@@ -1,5 +1,6 @@
 """Fan-out on write and the celebrity switch on real Kafka, real Redis and a real worker plus
-read endpoint (feedpipe/fanout.py, docs/ranking.md "Fan-out on write and the celebrity switch").
+read endpoint (feedpipe/rank/fanout.py, docs/ranking.md "Fan-out on write and the celebrity
+switch").
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import redis
 from confluent_kafka import Producer
 from pipeline import api_headers, drain, kafka_consumer, running_pipeline, wait_feeds_converged
 
-from feedpipe.codec import codec
-from feedpipe.fanout import AUDIENCE_SCRIPT, audience_keys, parse_audience
-from feedpipe.feedstore import FeedFormatError, decode_feed
 from feedpipe.ids import content_id, event_id
-from feedpipe.ranking import Meta
-from feedpipe.redis_keys import keys
+from feedpipe.model.profile import Meta
+from feedpipe.rank.fanout import AUDIENCE_SCRIPT, audience_keys, parse_audience
+from feedpipe.store.feeds import FeedFormatError, decode_feed
+from feedpipe.store.keys import keys
+from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
 
@@ -188,14 +189,15 @@ def _send(producer: Producer, topic: str, key: str, value: bytes) -> None:
 
 def stored_feed(r: redis.Redis, key: str | bytes) -> dict[str, Any]:
     """A stored feed decoded as the worker wrote it ({} when missing); an interned feed's
-    item ordinals are resolved first (feedpipe/interning.py) when the module exists."""
+    item ordinals are resolved first (feedpipe/store/interning.py) when the module exists."""
     raw = r.get(key)
     if raw is None:
         return {}
     try:
         return decode_feed(raw)
     except FeedFormatError:
-        from feedpipe import feedstore, interning  # the memory work's item table
+        from feedpipe.store import feeds as feedstore
+        from feedpipe.store import interning  # the memory work's item table
 
         interning.ITEMS.sync(r.get(keys().item_gen()))
         interning.resolve_sync(r, feedstore.feed_ordinals(raw))

@@ -1,4 +1,4 @@
-"""The fault-injection suite (feedpipe/faults.py) as tests: ``feedpipe faults`` runs every
+"""The fault-injection suite (ops/faults.py) as tests: ``feedpipe faults`` runs every
 scenario in a process of its own (a fault that took down the process running it would otherwise
 take pytest with it), on a Kafka broker and a redis-server of its own (ports 29192/26479 under
 .feedpipe-test/faults, or FEEDPIPE_FAULTS_KAFKA_PORT / FEEDPIPE_FAULTS_REDIS_PORT), with real
@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from feedpipe.faults import SCENARIOS, Outcome, compare
+from ops.faults import SCENARIOS, Outcome, compare
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,7 +35,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
     }
     proc = subprocess.run(
         [
-            sys.executable, "-m", "feedpipe.cli", "faults",
+            sys.executable, "-m", "ops.cli", "faults",
             "--kafka-port", os.environ.get("FEEDPIPE_FAULTS_KAFKA_PORT", "29192"),
             "--redis-port", os.environ.get("FEEDPIPE_FAULTS_REDIS_PORT", "26479"),
             "--rows", os.environ.get("FEEDPIPE_FAULTS_ROWS", "600"),

@@ -24,12 +24,12 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors.config import AuthSpec, LiveSourceSpec
 from connectors.drupal import DrupalConnector
 from connectors.http import RequestRejected, SourceRunner
-from connectors.producer import IdempotentProducer
 from connectors.rss import FeedConnector
 from connectors.simulator import Fault, FixtureServer
 from connectors.wordpress import WordPressConnector
-from feedpipe.codec import codec
-from feedpipe.topics import TopicChange
+from feedpipe.kafka.producer import IdempotentProducer
+from feedpipe.kafka.topics import TopicChange
+from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
 

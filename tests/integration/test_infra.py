@@ -1,4 +1,4 @@
-"""The local Kafka broker and Redis server (feedpipe.infra): start, stop, restart keeps data,
+"""The local Kafka broker and Redis server (ops.infra): start, stop, restart keeps data,
 topic auto-creation off. Runs its own instances (tmp state dir, free ports), never the session
 ones, so stopping them does not disturb other tests."""
 
@@ -15,7 +15,8 @@ import redis
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from feedpipe.infra import (
+from feedpipe.settings import Settings
+from ops.infra import (
     InfraError,
     KafkaBroker,
     LocalStack,
@@ -23,8 +24,7 @@ from feedpipe.infra import (
     ensure_jars,
     pinned_version,
 )
-from feedpipe.infra._proc import port_open
-from feedpipe.settings import Settings
+from ops.infra._proc import port_open
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

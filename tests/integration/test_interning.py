@@ -1,4 +1,4 @@
-"""Item interning against a real Redis (feedpipe/interning.py): allocation agreement between
+"""Item interning against a real Redis (feedpipe/store/interning.py): allocation agreement between
 processes' tables, resolution, and a wiped table (FLUSHDB) never decoding stale ordinals."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from feedpipe.feedstore import FeedFormatError, decode_feed, encode_feed
-from feedpipe.interning import (
+from feedpipe.store.feeds import FeedFormatError, decode_feed, encode_feed
+from feedpipe.store.interning import (
     ItemTable,
     ItemTableError,
     intern,
@@ -19,7 +19,7 @@ from feedpipe.interning import (
     resolve,
     resolve_sync,
 )
-from feedpipe.redis_keys import keys
+from feedpipe.store.keys import keys
 
 
 def _ids(n: int, salt: str = "") -> list[str]:

@@ -25,7 +25,7 @@ CONSUMED = 5
 def _lag(bootstrap: str, group: str) -> tuple[int, dict[str, Any]]:
     env = {**os.environ, "FEEDPIPE_KAFKA_BOOTSTRAP": bootstrap}
     proc = subprocess.run(
-        [sys.executable, "-m", "feedpipe.cli", "lag", "--group", group, "--json",
+        [sys.executable, "-m", "ops.cli", "lag", "--group", group, "--json",
          "--window", "3", "--interval", "1"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -15,9 +15,9 @@ import pytest
 from pipeline import drain, running_pipeline
 
 from connectors.replay import replay_all
-from feedpipe import services
-from feedpipe.lag import pipeline_groups
+from feedpipe.kafka.lag import pipeline_groups
 from feedpipe.topology import topology
+from ops import services
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 

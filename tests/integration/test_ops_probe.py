@@ -1,4 +1,4 @@
-"""The worker's lag probe runs in a child process (feedpipe/ops_exporter.py ProbeProcess): a
+"""The worker's lag probe runs in a child process (feedpipe/monitoring/exporter.py ProbeProcess): a
 crash of the child (librdkafka can abort a process when the broker restarts) costs one probe of
 ERR rows, never the worker, and the next probe starts a new child. Real broker, real SIGKILL."""
 
@@ -9,8 +9,8 @@ import signal
 
 import pytest
 
-from feedpipe.ops_exporter import ProbeProcess
-from feedpipe.topics import TopicChange
+from feedpipe.kafka.topics import TopicChange
+from feedpipe.monitoring.exporter import ProbeProcess
 
 pytestmark = pytest.mark.integration
 

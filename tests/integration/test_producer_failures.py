@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pipeline import high_watermarks
 
 from connectors.base import Connector, ConnectorMetrics
-from connectors.producer import DeliveryError, IdempotentProducer
+from feedpipe.kafka.producer import DeliveryError, IdempotentProducer
 
 pytestmark = pytest.mark.integration
 

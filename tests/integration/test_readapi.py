@@ -1,6 +1,6 @@
 """The read endpoint (readapi) against a real Redis, driven through Starlette's TestClient.
 
-Records are synthetic (invented ids and text), written with ``feedpipe.redis_keys.keys()`` in the
+Records are synthetic (invented ids and text), written with ``feedpipe.store.keys.keys()`` in the
 shapes the pipeline writes; every id carries a per-run tag so runs sharing a Redis never collide,
 and the keys are deleted afterwards. The ``world`` and ``tokens`` fixtures are imported by the
 other test_readapi_*.py modules.
@@ -19,8 +19,8 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from feedpipe.feedstore import MAGIC, encode_feed
-from feedpipe.redis_keys import keys
+from feedpipe.store.feeds import MAGIC, encode_feed
+from feedpipe.store.keys import keys
 from feedpipe.topology import topology
 from readapi.app import create_app
 from readapi.keys import create_key
@@ -145,7 +145,7 @@ def world(redis_url: str) -> Iterator[World]:
         ),
     )
     put(k.feed(w.user_empty_feed), _feed(w.user_empty_feed, []))
-    # The compact binary feed form (feedpipe.feedstore) reads like the JSON one.
+    # The compact binary feed form (feedpipe.store.feeds) reads like the JSON one.
     compact = _feed(
         w.user_compact, [_entry(w.c[3], w.brand_a, 1, 0.5), _entry(w.c[1], w.brand_a, 2, 0.25)]
     )

@@ -21,8 +21,8 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from feedpipe.infra import RedisServer
-from feedpipe.redis_keys import keys
+from feedpipe.store.keys import keys
+from ops.infra import RedisServer
 from readapi.app import create_app
 from readapi.keys import create_key
 

@@ -17,11 +17,11 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import TopicPartition
 from pipeline import high_watermarks, kafka_consumer
 
-from connectors.producer import IdempotentProducer
 from connectors.replay import ReplayConnector, replay_all, wordpress_events
-from feedpipe.codec import codec
-from feedpipe.topics import TopicChange
+from feedpipe.kafka.producer import IdempotentProducer
+from feedpipe.kafka.topics import TopicChange
 from feedpipe.topology import SourceSpec, topology
+from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
 

@@ -47,8 +47,8 @@ def test_secrets_never_show_in_repr_str_dump_or_logs(
 
 
 def test_connector_producer_config_keeps_no_secret(sasl_env: None) -> None:
-    from connectors.producer import IdempotentProducer
     from feedpipe import settings as settings_mod
+    from feedpipe.kafka.producer import IdempotentProducer
 
     settings_mod.settings.cache_clear()
     try:

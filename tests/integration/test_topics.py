@@ -1,4 +1,4 @@
-"""feedpipe.topics plan/apply against the session broker. Uses the real topology.yaml topics
+"""feedpipe.kafka.topics plan/apply against the session broker. Uses the real topology.yaml topics
 under a unique prefix, so the broker is "empty" for them whatever other tests created."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from feedpipe.topics import TopicChange, admin_client, apply, format_changes, plan
+from feedpipe.kafka.topics import TopicChange, admin_client, apply, format_changes, plan
 from feedpipe.topology import Topology, topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

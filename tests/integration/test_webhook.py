@@ -23,7 +23,6 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.producer import IdempotentProducer
 from connectors.webhook import (
     WebhookConnector,
     WebhookSource,
@@ -31,9 +30,10 @@ from connectors.webhook import (
     sign,
     verify_signature,
 )
-from feedpipe.codec import codec
 from feedpipe.errors import ConfigError
-from feedpipe.topics import TopicChange
+from feedpipe.kafka.producer import IdempotentProducer
+from feedpipe.kafka.topics import TopicChange
+from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
 

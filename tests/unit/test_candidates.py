@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from feedpipe.candidates import (
+from feedpipe.rank.candidates import (
     AFFINITY,
     FRESH,
     TRENDING,

@@ -27,9 +27,9 @@ from connectors.cdc import (
     row_to_post,
 )
 from feedpipe import ids
-from feedpipe.codec import codec
 from feedpipe.errors import RejectedInput
 from feedpipe.topology import topology
+from feedpipe.wire.codec import codec
 from streams.normalisers import normalise
 
 SOURCE, BRAND = "blog-cdc", "frontity"

@@ -1,5 +1,5 @@
 """Decoding skips fastavro's schema resolution only for the codec's own schema id, with the same
-records out and every check kept (feedpipe/codec.py)."""
+records out and every check kept (feedpipe/wire/codec.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import fastavro
 import pytest
 
-from feedpipe.codec import codec
 from feedpipe.errors import SerializationError
+from feedpipe.wire.codec import codec
 
 
 def test_decode_of_own_schema_id_equals_resolved_decode() -> None:

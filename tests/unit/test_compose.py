@@ -26,7 +26,7 @@ def _env(service: str) -> dict[str, str]:
 
 def test_services_and_images() -> None:
     assert set(SERVICES) == {"kafka", "redis", *APP_SERVICES, *OBSERVABILITY}
-    from feedpipe.infra.kafka import pinned_version
+    from ops.infra.kafka import pinned_version
 
     # the compose broker is the same release as the local one (infra/kafka/pom.xml)
     assert SERVICES["kafka"]["image"] == f"apache/kafka:{pinned_version()}"
@@ -174,7 +174,7 @@ def test_grafana_provisioning_points_at_prometheus_and_the_dashboard() -> None:
 
 
 def _defined_metric_names() -> set[str]:
-    from feedpipe.metrics import metric_names
+    from feedpipe.monitoring.metrics import metric_names
     from readapi.app import create_app
 
     api = create_app("redis://127.0.0.1:1/0", require_keys=False)

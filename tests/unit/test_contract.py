@@ -8,9 +8,9 @@ from pathlib import Path
 
 import orjson
 
-from feedpipe.codec import SCHEMA_DIR, registry
-from feedpipe.redis_keys import Keys
+from feedpipe.store.keys import Keys
 from feedpipe.topology import topology
+from feedpipe.wire.codec import SCHEMA_DIR, registry
 
 ROOT = Path(__file__).resolve().parents[2]
 

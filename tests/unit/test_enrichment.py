@@ -1,4 +1,4 @@
-"""Unit tests of streams.enrichment on real data read in place (MIND news, Drupal Umami article).
+"""Unit tests of streams.metadata on real data read in place (MIND news, Drupal Umami article).
 
 The data is read from ``settings().data_dir`` at test time; nothing of it is copied here. Tests
 fail (not skip) when the data is missing.
@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from feedpipe.codec import codec
 from feedpipe.errors import RejectedInput
 from feedpipe.ids import content_id
 from feedpipe.settings import settings
 from feedpipe.topology import topology
-from streams import enrichment
-from streams.enrichment import enrich
+from feedpipe.wire.codec import codec
+from streams import metadata as enrichment
+from streams.metadata import enrich
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 MIND_ROWS = 2_000

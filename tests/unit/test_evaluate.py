@@ -1,4 +1,4 @@
-"""feedpipe.evaluate: metrics by hand, a synthetic MIND log by hand, the real derived log."""
+"""ops.evaluate: metrics by hand, a synthetic MIND log by hand, the real derived log."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from feedpipe.cli import cli
-from feedpipe.evaluate import METRICS, auc, evaluate, mrr, ndcg, parse_behaviors
 from feedpipe.settings import settings
 from feedpipe.topology import RankersSpec, WeightSet, topology
+from ops.cli import cli
+from ops.evaluate import METRICS, auc, evaluate, mrr, ndcg, parse_behaviors
 
 L3 = 1 / math.log2(3)
 

@@ -1,4 +1,4 @@
-"""feedpipe.experiments: deterministic arm assignment, splits, resolution, validation."""
+"""feedpipe.rank.experiments: deterministic arm assignment, splits, resolution, validation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import pytest
 from pydantic import ValidationError
 
-from feedpipe.experiments import arm_ctr, assign_arm, bucket, experiment_for, resolve
+from feedpipe.rank.experiments import arm_ctr, assign_arm, bucket, experiment_for, resolve
 from feedpipe.topology import ArmSpec, ExperimentSpec, topology
 
 USERS = [f"U{i}" for i in range(20_000)]

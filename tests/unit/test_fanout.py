@@ -1,12 +1,13 @@
 """Fan-out on write: interests, the audience index writes, the celebrity switch, the digest and
-the read-time merge (feedpipe/fanout.py). Pure functions: no Redis here."""
+the read-time merge (feedpipe/rank/fanout.py). Pure functions: no Redis here."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from feedpipe.fanout import (
+from feedpipe.model.profile import CandidateMatrix, Meta, affinity_at
+from feedpipe.rank.fanout import (
     REST,
     CelebrityCache,
     audience_writes,
@@ -18,9 +19,8 @@ from feedpipe.fanout import (
     pseudo_profile,
     score_celebrities,
 )
-from feedpipe.rankers import WeightsRegistry, rank_users
-from feedpipe.ranking import CandidateMatrix, Meta, affinity_at
-from feedpipe.redis_keys import keys
+from feedpipe.rank.rankers import WeightsRegistry, rank_users
+from feedpipe.store.keys import keys
 from feedpipe.topology import FanoutSpec, topology
 
 SPEC = FanoutSpec(celebrity_audience=3, interest_categories=2, interest_topics=2)
@@ -171,7 +171,7 @@ def test_fanout_events_coalesce_one_record_per_user() -> None:
     over every (item, content version) reaching the user (a redelivery gives the same ids)."""
     from datetime import UTC, datetime
 
-    from feedpipe.fanout import fanout_events
+    from feedpipe.rank.fanout import fanout_events
 
     at = datetime(2026, 11, 24, tzinfo=UTC)
     batch = {cid(2): (["U2", "U1"], "h2"), cid(1): (["U1"], "h1"), cid(3): (["U3", "U2"], "h3")}

@@ -1,4 +1,4 @@
-"""The feed storage codec (feedpipe/feedstore.py): round trips, fallbacks, corrupt input."""
+"""The feed storage codec (feedpipe/store/feeds.py): round trips, fallbacks, corrupt input."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import orjson
 import pytest
 
-from feedpipe.feedstore import (
+from feedpipe.store.feeds import (
     MAGIC,
     MAGIC2,
     MAGIC3,
@@ -17,7 +17,7 @@ from feedpipe.feedstore import (
     encode_feed,
     feed_ordinals,
 )
-from feedpipe.interning import ItemTable
+from feedpipe.store.interning import ItemTable
 
 
 def _doc(n: int = 100, ids: str = "hex", brands: tuple[str, ...] = ("mind",)) -> dict:

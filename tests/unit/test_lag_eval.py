@@ -1,11 +1,11 @@
-"""Burrow-style lag evaluation (feedpipe.lag.evaluate) over hand-made sample windows."""
+"""Burrow-style lag evaluation (feedpipe.kafka.lag.evaluate) over hand-made sample windows."""
 
 from __future__ import annotations
 
 import pytest
 
-from feedpipe.lag import PartitionProbe, Sample, Status, Tracker, evaluate, exit_code, worst
-from feedpipe.lag_cli import overall_exit_code, report
+from feedpipe.kafka.lag import PartitionProbe, Sample, Status, Tracker, evaluate, exit_code, worst
+from ops.lag import overall_exit_code, report
 
 
 def window(

@@ -1,4 +1,4 @@
-"""feedpipe.metrics: quantiles from buckets, observe_* helpers, and the ops snapshot."""
+"""feedpipe.monitoring.metrics: quantiles from buckets, observe_* helpers, and the ops snapshot."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from feedpipe import metrics
-from feedpipe.lag import Evaluation, PartitionProbe, Sample, Status
-from feedpipe.ops_snapshot import SnapshotBuilder, compact
+from feedpipe.kafka.lag import Evaluation, PartitionProbe, Sample, Status
+from feedpipe.monitoring import metrics
+from feedpipe.monitoring.snapshot import SnapshotBuilder, compact
 
 
 def test_histogram_quantile_interpolates_like_promql() -> None:

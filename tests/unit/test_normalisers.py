@@ -21,11 +21,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from feedpipe.codec import codec
 from feedpipe.errors import RejectedInput
 from feedpipe.ids import content_id, event_id
 from feedpipe.settings import settings
 from feedpipe.topology import topology
+from feedpipe.wire.codec import codec
 from streams.normalisers import (
     BODY_MAX_CHARS,
     KINDS,

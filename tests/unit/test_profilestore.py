@@ -1,4 +1,4 @@
-"""The profile storage codec (feedpipe/profilestore.py): exact round trips, fallbacks, errors."""
+"""The profile storage codec (feedpipe/store/profiles.py): exact round trips, fallbacks, errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import struct
 import orjson
 import pytest
 
-from feedpipe.interning import ItemTable
-from feedpipe.profilestore import (
+from feedpipe.model.profile import Event, admit_events, apply_events, new_profile
+from feedpipe.store.interning import ItemTable
+from feedpipe.store.profiles import (
     MAGIC,
     ProfileFormatError,
     decode_profile,
@@ -20,7 +21,6 @@ from feedpipe.profilestore import (
     profile_ordinals,
     stored_ordinals,
 )
-from feedpipe.ranking import Event, admit_events, apply_events, new_profile
 from feedpipe.topology import topology
 
 

@@ -11,10 +11,10 @@ stage turns into a DLQ record with a reason. Nothing else may escape (a crash of
 | ``connectors.webhook.body_events`` (webhook bodies) | RejectedInput | webhook (HTTP 4xx) |
 | ``connectors.wordpress.post_event`` | none | WordPress poller |
 | ``connectors.replay`` readers (WordPress, Drupal, MIND behaviours) | none (Malformed) | replay |
-| ``feedpipe.codec.AvroCodec.decode`` | SerializationError | every consumer |
+| ``feedpipe.wire.codec.AvroCodec.decode`` | SerializationError | every consumer |
 | ``streams.clickpath._decode`` (click path's record decode) | none (DLQ list) | click path |
 | ``streams.runtime.reader_event`` (on any decodable ReaderEvent) | none | click path, profiles |
-| ``feedpipe.feedstore.decode_feed`` | FeedFormatError | read endpoint, feeds |
+| ``feedpipe.store.feeds.decode_feed`` | FeedFormatError | read endpoint, feeds |
 | ``readapi.store.parse_feed`` / ``content_summary`` | none ({} / None) | read endpoint |
 | ``readapi.app.decode_cursor`` / ``feed_params`` | BadRequest (HTTP 400) | read endpoint |
 
@@ -42,13 +42,13 @@ from connectors.cdc import Skip, cdc_to_raw_event
 from connectors.replay import Malformed, drupal_events, mind_behavior_events, wordpress_events
 from connectors.webhook import body_events
 from connectors.wordpress import post_event
-from feedpipe.codec import AvroCodec, codec, registry
 from feedpipe.errors import RejectedInput, SerializationError
-from feedpipe.feedstore import MAGIC, FeedFormatError, decode_feed
 from feedpipe.ids import event_id
-from feedpipe.redis_keys import safe_id
-from feedpipe.schemas import minimal_record
+from feedpipe.store.feeds import MAGIC, FeedFormatError, decode_feed
+from feedpipe.store.keys import safe_id
 from feedpipe.topology import topology
+from feedpipe.wire.codec import AvroCodec, codec, registry
+from feedpipe.wire.compat import minimal_record
 from readapi.app import BadRequest, decode_cursor, encode_cursor, feed_params
 from readapi.store import content_summary, parse_feed
 from streams.clickpath import Record, RecordLike, _decode

@@ -1,4 +1,5 @@
-"""feedpipe.rankers: components agree with feedpipe.ranking, formulas by hand, hot reload."""
+"""feedpipe.rank.rankers: components agree with feedpipe.model.profile, formulas by hand, hot
+reload."""
 
 from __future__ import annotations
 
@@ -11,7 +12,20 @@ import pytest
 from pydantic import ValidationError
 
 from feedpipe.errors import ConfigError
-from feedpipe.rankers import (
+from feedpipe.model.profile import (
+    HOUR_MS,
+    CandidateMatrix,
+    Event,
+    Meta,
+    affinity_at,
+    apply_events,
+    engagement,
+    item_affinity,
+    new_profile,
+    rank,
+    recency,
+)
+from feedpipe.rank.rankers import (
     Candidates,
     RankingConfig,
     WeightsRegistry,
@@ -28,19 +42,6 @@ from feedpipe.rankers import (
     recency_component,
     score,
     user_bias,
-)
-from feedpipe.ranking import (
-    HOUR_MS,
-    CandidateMatrix,
-    Event,
-    Meta,
-    affinity_at,
-    apply_events,
-    engagement,
-    item_affinity,
-    new_profile,
-    rank,
-    recency,
 )
 from feedpipe.topology import TOPOLOGY_PATH, EditorialSpec, WeightSet, topology
 
@@ -228,7 +229,7 @@ World = tuple[list[dict[str, object]], CandidateMatrix, dict[str, tuple[int, int
 
 
 def _world(users: int = 30) -> World:
-    from feedpipe.ranking import Meta as _Meta
+    from feedpipe.model.profile import Meta as _Meta
 
     rng = random.Random(5)
     cats = ["news", "sports", "finance", "travel", "health"]
@@ -271,7 +272,7 @@ def _config(enabled: bool) -> RankingConfig:
 
 
 def test_rank_users_with_seed_weight_sets_agrees_with_the_pure_reference() -> None:
-    """The vectorised ranker equals :func:`feedpipe.ranking.rank` (pure Python, item by item)
+    """The vectorised ranker equals :func:`feedpipe.model.profile.rank` (pure Python, item by item)
     on every user: same order, same scores and components, full explanation per item."""
     profiles, matrix, stats = _world()
     got = rank_users(profiles, matrix, stats, RANKING, _config(False))
@@ -296,7 +297,7 @@ def test_candidate_generation_agrees_with_the_pure_reference_and_names_sources()
     """With candidate generation on, rank_users scores only what the fresh, trending and
     affinity sources propose, exactly as the reference does (ties at the top-affinity cut
     included), and every item names its sources; the filter bites (feeds get shorter)."""
-    from feedpipe.candidates import CandidateInputs, CandidateSpec
+    from feedpipe.rank.candidates import CandidateInputs, CandidateSpec
 
     profiles, matrix, stats = _world(40)
     added = {m.content_id: float(T0 + (i % 7) * 24 * HOUR_MS) for i, m in enumerate(matrix.metas)}
@@ -324,7 +325,7 @@ def test_candidate_generation_agrees_with_the_pure_reference_and_names_sources()
 
 
 def test_rank_users_serves_each_user_their_experiment_arm() -> None:
-    from feedpipe.experiments import assign_arm
+    from feedpipe.rank.experiments import assign_arm
 
     profiles, matrix, stats = _world(60)
     cfg = _config(True)

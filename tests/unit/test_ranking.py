@@ -1,4 +1,4 @@
-"""Pure profile and ranking logic (feedpipe.ranking): no Kafka, no Redis."""
+"""Pure profile and ranking logic (feedpipe.model.profile): no Kafka, no Redis."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from feedpipe.ranking import (
+from feedpipe.model.profile import (
     Event,
     Meta,
     apply_events,

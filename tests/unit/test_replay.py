@@ -18,7 +18,6 @@ import orjson
 import pytest
 
 from connectors.base import Connector, ConnectorMetrics
-from connectors.producer import DeliveryError, IdempotentProducer
 from connectors.reader_encoder import ReaderEventEncoder, zigzag_varint
 from connectors.replay import (
     Keyed,
@@ -34,8 +33,9 @@ from connectors.replay import (
     wordpress_events,
 )
 from feedpipe import ids
-from feedpipe.codec import codec
+from feedpipe.kafka.producer import DeliveryError, IdempotentProducer
 from feedpipe.topology import SourceSpec, topology
+from feedpipe.wire.codec import codec
 
 SPACING_S = topology().profiles.history_click_spacing_s
 FEED_TYPES = {

@@ -1,4 +1,4 @@
-"""Schema evolution (feedpipe.schemas): optional fields are accepted and round-trip between old
+"""Schema evolution (feedpipe.wire.compat): optional fields are accepted and round-trip between old
 and new code through the real codec; breaking changes are refused; the working tree's schemas
 are checked against a git ref (``FEEDPIPE_SCHEMA_BASE_REF``, default HEAD), so an in-place or
 breaking edit of a ``schemas/*.avsc`` fails this test."""
@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from feedpipe.codec import SCHEMA_DIR, AvroCodec, Registry
-from feedpipe.schemas import (
+from feedpipe.settings import settings
+from feedpipe.wire.codec import SCHEMA_DIR, AvroCodec, Registry
+from feedpipe.wire.compat import (
     Snapshot,
     at_ref,
     check_pair,
@@ -23,7 +24,6 @@ from feedpipe.schemas import (
     minimal_record,
     working_tree,
 )
-from feedpipe.settings import settings
 
 TREE = working_tree()
 SUBJECTS = sorted(TREE.latest)
@@ -175,7 +175,7 @@ def test_working_tree_is_compatible_with_the_base_ref() -> None:
 def test_cli_schemas_check() -> None:
     from typer.testing import CliRunner
 
-    from feedpipe.cli import cli
+    from ops.cli import cli
 
     ok = CliRunner().invoke(cli, ["schemas", "check", "--against", "HEAD"])
     assert ok.exit_code == 0 and "compatible" in ok.output

@@ -1,13 +1,13 @@
 """Named rankers (``affinity``, ``editorial``), evaluation baselines and hot-reloaded weights.
 
 Pure and numpy-vectorised; no I/O except :class:`WeightsRegistry`, which re-reads topology.yaml.
-The feeds stage and the offline evaluation (:mod:`feedpipe.evaluate`) call the same functions.
+The feeds stage and the offline evaluation (:mod:`ops.evaluate`) call the same functions.
 
 How to use (one user, n candidates; every array argument broadcasts, so (m, n) for m users works
 the same way)::
 
     cfg = registry.current().rankers                # or topology().ranker_config()
-    name, ws = cfg.for_brand("mind")                # or feedpipe.experiments.resolve(...)
+    name, ws = cfg.for_brand("mind")                # or feedpipe.rank.experiments.resolve(...)
     cands = Candidates(
         affinity=affinity_scores(s_cat, s_top, matrix.cat, matrix.topic),   # (m, n) in [0, 1]
         age_hours=..., clicks=..., impressions=...,                          # (n,)
@@ -20,7 +20,7 @@ the same way)::
 
 The two rankers (weights from a :class:`feedpipe.topology.WeightSet`, summing to 1):
 
-``affinity`` (the seed formula of feedpipe/ranking.py, docs/ranking.md)
+``affinity`` (the seed formula of feedpipe/model/profile.py, docs/ranking.md)
     ``a * affinity + b * recency + c * engagement``:
     affinity = 1/2 share of the user's normalised category affinity held by the item's
     categories + 1/2 the same for topics (each share capped at 1), as ``ranking.item_affinity``;
@@ -52,7 +52,9 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from feedpipe.candidates import (
+from feedpipe.errors import ConfigError
+from feedpipe.model.profile import HOUR_MS, CandidateMatrix, Meta, affinity_at, top_rows
+from feedpipe.rank.candidates import (
     CandidateInputs,
     candidate_sources,
     diversify,
@@ -60,8 +62,6 @@ from feedpipe.candidates import (
     sources_of,
     trending_rows,
 )
-from feedpipe.errors import ConfigError
-from feedpipe.ranking import HOUR_MS, CandidateMatrix, Meta, affinity_at, top_rows
 from feedpipe.topology import (
     RANKER_COMPONENTS,
     TOPOLOGY_PATH,
@@ -156,7 +156,7 @@ def profile_shares(
 ) -> tuple[Array, Array]:
     """Normalised category and topic affinities of ``profiles`` in ``matrix``'s columns.
 
-    Uses :func:`feedpipe.ranking.affinity_at` (the pipeline's profile code). Returns
+    Uses :func:`feedpipe.model.profile.affinity_at` (the pipeline's profile code). Returns
     ``(s_cat, s_top)`` of shapes (m, n_categories) and (m, n_topics); labels absent from the
     matrix are ignored (they cannot match a candidate).
     """
@@ -168,7 +168,8 @@ def shares_and_cuts(
     profiles: Sequence[Mapping[str, Any]], matrix: CandidateMatrix, top: int
 ) -> tuple[Array, Array, Array, Array]:
     """:func:`profile_shares` plus, per profile, the ``top``-th largest category and topic
-    share over *all* its labels (:func:`feedpipe.candidates.kth_share`; +inf when ``top`` <= 0),
+    share over *all* its labels (:func:`feedpipe.rank.candidates.kth_share`; +inf when ``top`` <=
+    0),
     the cut of the affinity candidate source: ``(s_cat, s_top, kth_cat (m,), kth_top (m,))``.
     One :func:`affinity_at` per profile."""
     m = len(profiles)
@@ -200,7 +201,7 @@ def affinity_scores(s_cat: Array, s_top: Array, item_cat: Array, item_top: Array
         item_cat, item_top: (n, C) and (n, T) one-hot item labels (``CandidateMatrix.cat``/
             ``.topic``, or rows of them).
 
-    Returns (m, n); equals ``feedpipe.ranking.item_affinity`` item by item.
+    Returns (m, n); equals ``feedpipe.model.profile.item_affinity`` item by item.
     """
     cat: Array = np.minimum(s_cat @ item_cat.T, 1.0)
     top: Array = np.minimum(s_top @ item_top.T, 1.0)
@@ -474,7 +475,7 @@ def _category_column(matrix: CandidateMatrix, brand: str, spec: EditorialSpec) -
 
 @cache
 def _source_names(bits: int) -> list[str]:
-    """:func:`feedpipe.candidates.sources_of`, one shared list per bit set (the compact feed
+    """:func:`feedpipe.rank.candidates.sources_of`, one shared list per bit set (the compact feed
     store groups items by the identity of their descriptive values)."""
     return sources_of(bits)
 
@@ -491,12 +492,12 @@ def rank_users(
     """Rank each profile's candidates with the ranker and weights serving it; feed items out.
 
     For each user and each brand of ``ranking.candidate_brands`` the weight set comes from
-    :func:`feedpipe.experiments.resolve` (the user's arm when an enabled experiment runs on
+    :func:`feedpipe.rank.experiments.resolve` (the user's arm when an enabled experiment runs on
     the brand, else ``rankers.brands``); every candidate of that brand is scored by that weight
     set's ranker (:func:`score`'s formulas, vectorised over a (users x items) chunk). Items
     already read are excluded; order: score descending, then content id ascending; top
     ``ranking.feed_size``. With the seed weight sets it agrees with the pure-Python reference
-    :func:`feedpipe.ranking.rank` (same order; scores equal up to float rounding).
+    :func:`feedpipe.model.profile.rank` (same order; scores equal up to float rounding).
 
     Editorial inputs: ``Meta`` carries no bias or source yet, so every item has
     ``rankers.editorial.default_bias`` and every user the default user bias 0.5.
@@ -506,7 +507,7 @@ def rank_users(
         matrix: the candidate matrix; ``stats``: content_id -> (impressions, clicks).
         ranking: topology ``ranking`` (feed size, half-lives, priors).
         config: the weights in force (:meth:`WeightsRegistry.current`).
-        sources: candidate generation (feedpipe/candidates.py): only the items a source
+        sources: candidate generation (feedpipe/rank/candidates.py): only the items a source
             proposes (fresh, trending, top affinities; ``matrix.fresh_at`` is the fresh
             source's clock) are scored, and each item carries ``sources`` (their names, e.g.
             ``["fresh", "affinity"]``). None: every allowed item is scored, no ``sources``.
@@ -516,8 +517,8 @@ def rank_users(
         components>, "weights" (the weight values), "ranker", "weight_set", "weight_version",
         "arm", "experiment"}`` (arm and experiment None outside experiments).
     """
-    from feedpipe.experiments import resolve
-    from feedpipe.ranking import candidate_brands
+    from feedpipe.model.profile import candidate_brands
+    from feedpipe.rank.experiments import resolve
 
     n = len(matrix)
     if n == 0:

@@ -3,8 +3,8 @@
 Takes ``window`` samples ``interval`` seconds apart (defaults 5 x 2 s: one call returns after
 about 8 s plus the probes), then prints per partition the committed offset, the end offset,
 the lag in offsets and in seconds (now - timestamp of the record at the committed offset), the
-trend (lag change, messages/s) and the status of :func:`feedpipe.lag.evaluate`. The exit code
-follows the worst status over all groups (:func:`feedpipe.lag.exit_code`): 0 OK/WARN,
+trend (lag change, messages/s) and the status of :func:`feedpipe.kafka.lag.evaluate`. The exit code
+follows the worst status over all groups (:func:`feedpipe.kafka.lag.exit_code`): 0 OK/WARN,
 2 STALL/STOP, 3 ERR, so scripts can alert on it.
 """
 
@@ -18,7 +18,15 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from feedpipe.lag import Evaluation, LagProbe, PartitionProbe, Status, Tracker, exit_code, worst
+from feedpipe.kafka.lag import (
+    Evaluation,
+    LagProbe,
+    PartitionProbe,
+    Status,
+    Tracker,
+    exit_code,
+    worst,
+)
 
 DEFAULT_WINDOW = 5
 DEFAULT_INTERVAL_S = 2.0

@@ -30,13 +30,13 @@ raises for a well-formed dict.
 Size (MIND, 100 items, one brand and weight set): 32 + 4 * 2 = 40 bytes per item plus a
 ~360-byte header, ~4.4 KB, against ~34 KB of JSON.
 
-Interned form (the compact form when an :class:`feedpipe.interning.ItemTable` holding every
+Interned form (the compact form when an :class:`feedpipe.store.interning.ItemTable` holding every
 content id of the feed is given; the ``compact`` default of the pipeline)::
 
     MAGIC2 (b"\xffFP2") + item-table generation (uint32) + header length (uint32) + header
         (as above, without ``_h``)
     per item: group index (uint8, only when there are >= 2 groups), item ordinal (uint32,
-        feedpipe/interning.py), then the group's floats (as above)
+        feedpipe/store/interning.py), then the group's floats (as above)
 
 Interned form with a deflated header (MAGIC3, b"\xffFP3", what :func:`encode_feed` writes; MAGIC2
 values stay readable)::
@@ -50,7 +50,7 @@ values stay readable)::
 
 Size: 4 + 4 * 2 = 12 bytes per item plus the header, ~1.3 KB for 100 items. Decoding needs the
 ordinals' ids in the table (:func:`feed_ordinals` lists them for
-:func:`feedpipe.interning.resolve`); a value written under another table generation, or naming
+:func:`feedpipe.store.interning.resolve`); a value written under another table generation, or naming
 an ordinal the table does not know, is a :class:`FeedFormatError`.
 """
 
@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from feedpipe.interning import ITEMS, ItemTable
+from feedpipe.store.interning import ITEMS, ItemTable
 
 MAGIC = b"\xffFP1"
 MAGIC2 = b"\xffFP2"
@@ -102,7 +102,7 @@ def encode_feed(doc: Feed, fmt: str = "compact", items: ItemTable | None = None)
         fmt: ``"compact"`` (binary form; falls back to JSON for a document it cannot hold) or
             ``"json"`` (orjson).
         items: with ``compact``, an item table whose cache holds an ordinal for every content
-            id of the feed (:func:`feedpipe.interning.intern` first): the interned form
+            id of the feed (:func:`feedpipe.store.interning.intern` first): the interned form
             (MAGIC2). Without it, or when an id is missing, the hex compact form (MAGIC).
 
     Returns:
@@ -116,7 +116,7 @@ def encode_feed(doc: Feed, fmt: str = "compact", items: ItemTable | None = None)
 
 def feed_ordinals(raw: bytes | str | None) -> list[int]:
     """The item ordinals a stored feed names (interned form only; ``[]`` for the others and for
-    a value too short to read): what :func:`feedpipe.interning.resolve` must cache before
+    a value too short to read): what :func:`feedpipe.store.interning.resolve` must cache before
     :func:`decode_feed`."""
     if not isinstance(raw, bytes):
         return []
@@ -332,7 +332,7 @@ def decode_feed(raw: bytes | str, items: ItemTable = ITEMS) -> Feed:
     ``raw`` is the value as Redis returns it (bytes); a ``str`` (a client decoding responses)
     is read as UTF-8, which only a JSON feed survives. ``items``: the item table whose cache
     resolves an interned feed's ordinals (:func:`feed_ordinals`, then
-    :func:`feedpipe.interning.resolve`); the process's table by default.
+    :func:`feedpipe.store.interning.resolve`); the process's table by default.
 
     Raises:
         FeedFormatError: ``raw`` is neither a JSON object nor a complete compact feed, or an

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from feedpipe.infra._proc import InfraError, pid_alive, spawn, tail, terminate
 from feedpipe.settings import ROOT, Settings
+from ops.infra._proc import InfraError, pid_alive, spawn, tail, terminate
 
 
 @dataclass(frozen=True)

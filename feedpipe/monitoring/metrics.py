@@ -29,7 +29,7 @@ Metrics (type; labels): meaning
 * kafka_topic_partition_current_offset (gauge; topic, partition): end offset (high watermark)
 * feedpipe_lag_probe_errors_total (counter): lag probes that failed
 * feedpipe_fanout_records_total (counter): ``fanout`` reader events sent by fan-out on write
-  (one per item and audience user; feedpipe/fanout.py)
+  (one per item and audience user; feedpipe/rank/fanout.py)
 * feedpipe_celebrity_items_total (counter; brand): items whose audience exceeded
   ``fanout.celebrity_audience`` (merged at read time instead of fanned out)
 

@@ -83,7 +83,7 @@ class Keys:
     def rebuilding(self, topic: str, partition: int) -> str:
         """String (rebuild start time, ISO): present while ``feedpipe rebuild`` replays that
         partition; the live click path holds the partition's batches meanwhile
-        (feedpipe/rebuild.py)."""
+        (ops/rebuild.py)."""
         return self._fmt("rebuilding", topic=topic, partition=partition)
 
     def meta(self, content_id: str) -> str:
@@ -107,7 +107,7 @@ class Keys:
         return self._fmt("ab", experiment=experiment)
 
     def item_ord(self) -> str:
-        """Hash: content_id -> item ordinal (decimal uint32), feedpipe/interning.py."""
+        """Hash: content_id -> item ordinal (decimal uint32), feedpipe/store/interning.py."""
         return self._fmt("item_ord")
 
     def item_id(self) -> str:
@@ -119,7 +119,7 @@ class Keys:
         return self._fmt("item_gen")
 
     def ops_snapshot(self) -> str:
-        """String: JSON of the worker's latest ops snapshot (feedpipe/ops_snapshot.py)."""
+        """String: JSON of the worker's latest ops snapshot (feedpipe/monitoring/snapshot.py)."""
         return self._fmt("ops_snapshot")
 
     def ops_history(self) -> str:
@@ -128,7 +128,7 @@ class Keys:
 
     def audience(self, brand: str, facet: str) -> str:
         """Zset: user_id -> registration time (wall-clock ms) of the users of ``brand`` whose
-        interests hold ``facet`` (``c:{category}`` or ``t:{topic}``), feedpipe/fanout.py."""
+        interests hold ``facet`` (``c:{category}`` or ``t:{topic}``), feedpipe/rank/fanout.py."""
         return self._fmt("audience", brand=brand, facet=facet)
 
     def celebrity(self, brand: str) -> str:

@@ -1,7 +1,9 @@
 """Storage codec of profiles in Redis (``fp:profile:{user}``): JSON or a compact binary form.
 
-The profile dict is the one of :func:`feedpipe.ranking.new_profile` plus the click path's fields
-(:func:`feedpipe.ranking.admit_events`); profiles.updated keeps the Avro UserProfile, this form
+The profile dict is the one of :func:`feedpipe.model.profile.new_profile` plus the click path's
+fields
+(:func:`feedpipe.model.profile.admit_events`); profiles.updated keeps the Avro UserProfile, this
+form
 is for Redis only. Every reader of a stored profile goes through :func:`decode_profile`
 (:func:`profile_ordinals` first lists the item ordinals to resolve); it reads both forms, so a
 switch of ``profiles.profile_format`` is safe in either direction.
@@ -9,7 +11,7 @@ switch of ``profiles.profile_format`` is safe in either direction.
 Compact form (``profiles.profile_format: compact``), little-endian::
 
     MAGIC (b"\\xffPF1": never the start of JSON)
-    item-table generation (uint32, feedpipe/interning.py), rest length (uint32), reads count
+    item-table generation (uint32, feedpipe/store/interning.py), rest length (uint32), reads count
         (uint32), pending count (uint32), seen length (uint32, bytes), flags (uint8)
     rest: JSON of the other fields, keys shortened by the fixed table :data:`SHORT`
         (a key outside it is written with a "~" prefix, so the mapping is one to one)
@@ -42,7 +44,7 @@ from typing import Any
 
 import orjson
 
-from feedpipe.interning import ITEMS, ItemTable
+from feedpipe.store.interning import ITEMS, ItemTable
 
 MAGIC = b"\xffPF1"
 _HEAD = struct.Struct("<IIIIIB")
@@ -102,12 +104,12 @@ def encode_profile(p: Profile, fmt: str = "compact", items: ItemTable | None = I
     """Serialise a profile for ``fp:profile:{user}``.
 
     Args:
-        p: the profile dict (feedpipe.ranking).
+        p: the profile dict (feedpipe.model.profile).
         fmt: ``"compact"`` (the binary form; JSON when the profile does not fit it) or
             ``"json"``.
         items: item table whose cache holds an ordinal for every content id of the profile's
             ``recent_reads`` and ``pending`` (:func:`profile_ids`, then
-            :func:`feedpipe.interning.intern`).
+            :func:`feedpipe.store.interning.intern`).
 
     Returns:
         The bytes to store. Raises ``TypeError`` only when ``p`` is not JSON-serialisable.
@@ -168,7 +170,8 @@ def _layout(raw: bytes) -> tuple[int, int, int, int, int, int]:
 
 def profile_ordinals(raw: bytes | str | None) -> list[int]:
     """The item ordinals a stored compact profile names (``[]`` for JSON or an unreadable
-    value): what :func:`feedpipe.interning.resolve` must cache before :func:`decode_profile`."""
+    value): what :func:`feedpipe.store.interning.resolve` must cache before
+    :func:`decode_profile`."""
     if not isinstance(raw, bytes) or not raw.startswith(MAGIC):
         return []
     try:
@@ -202,7 +205,7 @@ def decode_profile(raw: bytes | str, items: ItemTable = ITEMS) -> Profile:
     """A stored profile value (compact or JSON) -> the profile dict.
 
     ``items``: the item table whose cache resolves the compact form's ordinals (the process's
-    by default; :func:`profile_ordinals` then :func:`feedpipe.interning.resolve` fill it).
+    by default; :func:`profile_ordinals` then :func:`feedpipe.store.interning.resolve` fill it).
 
     Raises:
         ProfileFormatError: not a JSON object nor a complete compact profile, or a compact
@@ -211,7 +214,7 @@ def decode_profile(raw: bytes | str, items: ItemTable = ITEMS) -> Profile:
     if isinstance(raw, str):
         raw = raw.encode()
     if not raw.startswith(MAGIC):
-        from feedpipe.feedstore import json_object
+        from feedpipe.store.feeds import json_object
 
         return json_object(raw, ProfileFormatError, "profile")
     try:
@@ -240,9 +243,9 @@ def decode_profile(raw: bytes | str, items: ItemTable = ITEMS) -> Profile:
 
 def stored_ordinals(raws: Iterable[bytes | str | None]) -> list[int]:
     """The item ordinals named by stored values (compact profiles and interned feeds, any mix;
-    other values name none): pass them to :func:`feedpipe.interning.resolve` before decoding.
+    other values name none): pass them to :func:`feedpipe.store.interning.resolve` before decoding.
     """
-    from feedpipe.feedstore import MAGIC2, MAGIC3, feed_ordinals
+    from feedpipe.store.feeds import MAGIC2, MAGIC3, feed_ordinals
 
     out: list[int] = []
     for raw in raws:
@@ -261,11 +264,11 @@ def read_sync(r: Any, user_id: str) -> tuple[Profile | None, dict[str, Any] | No
     missing key. For tests, benchmarks and tools.
 
     Raises:
-        ProfileFormatError, feedpipe.feedstore.FeedFormatError: an unreadable stored value.
+        ProfileFormatError, feedpipe.store.feeds.FeedFormatError: an unreadable stored value.
     """
-    from feedpipe.feedstore import decode_feed
-    from feedpipe.interning import resolve_sync
-    from feedpipe.redis_keys import keys
+    from feedpipe.store.feeds import decode_feed
+    from feedpipe.store.interning import resolve_sync
+    from feedpipe.store.keys import keys
 
     k = keys()
     raw_p, raw_f, gen = r.mget([k.profile(user_id), k.feed(user_id), k.item_gen()])

@@ -12,7 +12,8 @@ Recommendations", RecSys 2016: candidate generation, then ranking):
 * **affinity**: items sharing a category or a topic with the user's ``top_affinities``
   strongest categories/topics (ties at the cut kept: :func:`top_columns`).
 
-:func:`feedpipe.rankers.rank_users` scores only the candidates (the pipeline's click path passes
+:func:`feedpipe.rank.rankers.rank_users` scores only the candidates (the pipeline's click path
+passes
 :class:`CandidateInputs`); each feed item carries the names of its sources (``sources``).
 
 Items the user already read are excluded from every source. An item can come from several
@@ -109,7 +110,7 @@ def candidate_sources(
 
     Args:
         item_cat / item_topic: (n items x C) / (n x T) one-hot matrices of the catalogue
-            (:class:`feedpipe.ranking.CandidateMatrix` ``cat`` / ``topic``).
+            (:class:`feedpipe.model.profile.CandidateMatrix` ``cat`` / ``topic``).
         published_ms: (n,) publication (or catalogue entry) times in ms; NaN: never fresh.
         allowed: (m users x n) items the user may see: candidate brands, not already read.
         share_cat / share_topic: (m x C) / (m x T) the users' normalised affinity shares.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from feedpipe.infra._proc import InfraError, ManagedProcess, port_open, read_pid, spawn, tail
+from ops.infra._proc import InfraError, ManagedProcess, port_open, read_pid, spawn, tail
 
 _FALLBACK = Path("/usr/bin/redis-server")
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from feedpipe.topology import ProfilesSpec, RankingSpec, Weights
 
 if TYPE_CHECKING:
-    from feedpipe.candidates import CandidateInputs
+    from feedpipe.rank.candidates import CandidateInputs
 
 HOUR_MS = 3_600_000
 # Rebase the landmark before 2 ** ((t - L) / H) gets near float64's range (2 ** 1023).
@@ -460,7 +460,7 @@ def rank(
         candidates: items of the brands the user reads (already filtered for status).
         stats: content_id -> (impressions, clicks) of live events; missing means (0, 0).
         spec: topology ``ranking`` section.
-        sources: candidate generation (feedpipe/candidates.py); None scores every candidate.
+        sources: candidate generation (feedpipe/rank/candidates.py); None scores every candidate.
         added_ms: content_id -> catalogue entry time (ms), the fresh source's clock for items
             without a publication time.
 
@@ -473,8 +473,8 @@ def rank(
     content_id ascending, so equal scores rank deterministically; with
     ``ranking.max_per_category`` > 0, at most that many items per primary category (the
     item's first category) are kept, then capped-out items fill the feed if it is short
-    (:func:`feedpipe.candidates.diversify`). This pure-Python version
-    is the reference; the pipeline ranks with :func:`feedpipe.rankers.rank_users` (numpy),
+    (:func:`feedpipe.rank.candidates.diversify`). This pure-Python version
+    is the reference; the pipeline ranks with :func:`feedpipe.rank.rankers.rank_users` (numpy),
     which must agree with it.
     """
     shares = affinity_at(profile, profile.get("last_seen") or 0)
@@ -498,7 +498,7 @@ def rank(
     out.sort(key=lambda s: (-s.score, s.content_id))
     if spec.max_per_category <= 0:
         return out[: spec.feed_size]
-    from feedpipe.candidates import diversify
+    from feedpipe.rank.candidates import diversify
 
     codes: dict[str, int] = {}
     by_id = {m.content_id: m for m in candidates}
@@ -518,8 +518,8 @@ def _proposed(
     added_ms: Mapping[str, float],
 ) -> set[str]:
     """Ids of ``candidates`` some candidate source proposes (reference for
-    :func:`feedpipe.candidates.candidate_sources`)."""
-    from feedpipe.candidates import top_labels_with_ties
+    :func:`feedpipe.rank.candidates.candidate_sources`)."""
+    from feedpipe.rank.candidates import top_labels_with_ties
 
     spec = sources.spec
     trending = {cid for ids in sources.trending.values() for cid in ids[: spec.trending_k]}
@@ -556,7 +556,7 @@ class CandidateMatrix:
 
     Attributes (besides the one-hot ``cat`` / ``topic`` matrices): ``published`` (n,) epoch ms
     or NaN; ``fresh_at`` (n,) the publication time, else the catalogue entry time, else NaN:
-    the time the *fresh* candidate source measures age on (feedpipe/candidates.py).
+    the time the *fresh* candidate source measures age on (feedpipe/rank/candidates.py).
     """
 
     def __init__(self, metas: Sequence[Meta], added_ms: Mapping[str, float] | None = None) -> None:

@@ -43,10 +43,10 @@ from typing import Any
 
 import orjson
 
-from feedpipe.codec import codec
 from feedpipe.errors import SerializationError
-from feedpipe.redis_keys import keys
+from feedpipe.store.keys import keys
 from feedpipe.topology import topology
+from feedpipe.wire.codec import codec
 
 READER_TOPIC = "reader.events"
 CONTENT_TOPIC = "content.enriched"
@@ -217,8 +217,8 @@ async def _reader_partition(consumer: Any, tp: Any, progress: Progress | None) -
 async def _celebrities() -> int:
     """Step 3b: re-decide celebrity status of every catalogue item from the rebuilt audiences
     (the enrich stage's rule: audience over ``fanout.celebrity_audience``)."""
-    from feedpipe.fanout import AUDIENCE_SCRIPT, audience_keys, is_celebrity, parse_audience
-    from feedpipe.ranking import Meta
+    from feedpipe.model.profile import Meta
+    from feedpipe.rank.fanout import AUDIENCE_SCRIPT, audience_keys, is_celebrity, parse_audience
     from streams.runtime import redis_client
 
     topo = topology()

@@ -1,8 +1,9 @@
 """The ops snapshot: what the worker publishes to Redis for the ops page (the API reads only Redis).
 
 Every :data:`OPS_INTERVAL_S` seconds the worker (streams/app.py) probes consumer lag
-(:class:`feedpipe.lag.LagProbe`), updates the lag gauges, builds a snapshot from the metrics in
-prometheus_client's registry (feedpipe.metrics) and writes it to Redis:
+(:class:`feedpipe.kafka.lag.LagProbe`), updates the lag gauges, builds a snapshot from the metrics
+in
+prometheus_client's registry (feedpipe.monitoring.metrics) and writes it to Redis:
 
 * ``keys().ops_snapshot()`` -- the full snapshot (JSON, shape below);
 * ``keys().ops_history()`` -- a compact point (:func:`compact`) pushed at the head of a list
@@ -37,8 +38,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from feedpipe import metrics
-from feedpipe.lag import Evaluation, PartitionProbe, Status, worst
+from feedpipe.kafka.lag import Evaluation, PartitionProbe, Status, worst
+from feedpipe.monitoring import metrics
 
 OPS_INTERVAL_S = 2.0
 """Seconds between two snapshots (and lag probes)."""

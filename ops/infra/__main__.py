@@ -1,7 +1,7 @@
-"""``python -m feedpipe.infra jars|up|down|status``: the local stack without the feedpipe CLI.
+"""``python -m ops.infra jars|up|down|status``: the local stack without the feedpipe CLI.
 
 ``jars`` fetches the pinned Kafka broker jars into ``<state_dir>/kafka/lib`` (used by .ci/run and
-``make setup``); ``up``/``down``/``status`` drive :class:`feedpipe.infra.LocalStack` with the
+``make setup``); ``up``/``down``/``status`` drive :class:`ops.infra.LocalStack` with the
 environment settings (FEEDPIPE_*). Exit status 1 with the message on :class:`InfraError`.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from feedpipe.infra import InfraError, LocalStack, ensure_jars, pinned_version
 from feedpipe.settings import settings
+from ops.infra import InfraError, LocalStack, ensure_jars, pinned_version
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one sub-command; returns the process exit status (0 ok, 1 InfraError)."""
-    parser = argparse.ArgumentParser(prog="python -m feedpipe.infra")
+    parser = argparse.ArgumentParser(prog="python -m ops.infra")
     parser.add_argument("command", choices=["jars", "up", "down", "status"])
     parser.add_argument("--wipe", action="store_true", help="with down: delete the state too")
     args = parser.parse_args(argv)

@@ -29,7 +29,7 @@ from feedpipe.errors import SerializationError
 
 MAGIC = 0
 _HEADER = struct.Struct(">bI")
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,14 @@
 
 Each impression of a MIND ``behaviors.tsv``-format file (``impression_id, user_id, time,
 history, "N1-1 N2-0 ..."``) is re-ranked by every weight set of topology.yaml's ``rankers``
-section (through :mod:`feedpipe.rankers`, the code the feeds stage runs) and by three
+section (through :mod:`feedpipe.rank.rankers`, the code the feeds stage runs) and by three
 baselines, and scored with the MIND competition's metrics (github.com/msnews/MIND,
 ``evaluate.py``: per-impression AUC, MRR, nDCG@5, nDCG@10, averaged over impressions).
 
 No future leakage (docs/evaluation.md):
 
 * profile: built from the impression's own ``history`` column only, through
-  ``feedpipe.ranking.new_profile`` / ``apply_events`` (the profiles stage's code). History
+  ``feedpipe.model.profile.new_profile`` / ``apply_events`` (the profiles stage's code). History
   clicks carry no time in MIND; as the replay connector does, click i of h is placed at
   ``impression time - (h - i) * profiles.history_click_spacing_s``;
 * clicks, impressions (engagement, popularity) and first sightings (the age proxy: MIND news
@@ -40,7 +40,8 @@ import numpy as np
 import numpy.typing as npt
 
 from feedpipe.errors import ConfigError
-from feedpipe.rankers import (
+from feedpipe.model.profile import HOUR_MS, CandidateMatrix, Event, Meta, apply_events, new_profile
+from feedpipe.rank.rankers import (
     BASELINES,
     Array,
     Candidates,
@@ -52,7 +53,6 @@ from feedpipe.rankers import (
     score,
     user_bias,
 )
-from feedpipe.ranking import HOUR_MS, CandidateMatrix, Event, Meta, apply_events, new_profile
 from feedpipe.topology import RankersSpec, Topology, WeightSet
 
 METRICS: tuple[str, ...] = ("auc", "mrr", "ndcg@5", "ndcg@10")
@@ -141,14 +141,14 @@ def read_news(path: Path, topo: Topology, brand: str = "mind") -> tuple[dict[str
 
     Each row goes through the MIND normaliser (``streams.normalisers.mind.normalise_row``),
     the brand taxonomy (``Topology.map_categories``) and the enrichment's topic rule
-    (``streams.enrichment.topics``), so categories and topics equal those of the replayed
+    (``streams.metadata.topics``), so categories and topics equal those of the replayed
     catalogue. ``published_at`` is None (MIND has none). Returns ``(metas, rejected rows)``.
 
     Raises:
         ConfigError: the file cannot be read.
     """
     from feedpipe.errors import RejectedInput
-    from streams.enrichment import topics
+    from streams.metadata import topics
     from streams.normalisers.mind import normalise_row
 
     try:
@@ -400,7 +400,7 @@ def tune(
     Raises:
         ValueError: ``step`` not in (0, 1]; KeyError: unknown ranker.
     """
-    from feedpipe.rankers import COMPONENT_NAMES, components
+    from feedpipe.rank.rankers import COMPONENT_NAMES, components
     from feedpipe.topology import RANKER_COMPONENTS
 
     if not 0 < step <= 1:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from feedpipe.infra._proc import (
+from ops.infra._proc import (
     InfraError,
     ManagedProcess,
     port_open,
@@ -231,7 +231,7 @@ class KafkaBroker(ManagedProcess):
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
         }
-        lines = ["# written by feedpipe.infra.kafka on every start; edits are overwritten"]
+        lines = ["# written by ops.infra.kafka on every start; edits are overwritten"]
         lines += [f"{k}={v}" for k, v in props.items()]
         return "\n".join(lines) + "\n"
 
@@ -310,7 +310,7 @@ class KafkaBroker(ManagedProcess):
                 ensure_jars(self.state_dir)
             elif not any(self.lib.glob("kafka_2.13-*.jar")):
                 raise InfraError(
-                    f"no Kafka jars in {self.lib}; run `python -m feedpipe.infra jars`"
+                    f"no Kafka jars in {self.lib}; run `python -m ops.infra jars`"
                 )
             for d in (self.home, self.data_dir, self.log_dir):
                 d.mkdir(parents=True, exist_ok=True)

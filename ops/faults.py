@@ -31,7 +31,7 @@ then it is restarted), ``broker-restart`` (SIGTERM the Kafka broker, start it ag
 ``redis-outage`` (SIGTERM redis-server, start it again on its append-only file 30 s later: the
 stages must wait and retry, neither die nor drop what they held), ``redis-flush`` (the same
 outage, then ``FLUSHALL`` once Redis is back: the click path holds its partitions, and
-:func:`feedpipe.rebuild.rebuild` -- ``feedpipe rebuild`` -- restores everything from Kafka
+:func:`ops.rebuild.rebuild` -- ``feedpipe rebuild`` -- restores everything from Kafka
 while events keep flowing),
 ``connector-kill`` (a ``feedpipe connect`` process paginating a WordPress REST API --
 :class:`connectors.simulator.FixtureServer` serving :data:`WP_POSTS` posts made from the real
@@ -143,7 +143,7 @@ def wait_feeds_converged(redis_url: str, timeout_s: float = 120.0) -> None:
     """
     import redis
 
-    from feedpipe.redis_keys import keys
+    from feedpipe.store.keys import keys
 
     r = redis.Redis.from_url(redis_url)
     k = keys()
@@ -392,7 +392,7 @@ class Suite:
         self, config: FaultConfig, data_dir: Path | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
-        from feedpipe.infra import LocalStack
+        from ops.infra import LocalStack
 
         self.config = config
         self.data_dir = data_dir or settings().data_dir
@@ -406,7 +406,7 @@ class Suite:
         self.source = behaviors_subset(self.data_dir, config.rows, config.state_dir / "input")
         self.input_dir = config.state_dir / "input"
         self._post_checks: list[Callable[[], tuple[int, int, str]]] = []
-        self._probe: Any = None  # feedpipe.ops_exporter.ProbeProcess, started on first use
+        self._probe: Any = None  # feedpipe.monitoring.exporter.ProbeProcess, started on first use
 
     # stack ---------------------------------------------------------------------------------
 
@@ -415,9 +415,9 @@ class Suite:
         ``.feedpipe/kafka/lib``, fetched on first use), wiping their old data first.
 
         Raises:
-            feedpipe.infra.InfraError: a service did not start.
+            ops.infra.InfraError: a service did not start.
         """
-        from feedpipe.infra.kafka import ensure_jars
+        from ops.infra.kafka import ensure_jars
 
         self.stack.kafka.lib = ensure_jars(ROOT / ".feedpipe")
         self.stack.stop()
@@ -559,7 +559,7 @@ class Suite:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             done = subprocess.run(
-                [sys.executable, "-m", "feedpipe.cli", "rebuild"], cwd=ROOT,
+                [sys.executable, "-m", "ops.cli", "rebuild"], cwd=ROOT,
                 env={**os.environ, **env, "COLUMNS": "120"}, stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, timeout=self.config.drain_timeout_s,
             )
@@ -598,7 +598,7 @@ class Suite:
         def spawn() -> subprocess.Popen[bytes]:
             with log.open("ab") as out:
                 return subprocess.Popen(
-                    [sys.executable, "-m", "feedpipe.cli", "connect", name, "--config", str(path)],
+                    [sys.executable, "-m", "ops.cli", "connect", name, "--config", str(path)],
                     cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=out,
                     stderr=subprocess.STDOUT, start_new_session=True,
                 )
@@ -634,8 +634,8 @@ class Suite:
 
     def _raw_of(self, source: str) -> list[dict[str, Any]]:
         """Decoded cms.raw records of ``source``."""
-        from feedpipe.codec import codec
         from feedpipe.errors import SerializationError
+        from feedpipe.wire.codec import codec
 
         dec = codec("RawCmsEvent").decode
         out = []
@@ -658,7 +658,7 @@ class Suite:
         import redis
 
         from feedpipe.ids import content_id
-        from feedpipe.redis_keys import keys
+        from feedpipe.store.keys import keys
 
         r = redis.Redis.from_url(self.redis_url)
         k = keys()
@@ -719,7 +719,7 @@ class Suite:
         import redis
         from confluent_kafka.admin import AdminClient
 
-        from feedpipe.topics import recreate
+        from feedpipe.kafka.topics import recreate
 
         recreate(topology(), AdminClient({"bootstrap.servers": self.bootstrap}))
         redis.Redis.from_url(self.redis_url).flushall()
@@ -737,8 +737,8 @@ class Suite:
         Raises:
             RuntimeError: the probe failed (broker unreachable, child died).
         """
-        from feedpipe.lag import pipeline_groups
-        from feedpipe.ops_exporter import ProbeProcess
+        from feedpipe.kafka.lag import pipeline_groups
+        from feedpipe.monitoring.exporter import ProbeProcess
 
         if self._probe is None:
             self._probe = ProbeProcess(self.bootstrap, timeout_s=5.0, deadline_s=30.0)
@@ -805,12 +805,12 @@ class Suite:
         wait_feeds_converged(self.redis_url, timeout_s)
 
     def _profiles(self, users: list[str]) -> dict[str, dict[str, Any] | None]:
-        """Each user's profile as stored in Redis (decoded by feedpipe.profilestore), or None."""
+        """Each user's profile as stored in Redis (decoded by feedpipe.store.profiles), or None."""
         import redis
 
-        from feedpipe.interning import ITEMS, resolve_sync
-        from feedpipe.profilestore import decode_profile, stored_ordinals
-        from feedpipe.redis_keys import keys
+        from feedpipe.store.interning import ITEMS, resolve_sync
+        from feedpipe.store.keys import keys
+        from feedpipe.store.profiles import decode_profile, stored_ordinals
 
         r = redis.Redis.from_url(self.redis_url)
         k = keys()
@@ -856,7 +856,7 @@ class Suite:
 
     def _dlq(self, sent: Mapping[str, int]) -> tuple[dict[str, int], int, dict[str, int]]:
         """(reader events DLQ'd per user, poison records found in DLQs, DLQ reasons count)."""
-        from feedpipe.codec import codec
+        from feedpipe.wire.codec import codec
 
         dec = codec("DeadLetter").decode
         per_user: dict[str, int] = Counter()
@@ -881,8 +881,8 @@ class Suite:
         have no feed in Redis."""
         import redis
 
-        from feedpipe.codec import codec
-        from feedpipe.redis_keys import keys
+        from feedpipe.store.keys import keys
+        from feedpipe.wire.codec import codec
 
         dec = codec("UserProfile").decode
         newest: dict[str, dict[str, Any] | None] = {}

@@ -24,9 +24,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from feedpipe import services
 from feedpipe.settings import ROOT, settings
 from feedpipe.topology import topology
+from ops import services
 
 cli = typer.Typer(help="feedpipe: real-time personalisation pipeline", no_args_is_help=True)
 topics_cli = typer.Typer(help="Topics of topology.yaml on the broker", no_args_is_help=True)
@@ -51,7 +51,7 @@ def _print_changes(changes: list[Any]) -> None:
 @topics_cli.command("plan")
 def topics_plan() -> None:
     """Show what `topics apply` would change (nothing is changed)."""
-    from feedpipe.topics import plan
+    from feedpipe.kafka.topics import plan
 
     _print_changes(plan(topology(), _admin()))
 
@@ -68,9 +68,9 @@ def schemas_check(
 ) -> None:
     """Check schemas/ against a git ref: backward and forward compatible, ids unchanged.
 
-    Exit 0 when compatible, 1 with one line per incompatibility (feedpipe.schemas).
+    Exit 0 when compatible, 1 with one line per incompatibility (feedpipe.wire.compat).
     """
-    from feedpipe.schemas import SchemaCheckError, at_ref, check_registry, working_tree
+    from feedpipe.wire.compat import SchemaCheckError, at_ref, check_registry, working_tree
 
     ref = against or settings().schema_base_ref
     try:
@@ -87,7 +87,7 @@ def schemas_check(
 @topics_cli.command("apply")
 def topics_apply() -> None:
     """Create missing topics, add partitions, fix configs (never deletes)."""
-    from feedpipe.topics import apply
+    from feedpipe.kafka.topics import apply
 
     _print_changes(apply(topology(), _admin()))
 
@@ -192,7 +192,7 @@ def _replay(sources: list[str] | None) -> dict[str, int]:
 
 def _wait_drained(timeout_s: float = 600.0) -> float:
     """Show consumer lag until the pipeline has processed everything; return seconds waited."""
-    from feedpipe.lag import pipeline_lag
+    from feedpipe.kafka.lag import pipeline_lag
 
     s = settings()
     t0 = time.monotonic()
@@ -307,8 +307,8 @@ def _where_to_look() -> None:
 
 
 def _up(no_replay: bool) -> None:
-    from feedpipe.infra import LocalStack
-    from feedpipe.topics import apply
+    from feedpipe.kafka.topics import apply
+    from ops.infra import LocalStack
 
     s = settings()
     stack = LocalStack(s)
@@ -345,7 +345,7 @@ def _up(no_replay: bool) -> None:
 
 
 def _down(wipe: bool) -> None:
-    from feedpipe.infra import LocalStack
+    from ops.infra import LocalStack
 
     s = settings()
     for svc in (services.api_service(s), services.worker_service(s)):
@@ -370,8 +370,8 @@ def down(
 @cli.command()
 def status() -> None:
     """Processes, consumer lag per topic and DLQ sizes."""
-    from feedpipe.infra import LocalStack
-    from feedpipe.lag import end_offsets, pipeline_lag
+    from feedpipe.kafka.lag import end_offsets, pipeline_lag
+    from ops.infra import LocalStack
 
     s = settings()
     console.print(str(LocalStack(s).status()))
@@ -418,8 +418,8 @@ def evaluate(
 
     import orjson
 
-    from feedpipe import evaluate as ev
     from feedpipe.errors import ConfigError
+    from ops import evaluate as ev
 
     data = settings().data_dir
     p = Path(path) if path else data / "mind" / "derived_eval_impressions.tsv"
@@ -459,8 +459,8 @@ def lag(
 ) -> None:
     """Consumer lag per group/topic/partition with a Burrow-style status (OK, WARN, STALL, STOP,
     ERR); exit code 2 on STALL or STOP, 3 on ERR. Takes WINDOW samples INTERVAL s apart."""
-    from feedpipe.lag import pipeline_groups
-    from feedpipe.lag_cli import overall_exit_code, printer, run
+    from feedpipe.kafka.lag import pipeline_groups
+    from ops.lag import overall_exit_code, printer, run
 
     s = settings()
     default = pipeline_groups(s.app_id)
@@ -480,11 +480,11 @@ def lag(
 @cli.command()
 def rebuild() -> None:
     """Rebuild Redis (the materialised view) from Kafka: content from content.enriched, then
-    every reader.events partition through the click path (feedpipe/rebuild.py). Safe while
+    every reader.events partition through the click path (ops/rebuild.py). Safe while
     the worker and the read endpoint run (the API serves its fallback ladder meanwhile)."""
     import asyncio
 
-    from feedpipe.rebuild import rebuild as run_rebuild
+    from ops.rebuild import rebuild as run_rebuild
 
     s = settings()
     with Progress(
@@ -514,7 +514,7 @@ def faults(
     redis_port: Annotated[int, typer.Option(help="the suite's own Redis port")] = 26479,
     json_out: Annotated[str | None, typer.Option("--json", help="also write JSON to FILE")] = None,
 ) -> None:
-    """Fault-injection suite (feedpipe/faults.py): each scenario on a stack of its own while
+    """Fault-injection suite (ops/faults.py): each scenario on a stack of its own while
     reader events flow; prints events lost, applied twice, DLQ records and recovery time.
     Exit code 1 unless every run shows 0 lost, 0 doubled and every poison record in a DLQ."""
     from dataclasses import asdict
@@ -522,7 +522,7 @@ def faults(
 
     import orjson
 
-    from feedpipe.faults import SCENARIOS, FaultConfig, Outcome, Suite, format_table
+    from ops.faults import SCENARIOS, FaultConfig, Outcome, Suite, format_table
 
     names = scenario or list(SCENARIOS)
     suite = Suite(

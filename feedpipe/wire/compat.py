@@ -1,4 +1,5 @@
-"""Schema evolution checks for ``schemas/*.avsc`` (the local registry of :mod:`feedpipe.codec`).
+"""Schema evolution checks for ``schemas/*.avsc`` (the local registry of
+:mod:`feedpipe.wire.codec`).
 
 Two schema versions are compatible when data written with either one can be read with the other
 through Avro schema resolution (Avro 1.11 specification, "Schema Resolution"), checked *by
@@ -46,8 +47,8 @@ import fastavro
 import orjson
 from fastavro.utils import gen_data
 
-from feedpipe.codec import SCHEMA_DIR
 from feedpipe.errors import FeedpipeError
+from feedpipe.wire.codec import SCHEMA_DIR
 
 REPO_ROOT = SCHEMA_DIR.parent
 SAMPLES = 64

@@ -1,13 +1,13 @@
 """Worker-side ops exporter: consumer-lag gauges and the Redis ops snapshot.
 
 The Faust worker calls :meth:`OpsExporter.probe_lag` (blocking, run it in a thread) and then
-:meth:`OpsExporter.publish` every :data:`feedpipe.ops_snapshot.OPS_INTERVAL_S` seconds
+:meth:`OpsExporter.publish` every :data:`feedpipe.monitoring.snapshot.OPS_INTERVAL_S` seconds
 (streams/app.py). The lag probe reads committed offsets, end offsets and record timestamps with
-confluent-kafka (:class:`feedpipe.lag.LagProbe`), sets the kafka_consumergroup_* gauges and
-evaluates each partition over a sliding window (:func:`feedpipe.lag.evaluate`).
+confluent-kafka (:class:`feedpipe.kafka.lag.LagProbe`), sets the kafka_consumergroup_* gauges and
+evaluates each partition over a sliding window (:func:`feedpipe.kafka.lag.evaluate`).
 
 The probe runs in a child process (:class:`ProbeProcess`), not in the worker: the fault suite
-(feedpipe/faults.py, ``broker-restart``) caught librdkafka 2.16.1 aborting the whole process
+(ops/faults.py, ``broker-restart``) caught librdkafka 2.16.1 aborting the whole process
 (``rd_kafka_enq_once_del_source_return: Assertion `eonce->refcnt > 0' failed``, an admin
 request racing the broker's disconnect) while the broker restarted. An abort in the child only
 costs one tick of ERR rows; the next tick starts a new child.
@@ -24,10 +24,10 @@ from typing import Any
 
 import orjson
 
-from feedpipe import metrics
-from feedpipe.lag import Evaluation, LagProbe, PartitionProbe, Sample, Tracker
-from feedpipe.ops_snapshot import LAG_WINDOW, OPS_HISTORY_LEN, SnapshotBuilder, compact
-from feedpipe.redis_keys import keys
+from feedpipe.kafka.lag import Evaluation, LagProbe, PartitionProbe, Sample, Tracker
+from feedpipe.monitoring import metrics
+from feedpipe.monitoring.snapshot import LAG_WINDOW, OPS_HISTORY_LEN, SnapshotBuilder, compact
+from feedpipe.store.keys import keys
 
 PROBE_TIMEOUT_S = 5.0
 """Per-request timeout of the lag probe's Kafka calls (s)."""
@@ -52,7 +52,7 @@ def _probe_main(conn: Connection, bootstrap: str, timeout_s: float) -> None:
 
 
 class ProbeProcess:
-    """:class:`feedpipe.lag.LagProbe` in a child process (spawned, so no state of the worker's
+    """:class:`feedpipe.kafka.lag.LagProbe` in a child process (spawned, so no state of the worker's
     threads or event loop is inherited), restarted on the next call after it died or hung.
 
     Args:
@@ -72,7 +72,7 @@ class ProbeProcess:
         self._started_at = float("-inf")
 
     def probe(self, groups: Mapping[str, Sequence[str]]) -> list[PartitionProbe]:
-        """Probe rows of every group (see :meth:`feedpipe.lag.LagProbe.probe`). Never raises:
+        """Probe rows of every group (see :meth:`feedpipe.kafka.lag.LagProbe.probe`). Never raises:
         when the child died or hung, one row per group with ``sample.error`` says so."""
         now = time.time()
         try:
@@ -132,7 +132,7 @@ class OpsExporter:
     Args:
         bootstrap: Kafka bootstrap servers.
         groups: consumer group -> the topics it consumes (e.g.
-            :func:`feedpipe.lag.pipeline_groups`: the Faust group and the click path's group).
+            :func:`feedpipe.kafka.lag.pipeline_groups`: the Faust group and the click path's group).
         app_id: the Faust app id (shown in the snapshot).
     """
 
@@ -172,7 +172,7 @@ class OpsExporter:
     def snapshot(
         self, rows: Sequence[PartitionProbe], evaluations: Sequence[Evaluation]
     ) -> dict[str, Any]:
-        """The ops snapshot now (see :mod:`feedpipe.ops_snapshot`)."""
+        """The ops snapshot now (see :mod:`feedpipe.monitoring.snapshot`)."""
         return self.builder.build(time.time(), self.group, rows, evaluations)
 
     async def publish(self, redis: Any, snapshot: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
 """Item interning: a catalogue-wide ordinal (uint32) per content id, kept in Redis.
 
-Compact feeds and profiles (feedpipe/feedstore.py, feedpipe/profilestore.py) store a 4-byte
+Compact feeds and profiles (feedpipe/store/feeds.py, feedpipe/store/profiles.py) store a 4-byte
 ordinal instead of a 64-hex sha256 content id (32 bytes even raw). The table lives in three
 keys (docs/redis-keys.md):
 
@@ -28,7 +28,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from feedpipe.redis_keys import keys
+from feedpipe.store.keys import keys
 
 INTERN_LUA = """
 local gen = redis.call('GET', KEYS[3])

@@ -2,7 +2,7 @@
 with Java 17+) and a Redis server (system ``redis-server``), state under ``settings().state_dir``.
 
 :class:`LocalStack` is what ``feedpipe up|down|status`` use; the tests use
-:class:`~feedpipe.infra.kafka.KafkaBroker` and :class:`~feedpipe.infra.redis.RedisServer`
+:class:`~ops.infra.kafka.KafkaBroker` and :class:`~ops.infra.redis.RedisServer`
 directly with their own state directory and ports.
 """
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from feedpipe.infra._proc import InfraError
-from feedpipe.infra.kafka import KafkaBroker, ensure_jars, lib_dir, pinned_version
-from feedpipe.infra.redis import RedisServer
 from feedpipe.settings import Settings
+from ops.infra._proc import InfraError
+from ops.infra.kafka import KafkaBroker, ensure_jars, lib_dir, pinned_version
+from ops.infra.redis import RedisServer
 
 __all__ = [
     "InfraError",

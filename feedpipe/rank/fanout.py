@@ -7,7 +7,7 @@ Three parts, all pure except the Lua text run by the callers:
   ``fanout.interest_categories`` categories and ``fanout.interest_topics`` topics of the
   decayed affinities (facets ``c:{category}``, ``t:{topic}``). The user is a member of
   ``fp:audience:{brand}:{facet}`` (zset, score = wall-clock ms of the registration) for each
-  candidate brand (:func:`feedpipe.ranking.candidate_brands`) and each interest.
+  candidate brand (:func:`feedpipe.model.profile.candidate_brands`) and each interest.
   :func:`audience_writes` says what to ZADD / ZREM for a batch's profiles; a registration is
   only rewritten when the interests or brands changed, or when it is older than
   ``fanout.audience_refresh_hours`` (so members idle for ``profiles.ttl_days`` can be trimmed
@@ -20,7 +20,8 @@ Three parts, all pure except the Lua text run by the callers:
   *celebrity* (``fp:celebrity:{brand}``), left out of the stored feeds and merged at read time.
 * **Read-time merge** (read endpoint): the click path stores a small *digest* of the user in the
   feed document (:func:`digest`, < ~200 bytes); the read endpoint scores its cached celebrity
-  items for the digest with :func:`feedpipe.rankers.rank_users` itself (:func:`score_celebrities`:
+  items for the digest with :func:`feedpipe.rank.rankers.rank_users` itself
+  (:func:`score_celebrities`:
   the same code as the stored feeds) and merges them with the stored items by score under
   ``ranking.max_per_category`` (:func:`merge`).
 """
@@ -32,10 +33,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from feedpipe.candidates import diversify
 from feedpipe.ids import event_id as make_event_id
-from feedpipe.ranking import CandidateMatrix, Meta, affinity_at, candidate_brands
-from feedpipe.redis_keys import Keys
+from feedpipe.model.profile import CandidateMatrix, Meta, affinity_at, candidate_brands
+from feedpipe.rank.candidates import diversify
+from feedpipe.store.keys import Keys
 from feedpipe.topology import FanoutSpec, RankingSpec
 
 CATEGORY = "c:"
@@ -232,7 +233,7 @@ def digest(
     ``{"c": {category: share}, "t": {topic: share}, "ls": last_seen ms, "b": [brands],
     "cr": [12-hex prefixes of celebrity items in recent_reads]}``: the top
     ``interest_categories`` / ``interest_topics`` normalised shares
-    (:func:`feedpipe.ranking.affinity_at`) rounded to :data:`SHARE_DECIMALS`, the candidate
+    (:func:`feedpipe.model.profile.affinity_at`) rounded to :data:`SHARE_DECIMALS`, the candidate
     brands, at most :data:`READ_MAX` read celebrity items. ~150-200 bytes as JSON.
     """
     shares = affinity_at(profile, 0)
@@ -269,7 +270,7 @@ def _with_rest(shares: Mapping[str, Any]) -> dict[str, float]:
 def pseudo_profile(
     user_id: str, dg: Mapping[str, Any], read_ids: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """A profile-shaped mapping for :func:`feedpipe.rankers.rank_users` from a digest.
+    """A profile-shaped mapping for :func:`feedpipe.rank.rankers.rank_users` from a digest.
 
     Category/topic affinities are the digest shares plus the remainder under :data:`REST`
     (a label no item has), so ``affinity_at`` normalises back to the same shares; brands get
@@ -366,15 +367,15 @@ def score_celebrities(
     """Feed items for the user's celebrity candidates, best first, each with ``source``:
     ``"celebrity"`` and the same explanation fields as stored items.
 
-    Scored by :func:`feedpipe.rankers.rank_users` (the stored feeds' code) over the cached
+    Scored by :func:`feedpipe.rank.rankers.rank_users` (the stored feeds' code) over the cached
     celebrity matrix for the digest's :func:`pseudo_profile`; brands outside the digest's and
     items the digest lists as read are left out. ``config``: a
-    :class:`feedpipe.rankers.RankingConfig`.
+    :class:`feedpipe.rank.rankers.RankingConfig`.
 
     Raises:
         ValueError: a malformed digest (the caller serves the stored feed unmerged).
     """
-    from feedpipe.rankers import rank_users
+    from feedpipe.rank.rankers import rank_users
 
     if not len(cache):
         return []
@@ -398,7 +399,7 @@ def merge(
     """Merge stored feed items and scored celebrity items into one feed.
 
     All items are ordered by score descending, ties by content id (as
-    :func:`feedpipe.rankers.rank_users`), then :func:`feedpipe.candidates.diversify` keeps
+    :func:`feedpipe.rank.rankers.rank_users`), then :func:`feedpipe.rank.candidates.diversify` keeps
     ``feed_size`` with at most ``per_category`` per primary category (the item's first
     category; ``None`` = uncapped): the list :func:`rank_users` would have produced over the
     stored candidates plus the celebrity items. Ranks are renumbered 1..n; stored items keep
