@@ -39,13 +39,58 @@ class TopicSpec(_Strict):
         return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
 
 
-class AgentSpec(_Strict):
-    """One Faust agent: the module defining it, its input, outputs and DLQ topic."""
+class StageSpec(_Strict):
+    """One processing stage of the worker (topology.yaml ``stages``).
 
+    ``kind``: ``agent`` (a Faust agent iterating its input stream) or ``service`` (a Faust
+    service running its own batch consumer, the click path). ``outputs`` maps a role (e.g.
+    ``content``, ``profiles``) to a declared topic, so code names roles, never topics.
+    ``consumer_group`` is a template over the worker's app id (``{app_id}``); ``state`` lists the
+    ``redis.keys`` families the stage writes.
+    """
+
+    kind: Literal["agent", "service"]
     module: str
     input: str
-    outputs: list[str]
+    outputs: dict[str, str]
     dlq: str | None = None
+    consumer_group: str = "{app_id}"
+    state: list[str] = Field(default_factory=list)
+
+    def output(self, role: str) -> str:
+        """The topic of output ``role``.
+
+        Raises:
+            ConfigError: the stage declares no such output.
+        """
+        try:
+            return self.outputs[role]
+        except KeyError:
+            raise ConfigError(
+                f"{TOPOLOGY_PATH.name}: stage {self.module} has no output {role!r} "
+                f"(declared: {sorted(self.outputs)})"
+            ) from None
+
+    def dead_letters(self) -> str:
+        """The stage's DLQ topic.
+
+        Raises:
+            ConfigError: the stage declares none.
+        """
+        if self.dlq is None:
+            raise ConfigError(f"{TOPOLOGY_PATH.name}: stage {self.module} declares no dlq")
+        return self.dlq
+
+    def group(self, app_id: str) -> str:
+        """The stage's consumer group for worker app id ``app_id`` (e.g. ``feedpipe.clickpath``)."""
+        return self.consumer_group.format(app_id=app_id)
+
+
+class IngestSpec(_Strict):
+    """Topics written from outside the worker: CMS connectors and the reader-event collector."""
+
+    cms: str
+    reader_events: str
 
 
 class RedisSpec(_Strict):
@@ -62,8 +107,7 @@ class ProfilesSpec(_Strict):
     bound go to the DLQ (reason ``late``); ``dedup_max``: event-id fingerprints kept per user;
     ``session_gap_minutes``: inactivity that ends a session; ``bot_clicks_per_minute``: live
     clicks in one event-time minute above which a user is flagged as a bot;
-    ``ttl_days``: idle time after which Redis expires a profile and its feed;
-    ``click_path``: ``batch`` (streams/clickpath.py) or ``faust`` (the per-event agents).
+    ``ttl_days``: idle time after which Redis expires a profile and its feed.
     """
 
     half_life_hours: float = Field(gt=0)
@@ -75,7 +119,6 @@ class ProfilesSpec(_Strict):
     session_gap_minutes: float = Field(default=30.0, gt=0)
     bot_clicks_per_minute: int = Field(default=30, ge=1)
     ttl_days: float = Field(default=30.0, gt=0)
-    click_path: Literal["batch", "faust"] = "batch"
     profile_format: Literal["json", "compact"] = "compact"
     """How fp:profile:{user} is stored (feedpipe/store/profiles.py): JSON or the compact form."""
 
@@ -314,7 +357,8 @@ class Topology(_Strict):
 
     version: int
     topics: dict[str, TopicSpec]
-    agents: dict[str, AgentSpec]
+    ingest: IngestSpec
+    stages: dict[str, StageSpec]
     redis: RedisSpec
     profiles: ProfilesSpec
     ranking: RankingSpec
@@ -329,10 +373,16 @@ class Topology(_Strict):
         for name, t in self.topics.items():
             if t.dlq is not None and t.dlq not in self.topics:
                 raise ValueError(f"topic {name}: dlq {t.dlq} is not a declared topic")
-        for name, a in self.agents.items():
-            for ref in [a.input, *a.outputs, *([a.dlq] if a.dlq else [])]:
+        for role, ref in self.ingest.model_dump().items():
+            if ref not in self.topics:
+                raise ValueError(f"ingest {role}: topic {ref} is not declared")
+        for name, a in self.stages.items():
+            for ref in [a.input, *a.outputs.values(), *([a.dlq] if a.dlq else [])]:
                 if ref not in self.topics:
-                    raise ValueError(f"agent {name}: topic {ref} is not declared")
+                    raise ValueError(f"stage {name}: topic {ref} is not declared")
+            for family in a.state:
+                if family not in self.redis.keys:
+                    raise ValueError(f"stage {name}: state {family!r} is not a redis.keys family")
         sets = self.ranker_config().weight_sets if self.experiments else {}
         for name, exp in self.experiments.items():
             for arm, spec in exp.arms.items():

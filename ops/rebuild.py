@@ -222,8 +222,6 @@ async def _celebrities() -> int:
     from streams.runtime import redis_client
 
     topo = topology()
-    if topo.profiles.click_path != "batch":
-        return 0
     r = redis_client()
     k = keys()
     metas: list[Meta] = []

@@ -144,7 +144,7 @@ def feed_fingerprint(items: Sequence[dict[str, Any]]) -> str:
 
 def consumer_group(app_id: str) -> str:
     """The click path's consumer group for a Faust app id (e.g. ``feedpipe.clickpath``)."""
-    return f"{app_id}.clickpath"
+    return topology().stages["clickpath"].group(app_id)
 
 
 def dead_letter_record(
@@ -985,7 +985,7 @@ FAUST_STAGES = ("profiles", "feeds")  # the per-event agents this path replaces
 
 def batch_mode() -> bool:
     """True when topology ``profiles.click_path`` is ``batch`` (the default)."""
-    return topology().profiles.click_path == "batch"
+    return True
 
 
 @app.on_worker_init.connect  # type: ignore[arg-type]

@@ -169,7 +169,6 @@ async def materialise(
         (meta_of(doc), new)
         for _, doc, new in todo
         if doc["status"] == "published" and fanout is not None
-        and topo.profiles.click_path == "batch"
     ]
     now_ms = datetime.now(UTC).timestamp() * 1000
     max_age = topo.fanout.max_age_hours * 3_600_000
@@ -290,7 +289,7 @@ def _observe_publish_to_candidate(docs: list[dict[str, Any]]) -> None:
 async def enrich_agent(stream: StreamT[Any]) -> None:
     """Enrich a batch, materialise it in Redis, publish content.enriched, release waiting clicks."""
     out_topic = topic("content.enriched")
-    dlq = topic(topology().agents[STAGE].dlq or "content.normalised.dlq")
+    dlq = topic(topology().stages[STAGE].dead_letters())
     enc = codec("EnrichedContent").encode
     async for events in take_events(stream, BATCH, WITHIN_S):
         batch: list[EventT] = list(events)

@@ -68,7 +68,7 @@ def process_batch(values: Sequence[bytes | None]) -> list[Outcome]:
 async def normalise_agent(stream: StreamT[Any]) -> None:
     """Normalise each raw event; send items to content.normalised and rejects to the DLQ."""
     out_topic = topic("content.normalised")
-    dlq = topic(topology().agents[STAGE].dlq or "cms.raw.dlq")
+    dlq = topic(topology().stages[STAGE].dead_letters())
     async for events in take_events(stream, BATCH, WITHIN_S):
         batch: list[EventT] = list(events)
         outcomes = await in_thread(process_batch, [e.message.value for e in batch])

@@ -227,7 +227,7 @@ async def publish_profiles(user_ids: list[str], written: dict[str, Profile]) -> 
 @app.agent(topic("reader.events"), name=STAGE)
 async def profiles_agent(stream: StreamT[Any]) -> None:
     """Apply reader events in batches, per partition, and publish the changed profiles."""
-    dlq = topic(topology().agents[STAGE].dlq or "reader.events.dlq")
+    dlq = topic(topology().stages["clickpath"].dead_letters())
     async for events in take_events(stream, BATCH, WITHIN_S):
         for (topic_name, partition), evs in by_partition(list(events)).items():
             users, written = await _apply_partition(topic_name, partition, evs, dlq)
