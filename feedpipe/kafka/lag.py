@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartiti
 from confluent_kafka.admin import AdminClient
 
 from feedpipe.settings import settings
+from feedpipe.topology import topology
 
 
 def end_offsets(
@@ -69,16 +70,15 @@ def group_lag(
 
 
 def pipeline_groups(app_id: str) -> dict[str, list[str]]:
-    """The worker's consumer groups and the topics each consumes: the Faust group ``app_id``
-    on the CMS topics and, with ``profiles.click_path: batch`` (the default), the click path's
-    own group (``streams.clickpath.consumer_group``) on reader.events; with ``faust``, the Faust
-    group on reader.events and profiles.updated too."""
-    from streams.clickpath import batch_mode, consumer_group
-
-    cms = ["cms.raw", "content.normalised"]
-    if batch_mode():
-        return {app_id: cms, consumer_group(app_id): ["reader.events"]}
-    return {app_id: [*cms, "reader.events", "profiles.updated"]}
+    """The worker's consumer groups and the topics each consumes, from topology.yaml
+    ``stages``: ``{group: [input topics]}``, e.g. the Faust group ``feedpipe`` on cms.raw and
+    content.normalised, the click path's group ``feedpipe.clickpath`` on reader.events."""
+    groups: dict[str, list[str]] = {}
+    for stage in topology().stages.values():
+        topics = groups.setdefault(stage.group(app_id), [])
+        if stage.input not in topics:
+            topics.append(stage.input)
+    return groups
 
 
 def pipeline_lag(bootstrap: str, app_id: str, timeout_s: float = 10.0) -> dict[str, int]:
