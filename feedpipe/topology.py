@@ -224,8 +224,9 @@ class EditorialSpec(_Strict):
     ``category_weights``: brand -> brand category -> weight in [0, 1] (an item takes the largest
     weight of its categories, ``default_category_weight`` when none is listed);
     ``source_bias``: content source -> bias in [0, 1] for items whose CMS gives none;
-    ``default_bias``: bias when neither is known (0.5 per the issue);
-    ``freshness_per_hour``: k in 1 / (1 + k * hours old) (0.1 per the issue).
+    ``default_bias``: bias when neither is known (default 0.5: neutral);
+    ``freshness_per_hour``: k in 1 / (1 + k * hours old) (default 0.1: half the score after
+    10 hours).
     """
 
     freshness_per_hour: float = Field(default=0.1, ge=0)
