@@ -1,8 +1,7 @@
 """Two small in-process guards of the read endpoint: a circuit breaker on Redis and a per-key
 token bucket.
 
-Circuit breaker (Nygard, *Release It!*, 2nd ed., ch. 5 "Circuit Breaker"; the same three states
-as the seeds' breaker)::
+Circuit breaker (Nygard, *Release It!*, 2nd ed., ch. 5 "Circuit Breaker"), with three states::
 
     closed --(failure_threshold consecutive failures)--> open
     open   --(reset_timeout_s elapsed)-----------------> half-open (one trial call at a time)

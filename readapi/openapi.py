@@ -10,21 +10,30 @@ from __future__ import annotations
 from typing import Any
 
 from readapi.keys import SCOPES
+from readapi.params import CURSOR_PATTERN, FLAG_VALUES
 
 Json = dict[str, Any]
 
 SAFE_ID = r"^[A-Za-z0-9_.\-]{1,128}$"
-CURSOR_PATTERN = r"^(personalised|trending|latest)\.[0-9]{1,5}\.[0-9]{1,5}$"
-"""Same as ``readapi.app.CURSOR_PATTERN`` (checked by a unit test)."""
 SAFE_ID_OR_EMPTY = r"^([A-Za-z0-9_.\-]{1,128})?$"
-CURSOR_OR_EMPTY = r"^((personalised|trending|latest)\.[0-9]{1,5}\.[0-9]{1,5})?$"
-FLAG_VALUES = ("", "true", "false", "1", "0")
-"""Accepted values of a boolean query flag (``readapi.app._flag``)."""
+CURSOR_OR_EMPTY = "^(" + CURSOR_PATTERN[1:-1] + ")?$"
 API_VERSION = "1.0.0"
 
 
 def _nullable(type_: str, **extra: Any) -> Json:
     return {"type": [type_, "null"], **extra}
+
+
+def _affinities(label: str) -> Json:
+    """A profile's top list: ``[{label: name, "affinity": share}]``."""
+    return {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": [label, "affinity"],
+            "properties": {label: {"type": "string"}, "affinity": {"type": "number"}},
+        },
+    }
 
 
 def _ref(name: str) -> Json:
@@ -218,22 +227,8 @@ SCHEMAS: Json = {
             "first_seen": _nullable("string", format="date-time"),
             "last_seen": _nullable("string", format="date-time"),
             "affinity_at": _nullable("string", format="date-time"),
-            "top_categories": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["category", "affinity"],
-                    "properties": {"category": {"type": "string"}, "affinity": {"type": "number"}},
-                },
-            },
-            "top_topics": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["topic", "affinity"],
-                    "properties": {"topic": {"type": "string"}, "affinity": {"type": "number"}},
-                },
-            },
+            "top_categories": _affinities("category"),
+            "top_topics": _affinities("topic"),
             "recent_reads": {
                 "type": "array",
                 "items": {

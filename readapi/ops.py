@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 
 from feedpipe.monitoring.snapshot import OPS_HISTORY_LEN, STALE_AFTER_S
 from feedpipe.store.keys import keys
+from readapi.caching import NO_STORE, no_store_json
 
 OPEN_PATHS = ("/ops", "/v1/ops/")
 """Path prefixes the gateway serves without an API key (see the module docstring)."""
@@ -49,15 +50,6 @@ def _client(request: Request) -> aioredis.Redis:
     return client
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(body),
-        status_code=status,
-        media_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
-
-
 def _loads(raw: Any) -> Any:
     return orjson.loads(raw) if raw is not None else None
 
@@ -70,7 +62,7 @@ async def get_snapshot(request: Request) -> Response:
     except ValueError:
         n = -1
     if not 0 <= n <= OPS_HISTORY_LEN:
-        return _json({"error": f"history: expected an integer 0..{OPS_HISTORY_LEN}"}, 400)
+        return no_store_json({"error": f"history: expected an integer 0..{OPS_HISTORY_LEN}"}, 400)
     k = keys()
     try:
         async with _client(request).pipeline(transaction=False) as pipe:
@@ -78,12 +70,13 @@ async def get_snapshot(request: Request) -> Response:
             pipe.lrange(k.ops_history(), 0, n - 1)
             raw, points = await pipe.execute()
     except (RedisError, OSError) as exc:
-        return _json({"error": f"redis unavailable: {type(exc).__name__}", "stale": True}, 503)
+        error = f"redis unavailable: {type(exc).__name__}"
+        return no_store_json({"error": error, "stale": True}, 503)
     now_ms = int(time.time() * 1000)
     snapshot = _loads(raw)
     history = [_loads(p) for p in reversed(points)] if n else []
     age_s = (now_ms - int(snapshot["at_ms"])) / 1000.0 if snapshot else None
-    return _json(
+    return no_store_json(
         {
             "now_ms": now_ms,
             "age_s": age_s,
@@ -100,7 +93,7 @@ async def get_page(request: Request) -> Response:
     return Response(
         PAGE.read_bytes(),
         media_type="text/html; charset=utf-8",
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": NO_STORE},
     )
 
 

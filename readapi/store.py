@@ -172,6 +172,11 @@ class Snapshot:
     items: list[Json]
     taken_at: float
 
+    @property
+    def taken_at_iso(self) -> str | None:
+        """``taken_at`` as an ISO-8601 string (:func:`iso_ms`)."""
+        return iso_ms(int(self.taken_at * 1000))
+
 
 class Store:
     """Redis reads of the read endpoint (see the module docstring).

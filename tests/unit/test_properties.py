@@ -49,7 +49,7 @@ from feedpipe.store.keys import safe_id
 from feedpipe.topology import topology
 from feedpipe.wire.codec import AvroCodec, codec, registry
 from feedpipe.wire.compat import minimal_record
-from readapi.app import BadRequest, decode_cursor, encode_cursor, feed_params
+from readapi.params import BadRequest, decode_cursor, encode_cursor, feed_params
 from readapi.store import content_summary, parse_feed
 from streams.clickpath import Record, RecordLike, _decode
 from streams.normalise import process

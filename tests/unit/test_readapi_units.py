@@ -4,24 +4,14 @@ interval and A/B results, API keys file, path classification, page cache, stored
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
 import orjson
 import pytest
 
-from readapi.app import (
-    _FALSE,
-    _TRUE,
-    CURSOR_PATTERN,
-    BadRequest,
-    ab_results,
-    decode_cursor,
-    encode_cursor,
-    etag_of,
-    if_none_match,
-    wilson_interval,
-)
+from readapi.caching import etag_of, if_none_match
 from readapi.gateway import classify
 from readapi.guards import CircuitBreaker, CircuitOpen, TokenBucket
 from readapi.keys import (
@@ -33,8 +23,17 @@ from readapi.keys import (
     load_keys,
     revoke_key,
 )
-from readapi.openapi import CURSOR_PATTERN as DOC_CURSOR_PATTERN
-from readapi.openapi import FLAG_VALUES, openapi_document
+from readapi.openapi import CURSOR_OR_EMPTY, openapi_document
+from readapi.params import (
+    CURSOR_PATTERN,
+    FALSE_VALUES,
+    FLAG_VALUES,
+    TRUE_VALUES,
+    BadRequest,
+    decode_cursor,
+    encode_cursor,
+)
+from readapi.routes.experiments import ab_results, wilson_interval
 from readapi.store import PageCache, content_summary, parse_feed
 
 
@@ -105,8 +104,10 @@ def test_token_bucket() -> None:
 
 def test_cursor_round_trip_and_document_pattern() -> None:
     assert decode_cursor(encode_cursor("trending", 40, 37)) == ("trending", 40, 37)
-    assert CURSOR_PATTERN == DOC_CURSOR_PATTERN
-    assert set(FLAG_VALUES) == {"", *_TRUE, *_FALSE}
+    cursor = encode_cursor("latest", 0, 99_999)
+    assert re.fullmatch(CURSOR_PATTERN, cursor) and re.fullmatch(CURSOR_OR_EMPTY, cursor)
+    assert re.fullmatch(CURSOR_OR_EMPTY, "") and not re.fullmatch(CURSOR_PATTERN, "")
+    assert set(FLAG_VALUES) == {"", *TRUE_VALUES, *FALSE_VALUES}
     for bad in ("", "trending.1", "other.1.1", "trending.-1.0", "trending.123456.0", "x" * 70):
         with pytest.raises(BadRequest):
             decode_cursor(bad)
