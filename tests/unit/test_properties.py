@@ -16,7 +16,7 @@ stage turns into a DLQ record with a reason. Nothing else may escape (a crash of
 | ``streams.runtime.reader_event`` (on any decodable ReaderEvent) | none | click path, profiles |
 | ``feedpipe.store.feeds.decode_feed`` | FeedFormatError | read endpoint, feeds |
 | ``readapi.store.parse_feed`` / ``content_summary`` | none ({} / None) | read endpoint |
-| ``readapi.app.decode_cursor`` / ``feed_params`` | BadRequest (HTTP 400) | read endpoint |
+| ``readapi.params.decode_cursor`` / ``feed_params`` | BadRequest (HTTP 400) | read endpoint |
 
 Runs are deterministic (``derandomize=True``: the same examples on every run, as CI needs).
 ``FEEDPIPE_FUZZ_EXPLORE=N`` (tests only) switches to random exploration with N times the examples,
