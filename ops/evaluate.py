@@ -40,13 +40,14 @@ import numpy as np
 import numpy.typing as npt
 
 from feedpipe.errors import ConfigError
-from feedpipe.model.profile import HOUR_MS, CandidateMatrix, Event, Meta, apply_events, new_profile
-from feedpipe.rank.rankers import (
-    BASELINES,
+from feedpipe.model.item import CandidateMatrix, Meta
+from feedpipe.model.profile import Event, apply_events, new_profile
+from feedpipe.model.units import HOUR_MS
+from feedpipe.rank.baselines import BASELINES, baseline_scores
+from feedpipe.rank.components import (
     Array,
     Candidates,
     affinity_scores,
-    baseline_scores,
     category_weights,
     item_biases,
     profile_shares,
@@ -400,7 +401,7 @@ def tune(
     Raises:
         ValueError: ``step`` not in (0, 1]; KeyError: unknown ranker.
     """
-    from feedpipe.rank.rankers import COMPONENT_NAMES, components
+    from feedpipe.rank.components import COMPONENT_NAMES, components
     from feedpipe.topology import RANKER_COMPONENTS
 
     if not 0 < step <= 1:

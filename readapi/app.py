@@ -68,7 +68,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from feedpipe.model.profile import affinity_at
 from feedpipe.rank.fanout import CelebrityCache, merge, score_celebrities
-from feedpipe.rank.rankers import WeightsRegistry
+from feedpipe.rank.weights import WeightsRegistry
 from feedpipe.settings import settings
 from feedpipe.store.keys import safe_id
 from feedpipe.topology import topology

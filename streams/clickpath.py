@@ -59,14 +59,9 @@ from redis.exceptions import WatchError
 
 from feedpipe.errors import SerializationError
 from feedpipe.ids import event_id as make_event_id
-from feedpipe.model.profile import (
-    Meta,
-    Profile,
-    add_item_signal,
-    admit_events,
-    apply_events,
-    new_profile,
-)
+from feedpipe.model.admission import admit_events
+from feedpipe.model.item import Meta, add_item_signal
+from feedpipe.model.profile import Profile, apply_events, new_profile
 from feedpipe.monitoring import metrics
 from feedpipe.rank.experiments import assign_arm, experiment_for
 from feedpipe.rank.fanout import ZREM_ALL_SCRIPT, audience_writes

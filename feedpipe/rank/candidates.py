@@ -1,5 +1,6 @@
 """Candidate generation and diversity for the feed ranking (pure numpy, no I/O).
 
+A user's *candidate brands* (:func:`candidate_brands`) are the catalogues that feed them.
 Candidate generation picks, per user, the items worth scoring from several sources, the way
 two-stage recommenders do (Covington, Adams, Sargin: "Deep Neural Networks for YouTube
 Recommendations", RecSys 2016: candidate generation, then ranking):
@@ -13,8 +14,7 @@ Recommendations", RecSys 2016: candidate generation, then ranking):
   strongest categories/topics (ties at the cut kept: :func:`top_columns`).
 
 :func:`feedpipe.rank.rankers.rank_users` scores only the candidates (the pipeline's click path
-passes
-:class:`CandidateInputs`); each feed item carries the names of its sources (``sources``).
+passes :class:`CandidateInputs`); each feed item carries the names of its sources (``sources``).
 
 Items the user already read are excluded from every source. An item can come from several
 sources; :func:`sources_of` names them (the feed item's explanation carries them).
@@ -31,17 +31,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from feedpipe.model.units import HOUR_MS
 from feedpipe.topology import CandidatesSpec as CandidateSpec
+from feedpipe.topology import RankingSpec
 
-HOUR_MS = 3_600_000
 FRESH: int = 1
+"""Source bit: the item is fresh."""
 TRENDING: int = 2
+"""Source bit: the item is in its brand's trending list."""
 AFFINITY: int = 4
+"""Source bit: the item shares a label with the user's top affinities."""
 SOURCE_NAMES: dict[int, str] = {FRESH: "fresh", TRENDING: "trending", AFFINITY: "affinity"}
+"""Source bit -> name, in the order :func:`sources_of` lists them."""
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
@@ -60,6 +66,13 @@ class CandidateInputs:
 
     spec: CandidateSpec
     trending: Mapping[str, Sequence[str]]
+
+
+def candidate_brands(profile: Mapping[str, Any], spec: RankingSpec) -> list[str]:
+    """Brands whose catalogue feeds this user, sorted: the brands of the items they clicked
+    (``profile["brands"]`` counts > 0), else ``[spec.default_brand]``."""
+    brands = sorted(b for b, n in profile.get("brands", {}).items() if n > 0)
+    return brands or [spec.default_brand]
 
 
 def top_columns(shares: FloatArray, n: int) -> BoolArray:
@@ -110,7 +123,7 @@ def candidate_sources(
 
     Args:
         item_cat / item_topic: (n items x C) / (n x T) one-hot matrices of the catalogue
-            (:class:`feedpipe.model.profile.CandidateMatrix` ``cat`` / ``topic``).
+            (:class:`feedpipe.model.item.CandidateMatrix` ``cat`` / ``topic``).
         published_ms: (n,) publication (or catalogue entry) times in ms; NaN: never fresh.
         allowed: (m users x n) items the user may see: candidate brands, not already read.
         share_cat / share_topic: (m x C) / (m x T) the users' normalised affinity shares.

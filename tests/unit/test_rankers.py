@@ -12,37 +12,26 @@ import pytest
 from pydantic import ValidationError
 
 from feedpipe.errors import ConfigError
-from feedpipe.model.profile import (
-    HOUR_MS,
-    CandidateMatrix,
-    Event,
-    Meta,
-    affinity_at,
-    apply_events,
-    engagement,
-    item_affinity,
-    new_profile,
-    rank,
-    recency,
-)
-from feedpipe.rank.rankers import (
+from feedpipe.model.item import CandidateMatrix, Meta
+from feedpipe.model.profile import Event, affinity_at, apply_events, new_profile
+from feedpipe.model.units import HOUR_MS
+from feedpipe.rank.baselines import baseline_scores, order
+from feedpipe.rank.components import (
     Candidates,
-    RankingConfig,
-    WeightsRegistry,
     affinity_scores,
-    baseline_scores,
     bias_match,
     category_weights,
     engagement_component,
     freshness_component,
     item_biases,
-    order,
     profile_shares,
-    rank_users,
     recency_component,
     score,
     user_bias,
 )
+from feedpipe.rank.rankers import rank_users
+from feedpipe.rank.reference import engagement, item_affinity, rank, recency
+from feedpipe.rank.weights import RankingConfig, WeightsRegistry
 from feedpipe.topology import TOPOLOGY_PATH, EditorialSpec, WeightSet, topology
 
 T0 = 1_573_300_000_000
@@ -229,7 +218,7 @@ World = tuple[list[dict[str, object]], CandidateMatrix, dict[str, tuple[int, int
 
 
 def _world(users: int = 30) -> World:
-    from feedpipe.model.profile import Meta as _Meta
+    from feedpipe.model.item import Meta as _Meta
 
     rng = random.Random(5)
     cats = ["news", "sports", "finance", "travel", "health"]

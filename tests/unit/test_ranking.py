@@ -7,15 +7,9 @@ import random
 
 import pytest
 
-from feedpipe.model.profile import (
-    Event,
-    Meta,
-    apply_events,
-    engagement,
-    new_profile,
-    rank,
-    recency,
-)
+from feedpipe.model.item import Meta
+from feedpipe.model.profile import Event, apply_events, new_profile
+from feedpipe.rank.reference import engagement, rank, recency
 from feedpipe.topology import topology
 
 T0 = 1_573_300_000_000  # 2019-11-09, ms
