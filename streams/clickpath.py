@@ -27,7 +27,7 @@ Guarantees (exactly-once *effects* in Redis, at-least-once on the output topics)
   are committed only after the Redis write and the output sends) changes nothing, and a zombie
   consumer that lost the partition fails on the WATCH;
 * duplicates at *new* offsets (a source replayed twice, a non-idempotent producer retry) are
-  dropped by event id (:func:`feedpipe.model.profile.admit_events`, fingerprints kept within the
+  dropped by event id (:func:`feedpipe.model.admission.admit_events`, fingerprints kept within the
   lateness bound ``profiles.allowed_lateness_hours``); events older than the bound go to the DLQ
   with reason ``late``;
 * profile and feed are written in the same transaction, so a stored feed always reflects the

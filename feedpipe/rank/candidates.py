@@ -29,7 +29,7 @@ idea reduced to a hard cap: Carbonell, Goldstein, SIGIR 1998).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,11 +81,16 @@ def top_columns(shares: FloatArray, n: int) -> BoolArray:
     largest, plus every column tied with the ``n``-th (so the choice never depends on column
     order; :func:`top_labels_with_ties` is the same rule on a mapping)."""
     m, c = shares.shape
-    out = np.zeros((m, c), dtype=bool)
     if n <= 0 or c == 0 or m == 0:
-        return out
+        return np.zeros((m, c), dtype=bool)
     k = min(n, c)
     kth = -np.partition(-shares, k - 1, axis=1)[:, k - 1]
+    return columns_at_least(shares, kth)
+
+
+def columns_at_least(shares: FloatArray, kth: FloatArray) -> BoolArray:
+    """(m, C) bool: the strictly positive values of ``shares`` (m x C) at least their row's cut
+    ``kth`` (m,)."""
     return (shares >= kth[:, None]) & (shares > 0)
 
 
@@ -152,14 +157,16 @@ def candidate_sources(
         trend = np.zeros(n, dtype=bool)
         trend[np.asarray(trending_rows, dtype=np.int64)] = True
         out |= np.where(trend[None, :], TRENDING, 0)
-    if kth_cat is None:
-        top_cat = top_columns(share_cat, spec.top_affinities).astype(np.float64)
-    else:
-        top_cat = ((share_cat >= kth_cat[:, None]) & (share_cat > 0)).astype(np.float64)
-    if kth_topic is None:
-        top_topic = top_columns(share_topic, spec.top_affinities).astype(np.float64)
-    else:
-        top_topic = ((share_topic >= kth_topic[:, None]) & (share_topic > 0)).astype(np.float64)
+    top_cat = (
+        top_columns(share_cat, spec.top_affinities)
+        if kth_cat is None
+        else columns_at_least(share_cat, kth_cat)
+    ).astype(np.float64)
+    top_topic = (
+        top_columns(share_topic, spec.top_affinities)
+        if kth_topic is None
+        else columns_at_least(share_topic, kth_topic)
+    ).astype(np.float64)
     matches = (top_cat @ item_cat.T > 0) | (top_topic @ item_topic.T > 0)
     out |= np.where(matches, AFFINITY, 0)
     return np.where(allowed, out, 0)
@@ -182,6 +189,13 @@ def trending_rows(
             if i is not None:
                 rows.append(i)
     return rows
+
+
+def primary_codes(primary: Iterable[str | None]) -> list[int]:
+    """Integer codes of primary-category labels for :func:`diversify`: one code per distinct
+    label (0, 1, ... in order of first appearance), -1 for None (no category)."""
+    codes: dict[str, int] = {}
+    return [-1 if p is None else codes.setdefault(p, len(codes)) for p in primary]
 
 
 def diversify(order: Sequence[int], primary: Sequence[int], k: int, per_category: int) -> list[int]:

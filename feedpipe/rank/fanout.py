@@ -36,7 +36,7 @@ from feedpipe.ids import event_id as make_event_id
 from feedpipe.model.item import CandidateMatrix, Meta
 from feedpipe.model.profile import affinity_at
 from feedpipe.model.units import HOUR_MS
-from feedpipe.rank.candidates import candidate_brands, diversify
+from feedpipe.rank.candidates import candidate_brands, diversify, primary_codes
 from feedpipe.rank.rankers import rank_users
 from feedpipe.rank.weights import RankingConfig
 from feedpipe.store.keys import Keys
@@ -422,7 +422,5 @@ def merge(
         return (-score, str(rows[i]["content_id"]))
 
     order = sorted(range(len(rows)), key=key)
-    codes: dict[str, int] = {}
-    primary = [-1 if p is None else codes.setdefault(p, len(codes)) for p in prim]
-    keep = diversify(order, primary, feed_size, per_category)
+    keep = diversify(order, primary_codes(prim), feed_size, per_category)
     return [{**rows[i], "rank": n} for n, i in enumerate(keep, start=1)]

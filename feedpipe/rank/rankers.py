@@ -130,6 +130,8 @@ def rank_users(
         aff = affinity_scores(s_cat, s_top, matrix.cat, matrix.topic)
         refs = np.array([float(p.get("last_seen") or 0) for p in part])
         age_h = np.maximum(0.0, (refs[:, None] - published[None, :]) / HOUR_MS)
+        # Recency with np.power (``2.0 **``, as feedpipe.rank.reference.recency), not
+        # components.recency_component: its np.exp2 can round the last bit differently.
         with np.errstate(invalid="ignore"):
             rec = np.where(has_pub[None, :], 2.0 ** (-age_h / ranking.recency_half_life_hours), 0.0)
         fresh: Array | None = None

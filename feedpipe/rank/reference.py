@@ -32,7 +32,12 @@ from typing import Any
 from feedpipe.model.item import Meta
 from feedpipe.model.profile import affinity_at
 from feedpipe.model.units import HOUR_MS
-from feedpipe.rank.candidates import CandidateInputs, diversify, top_labels_with_ties
+from feedpipe.rank.candidates import (
+    CandidateInputs,
+    diversify,
+    primary_codes,
+    top_labels_with_ties,
+)
 from feedpipe.topology import RankingSpec, Weights
 
 
@@ -148,12 +153,10 @@ def rank(
     out.sort(key=lambda s: (-s.score, s.content_id))
     if spec.max_per_category <= 0:
         return out[: spec.feed_size]
-    codes: dict[str, int] = {}
     by_id = {m.content_id: m for m in candidates}
-    primary = [
-        codes.setdefault(cs[0], len(codes)) if (cs := by_id[s.content_id].categories) else -1
-        for s in out
-    ]
+    primary = primary_codes(
+        cs[0] if (cs := by_id[s.content_id].categories) else None for s in out
+    )
     keep = diversify(range(len(out)), primary, spec.feed_size, spec.max_per_category)
     return [out[i] for i in keep]
 

@@ -1,5 +1,6 @@
-"""feedpipe.rank.rankers: components agree with feedpipe.model.profile, formulas by hand, hot
-reload."""
+"""The vectorised rankers: components (feedpipe.rank.components) agree with the pure reference
+(feedpipe.rank.reference), formulas by hand, baselines, hot reload (feedpipe.rank.weights), and
+rank_users (feedpipe.rank.rankers)."""
 
 from __future__ import annotations
 
@@ -261,7 +262,7 @@ def _config(enabled: bool) -> RankingConfig:
 
 
 def test_rank_users_with_seed_weight_sets_agrees_with_the_pure_reference() -> None:
-    """The vectorised ranker equals :func:`feedpipe.model.profile.rank` (pure Python, item by item)
+    """The vectorised ranker equals :func:`feedpipe.rank.reference.rank` (pure Python, item by item)
     on every user: same order, same scores and components, full explanation per item."""
     profiles, matrix, stats = _world()
     got = rank_users(profiles, matrix, stats, RANKING, _config(False))
