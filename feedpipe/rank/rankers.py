@@ -73,15 +73,15 @@ def rank_users(
 ) -> list[list[dict[str, Any]]]:
     """Rank each profile's candidates with the ranker and weights serving it; feed items out.
 
-    For each user and each brand of ``ranking.candidate_brands`` the weight set comes from
+    For each user and each of their candidate brands
+    (:func:`feedpipe.rank.candidates.candidate_brands`) the weight set comes from
     :func:`feedpipe.rank.experiments.resolve` (the user's arm when an enabled experiment runs on
     the brand, else ``rankers.brands``); every candidate of that brand is scored by that weight
-    set's ranker (:func:`feedpipe.rank.components.score`'s formulas, vectorised over a
-    (users x items) chunk of ``chunk`` users). Items
-    already read are excluded; order: score descending, then content id ascending; top
-    ``ranking.feed_size``. With ``affinity`` weight sets equal to ``ranking.weights`` it agrees
-    with the pure-Python reference :func:`feedpipe.rank.reference.rank` (same order; scores
-    equal up to float rounding).
+    set's ranker (:func:`feedpipe.rank.components.score`'s formulas, vectorised over
+    (``chunk`` users x n items) at a time). Items already read are excluded; order: score
+    descending, then content id ascending; top ``ranking.feed_size``. With ``affinity`` weight
+    sets equal to ``ranking.weights`` it agrees with the pure-Python reference
+    :func:`feedpipe.rank.reference.rank` (same order; scores equal up to float rounding).
 
     Editorial inputs: ``Meta`` carries no bias or source yet, so every item has
     ``rankers.editorial.default_bias`` and every user the default user bias 0.5.
@@ -100,6 +100,10 @@ def rank_users(
         Per profile, the feed items: ``{"content_id", "brand", "rank", "score", <the ranker's
         components>, "weights" (the weight values), "ranker", "weight_set", "weight_version",
         "arm", "experiment"}`` (arm and experiment None outside experiments).
+
+    Raises:
+        KeyError: an experiment arm naming an unknown weight set (topology validation
+            prevents it).
     """
     n = len(matrix)
     if n == 0:

@@ -128,7 +128,7 @@ def test_weight_sets_validated() -> None:
         WeightSet(ranker="nope", version=1, weights={"a": 1.0, "b": 0, "c": 0})  # type: ignore[arg-type]
 
 
-def test_compat_path_builds_weight_sets_from_ranking_weights() -> None:
+def test_without_a_rankers_section_weight_sets_come_from_ranking_weights() -> None:
     topo = topology().model_copy(update={"rankers": None})
     cfg = topo.ranker_config()
     name, ws = cfg.for_brand("mind")
