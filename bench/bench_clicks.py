@@ -48,14 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from feedpipe.ids import content_id  # noqa: E402
-from feedpipe.model.profile import (  # noqa: E402
-    CandidateMatrix,
-    Event,
-    Meta,
-    admit_events,
-    apply_events,
-    new_profile,
-)
+from feedpipe.model.admission import admit_events  # noqa: E402
+from feedpipe.model.item import CandidateMatrix, Meta  # noqa: E402
+from feedpipe.model.profile import Event, apply_events, new_profile  # noqa: E402
 from feedpipe.settings import settings  # noqa: E402
 from feedpipe.store.keys import keys  # noqa: E402
 from feedpipe.topology import slug, topology  # noqa: E402

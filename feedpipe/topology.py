@@ -140,7 +140,7 @@ class CandidatesSpec(_Strict):
 
     ``fresh_hours``: window of the *fresh* source, hours before the user's reference time (last
     event), on the item's publication time, or the time it entered the catalogue when the
-    source gives none (:attr:`feedpipe.model.profile.CandidateMatrix.fresh_at`). ``trending_k``:
+    source gives none (:attr:`feedpipe.model.item.CandidateMatrix.fresh_at`). ``trending_k``:
     items taken from the top of each brand's trending list. ``top_affinities``: strongest
     categories and topics (each) of the user whose items are candidates."""
 
@@ -184,7 +184,7 @@ RANKER_COMPONENTS: dict[str, tuple[str, ...]] = {
     "affinity": ("a", "b", "c"),
     "editorial": ("category", "bias", "freshness"),
 }
-"""Weight keys of each named ranker (formulas in feedpipe/rank/rankers.py and docs/ranking.md)."""
+"""Weight keys of each named ranker (formulas in feedpipe/rank/components.py, docs/ranking.md)."""
 
 WEIGHT_SUM_TOLERANCE = 1e-6
 """A weight set's weights must sum to 1 within this tolerance."""

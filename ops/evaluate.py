@@ -2,7 +2,7 @@
 
 Each impression of a MIND ``behaviors.tsv``-format file (``impression_id, user_id, time,
 history, "N1-1 N2-0 ..."``) is re-ranked by every weight set of topology.yaml's ``rankers``
-section (through :mod:`feedpipe.rank.rankers`, the code the feeds stage runs) and by three
+section (through :mod:`feedpipe.rank.components`, the code the feeds stage runs) and by three
 baselines, and scored with the MIND competition's metrics (github.com/msnews/MIND,
 ``evaluate.py``: per-impression AUC, MRR, nDCG@5, nDCG@10, averaged over impressions).
 
@@ -40,13 +40,14 @@ import numpy as np
 import numpy.typing as npt
 
 from feedpipe.errors import ConfigError
-from feedpipe.model.profile import HOUR_MS, CandidateMatrix, Event, Meta, apply_events, new_profile
-from feedpipe.rank.rankers import (
-    BASELINES,
+from feedpipe.model.item import CandidateMatrix, Meta
+from feedpipe.model.profile import Event, apply_events, new_profile
+from feedpipe.model.units import HOUR_MS
+from feedpipe.rank.baselines import BASELINES, baseline_scores
+from feedpipe.rank.components import (
     Array,
     Candidates,
     affinity_scores,
-    baseline_scores,
     category_weights,
     item_biases,
     profile_shares,
@@ -400,7 +401,7 @@ def tune(
     Raises:
         ValueError: ``step`` not in (0, 1]; KeyError: unknown ranker.
     """
-    from feedpipe.rank.rankers import COMPONENT_NAMES, components
+    from feedpipe.rank.components import COMPONENT_NAMES, components
     from feedpipe.topology import RANKER_COMPONENTS
 
     if not 0 < step <= 1:

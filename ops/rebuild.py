@@ -217,7 +217,7 @@ async def _reader_partition(consumer: Any, tp: Any, progress: Progress | None) -
 async def _celebrities() -> int:
     """Step 3b: re-decide celebrity status of every catalogue item from the rebuilt audiences
     (the enrich stage's rule: audience over ``fanout.celebrity_audience``)."""
-    from feedpipe.model.profile import Meta
+    from feedpipe.model.item import Meta
     from feedpipe.rank.fanout import AUDIENCE_SCRIPT, audience_keys, is_celebrity, parse_audience
     from streams.runtime import redis_client
 

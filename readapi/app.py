@@ -46,7 +46,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from feedpipe.rank.fanout import CelebrityCache
-from feedpipe.rank.rankers import WeightsRegistry
+from feedpipe.rank.weights import WeightsRegistry
 from feedpipe.settings import settings
 from feedpipe.topology import topology
 from readapi import ops

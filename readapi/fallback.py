@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from feedpipe.rank.fanout import CelebrityCache, merge, score_celebrities
-from feedpipe.rank.rankers import WeightsRegistry
+from feedpipe.rank.weights import WeightsRegistry
 from feedpipe.topology import topology
 from readapi.caching import json_error
 from readapi.guards import CircuitBreaker, CircuitOpen

@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from feedpipe.model.profile import Meta
+from feedpipe.model.item import Meta
 from feedpipe.rank.fanout import CelebrityCache
 from feedpipe.store.feeds import FeedFormatError, decode_feed
 from feedpipe.store.interning import ITEMS, resolve

@@ -27,7 +27,7 @@ Guarantees (exactly-once *effects* in Redis, at-least-once on the output topics)
   are committed only after the Redis write and the output sends) changes nothing, and a zombie
   consumer that lost the partition fails on the WATCH;
 * duplicates at *new* offsets (a source replayed twice, a non-idempotent producer retry) are
-  dropped by event id (:func:`feedpipe.model.profile.admit_events`, fingerprints kept within the
+  dropped by event id (:func:`feedpipe.model.admission.admit_events`, fingerprints kept within the
   lateness bound ``profiles.allowed_lateness_hours``); events older than the bound go to the DLQ
   with reason ``late``;
 * profile and feed are written in the same transaction, so a stored feed always reflects the
@@ -59,14 +59,9 @@ from redis.exceptions import WatchError
 
 from feedpipe.errors import SerializationError
 from feedpipe.ids import event_id as make_event_id
-from feedpipe.model.profile import (
-    Meta,
-    Profile,
-    add_item_signal,
-    admit_events,
-    apply_events,
-    new_profile,
-)
+from feedpipe.model.admission import admit_events
+from feedpipe.model.item import Meta, add_item_signal
+from feedpipe.model.profile import Profile, apply_events, new_profile
 from feedpipe.monitoring import metrics
 from feedpipe.rank.experiments import assign_arm, experiment_for
 from feedpipe.rank.fanout import ZREM_ALL_SCRIPT, audience_writes

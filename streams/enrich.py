@@ -36,7 +36,7 @@ from tenacity import (
 
 from feedpipe.errors import RejectedInput, SerializationError
 from feedpipe.kafka.producer import DeliveryError, IdempotentProducer
-from feedpipe.model.profile import Meta
+from feedpipe.model.item import Meta
 from feedpipe.monitoring import metrics
 from feedpipe.rank.fanout import (
     AUDIENCE_SCRIPT,

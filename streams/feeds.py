@@ -24,10 +24,11 @@ from typing import Any
 import orjson
 from faust.types import EventT, StreamT
 
-from feedpipe.model.profile import CandidateMatrix, Meta
+from feedpipe.model.item import CandidateMatrix, Meta
 from feedpipe.rank.candidates import CandidateInputs
 from feedpipe.rank.fanout import digest
-from feedpipe.rank.rankers import WeightsRegistry, rank_users
+from feedpipe.rank.rankers import rank_users
+from feedpipe.rank.weights import WeightsRegistry
 from feedpipe.store.feeds import FeedFormatError, decode_feed, encode_feed
 from feedpipe.store.interning import ITEMS, intern, resolve
 from feedpipe.store.keys import keys

@@ -24,7 +24,8 @@ from faust.types import EventT, StreamT
 from redis.exceptions import WatchError
 
 from feedpipe.errors import SerializationError
-from feedpipe.model.profile import Event, Meta, Profile, add_item_signal, apply_events, new_profile
+from feedpipe.model.item import Meta, add_item_signal
+from feedpipe.model.profile import Event, Profile, apply_events, new_profile
 from feedpipe.store.interning import ITEMS, intern, resolve
 from feedpipe.store.keys import keys, safe_id
 from feedpipe.store.profiles import (

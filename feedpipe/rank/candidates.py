@@ -1,5 +1,6 @@
 """Candidate generation and diversity for the feed ranking (pure numpy, no I/O).
 
+A user's *candidate brands* (:func:`candidate_brands`) are the catalogues that feed them.
 Candidate generation picks, per user, the items worth scoring from several sources, the way
 two-stage recommenders do (Covington, Adams, Sargin: "Deep Neural Networks for YouTube
 Recommendations", RecSys 2016: candidate generation, then ranking):
@@ -13,8 +14,7 @@ Recommendations", RecSys 2016: candidate generation, then ranking):
   strongest categories/topics (ties at the cut kept: :func:`top_columns`).
 
 :func:`feedpipe.rank.rankers.rank_users` scores only the candidates (the pipeline's click path
-passes
-:class:`CandidateInputs`); each feed item carries the names of its sources (``sources``).
+passes :class:`CandidateInputs`); each feed item carries the names of its sources (``sources``).
 
 Items the user already read are excluded from every source. An item can come from several
 sources; :func:`sources_of` names them (the feed item's explanation carries them).
@@ -29,19 +29,25 @@ idea reduced to a hard cap: Carbonell, Goldstein, SIGIR 1998).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from feedpipe.model.units import HOUR_MS
 from feedpipe.topology import CandidatesSpec as CandidateSpec
+from feedpipe.topology import RankingSpec
 
-HOUR_MS = 3_600_000
 FRESH: int = 1
+"""Source bit: the item is fresh."""
 TRENDING: int = 2
+"""Source bit: the item is in its brand's trending list."""
 AFFINITY: int = 4
+"""Source bit: the item shares a label with the user's top affinities."""
 SOURCE_NAMES: dict[int, str] = {FRESH: "fresh", TRENDING: "trending", AFFINITY: "affinity"}
+"""Source bit -> name, in the order :func:`sources_of` lists them."""
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
@@ -62,17 +68,29 @@ class CandidateInputs:
     trending: Mapping[str, Sequence[str]]
 
 
+def candidate_brands(profile: Mapping[str, Any], spec: RankingSpec) -> list[str]:
+    """Brands whose catalogue feeds this user, sorted: the brands of the items they clicked
+    (``profile["brands"]`` counts > 0), else ``[spec.default_brand]``."""
+    brands = sorted(b for b, n in profile.get("brands", {}).items() if n > 0)
+    return brands or [spec.default_brand]
+
+
 def top_columns(shares: FloatArray, n: int) -> BoolArray:
     """(m, C) bool: for each row of ``shares`` (m users x C categories or topics), the columns
     whose strictly positive value is at least the row's ``n``-th largest value: the ``n``
     largest, plus every column tied with the ``n``-th (so the choice never depends on column
     order; :func:`top_labels_with_ties` is the same rule on a mapping)."""
     m, c = shares.shape
-    out = np.zeros((m, c), dtype=bool)
     if n <= 0 or c == 0 or m == 0:
-        return out
+        return np.zeros((m, c), dtype=bool)
     k = min(n, c)
     kth = -np.partition(-shares, k - 1, axis=1)[:, k - 1]
+    return columns_at_least(shares, kth)
+
+
+def columns_at_least(shares: FloatArray, kth: FloatArray) -> BoolArray:
+    """(m, C) bool: the strictly positive values of ``shares`` (m x C) at least their row's cut
+    ``kth`` (m,)."""
     return (shares >= kth[:, None]) & (shares > 0)
 
 
@@ -110,7 +128,7 @@ def candidate_sources(
 
     Args:
         item_cat / item_topic: (n items x C) / (n x T) one-hot matrices of the catalogue
-            (:class:`feedpipe.model.profile.CandidateMatrix` ``cat`` / ``topic``).
+            (:class:`feedpipe.model.item.CandidateMatrix` ``cat`` / ``topic``).
         published_ms: (n,) publication (or catalogue entry) times in ms; NaN: never fresh.
         allowed: (m users x n) items the user may see: candidate brands, not already read.
         share_cat / share_topic: (m x C) / (m x T) the users' normalised affinity shares.
@@ -139,14 +157,16 @@ def candidate_sources(
         trend = np.zeros(n, dtype=bool)
         trend[np.asarray(trending_rows, dtype=np.int64)] = True
         out |= np.where(trend[None, :], TRENDING, 0)
-    if kth_cat is None:
-        top_cat = top_columns(share_cat, spec.top_affinities).astype(np.float64)
-    else:
-        top_cat = ((share_cat >= kth_cat[:, None]) & (share_cat > 0)).astype(np.float64)
-    if kth_topic is None:
-        top_topic = top_columns(share_topic, spec.top_affinities).astype(np.float64)
-    else:
-        top_topic = ((share_topic >= kth_topic[:, None]) & (share_topic > 0)).astype(np.float64)
+    top_cat = (
+        top_columns(share_cat, spec.top_affinities)
+        if kth_cat is None
+        else columns_at_least(share_cat, kth_cat)
+    ).astype(np.float64)
+    top_topic = (
+        top_columns(share_topic, spec.top_affinities)
+        if kth_topic is None
+        else columns_at_least(share_topic, kth_topic)
+    ).astype(np.float64)
     matches = (top_cat @ item_cat.T > 0) | (top_topic @ item_topic.T > 0)
     out |= np.where(matches, AFFINITY, 0)
     return np.where(allowed, out, 0)
@@ -169,6 +189,13 @@ def trending_rows(
             if i is not None:
                 rows.append(i)
     return rows
+
+
+def primary_codes(primary: Iterable[str | None]) -> list[int]:
+    """Integer codes of primary-category labels for :func:`diversify`: one code per distinct
+    label (0, 1, ... in order of first appearance), -1 for None (no category)."""
+    codes: dict[str, int] = {}
+    return [-1 if p is None else codes.setdefault(p, len(codes)) for p in primary]
 
 
 def diversify(order: Sequence[int], primary: Sequence[int], k: int, per_category: int) -> list[int]:

@@ -7,7 +7,7 @@ Three parts, all pure except the Lua text run by the callers:
   ``fanout.interest_categories`` categories and ``fanout.interest_topics`` topics of the
   decayed affinities (facets ``c:{category}``, ``t:{topic}``). The user is a member of
   ``fp:audience:{brand}:{facet}`` (zset, score = wall-clock ms of the registration) for each
-  candidate brand (:func:`feedpipe.model.profile.candidate_brands`) and each interest.
+  candidate brand (:func:`feedpipe.rank.candidates.candidate_brands`) and each interest.
   :func:`audience_writes` says what to ZADD / ZREM for a batch's profiles; a registration is
   only rewritten when the interests or brands changed, or when it is older than
   ``fanout.audience_refresh_hours`` (so members idle for ``profiles.ttl_days`` can be trimmed
@@ -21,9 +21,8 @@ Three parts, all pure except the Lua text run by the callers:
 * **Read-time merge** (read endpoint): the click path stores a small *digest* of the user in the
   feed document (:func:`digest`, < ~200 bytes); the read endpoint scores its cached celebrity
   items for the digest with :func:`feedpipe.rank.rankers.rank_users` itself
-  (:func:`score_celebrities`:
-  the same code as the stored feeds) and merges them with the stored items by score under
-  ``ranking.max_per_category`` (:func:`merge`).
+  (:func:`score_celebrities`: the same code as the stored feeds) and merges them with the
+  stored items by score under ``ranking.max_per_category`` (:func:`merge`).
 """
 
 from __future__ import annotations
@@ -34,8 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feedpipe.ids import event_id as make_event_id
-from feedpipe.model.profile import CandidateMatrix, Meta, affinity_at, candidate_brands
-from feedpipe.rank.candidates import diversify
+from feedpipe.model.item import CandidateMatrix, Meta
+from feedpipe.model.profile import affinity_at
+from feedpipe.model.units import HOUR_MS
+from feedpipe.rank.candidates import candidate_brands, diversify, primary_codes
+from feedpipe.rank.rankers import rank_users
+from feedpipe.rank.weights import RankingConfig
 from feedpipe.store.keys import Keys
 from feedpipe.topology import FanoutSpec, RankingSpec
 
@@ -132,7 +135,7 @@ def audience_writes(
     without interests is not registered (and a former registration is removed).
     """
     out = AudienceWrites()
-    refresh_ms = spec.audience_refresh_hours * 3_600_000
+    refresh_ms = spec.audience_refresh_hours * HOUR_MS
     for u, p in profiles.items():
         facets = interests(p, spec)
         brands = candidate_brands(p, ranking) if facets else []
@@ -188,9 +191,9 @@ def fanout_events(
     **one record per audience user**, however many of the batch's items reach that user.
 
     The click path re-ranks the user's whole feed on any ``fanout`` record, so one record per
-    user carries the same effect as one per (item, user) at a fraction of the records and
-    re-ranks (a batch of 32 items whose audiences overlap: ~600 users each gave 20,276 records
-    before, at most the distinct users now).
+    user has the same effect as one per (item, user) at a fraction of the records and re-ranks
+    (a batch of 32 items whose overlapping audiences have ~600 users each would otherwise give
+    ~20,000 records).
 
     Args:
         fanout: content_id -> (audience user ids, content_hash), as
@@ -234,7 +237,8 @@ def digest(
     "cr": [12-hex prefixes of celebrity items in recent_reads]}``: the top
     ``interest_categories`` / ``interest_topics`` normalised shares
     (:func:`feedpipe.model.profile.affinity_at`) rounded to :data:`SHARE_DECIMALS`, the candidate
-    brands, at most :data:`READ_MAX` read celebrity items. ~150-200 bytes as JSON.
+    brands (:func:`feedpipe.rank.candidates.candidate_brands`), at most :data:`READ_MAX` read
+    celebrity items. ~150-200 bytes as JSON.
     """
     shares = affinity_at(profile, 0)
     cats = top_labels(shares["category"], spec.interest_categories)
@@ -362,21 +366,19 @@ def score_celebrities(
     dg: Mapping[str, Any],
     cache: CelebrityCache,
     ranking: RankingSpec,
-    config: Any,
+    config: RankingConfig,
 ) -> list[dict[str, Any]]:
     """Feed items for the user's celebrity candidates, best first, each with ``source``:
     ``"celebrity"`` and the same explanation fields as stored items.
 
     Scored by :func:`feedpipe.rank.rankers.rank_users` (the stored feeds' code) over the cached
     celebrity matrix for the digest's :func:`pseudo_profile`; brands outside the digest's and
-    items the digest lists as read are left out. ``config``: a
-    :class:`feedpipe.rank.rankers.RankingConfig`.
+    items the digest lists as read are left out. ``config``: the weights in force
+    (:meth:`feedpipe.rank.weights.WeightsRegistry.current`).
 
     Raises:
         ValueError: a malformed digest (the caller serves the stored feed unmerged).
     """
-    from feedpipe.rank.rankers import rank_users
-
     if not len(cache):
         return []
     prof = pseudo_profile(user_id, dg, cache.by_prefix)
@@ -399,8 +401,8 @@ def merge(
     """Merge stored feed items and scored celebrity items into one feed.
 
     All items are ordered by score descending, ties by content id (as
-    :func:`feedpipe.rank.rankers.rank_users`), then :func:`feedpipe.rank.candidates.diversify` keeps
-    ``feed_size`` with at most ``per_category`` per primary category (the item's first
+    :func:`feedpipe.rank.rankers.rank_users`), then :func:`feedpipe.rank.candidates.diversify`
+    keeps ``feed_size`` with at most ``per_category`` per primary category (the item's first
     category; ``None`` = uncapped): the list :func:`rank_users` would have produced over the
     stored candidates plus the celebrity items. Ranks are renumbered 1..n; stored items keep
     their fields, merged ones carry ``source: "celebrity"``. Items already stored are not
@@ -420,7 +422,5 @@ def merge(
         return (-score, str(rows[i]["content_id"]))
 
     order = sorted(range(len(rows)), key=key)
-    codes: dict[str, int] = {}
-    primary = [-1 if p is None else codes.setdefault(p, len(codes)) for p in prim]
-    keep = diversify(order, primary, feed_size, per_category)
+    keep = diversify(order, primary_codes(prim), feed_size, per_category)
     return [{**rows[i], "rank": n} for n, i in enumerate(keep, start=1)]

@@ -2,7 +2,7 @@
 
 The profile dict is the one of :func:`feedpipe.model.profile.new_profile` plus the click path's
 fields
-(:func:`feedpipe.model.profile.admit_events`); profiles.updated keeps the Avro UserProfile, this
+(:func:`feedpipe.model.admission.admit_events`); profiles.updated keeps the Avro UserProfile, this
 form
 is for Redis only. Every reader of a stored profile goes through :func:`decode_profile`
 (:func:`profile_ordinals` first lists the item ordinals to resolve); it reads both forms, so a

@@ -258,7 +258,7 @@ def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
 ) -> None:
     import streams.clickpath
     from feedpipe.rank.experiments import assign_arm
-    from feedpipe.rank.rankers import RankingConfig
+    from feedpipe.rank.weights import RankingConfig
 
     topo = topology()
     exps = {n: s.model_copy(update={"enabled": True}) for n, s in topo.experiments.items()}

@@ -12,7 +12,7 @@ asserts through the read endpoint's HTTP API:
   reader event is counted in exactly one profile.
 
 The reference maths below is written from the formulas in docs/ranking.md, not imported from
-feedpipe.model.profile, so a bug there cannot hide itself.
+feedpipe.model.profile or feedpipe.rank.reference, so a bug there cannot hide itself.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 from pipeline import api_headers, drain, kafka_consumer, running_pipeline, wait_feeds_converged
 
 from feedpipe.ids import content_id, event_id
-from feedpipe.model.profile import Meta
+from feedpipe.model.item import Meta
 from feedpipe.rank.fanout import AUDIENCE_SCRIPT, audience_keys, parse_audience
 from feedpipe.store.feeds import FeedFormatError, decode_feed
 from feedpipe.store.keys import keys

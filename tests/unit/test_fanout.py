@@ -6,7 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from feedpipe.model.profile import CandidateMatrix, Meta, affinity_at
+from feedpipe.model.item import CandidateMatrix, Meta
+from feedpipe.model.profile import affinity_at
 from feedpipe.rank.fanout import (
     REST,
     CelebrityCache,
@@ -19,7 +20,8 @@ from feedpipe.rank.fanout import (
     pseudo_profile,
     score_celebrities,
 )
-from feedpipe.rank.rankers import WeightsRegistry, rank_users
+from feedpipe.rank.rankers import rank_users
+from feedpipe.rank.weights import WeightsRegistry
 from feedpipe.store.keys import keys
 from feedpipe.topology import FanoutSpec, topology
 

@@ -10,7 +10,8 @@ import struct
 import orjson
 import pytest
 
-from feedpipe.model.profile import Event, admit_events, apply_events, new_profile
+from feedpipe.model.admission import admit_events
+from feedpipe.model.profile import Event, apply_events, new_profile
 from feedpipe.store.interning import ItemTable
 from feedpipe.store.profiles import (
     MAGIC,

@@ -1,5 +1,6 @@
-"""feedpipe.rank.rankers: components agree with feedpipe.model.profile, formulas by hand, hot
-reload."""
+"""The vectorised rankers: components (feedpipe.rank.components) agree with the pure reference
+(feedpipe.rank.reference), formulas by hand, baselines, hot reload (feedpipe.rank.weights), and
+rank_users (feedpipe.rank.rankers)."""
 
 from __future__ import annotations
 
@@ -12,37 +13,26 @@ import pytest
 from pydantic import ValidationError
 
 from feedpipe.errors import ConfigError
-from feedpipe.model.profile import (
-    HOUR_MS,
-    CandidateMatrix,
-    Event,
-    Meta,
-    affinity_at,
-    apply_events,
-    engagement,
-    item_affinity,
-    new_profile,
-    rank,
-    recency,
-)
-from feedpipe.rank.rankers import (
+from feedpipe.model.item import CandidateMatrix, Meta
+from feedpipe.model.profile import Event, affinity_at, apply_events, new_profile
+from feedpipe.model.units import HOUR_MS
+from feedpipe.rank.baselines import baseline_scores, order
+from feedpipe.rank.components import (
     Candidates,
-    RankingConfig,
-    WeightsRegistry,
     affinity_scores,
-    baseline_scores,
     bias_match,
     category_weights,
     engagement_component,
     freshness_component,
     item_biases,
-    order,
     profile_shares,
-    rank_users,
     recency_component,
     score,
     user_bias,
 )
+from feedpipe.rank.rankers import rank_users
+from feedpipe.rank.reference import engagement, item_affinity, rank, recency
+from feedpipe.rank.weights import RankingConfig, WeightsRegistry
 from feedpipe.topology import TOPOLOGY_PATH, EditorialSpec, WeightSet, topology
 
 T0 = 1_573_300_000_000
@@ -138,7 +128,7 @@ def test_weight_sets_validated() -> None:
         WeightSet(ranker="nope", version=1, weights={"a": 1.0, "b": 0, "c": 0})  # type: ignore[arg-type]
 
 
-def test_compat_path_builds_weight_sets_from_ranking_weights() -> None:
+def test_without_a_rankers_section_weight_sets_come_from_ranking_weights() -> None:
     topo = topology().model_copy(update={"rankers": None})
     cfg = topo.ranker_config()
     name, ws = cfg.for_brand("mind")
@@ -229,7 +219,7 @@ World = tuple[list[dict[str, object]], CandidateMatrix, dict[str, tuple[int, int
 
 
 def _world(users: int = 30) -> World:
-    from feedpipe.model.profile import Meta as _Meta
+    from feedpipe.model.item import Meta as _Meta
 
     rng = random.Random(5)
     cats = ["news", "sports", "finance", "travel", "health"]
@@ -272,7 +262,7 @@ def _config(enabled: bool) -> RankingConfig:
 
 
 def test_rank_users_with_seed_weight_sets_agrees_with_the_pure_reference() -> None:
-    """The vectorised ranker equals :func:`feedpipe.model.profile.rank` (pure Python, item by item)
+    """The vectorised ranker equals :func:`feedpipe.rank.reference.rank` (pure Python, item by item)
     on every user: same order, same scores and components, full explanation per item."""
     profiles, matrix, stats = _world()
     got = rank_users(profiles, matrix, stats, RANKING, _config(False))
