@@ -23,13 +23,10 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.webhook import (
-    WebhookConnector,
-    WebhookSource,
-    create_webhook_app,
-    sign,
-    verify_signature,
-)
+from connectors.webhook.app import create_webhook_app
+from connectors.webhook.server import WebhookConnector
+from connectors.webhook.signature import sign, verify_signature
+from connectors.webhook.sources import WebhookSource
 from feedpipe.errors import ConfigError
 from feedpipe.kafka.producer import IdempotentProducer
 from feedpipe.kafka.topics import TopicChange
