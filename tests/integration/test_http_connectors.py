@@ -24,8 +24,8 @@ from confluent_kafka import Consumer, TopicPartition
 from connectors.config import AuthSpec, LiveSourceSpec
 from connectors.drupal import DrupalConnector
 from connectors.http.errors import RequestRejected
-from connectors.runner import SourceRunner
 from connectors.rss import FeedConnector
+from connectors.runner import SourceRunner
 from connectors.simulator import Fault, FixtureServer
 from connectors.wordpress import WordPressConnector
 from feedpipe.kafka.producer import IdempotentProducer

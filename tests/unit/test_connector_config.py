@@ -19,8 +19,8 @@ from connectors.config import (
 from connectors.cursor import KeysetCursor, parse_utc
 from connectors.http.client import RetryPolicy, TokenBucket
 from connectors.http.errors import error_detail, jsonapi_errors, parse_retry_after
-from connectors.runner import connector_for
 from connectors.rss import feed_content_type
+from connectors.runner import connector_for
 from feedpipe.errors import ConfigError
 
 VALID = """

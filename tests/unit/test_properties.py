@@ -7,7 +7,7 @@ stage turns into a DLQ record with a reason. Nothing else may escape (a crash of
 | ``streams.normalisers.normalise`` (+ splitters, per kind) | RejectedInput | normalise |
 | ``streams.normalise.process`` (decode, normalise, encode) | none (Outcome.rejected) | normalise |
 | ``streams.enrich.enrich_batch`` (decode + enrich) | none ((code, reason)) | enrich |
-| ``connectors.cdc.wp_posts.cdc_to_raw_event`` (Debezium envelopes) | RejectedInput | cdc connector |
+| ``connectors.cdc.wp_posts.cdc_to_raw_event`` (Debezium messages) | RejectedInput | cdc |
 | ``connectors.webhook.bodies.body_events`` (webhook bodies) | RejectedInput | webhook (HTTP 4xx) |
 | ``connectors.wordpress.post_event`` | none | WordPress poller |
 | ``connectors.files`` readers (WordPress, Drupal, MIND behaviours) | none (Malformed) | replay |
