@@ -32,13 +32,14 @@ needs ``auth``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from connectors.cursor import KeysetCursor, parse_utc
 from connectors.http.errors import InvalidResponse, RequestRejected, error_detail, jsonapi_errors
-from connectors.polling import PollingConnector
+from connectors.polling import KeysetPollingConnector
 from connectors.records import Keyed, keyed_cms_event
 from feedpipe.cms import drupal
 
@@ -63,6 +64,12 @@ def item_events(
         yield event, single["data"]
 
 
+def _changed(item: Any) -> datetime | None:
+    """``attributes.changed`` of a resource as UTC, None when absent or unparsable."""
+    attrs = item.get("attributes") if isinstance(item, dict) else None
+    return parse_utc(attrs.get("changed")) if isinstance(attrs, dict) else None
+
+
 def next_href(doc: Mapping[str, Any]) -> str | None:
     """``links.next.href`` (or a bare ``links.next`` string) of a document, else None."""
     links = doc.get("links")
@@ -71,14 +78,9 @@ def next_href(doc: Mapping[str, Any]) -> str | None:
     return href if isinstance(href, str) and href else None
 
 
-class DrupalConnector(PollingConnector):
+class DrupalConnector(KeysetPollingConnector):
     """Polls a Drupal site's ``node--article`` resources (see the module docstring);
     ``spec.url`` is the site root, e.g. ``https://newsroom.example``."""
-
-    def load_state(self, cursor: dict[str, Any] | None) -> None:
-        """Restore the :class:`KeysetCursor` (ValueError when corrupt)."""
-        self.cursor = KeysetCursor.from_json(cursor)
-        self.metrics.cursor = self.cursor.describe()
 
     @property
     def endpoint(self) -> str:
@@ -154,20 +156,11 @@ class DrupalConnector(PollingConnector):
         while not self.stopping:
             cursor = self.cursor
             origin, doc = self._get(url, params)
-            fresh: list[tuple[str | None, Any, bytes]] = []
-            for event, item in item_events(doc, self.name, self.spec.brand, origin):
-                self.metrics.fetched += 1
-                rec = event.record
-                attrs = item.get("attributes") if isinstance(item, dict) else None
-                ts = parse_utc(attrs.get("changed")) if isinstance(attrs, dict) else None
-                if cursor.is_seen(rec["source_id"], ts, rec["payload"]):
-                    continue
-                self.publish(event)
-                published += 1
-                fresh.append((rec["source_id"], ts, rec["payload"]))
-            new = cursor.advanced(fresh)
-            self.commit(new.to_json(), new.describe())
-            self.cursor = new
+            published += self.publish_page(
+                (event, _changed(item))
+                for event, item in item_events(doc, self.name, self.spec.brand, origin)
+            )
+            new = self.cursor
             nxt = next_href(doc)
             if nxt is None or not doc["data"]:
                 break

@@ -38,7 +38,7 @@ import orjson
 
 from connectors.cursor import KeysetCursor, parse_utc
 from connectors.http.errors import InvalidResponse, RequestRejected
-from connectors.polling import PollingConnector
+from connectors.polling import KeysetPollingConnector
 from connectors.records import Keyed, keyed_cms_event
 from feedpipe.cms import wordpress
 
@@ -63,14 +63,9 @@ def post_event(post: Any, source: str, brand: str, origin: str, fallback: str) -
     )
 
 
-class WordPressConnector(PollingConnector):
+class WordPressConnector(KeysetPollingConnector):
     """Polls a WordPress site's posts (see the module docstring); ``spec.url`` is the REST
     root, e.g. ``https://newsroom.example/wp-json``."""
-
-    def load_state(self, cursor: dict[str, Any] | None) -> None:
-        """Restore the :class:`KeysetCursor` (ValueError when corrupt)."""
-        self.cursor = KeysetCursor.from_json(cursor)
-        self.metrics.cursor = self.cursor.describe()
 
     @property
     def endpoint(self) -> str:
@@ -123,20 +118,14 @@ class WordPressConnector(PollingConnector):
                     )
                 )
             total_pages = _int_header(resp.headers.get("X-WP-TotalPages"))
-            fresh: list[tuple[str | None, Any, bytes]] = []
-            for i, post in enumerate(doc):
-                self.metrics.fetched += 1
-                item = post_event(post, self.name, self.spec.brand, origin, f"page{page}#{i}")
-                rec = item.record
-                ts = parse_utc(post.get("modified_gmt")) if isinstance(post, dict) else None
-                if cursor.is_seen(rec["source_id"], ts, rec["payload"]):
-                    continue
-                self.publish(item)
-                published += 1
-                fresh.append((rec["source_id"], ts, rec["payload"]))
-            new = cursor.advanced(fresh)
-            self.commit(new.to_json(), new.describe())
-            self.cursor = new
+            published += self.publish_page(
+                (
+                    post_event(post, self.name, self.spec.brand, origin, f"page{page}#{i}"),
+                    parse_utc(post.get("modified_gmt")) if isinstance(post, dict) else None,
+                )
+                for i, post in enumerate(doc)
+            )
+            new = self.cursor
             more = total_pages is not None and page < total_pages and bool(doc)
             if not more:
                 break

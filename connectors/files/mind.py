@@ -21,6 +21,8 @@ from feedpipe.cms.events import cms_event
 NEWS_KIND: Final = "mind.news"
 MIND_TIME_FORMAT: Final = "%m/%d/%Y %I:%M:%S %p"  # "11/12/2019 2:14:46 PM" (MIND README)
 MIND_COLUMNS: Final = 5
+_SHOWN: Final = ("impression",)
+_CLICKED: Final = ("impression", "click")  # a clicked entry was shown first
 
 
 def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
@@ -213,31 +215,14 @@ def mind_behavior_events(
         prefix = f"mind\x1f{imp}\x1f"
         for p, (news_id, clicked) in enumerate(row.impressions):
             content = cid(news_id)
-            yield Keyed(
-                user,
-                {
-                    "event_id": sha256(
-                        f"{prefix}{news_id}\x1f{p}\x1fimpression".encode()
-                    ).hexdigest(),
-                    "type": "impression",
-                    "user_id": user,
-                    "content_id": content,
-                    "source_item_id": news_id,
-                    "occurred_at": when,
-                    "impression_id": imp,
-                    "position": p,
-                    "dwell_ms": None,
-                    "origin": "live",
-                },
-            )
-            if clicked:
+            for kind in _CLICKED if clicked else _SHOWN:
                 yield Keyed(
                     user,
                     {
                         "event_id": sha256(
-                            f"{prefix}{news_id}\x1f{p}\x1fclick".encode()
+                            f"{prefix}{news_id}\x1f{p}\x1f{kind}".encode()
                         ).hexdigest(),
-                        "type": "click",
+                        "type": kind,
                         "user_id": user,
                         "content_id": content,
                         "source_item_id": news_id,

@@ -20,7 +20,7 @@ from streams.normalisers.common import (
     as_dict,
     language_code,
     media,
-    parse_iso_utc,
+    parse_dates,
     to_int,
 )
 from streams.normalisers.text import html_to_text, single_line
@@ -78,13 +78,7 @@ def normalise_node(doc: Any, deleting: bool) -> Draft:
     summary_raw = body_field.get("summary")
     summary = html_to_text(summary_raw) if isinstance(summary_raw, str) else ""
 
-    dates = {}
-    for name in ("created", "changed"):
-        try:
-            dates[name] = parse_iso_utc(attrs.get(name))
-        except ValueError as exc:
-            dates[name] = None
-            warnings.append(f"{name}: {exc}")
+    dates = parse_dates(attrs, ("created", "changed"), warnings)
 
     status = "published" if is_published(attrs.get("status")) else "unpublished"
 

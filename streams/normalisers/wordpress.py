@@ -18,7 +18,7 @@ from streams.normalisers.common import (
     language_code,
     media,
     media_type,
-    parse_iso_utc,
+    parse_dates,
     to_int,
 )
 from streams.normalisers.text import html_to_text, single_line
@@ -59,13 +59,7 @@ def normalise_post(post: Any, deleting: bool) -> Draft:
     if not is_public(raw_status) and not known:
         warnings.append(f"unknown post status {raw_status!r} read as unpublished")
 
-    dates = {}
-    for name in ("date_gmt", "modified_gmt"):
-        try:
-            dates[name] = parse_iso_utc(post.get(name))
-        except ValueError as exc:
-            dates[name] = None
-            warnings.append(f"{name}: {exc}")
+    dates = parse_dates(post, ("date_gmt", "modified_gmt"), warnings)
 
     embedded = post.get("_embedded")
     if not isinstance(embedded, dict):
