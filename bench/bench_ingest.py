@@ -60,7 +60,7 @@ from feedpipe.settings import settings
 from feedpipe.topology import SourceSpec, topology
 from feedpipe.wire.codec import codec
 
-TARGET = 5000.0  # CMS events/s (issue 3, "Speed")
+TARGET = 5000.0  # CMS events/s the ingest path must sustain
 SECRET_ENV = "FEEDPIPE_BENCH_WEBHOOK_SECRET"
 
 
