@@ -168,7 +168,7 @@ class WebhookSourceSpec(_Strict):
 
 class WebhooksSpec(_Strict):
     """The webhook receiver: where it listens (loopback unless told), how many receiver
-    processes share the port (``workers``, see :class:`connectors.webhook.WebhookConnector`)
+    processes share the port (``workers``, see :class:`connectors.webhook.server.WebhookConnector`)
     and its sources."""
 
     host: str = "127.0.0.1"
