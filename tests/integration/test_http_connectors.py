@@ -19,7 +19,8 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
+from kafka_leaders import led_high_watermarks
 
 from connectors.config import AuthSpec, LiveSourceSpec
 from connectors.drupal import DrupalConnector
@@ -37,7 +38,6 @@ pytestmark = pytest.mark.integration
 WP = "/wp-json/wp/v2/posts"
 DRUPAL = "/jsonapi/node/article"
 TOPIC = "cms.raw"
-_NO_LEADER = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
 PASSWORD_ENV = "FEEDPIPE_TEST_WP_APP_PASSWORD"
 
 
@@ -60,25 +60,7 @@ class Tap:
         )
 
     def _watermarks(self) -> dict[int, int]:
-        """High watermarks; waits (up to 30 s) while a freshly created partition has no
-        leader yet."""
-        c = self._consumer()
-        deadline = time.monotonic() + 30
-        try:
-            parts = c.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
-            while True:
-                try:
-                    return {
-                        p: c.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1]
-                        for p in parts
-                    }
-                except KafkaException as exc:
-                    no_leader = exc.args[0].code() in _NO_LEADER
-                    if not no_leader or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.5)
-        finally:
-            c.close()
+        return led_high_watermarks(self.bootstrap, TOPIC)
 
     def records(self, source: str) -> list[dict[str, Any]]:
         """Decoded records of ``source`` between the start and the current high watermarks."""

@@ -21,7 +21,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
+from kafka_leaders import led_high_watermarks
 
 from connectors.webhook.app import create_webhook_app
 from connectors.webhook.server import WebhookConnector
@@ -131,29 +132,8 @@ def _consumer(bootstrap: str) -> Consumer:
     )
 
 
-_NO_LEADER = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
-
-
 def watermarks(bootstrap: str) -> dict[int, int]:
-    """High watermarks of the topic's partitions; waits (up to 30 s) while a freshly created
-    partition has no leader yet."""
-    c = _consumer(bootstrap)
-    deadline = time.monotonic() + 30
-    try:
-        parts = c.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
-        while True:
-            try:
-                return {
-                    p: c.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1]
-                    for p in parts
-                }
-            except KafkaException as exc:
-                no_leader = exc.args[0].code() in _NO_LEADER
-                if not no_leader or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-    finally:
-        c.close()
+    return led_high_watermarks(bootstrap, TOPIC)
 
 
 def read_events(bootstrap: str, start: dict[int, int], event_ids: set[str]) -> dict[str, Any]:
