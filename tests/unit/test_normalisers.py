@@ -7,7 +7,6 @@ here); dates and counts are facts looked up in the files and their PROVENANCE.md
 from __future__ import annotations
 
 import copy
-import hashlib
 import html
 import json
 import re
@@ -22,9 +21,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from feedpipe.cms.drupal import split_collection
+from feedpipe.cms.events import Op, cms_event
 from feedpipe.cms.wordpress import split_posts
 from feedpipe.errors import RejectedInput
-from feedpipe.ids import content_id, event_id
+from feedpipe.ids import content_id
 from feedpipe.settings import settings
 from feedpipe.topology import topology
 from feedpipe.wire.codec import codec
@@ -85,22 +85,21 @@ def make_raw(
     brand: str,
     content_type: str,
     origin: str,
-    op: str = "upsert",
+    op: Op = "upsert",
     source_id: str | None = None,
 ) -> dict[str, Any]:
-    """A decoded RawCmsEvent as a connector would build it."""
-    return {
-        "event_id": event_id(source, source_id or origin, hashlib.sha256(payload).hexdigest()),
-        "kind": kind,
-        "op": op,
-        "source": source,
-        "brand": brand,
-        "source_id": source_id,
-        "content_type": content_type,
-        "payload": payload,
-        "origin": origin,
-        "emitted_at": datetime.now(UTC),
-    }
+    """A decoded RawCmsEvent as a connector builds it (:func:`feedpipe.cms.events.cms_event`)."""
+    return cms_event(
+        kind=kind,
+        source=source,
+        brand=brand,
+        source_id=source_id,
+        payload=payload,
+        content_type=content_type,
+        origin=origin,
+        fallback_id=origin,
+        op=op,
+    )
 
 
 def wp_raw(post: dict[str, Any], **kw: Any) -> dict[str, Any]:
