@@ -108,7 +108,8 @@ def produce_events() -> int:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient
 
-    from connectors.replay import Keyed, mind_behavior_events
+    from connectors.files.mind import mind_behavior_events
+    from connectors.records import Keyed
     from feedpipe.kafka.topics import recreate
 
     bootstrap = settings().kafka_bootstrap

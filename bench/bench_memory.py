@@ -60,7 +60,8 @@ PARTITIONS = 16
 
 def user_streams() -> dict[str, list[dict[str, Any]]]:
     """MIND reader events grouped by user, in file order."""
-    from connectors.replay import Keyed, mind_behavior_events
+    from connectors.files.mind import mind_behavior_events
+    from connectors.records import Keyed
 
     path = settings().data_dir / "mind" / "behaviors.tsv"
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)

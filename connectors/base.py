@@ -1,4 +1,4 @@
-"""Base class of every connector (file replay now; WordPress polling, webhooks, CDC later).
+"""Base class of every connector (file replay, pollers, webhook receiver, CDC).
 
 Lifecycle: ``setup()`` (open the producer, load the cursor) -> ``run()`` (fetch and publish,
 returns :class:`ConnectorMetrics`) -> ``stop()`` (ask ``run`` to stop, flush, close what the

@@ -168,7 +168,7 @@ class WebhookSourceSpec(_Strict):
 
 class WebhooksSpec(_Strict):
     """The webhook receiver: where it listens (loopback unless told), how many receiver
-    processes share the port (``workers``, see :class:`connectors.webhook.WebhookConnector`)
+    processes share the port (``workers``, see :class:`connectors.webhook.server.WebhookConnector`)
     and its sources."""
 
     host: str = "127.0.0.1"
@@ -179,7 +179,7 @@ class WebhooksSpec(_Strict):
 
 
 class CdcSourceSpec(_Strict):
-    """A Debezium ``wp_posts`` change topic consumed by connectors/cdc.py.
+    """A Debezium ``wp_posts`` change topic consumed by :mod:`connectors.cdc`.
 
     Attributes:
         name: source name (part of content ids).
@@ -190,7 +190,7 @@ class CdcSourceSpec(_Strict):
 
     name: str = Field(pattern=_NAME.pattern)
     brand: str = Field(min_length=1)
-    topic: str = "cdc.wordpress.wp_posts"
+    topic: str = Field(min_length=1)
     post_types: list[str] = Field(default_factory=lambda: ["post"])
 
 

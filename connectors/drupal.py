@@ -8,11 +8,11 @@ on drupal.org; document shape per jsonapi.org/format/1.0/)::
         &include=field_tags,uid&page[limit]=N
 
 then ``links.next.href`` while the walk stays inside one ``changed`` second (see below).
-One ``drupal.node`` raw event per item, shaped as :func:`connectors.replay.drupal_events`
+One ``drupal.node`` raw event per item, shaped as :func:`connectors.files.cms.drupal_events`
 (payload ``{"data": item, "included": [resources the item references]}``, ``source_id`` the
-item's UUID, op ``delete`` when ``attributes.status`` is false).
+item's UUID, op ``delete`` for an unpublished node: the rule of :mod:`feedpipe.cms.drupal`).
 
-Cursor: :class:`connectors.http.KeysetCursor` (newest ``changed`` published + the ids and
+Cursor: :class:`connectors.cursor.KeysetCursor` (newest ``changed`` published + the ids and
 payload digests published at that second), persisted after each page was acknowledged by
 Kafka. The filter is ``>=`` so items sharing the cursor's second are asked again and skipped
 when already published; after a page that moved the cursor the connector re-asks from the new
@@ -22,77 +22,52 @@ shares the cursor's second. The Umami demo data (all 8 articles saved in the sam
 exactly that case.
 
 Errors: a JSON:API error document (HTTP 4xx, or ``errors`` in a 200 answer) is a
-:class:`connectors.http.RequestRejected` with code ``jsonapi_error`` whose message carries each
-error's ``status title: detail``; it is counted in ``metrics.rejected["jsonapi_error"]`` and
-fails the poll (the source's back-off and failing report apply). Anonymous JSON:API requests
-only list published nodes: unpublish detection needs ``auth``.
+:class:`connectors.http.errors.RequestRejected` with code ``jsonapi_error`` whose message
+carries each error's ``status title: detail``; it is counted in
+``metrics.rejected["jsonapi_error"]`` and fails the poll (the source's back-off and failing
+report apply). Anonymous JSON:API requests only list published nodes: unpublish detection
+needs ``auth``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from datetime import datetime
+from typing import Any
 
 import orjson
 
-from connectors.http import (
-    InvalidResponse,
-    KeysetCursor,
-    PollingConnector,
-    RequestRejected,
-    error_detail,
-    jsonapi_errors,
-    parse_utc,
-)
-from connectors.replay import Keyed, _cms_event, _relationship_refs
-
-KIND: Final = "drupal.node"
-CONTENT_TYPE: Final = "application/vnd.api+json"
+from connectors.cursor import KeysetCursor, parse_utc
+from connectors.http.errors import InvalidResponse, RequestRejected, error_detail, jsonapi_errors
+from connectors.polling import KeysetPollingConnector
+from connectors.records import Keyed, keyed_cms_event
+from feedpipe.cms import drupal
 
 
 def item_events(
     doc: Mapping[str, Any], source: str, brand: str, origin: str
 ) -> Iterator[tuple[Keyed, Any]]:
-    """``(event, item)`` per item of a JSON:API collection document (``data`` a list).
+    """``(event, item)`` per item of a JSON:API collection document (``data`` a list): each
+    item's single-resource document (:func:`feedpipe.cms.drupal.split_collection`) as payload,
+    the rest as :func:`feedpipe.cms.drupal.node_item` (an item without an id gets
+    ``source_id`` None, so the normaliser dead-letters it; key ``<source>:<origin>#<n>``)."""
+    for n, single in enumerate(drupal.split_collection(doc)):
+        event = keyed_cms_event(
+            drupal.node_item(single, orjson.dumps(single)),
+            kind=drupal.KIND,
+            source=source,
+            brand=brand,
+            content_type=drupal.CONTENT_TYPE,
+            origin=origin,
+            fallback_id=f"{origin}#{n}",
+        )
+        yield event, single["data"]
 
-    Payload ``orjson.dumps({"data": item, "included": [...]})`` with the document's included
-    resources the item's relationships reference (as :func:`connectors.replay.drupal_events`);
-    an item without an id gets ``source_id`` None so the normaliser dead-letters it.
-    """
-    included = doc.get("included")
-    by_ref = {
-        (str(r.get("type")), str(r.get("id"))): r
-        for r in (included if isinstance(included, list) else [])
-        if isinstance(r, dict)
-    }
-    for n, item in enumerate(doc.get("data") or []):
-        ok = isinstance(item, dict)
-        raw_id = item.get("id") if ok else None
-        item_id = str(raw_id) if isinstance(raw_id, str | int) and raw_id != "" else None
-        refs = _relationship_refs(item) if ok else set()
-        payload = orjson.dumps(
-            {"data": item, "included": [res for ref, res in by_ref.items() if ref in refs]}
-        )
-        attrs = item.get("attributes") if ok else None
-        op = "delete" if isinstance(attrs, dict) and attrs.get("status") is False else "upsert"
-        fallback = f"{origin}#{n}"
-        yield (
-            Keyed(
-                f"{source}:{item_id or fallback}",
-                _cms_event(
-                    kind=KIND,
-                    source=source,
-                    brand=brand,
-                    source_id=item_id,
-                    payload=payload,
-                    content_type=CONTENT_TYPE,
-                    origin=origin,
-                    fallback_id=fallback,
-                    op=op,
-                ),
-            ),
-            item,
-        )
+
+def _changed(item: Any) -> datetime | None:
+    """``attributes.changed`` of a resource as UTC, None when absent or unparsable."""
+    attrs = item.get("attributes") if isinstance(item, dict) else None
+    return parse_utc(attrs.get("changed")) if isinstance(attrs, dict) else None
 
 
 def next_href(doc: Mapping[str, Any]) -> str | None:
@@ -103,14 +78,9 @@ def next_href(doc: Mapping[str, Any]) -> str | None:
     return href if isinstance(href, str) and href else None
 
 
-class DrupalConnector(PollingConnector):
+class DrupalConnector(KeysetPollingConnector):
     """Polls a Drupal site's ``node--article`` resources (see the module docstring);
     ``spec.url`` is the site root, e.g. ``https://newsroom.example``."""
-
-    def load_state(self, cursor: dict[str, Any] | None) -> None:
-        """Restore the :class:`KeysetCursor` (ValueError when corrupt)."""
-        self.cursor = KeysetCursor.from_json(cursor)
-        self.metrics.cursor = self.cursor.describe()
 
     @property
     def endpoint(self) -> str:
@@ -172,10 +142,11 @@ class DrupalConnector(PollingConnector):
         """Publish every article changed since the cursor (see the module docstring).
 
         Raises:
-            connectors.http.TransientError: still failing after retries.
-            connectors.http.RequestRejected: ``jsonapi_error`` (message = the errors' details)
+            connectors.http.errors.TransientError: still failing after retries.
+            connectors.http.errors.RequestRejected: ``jsonapi_error`` (message = the errors'
+                details)
                 or another 4xx.
-            connectors.http.InvalidResponse: ``not_a_collection``.
+            connectors.http.errors.InvalidResponse: ``not_a_collection``.
             feedpipe.kafka.producer.DeliveryError: Kafka did not acknowledge.
         """
         self.setup()
@@ -185,20 +156,11 @@ class DrupalConnector(PollingConnector):
         while not self.stopping:
             cursor = self.cursor
             origin, doc = self._get(url, params)
-            fresh: list[tuple[str | None, Any, bytes]] = []
-            for event, item in item_events(doc, self.name, self.spec.brand, origin):
-                self.metrics.fetched += 1
-                rec = event.record
-                attrs = item.get("attributes") if isinstance(item, dict) else None
-                ts = parse_utc(attrs.get("changed")) if isinstance(attrs, dict) else None
-                if cursor.is_seen(rec["source_id"], ts, rec["payload"]):
-                    continue
-                self.publish(event)
-                published += 1
-                fresh.append((rec["source_id"], ts, rec["payload"]))
-            new = cursor.advanced(fresh)
-            self.commit(new.to_json(), new.describe())
-            self.cursor = new
+            published += self.publish_page(
+                (event, _changed(item))
+                for event, item in item_events(doc, self.name, self.spec.brand, origin)
+            )
+            new = self.cursor
             nxt = next_href(doc)
             if nxt is None or not doc["data"]:
                 break

@@ -14,7 +14,7 @@ from typing import Any
 
 from connectors.base import Connector, ConnectorMetrics
 from connectors.config import ConnectorsConfig
-from connectors.http import run_sources
+from connectors.runner import run_sources
 
 log = logging.getLogger("feedpipe.connectors")
 
@@ -44,15 +44,16 @@ def start_all(
 ) -> LiveRun:
     """Start the selected sources (all when ``names`` is None) in background threads.
 
-    Pollers run via :func:`connectors.http.run_sources` (``once`` polls each once); the webhook
+    Pollers run via :func:`connectors.runner.run_sources` (``once`` polls each once); the webhook
     receiver serves all selected push sources on ``config.webhooks.host:port``; each CDC source
     consumes its Debezium topic. Setting ``stop`` stops them all.
 
     Raises:
         feedpipe.errors.ConfigError: an unknown name, or a secret variable that is unset.
     """
-    from connectors.cdc import CdcConnector
-    from connectors.webhook import WebhookConnector, WebhookSource
+    from connectors.cdc.connector import CdcConnector
+    from connectors.webhook.server import WebhookConnector
+    from connectors.webhook.sources import WebhookSource
     from feedpipe.errors import ConfigError
 
     wanted = set(names) if names is not None else set(config.names())

@@ -4,7 +4,7 @@ conditional GET.
 Each poll sends ``If-None-Match`` / ``If-Modified-Since`` from the persisted ``ETag`` /
 ``Last-Modified`` (RFC 9110 sections 13.1.2 and 13.1.3). 304 Not Modified publishes nothing.
 A 200 answer is published as one ``feed.document`` raw event, as
-:func:`connectors.replay.feed_document_events` does (payload = the document's bytes unchanged,
+:func:`connectors.files.feeds.feed_document_events` does (payload = the document's bytes unchanged,
 ``source_id`` None, key ``<source>:<url>``), but only when its sha256 differs from the last
 published document's (servers without validators, or with ETags that change on every request,
 then publish nothing new either).
@@ -15,7 +15,7 @@ only detects that the document changed. A malformed document is still published,
 normaliser dead-letters it with its reason rather than the connector dropping it.
 ``content_type`` is the server's ``Content-Type`` (with its ``charset``, which the normaliser
 uses) when it names a feed, XML or JSON type; else the type sniffed by
-:func:`connectors.replay.guess_feed_content_type` (keeping a ``charset`` parameter).
+:func:`connectors.files.feeds.guess_feed_content_type` (keeping a ``charset`` parameter).
 
 Cursor: ``{"etag", "last_modified", "sha256"}``, saved after the event was acknowledged.
 """
@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from connectors.http import PollingConnector, RequestRejected
-from connectors.replay import Keyed, _cms_event, guess_feed_content_type
+from connectors.files.feeds import KIND, guess_feed_content_type
+from connectors.http.errors import RequestRejected
+from connectors.polling import PollingConnector
+from connectors.records import Keyed
+from feedpipe.cms.events import cms_event
 
-KIND: Final = "feed.document"
 _FEED_HINTS: Final = ("xml", "rss", "atom", "rdf", "json")
 
 
@@ -66,8 +68,8 @@ class FeedConnector(PollingConnector):
         """Conditional GET; publish the document when it changed. Returns 0 or 1.
 
         Raises:
-            connectors.http.TransientError: still failing after retries.
-            connectors.http.RequestRejected: a 4xx (counted in ``metrics.rejected``).
+            connectors.http.errors.TransientError: still failing after retries.
+            connectors.http.errors.RequestRejected: a 4xx (counted in ``metrics.rejected``).
             feedpipe.kafka.producer.DeliveryError: Kafka did not acknowledge.
         """
         self.setup()
@@ -97,7 +99,7 @@ class FeedConnector(PollingConnector):
         self.publish(
             Keyed(
                 f"{self.name}:{url}",
-                _cms_event(
+                cms_event(
                     kind=KIND,
                     source=self.name,
                     brand=self.spec.brand,

@@ -4,9 +4,9 @@ Each poll asks ``/wp/v2/posts?_embed&orderby=modified&order=asc&modified_after=<
 &per_page=N&page=P&status=...`` (WordPress REST handbook, "Posts" reference:
 ``modified_after`` since WordPress 5.7; ``X-WP-Total`` / ``X-WP-TotalPages`` response headers,
 "Pagination" page) and publishes one ``wordpress.post`` raw event per post, in the same shape
-as :func:`connectors.replay.wordpress_events` (payload = the post object as JSON, key
-``<source>:<id>``; op ``delete`` for draft / pending / private / future / trash, else
-``upsert``).
+as :func:`connectors.files.cms.wordpress_events` (payload = the post object as JSON, key
+``<source>:<id>``; op ``delete`` for any status but ``publish``, the rule of
+:mod:`feedpipe.cms.wordpress`).
 
 Without ``auth`` only ``status=publish`` is requested (other statuses need an authenticated
 user with ``edit_posts``, else WordPress answers 400 ``rest_invalid_param``); an unpublished
@@ -16,7 +16,7 @@ Cursor, and why it is not "modified_after + page number": ``modified_after`` is 
 has one-second resolution, and offset paging over a result set ordered by ``modified`` drifts
 when a post is edited during the walk (it jumps to the end, every later post moves one place
 up, and one is never seen: a gap). So the connector pages by key instead: the cursor is
-:class:`connectors.http.KeysetCursor` (``modified_gmt`` of the newest published post + the ids
+:class:`connectors.cursor.KeysetCursor` (``modified_gmt`` of the newest published post + the ids
 (and payload digests) published at exactly that second), persisted after each page was
 acknowledged by Kafka. The next request always asks ``modified_after = cursor - 1 s`` (that is
 ``>=`` the cursor's second), page 1, and skips what was already published; only while every
@@ -36,54 +36,36 @@ from typing import Any, Final
 
 import orjson
 
-from connectors.http import (
-    InvalidResponse,
-    KeysetCursor,
-    PollingConnector,
-    RequestRejected,
-    parse_utc,
-)
-from connectors.replay import DELETE_STATUSES, Keyed, _cms_event
+from connectors.cursor import KeysetCursor, parse_utc
+from connectors.http.errors import InvalidResponse, RequestRejected
+from connectors.polling import KeysetPollingConnector
+from connectors.records import Keyed, keyed_cms_event
+from feedpipe.cms import wordpress
 
-KIND: Final = "wordpress.post"
 AUTH_STATUSES: Final = "publish,future,draft,pending,private,trash"
-# replay's DELETE_STATUSES (draft, private, trash) plus the other not-public statuses
-WP_DELETE_STATUSES: Final = DELETE_STATUSES | {"pending", "future", "auto-draft"}
+"""Statuses asked for with ``auth``: the ones a post moves between after it was created, so a
+post that leaves ``publish`` arrives as a delete event (``auto-draft`` and ``inherit`` are
+WordPress-internal and never were public)."""
 
 
 def post_event(post: Any, source: str, brand: str, origin: str, fallback: str) -> Keyed:
-    """One ``wordpress.post`` RawCmsEvent for a post of a ``/wp/v2/posts`` response, shaped as
-    :func:`connectors.replay.wordpress_events` does: payload ``orjson.dumps(post)``,
-    ``source_id`` ``str(post["id"])`` (None for an item without id, which the normaliser then
-    dead-letters), op ``delete`` for :data:`WP_DELETE_STATUSES`."""
-    pid = post.get("id") if isinstance(post, dict) else None
-    source_id = None if pid in (None, "") or isinstance(pid, bool) else str(pid)
-    status = post.get("status") if isinstance(post, dict) else None
-    op = "delete" if isinstance(status, str) and status.lower() in WP_DELETE_STATUSES else "upsert"
-    return Keyed(
-        f"{source}:{source_id or fallback}",
-        _cms_event(
-            kind=KIND,
-            source=source,
-            brand=brand,
-            source_id=source_id,
-            payload=orjson.dumps(post),
-            content_type="application/json",
-            origin=origin,
-            fallback_id=fallback,
-            op=op,
-        ),
+    """One ``wordpress.post`` raw event for a member of a ``/wp/v2/posts`` answer: payload
+    ``orjson.dumps(post)``, the rest as :func:`feedpipe.cms.wordpress.post_item` (``source_id``
+    None for a member without id, which the normaliser then dead-letters)."""
+    return keyed_cms_event(
+        wordpress.post_item(post, orjson.dumps(post)),
+        kind=wordpress.KIND,
+        source=source,
+        brand=brand,
+        content_type=wordpress.CONTENT_TYPE,
+        origin=origin,
+        fallback_id=fallback,
     )
 
 
-class WordPressConnector(PollingConnector):
+class WordPressConnector(KeysetPollingConnector):
     """Polls a WordPress site's posts (see the module docstring); ``spec.url`` is the REST
     root, e.g. ``https://newsroom.example/wp-json``."""
-
-    def load_state(self, cursor: dict[str, Any] | None) -> None:
-        """Restore the :class:`KeysetCursor` (ValueError when corrupt)."""
-        self.cursor = KeysetCursor.from_json(cursor)
-        self.metrics.cursor = self.cursor.describe()
 
     @property
     def endpoint(self) -> str:
@@ -98,7 +80,7 @@ class WordPressConnector(PollingConnector):
             "order": "asc",
             "per_page": self.spec.page_size,
             "page": page,
-            "status": AUTH_STATUSES if self.auth is not None else "publish",
+            "status": AUTH_STATUSES if self.auth is not None else wordpress.PUBLIC_STATUS,
         }
         if cursor.ts is not None:
             after = cursor.ts - timedelta(seconds=1)  # modified_after is exclusive
@@ -109,9 +91,9 @@ class WordPressConnector(PollingConnector):
         """Publish every post modified since the cursor (see the module docstring).
 
         Raises:
-            connectors.http.TransientError: still failing after retries.
-            connectors.http.RequestRejected: a 4xx (``detail`` = WordPress' code: message).
-            connectors.http.InvalidResponse: the body is not a JSON list of posts.
+            connectors.http.errors.TransientError: still failing after retries.
+            connectors.http.errors.RequestRejected: a 4xx (``detail`` = WordPress' code: message).
+            connectors.http.errors.InvalidResponse: the body is not a JSON list of posts.
             feedpipe.kafka.producer.DeliveryError: Kafka did not acknowledge.
         """
         self.setup()
@@ -136,20 +118,14 @@ class WordPressConnector(PollingConnector):
                     )
                 )
             total_pages = _int_header(resp.headers.get("X-WP-TotalPages"))
-            fresh: list[tuple[str | None, Any, bytes]] = []
-            for i, post in enumerate(doc):
-                self.metrics.fetched += 1
-                item = post_event(post, self.name, self.spec.brand, origin, f"page{page}#{i}")
-                rec = item.record
-                ts = parse_utc(post.get("modified_gmt")) if isinstance(post, dict) else None
-                if cursor.is_seen(rec["source_id"], ts, rec["payload"]):
-                    continue
-                self.publish(item)
-                published += 1
-                fresh.append((rec["source_id"], ts, rec["payload"]))
-            new = cursor.advanced(fresh)
-            self.commit(new.to_json(), new.describe())
-            self.cursor = new
+            published += self.publish_page(
+                (
+                    post_event(post, self.name, self.spec.brand, origin, f"page{page}#{i}"),
+                    parse_utc(post.get("modified_gmt")) if isinstance(post, dict) else None,
+                )
+                for i, post in enumerate(doc)
+            )
+            new = self.cursor
             more = total_pages is not None and page < total_pages and bool(doc)
             if not more:
                 break

@@ -1,4 +1,5 @@
-"""JSON:API error documents (jsonapi.org/format/#errors), read the same way everywhere."""
+"""JSON:API documents (jsonapi.org/format/1.0/): error documents and relationships, read the
+same way everywhere."""
 
 from __future__ import annotations
 
@@ -21,3 +22,19 @@ def errors_reason(errors: list[Any]) -> str:
         detail = err.get("detail")
         parts.append(f"{head}: {detail}" if detail else head or "error without status or title")
     return "; ".join(parts) or "error document with an empty errors list"
+
+
+def identifiers(relationship: Any) -> list[dict[str, Any]]:
+    """The resource identifiers (``{"type", "id", "meta"?}``) of one relationship object,
+    to-one or to-many; identifiers without a string ``id`` and non-objects are left out."""
+    data = relationship.get("data") if isinstance(relationship, dict) else None
+    if isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list):
+        return []
+    return [d for d in data if isinstance(d, dict) and isinstance(d.get("id"), str)]
+
+
+def resource_key(resource: dict[str, Any]) -> tuple[str, str]:
+    """``(type, id)`` of a resource or resource identifier, as text."""
+    return (str(resource.get("type")), str(resource.get("id")))

@@ -88,7 +88,7 @@ def parse_behaviors(lines: Iterable[str]) -> tuple[list[Impression], dict[int, s
     AM/PM``, an entry not ``<news id>-<0|1>``) is not evaluated and is reported with its reason.
     Blank lines are ignored.
     """
-    from connectors.replay import parse_mind_time
+    from connectors.files.mind import parse_mind_time
 
     out: list[Impression] = []
     bad: dict[int, str] = {}

@@ -188,7 +188,7 @@ def reference_counts(items: Iterator[Any]) -> dict[str, Counter[str]]:
     Returns:
         user_id -> Counter over :data:`COUNTERS` (``history_clicks`` = clicks of origin history).
     """
-    from connectors.replay import Keyed
+    from connectors.records import Keyed
 
     seen: set[str] = set()
     out: dict[str, Counter[str]] = defaultdict(Counter)

@@ -22,11 +22,11 @@ from typing import Any
 from feedpipe.errors import RejectedInput
 from feedpipe.topology import Topology
 from streams.normalisers.common import BODY_MAX_CHARS, Draft, content_hash, finish, load_json
-from streams.normalisers.drupal import normalise_node, split_jsonapi_collection
+from streams.normalisers.drupal import normalise_node
 from streams.normalisers.mind import normalise_row
 from streams.normalisers.syndication import normalise_feed
 from streams.normalisers.text import html_to_text
-from streams.normalisers.wordpress import normalise_post, split_wordpress_posts
+from streams.normalisers.wordpress import normalise_post
 
 __all__ = [
     "BODY_MAX_CHARS",
@@ -34,8 +34,6 @@ __all__ = [
     "content_hash",
     "html_to_text",
     "normalise",
-    "split_jsonapi_collection",
-    "split_wordpress_posts",
 ]
 
 KINDS = ("wordpress.post", "drupal.node", "feed.document", "mind.news")

@@ -86,6 +86,21 @@ def parse_iso_utc(value: Any) -> datetime | None:
         raise ValueError(f"date out of range {value!r}: {exc}") from exc
 
 
+def parse_dates(
+    obj: dict[str, Any], names: tuple[str, ...], warnings: list[str]
+) -> dict[str, datetime | None]:
+    """``name -> parse_iso_utc(obj[name])`` for each name; an unparsable date becomes None
+    and a warning ``"<name>: <why>"`` appended to ``warnings``."""
+    dates: dict[str, datetime | None] = {}
+    for name in names:
+        try:
+            dates[name] = parse_iso_utc(obj.get(name))
+        except ValueError as exc:
+            dates[name] = None
+            warnings.append(f"{name}: {exc}")
+    return dates
+
+
 def as_dict(value: Any) -> dict[str, Any]:
     """``value`` if it is a dict, else an empty dict (for optional JSON objects)."""
     return value if isinstance(value, dict) else {}

@@ -13,81 +13,19 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from feedpipe.errors import RejectedInput
-from feedpipe.jsonapi import errors_reason
+from feedpipe.cms.drupal import KIND, check_node, is_published
+from feedpipe.jsonapi import identifiers, resource_key
 from streams.normalisers.common import (
     Draft,
     as_dict,
     language_code,
     media,
-    parse_iso_utc,
+    parse_dates,
     to_int,
 )
 from streams.normalisers.text import html_to_text, single_line
 
-KIND = "drupal.node"
-ARTICLE = "node--article"
-
 _MEDIA_KIND = {"image": "image", "video": "video", "remote_video": "video", "audio": "audio"}
-
-
-def _identifiers(rel: Any) -> list[dict[str, Any]]:
-    """Resource identifiers of one relationship object (to-one or to-many)."""
-    data = rel.get("data") if isinstance(rel, dict) else None
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        return []
-    return [d for d in data if isinstance(d, dict) and isinstance(d.get("id"), str)]
-
-
-def _key(ident: dict[str, Any]) -> tuple[str, str]:
-    return (str(ident.get("type")), str(ident.get("id")))
-
-
-def split_jsonapi_collection(doc: Any) -> list[dict[str, Any]]:
-    """Split a JSON:API collection into single-resource documents.
-
-    Args:
-        doc: decoded JSON:API document.
-
-    Returns:
-        For a collection (``data`` a non-empty list): one ``{"jsonapi", "data": item,
-        "included": [...], "links": {"self": item's self link}}`` per item, ``included``
-        holding the included resources the item references, directly or through other
-        included resources (e.g. media -> file), in document order. Anything else (a
-        single-resource document, an error document, the index with ``data: []``, a non-object)
-        is returned as ``[doc]`` unchanged so the normaliser accepts or rejects it.
-    """
-    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list) or not doc["data"]:
-        return [doc]
-    inc = doc.get("included")  # anything but a list (e.g. a number) counts as none
-    included = [r for r in inc if isinstance(r, dict)] if isinstance(inc, list) else []
-    by_key = {_key(r): r for r in included}
-    out: list[dict[str, Any]] = []
-    for item in doc["data"]:
-        wanted: set[tuple[str, str]] = set()
-        todo = [item] if isinstance(item, dict) else []
-        while todo:
-            res = todo.pop()
-            rels = res.get("relationships")
-            for rel in rels.values() if isinstance(rels, dict) else []:
-                for ident in _identifiers(rel):
-                    k = _key(ident)
-                    if k in by_key and k not in wanted:
-                        wanted.add(k)
-                        todo.append(by_key[k])
-        single: dict[str, Any] = {
-            "data": item,
-            "included": [r for r in included if _key(r) in wanted],
-        }
-        if "jsonapi" in doc:
-            single["jsonapi"] = doc["jsonapi"]
-        links = item.get("links") if isinstance(item, dict) else None
-        if isinstance(links, dict) and "self" in links:
-            single["links"] = {"self": links["self"]}
-        out.append(single)
-    return out
 
 
 def _href(links: Any) -> str | None:
@@ -119,38 +57,18 @@ def normalise_node(doc: Any, deleting: bool) -> Draft:
     (to-one relationships; ``urn:uuid:<id>`` otherwise) with type ``other``, since only the
     id is known.
 
+    status follows :func:`feedpipe.cms.drupal.is_published`.
+
     Raises:
-        RejectedInput: ``not_an_article`` (not an object, a collection, the index, another
-            type), ``jsonapi_error`` (``errors`` member), ``missing_id``.
+        RejectedInput: see :func:`feedpipe.cms.drupal.check_node`.
     """
-    if not isinstance(doc, dict):
-        raise RejectedInput("not_an_article", f"payload is a JSON {type(doc).__name__}")
-    if isinstance(doc.get("errors"), list):
-        raise RejectedInput("jsonapi_error", errors_reason(doc["errors"]))
-    data = doc.get("data")
-    if isinstance(data, list):
-        raise RejectedInput(
-            "not_an_article",
-            f"document holds a collection of {len(data)} resources"
-            + ("; split it with split_jsonapi_collection" if data else " (e.g. the index)"),
-        )
-    if not isinstance(data, dict):
-        raise RejectedInput(
-            "not_an_article",
-            "document has neither 'data' nor 'errors' (members: "
-            + ", ".join(sorted(map(str, doc)))
-            + ")",
-        )
-    if data.get("type") != ARTICLE:
-        raise RejectedInput(
-            "not_an_article", f"resource type is {data.get('type')!r}, not {ARTICLE}"
-        )
-    rid = data.get("id")
-    if not isinstance(rid, str) or not rid:
-        raise RejectedInput("missing_id", "node--article has no 'id'")
+    data = check_node(doc)
+    rid = data["id"]
     attrs = as_dict(data.get("attributes"))
     rels = as_dict(data.get("relationships"))
-    included = {_key(r): r for r in doc.get("included") or [] if isinstance(r, dict) and "id" in r}
+    included = {
+        resource_key(r): r for r in doc.get("included") or [] if isinstance(r, dict) and "id" in r
+    }
     warnings: list[str] = []
 
     title = single_line(html_to_text(attrs["title"])) if isinstance(attrs.get("title"), str) else ""
@@ -160,16 +78,9 @@ def normalise_node(doc: Any, deleting: bool) -> Draft:
     summary_raw = body_field.get("summary")
     summary = html_to_text(summary_raw) if isinstance(summary_raw, str) else ""
 
-    dates = {}
-    for name in ("created", "changed"):
-        try:
-            dates[name] = parse_iso_utc(attrs.get(name))
-        except ValueError as exc:
-            dates[name] = None
-            warnings.append(f"{name}: {exc}")
+    dates = parse_dates(attrs, ("created", "changed"), warnings)
 
-    raw_status = attrs.get("status")
-    status = "published" if raw_status is True or raw_status is None else "unpublished"
+    status = "published" if is_published(attrs.get("status")) else "unpublished"
 
     self_href = _href(data.get("links")) or _href(doc.get("links"))
     path = as_dict(attrs.get("path"))
@@ -182,8 +93,8 @@ def normalise_node(doc: Any, deleting: bool) -> Draft:
 
     def names(rel_name: str, attr_names: tuple[str, ...]) -> list[str]:
         out = []
-        for ident in _identifiers(rels.get(rel_name)):
-            res = included.get(_key(ident))
+        for ident in identifiers(rels.get(rel_name)):
+            res = included.get(resource_key(ident))
             res_attrs = res.get("attributes") if isinstance(res, dict) else None
             if not isinstance(res_attrs, dict):
                 continue
@@ -197,7 +108,7 @@ def normalise_node(doc: Any, deleting: bool) -> Draft:
     tags = names("field_tags", ("name",))
 
     media_rel = rels.get("field_media")
-    media_ids = _identifiers(media_rel)
+    media_ids = identifiers(media_rel)
     to_one = media_rel if len(media_ids) == 1 else None
     items = [_media_item(ident, to_one, included, origin) for ident in media_ids]
 
@@ -229,15 +140,15 @@ def _media_item(
 ) -> dict[str, Any]:
     bundle = str(ident.get("type", "")).removeprefix("media--")
     kind = _MEDIA_KIND.get(bundle, "other")
-    res = included.get(_key(ident))
+    res = included.get(resource_key(ident))
     if isinstance(res, dict):
         res_rels = as_dict(res.get("relationships"))
         res_attrs = as_dict(res.get("attributes"))
         for rel_name, file_rel in res_rels.items():
             if not str(rel_name).startswith("field_media"):
                 continue
-            for file_ident in _identifiers(file_rel):
-                file_res = included.get(_key(file_ident))
+            for file_ident in identifiers(file_rel):
+                file_res = included.get(resource_key(file_ident))
                 uri = as_dict(as_dict(file_res).get("attributes")).get("uri")
                 file_url = uri.get("url") if isinstance(uri, dict) else None
                 if not isinstance(file_url, str) or not file_url:

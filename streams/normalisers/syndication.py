@@ -47,7 +47,7 @@ from streams.normalisers.common import (
     load_json,
     media,
     media_type,
-    parse_iso_utc,
+    parse_dates,
     to_int,
     to_millis,
 )
@@ -354,13 +354,7 @@ def _json_item(item: Any, feed_authors: list[str], feed_language: Any) -> Draft 
     raw_title = _str(item, "title")
     body = html_to_text(_str(item, "content_html"))
     body = body or collapse_whitespace(_str(item, "content_text"))
-    dates: dict[str, datetime | None] = {}
-    for name in ("date_published", "date_modified"):
-        try:
-            dates[name] = parse_iso_utc(item.get(name))
-        except ValueError as exc:
-            dates[name] = None
-            warnings.append(f"{name}: {exc}")
+    dates = parse_dates(item, ("date_published", "date_modified"), warnings)
     items: list[dict[str, Any]] = []
     for key in ("image", "banner_image"):
         if _str(item, key):

@@ -11,40 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from feedpipe.errors import RejectedInput
+from feedpipe.cms.wordpress import KIND, NOT_PUBLIC_STATUSES, check_post, is_public
 from streams.normalisers.common import (
     Draft,
     as_dict,
     language_code,
     media,
     media_type,
-    parse_iso_utc,
+    parse_dates,
     to_int,
 )
 from streams.normalisers.text import html_to_text, single_line
-
-KIND = "wordpress.post"
-
-
-def split_wordpress_posts(doc: Any) -> list[dict[str, Any]]:
-    """Split a ``/wp/v2/posts`` response into single post objects.
-
-    Args:
-        doc: decoded JSON: a list of posts (collection) or one post object (or a WP error object).
-
-    Returns:
-        The posts, one dict each; a single object (post or error) is returned as ``[doc]`` so
-        the normaliser can accept or reject it. Non-object list members are dropped only if
-        they are ``None``; any other non-object is kept so the normaliser rejects it.
-
-    Raises:
-        RejectedInput: ``not_a_post`` when ``doc`` is neither a list nor an object.
-    """
-    if isinstance(doc, dict):
-        return [doc]
-    if isinstance(doc, list):
-        return [p for p in doc if p is not None]
-    raise RejectedInput("not_a_post", f"expected a post object or a list, got {type(doc).__name__}")
 
 
 def _rendered(value: Any) -> str:
@@ -63,29 +40,13 @@ def normalise_post(post: Any, deleting: bool) -> Draft:
     """One post object -> :class:`Draft`.
 
     ``deleting``: the event is a delete; a WP delete response ``{"deleted": true,
-    "previous": {...}}`` is unwrapped.
+    "previous": {...}}`` is unwrapped. ``status`` follows :func:`feedpipe.cms.wordpress.is_public`.
 
     Raises:
-        RejectedInput: ``not_a_post`` (not an object, or a list: split first),
-            ``wordpress_error`` (a WP REST error object), ``missing_id``.
+        RejectedInput: see :func:`feedpipe.cms.wordpress.check_post`.
     """
-    if isinstance(post, list):
-        raise RejectedInput(
-            "not_a_post",
-            f"payload is a list of {len(post)} items; split it with split_wordpress_posts",
-        )
-    if not isinstance(post, dict):
-        raise RejectedInput("not_a_post", f"payload is a JSON {type(post).__name__}, not a post")
-    if isinstance(post.get("previous"), dict) and "deleted" in post:
-        post = post["previous"]
-    if "code" in post and "message" in post and "id" not in post:
-        status = as_dict(post.get("data")).get("status")
-        raise RejectedInput(
-            "wordpress_error", f"{status} {post.get('code')}: {post.get('message')}"
-        )
-    pid = post.get("id")
-    if pid is None or isinstance(pid, bool) or not isinstance(pid, int | str) or str(pid) == "":
-        raise RejectedInput("missing_id", "post has no usable 'id'")
+    post = check_post(post)
+    pid = post["id"]
     warnings: list[str] = []
 
     title = single_line(html_to_text(_rendered(post.get("title"))))
@@ -93,20 +54,12 @@ def normalise_post(post: Any, deleting: bool) -> Draft:
     body = html_to_text(_rendered(post.get("content")))
 
     raw_status = post.get("status")
-    if raw_status is None or raw_status == "publish":
-        status = "published"
-    else:
-        status = "unpublished"
-        if raw_status not in ("draft", "private", "trash", "pending", "future", "auto-draft"):
-            warnings.append(f"unknown post status {raw_status!r} read as unpublished")
+    status = "published" if is_public(raw_status) else "unpublished"
+    known = isinstance(raw_status, str) and raw_status in NOT_PUBLIC_STATUSES
+    if not is_public(raw_status) and not known:
+        warnings.append(f"unknown post status {raw_status!r} read as unpublished")
 
-    dates = {}
-    for name in ("date_gmt", "modified_gmt"):
-        try:
-            dates[name] = parse_iso_utc(post.get(name))
-        except ValueError as exc:
-            dates[name] = None
-            warnings.append(f"{name}: {exc}")
+    dates = parse_dates(post, ("date_gmt", "modified_gmt"), warnings)
 
     embedded = post.get("_embedded")
     if not isinstance(embedded, dict):

@@ -22,7 +22,7 @@ from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from pipeline import high_watermarks, kafka_consumer
 
-from connectors.cdc import CdcConnector
+from connectors.cdc.connector import CdcConnector
 from feedpipe.kafka.producer import DeliveryError, IdempotentProducer
 from feedpipe.kafka.topics import TopicChange
 from feedpipe.wire.codec import codec

@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pipeline import free_port, high_watermarks
 
 from connectors.simulator import FixtureServer
-from connectors.webhook import sign
+from connectors.webhook.signature import sign
 from feedpipe.kafka.topics import TopicChange
 from feedpipe.settings import ROOT
 from feedpipe.wire.codec import codec

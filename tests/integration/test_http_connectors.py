@@ -20,11 +20,13 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from kafka_leaders import led_high_watermarks
 
 from connectors.config import AuthSpec, LiveSourceSpec
 from connectors.drupal import DrupalConnector
-from connectors.http import RequestRejected, SourceRunner
+from connectors.http.errors import RequestRejected
 from connectors.rss import FeedConnector
+from connectors.runner import SourceRunner
 from connectors.simulator import Fault, FixtureServer
 from connectors.wordpress import WordPressConnector
 from feedpipe.kafka.producer import IdempotentProducer
@@ -58,14 +60,7 @@ class Tap:
         )
 
     def _watermarks(self) -> dict[int, int]:
-        c = self._consumer()
-        try:
-            parts = c.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
-            return {
-                p: c.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1] for p in parts
-            }
-        finally:
-            c.close()
+        return led_high_watermarks(self.bootstrap, TOPIC)
 
     def records(self, source: str) -> list[dict[str, Any]]:
         """Decoded records of ``source`` between the start and the current high watermarks."""

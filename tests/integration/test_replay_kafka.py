@@ -17,7 +17,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import TopicPartition
 from pipeline import high_watermarks, kafka_consumer
 
-from connectors.replay import ReplayConnector, replay_all, wordpress_events
+from connectors.files.cms import wordpress_events
+from connectors.replay import ReplayConnector, replay_all
 from feedpipe.kafka.producer import IdempotentProducer
 from feedpipe.kafka.topics import TopicChange
 from feedpipe.topology import SourceSpec, topology

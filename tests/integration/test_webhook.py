@@ -22,14 +22,12 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from kafka_leaders import led_high_watermarks
 
-from connectors.webhook import (
-    WebhookConnector,
-    WebhookSource,
-    create_webhook_app,
-    sign,
-    verify_signature,
-)
+from connectors.webhook.app import create_webhook_app
+from connectors.webhook.server import WebhookConnector
+from connectors.webhook.signature import sign, verify_signature
+from connectors.webhook.sources import WebhookSource
 from feedpipe.errors import ConfigError
 from feedpipe.kafka.producer import IdempotentProducer
 from feedpipe.kafka.topics import TopicChange
@@ -135,12 +133,7 @@ def _consumer(bootstrap: str) -> Consumer:
 
 
 def watermarks(bootstrap: str) -> dict[int, int]:
-    c = _consumer(bootstrap)
-    try:
-        parts = c.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(TOPIC, p), timeout=10)[1] for p in parts}
-    finally:
-        c.close()
+    return led_high_watermarks(bootstrap, TOPIC)
 
 
 def read_events(bootstrap: str, start: dict[int, int], event_ids: set[str]) -> dict[str, Any]:

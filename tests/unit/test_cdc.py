@@ -17,15 +17,8 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.cdc import (
-    Change,
-    Skip,
-    cdc_to_raw_event,
-    date_value,
-    epoch_to_iso,
-    parse_change,
-    row_to_post,
-)
+from connectors.cdc.debezium import Change, Skip, date_value, epoch_to_iso, parse_change
+from connectors.cdc.wp_posts import cdc_to_raw_event, row_to_post
 from feedpipe import ids
 from feedpipe.errors import RejectedInput
 from feedpipe.topology import topology

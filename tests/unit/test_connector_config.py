@@ -16,17 +16,11 @@ from connectors.config import (
     load_sources,
     select_sources,
 )
-from connectors.http import (
-    KeysetCursor,
-    RetryPolicy,
-    TokenBucket,
-    connector_for,
-    error_detail,
-    jsonapi_errors,
-    parse_retry_after,
-    parse_utc,
-)
+from connectors.cursor import KeysetCursor, parse_utc
+from connectors.http.client import RetryPolicy, TokenBucket
+from connectors.http.errors import error_detail, jsonapi_errors, parse_retry_after
 from connectors.rss import feed_content_type
+from connectors.runner import connector_for
 from feedpipe.errors import ConfigError
 
 VALID = """

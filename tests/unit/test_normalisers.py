@@ -7,7 +7,6 @@ here); dates and counts are facts looked up in the files and their PROVENANCE.md
 from __future__ import annotations
 
 import copy
-import hashlib
 import html
 import json
 import re
@@ -21,8 +20,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from feedpipe.cms.drupal import split_collection
+from feedpipe.cms.events import Op, cms_event
+from feedpipe.cms.wordpress import split_posts
 from feedpipe.errors import RejectedInput
-from feedpipe.ids import content_id, event_id
+from feedpipe.ids import content_id
 from feedpipe.settings import settings
 from feedpipe.topology import topology
 from feedpipe.wire.codec import codec
@@ -32,8 +34,6 @@ from streams.normalisers import (
     content_hash,
     html_to_text,
     normalise,
-    split_jsonapi_collection,
-    split_wordpress_posts,
 )
 
 TOPO = topology()
@@ -85,22 +85,21 @@ def make_raw(
     brand: str,
     content_type: str,
     origin: str,
-    op: str = "upsert",
+    op: Op = "upsert",
     source_id: str | None = None,
 ) -> dict[str, Any]:
-    """A decoded RawCmsEvent as a connector would build it."""
-    return {
-        "event_id": event_id(source, source_id or origin, hashlib.sha256(payload).hexdigest()),
-        "kind": kind,
-        "op": op,
-        "source": source,
-        "brand": brand,
-        "source_id": source_id,
-        "content_type": content_type,
-        "payload": payload,
-        "origin": origin,
-        "emitted_at": datetime.now(UTC),
-    }
+    """A decoded RawCmsEvent as a connector builds it (:func:`feedpipe.cms.events.cms_event`)."""
+    return cms_event(
+        kind=kind,
+        source=source,
+        brand=brand,
+        source_id=source_id,
+        payload=payload,
+        content_type=content_type,
+        origin=origin,
+        fallback_id=origin,
+        op=op,
+    )
 
 
 def wp_raw(post: dict[str, Any], **kw: Any) -> dict[str, Any]:
@@ -198,7 +197,7 @@ def test_html_to_text_blocks_entities_scripts() -> None:
 
 
 def _wp_posts(name: str) -> list[dict[str, Any]]:
-    return split_wordpress_posts(orjson.loads(data(f"wordpress/frontity/{name}").read_bytes()))
+    return split_posts(orjson.loads(data(f"wordpress/frontity/{name}").read_bytes()))
 
 
 @pytest.mark.parametrize(
@@ -293,7 +292,7 @@ def _drupal(name: str) -> Any:
 
 def test_drupal_collection_split_and_normalise() -> None:
     doc = _drupal("jsonapi_article_collection.json")
-    singles = split_jsonapi_collection(doc)
+    singles = split_collection(doc)
     assert len(singles) == 8
     recs = [run(drupal_raw(s))[0] for s in singles]
     assert [r["source_id"] for r in recs] == [d["id"] for d in doc["data"]]
@@ -314,7 +313,7 @@ def test_drupal_collection_split_and_normalise() -> None:
     # the unsplit collection is refused, naming the helper
     with pytest.raises(RejectedInput) as exc:
         normalise(drupal_raw(doc), TOPO)
-    assert exc.value.code == "not_an_article" and "split_jsonapi_collection" in exc.value.reason
+    assert exc.value.code == "not_an_article" and "split_collection" in exc.value.reason
 
 
 def test_drupal_detail_and_unpublished() -> None:
@@ -341,7 +340,7 @@ def test_drupal_error_documents(name: str) -> None:
 @pytest.mark.parametrize("name", ["jsonapi_index.json", "jsonapi_index_error.json"])
 def test_drupal_not_articles(name: str) -> None:
     doc = _drupal(name)
-    assert split_jsonapi_collection(doc) == [doc]
+    assert split_collection(doc) == [doc]
     with pytest.raises(RejectedInput) as exc:
         normalise(drupal_raw(doc), TOPO)
     assert exc.value.code == "not_an_article"
@@ -381,7 +380,7 @@ def test_drupal_relationships_resolved_through_included() -> None:
         {"type": "file--file", "id": "f1", "attributes": {"uri": {"url": "/files/x.jpg"}}},
     ]
     collection = {"data": [item], "included": included}
-    (single,) = split_jsonapi_collection(collection)
+    (single,) = split_collection(collection)
     assert {r["id"] for r in single["included"]} == {uid["id"], "t1", "t2", media_ref["id"], "f1"}
     (rec,) = run(drupal_raw(single))
     assert rec["authors"] == ["Test Author"]

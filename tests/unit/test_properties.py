@@ -7,10 +7,10 @@ stage turns into a DLQ record with a reason. Nothing else may escape (a crash of
 | ``streams.normalisers.normalise`` (+ splitters, per kind) | RejectedInput | normalise |
 | ``streams.normalise.process`` (decode, normalise, encode) | none (Outcome.rejected) | normalise |
 | ``streams.enrich.enrich_batch`` (decode + enrich) | none ((code, reason)) | enrich |
-| ``connectors.cdc.cdc_to_raw_event`` (Debezium envelopes) | RejectedInput | cdc connector |
-| ``connectors.webhook.body_events`` (webhook bodies) | RejectedInput | webhook (HTTP 4xx) |
+| ``connectors.cdc.wp_posts.cdc_to_raw_event`` (Debezium messages) | RejectedInput | cdc |
+| ``connectors.webhook.bodies.body_events`` (webhook bodies) | RejectedInput | webhook (HTTP 4xx) |
 | ``connectors.wordpress.post_event`` | none | WordPress poller |
-| ``connectors.replay`` readers (WordPress, Drupal, MIND behaviours) | none (Malformed) | replay |
+| ``connectors.files`` readers (WordPress, Drupal, MIND behaviours) | none (Malformed) | replay |
 | ``feedpipe.wire.codec.AvroCodec.decode`` | SerializationError | every consumer |
 | ``streams.clickpath._decode`` (click path's record decode) | none (DLQ list) | click path |
 | ``streams.runtime.reader_event`` (on any decodable ReaderEvent) | none | click path, profiles |
@@ -38,10 +38,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from connectors.cdc import Skip, cdc_to_raw_event
-from connectors.replay import Malformed, drupal_events, mind_behavior_events, wordpress_events
-from connectors.webhook import body_events
+from connectors.cdc.debezium import Skip
+from connectors.cdc.wp_posts import cdc_to_raw_event
+from connectors.files.cms import drupal_events, wordpress_events
+from connectors.files.mind import mind_behavior_events
+from connectors.records import Malformed
+from connectors.webhook.bodies import body_events
 from connectors.wordpress import post_event
+from feedpipe.cms.drupal import split_collection
+from feedpipe.cms.wordpress import split_posts
 from feedpipe.errors import RejectedInput, SerializationError
 from feedpipe.ids import event_id
 from feedpipe.store.feeds import MAGIC, FeedFormatError, decode_feed
@@ -53,12 +58,7 @@ from readapi.params import BadRequest, decode_cursor, encode_cursor, feed_params
 from readapi.store import content_summary, parse_feed
 from streams.clickpath import Record, RecordLike, _decode
 from streams.normalise import process
-from streams.normalisers import (
-    KINDS,
-    normalise,
-    split_jsonapi_collection,
-    split_wordpress_posts,
-)
+from streams.normalisers import KINDS, normalise
 from streams.normalisers.drupal import normalise_node
 from streams.normalisers.wordpress import normalise_post
 from streams.runtime import reader_event
@@ -266,7 +266,7 @@ def test_wordpress_post_shaped_json_only_rejects(post: dict[str, Any], op: str) 
 def test_drupal_jsonapi_shaped_json_only_rejects(doc: dict[str, Any], op: str) -> None:
     normalise_or_reject(raw_event("drupal.node", orjson.dumps(doc), op))
     try:
-        for node in split_jsonapi_collection(doc):
+        for node in split_collection(doc):
             normalise_node(node, op == "delete")
     except RejectedInput:
         pass
@@ -275,7 +275,7 @@ def test_drupal_jsonapi_shaped_json_only_rejects(doc: dict[str, Any], op: str) -
 @prop(100)
 @given(doc=JSON)
 def test_splitters_only_reject(doc: Any) -> None:
-    for split in (split_wordpress_posts, split_jsonapi_collection):
+    for split in (split_posts, split_collection):
         try:
             parts = split(doc)
         except RejectedInput:
@@ -391,9 +391,9 @@ def test_webhook_bodies_only_reject(kind: str, body: bytes) -> None:
     except RejectedInput as exc:
         assert exc.code and exc.reason
         return
-    for key, event in events:
-        assert key.startswith("hook:")
-        codec("RawCmsEvent").encode(event)
+    for event in events:
+        assert event.key.startswith("hook:")
+        codec("RawCmsEvent").encode(event.record)
 
 
 @prop(100)

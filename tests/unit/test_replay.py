@@ -18,20 +18,12 @@ import orjson
 import pytest
 
 from connectors.base import Connector, ConnectorMetrics
+from connectors.files.cms import drupal_events, wordpress_events
+from connectors.files.feeds import feed_document_events, guess_feed_content_type
+from connectors.files.mind import mind_behavior_events, mind_news_events
 from connectors.reader_encoder import ReaderEventEncoder, zigzag_varint
-from connectors.replay import (
-    Keyed,
-    Malformed,
-    ReplayConnector,
-    drupal_events,
-    feed_document_events,
-    guess_feed_content_type,
-    mind_behavior_events,
-    mind_news_events,
-    source_files,
-    target_topic,
-    wordpress_events,
-)
+from connectors.records import Keyed, Malformed
+from connectors.replay import ReplayConnector, source_files, target_topic
 from feedpipe import ids
 from feedpipe.kafka.producer import DeliveryError, IdempotentProducer
 from feedpipe.topology import SourceSpec, topology
