@@ -306,8 +306,8 @@ def lag(
 
 @cli.command()
 def rebuild() -> None:
-    """Rebuild Redis (the materialised view) from Kafka: content from content.enriched, then
-    every reader.events partition through the click path (ops/rebuild.py). Safe while
+    """Rebuild Redis (the materialised view) from Kafka: content from the enrich stage's output,
+    then every partition of the click path's input through the click path. Safe while
     the worker and the read endpoint run (the API serves its fallback ladder meanwhile)."""
     import asyncio
 

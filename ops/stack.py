@@ -84,7 +84,7 @@ class StackWatch(threading.Thread):
         """'' while everything runs, else what went away."""
         if stop_marker(self.s).exists():
             self.by_down = True
-            return "stopped by `feedpipe down`"
+            return "stopped by feedpipe down"
         if self.stack.kafka.pid() is None:
             return "the Kafka broker exited"
         if self.stack.redis.pid() is None:

@@ -266,5 +266,5 @@ def test_up_in_the_foreground_exits_when_down_stops_its_stack(tmp_path: Path) ->
             up.wait(10)
         subprocess.run(_feedpipe("down"), cwd=ROOT, env=env, capture_output=True, timeout=120)
     text = log.read_text()
-    assert text.rstrip().endswith("stopped by `feedpipe down`; exiting"), text[-2000:]
+    assert text.rstrip().endswith("stopped by feedpipe down; exiting"), text[-2000:]
     assert "Connection refused" not in text.split("running; press Ctrl-C")[-1]
