@@ -262,6 +262,7 @@ def up(no_replay: bool, detach: bool) -> int:
         while True:
             time.sleep(WATCH_INTERVAL_S)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # this down() leaves the stop marker too
         if watch is not None:
             watch.halt.set()
         console.print("\nstopping ...")
