@@ -1,15 +1,19 @@
-"""The ``feedpipe`` command line (typer).
+"""The ``feedpipe`` command line (typer): the commands and their options; the local stack's
+``up``, ``down`` and ``status`` are in :mod:`ops.stack`.
 
-feedpipe up [--no-replay]     start Kafka, Redis, topics, worker, read endpoint; replay the
-                              shared data with progress; print URLs; Ctrl-C stops it all
+feedpipe up [--no-replay] [--detach]
+                              start Kafka, Redis, topics, worker, read endpoint; replay the
+                              shared data with progress; print URLs; Ctrl-C or `feedpipe down`
+                              stops it all
 feedpipe down [--wipe]        stop everything; --wipe also deletes the local state
-feedpipe status               processes, topic end offsets, consumer lag, DLQ counts
+feedpipe status               processes, consumer lag per topic, DLQ sizes
 feedpipe topics plan|apply    diff / create the topics of topology.yaml on the broker
 feedpipe replay [-s SOURCE]   publish the shared data files (topology.yaml sources)
 feedpipe worker | api         run the Faust worker / read endpoint in the foreground
 feedpipe apikey create|list|revoke   read endpoint API keys (only hashes are stored)
 feedpipe lag [--group G] [--json] [--window N] [--interval S] [--watch]
                               consumer lag per partition, Burrow-style status, exit 2 on STALL/STOP
+feedpipe connect | evaluate | rebuild | faults | schemas check   (see each command's --help)
 """
 
 from __future__ import annotations
@@ -26,26 +30,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from feedpipe.settings import ROOT, settings
 from feedpipe.topology import topology
-from ops import services
+from ops import services, stack
+from ops.console import console
 
 cli = typer.Typer(help="feedpipe: real-time personalisation pipeline", no_args_is_help=True)
 topics_cli = typer.Typer(help="Topics of topology.yaml on the broker", no_args_is_help=True)
 cli.add_typer(topics_cli, name="topics")
 apikey_cli = typer.Typer(help="API keys of the read endpoint", no_args_is_help=True)
 cli.add_typer(apikey_cli, name="apikey")
-console = Console(soft_wrap=True)
-
-
-
-def _admin() -> Any:
-    from confluent_kafka.admin import AdminClient
-
-    return AdminClient(settings().kafka_config())
-
-
-def _print_changes(changes: list[Any]) -> None:
-    for c in changes:
-        console.print(f"  {c}")
+schemas_cli = typer.Typer(help="Avro schemas of schemas/ (evolution checks)", no_args_is_help=True)
+cli.add_typer(schemas_cli, name="schemas")
 
 
 @topics_cli.command("plan")
@@ -53,11 +47,7 @@ def topics_plan() -> None:
     """Show what `topics apply` would change (nothing is changed)."""
     from feedpipe.kafka.topics import plan
 
-    _print_changes(plan(topology(), _admin()))
-
-
-schemas_cli = typer.Typer(help="Avro schemas of schemas/ (evolution checks)", no_args_is_help=True)
-cli.add_typer(schemas_cli, name="schemas")
+    stack.print_changes(plan(topology(), stack.admin()))
 
 
 @schemas_cli.command("check")
@@ -89,14 +79,7 @@ def topics_apply() -> None:
     """Create missing topics, add partitions, fix configs (never deletes)."""
     from feedpipe.kafka.topics import apply
 
-    _print_changes(apply(topology(), _admin()))
-
-
-def _keys_path() -> Any:
-    from readapi.keys import keys_file
-
-    s = settings()
-    return keys_file(s.state_dir, s.api_keys_file)
+    stack.print_changes(apply(topology(), stack.admin()))
 
 
 @apikey_cli.command("create")
@@ -112,12 +95,12 @@ def apikey_create(
     from readapi.keys import KeyFileError, create_key
 
     try:
-        key, token = create_key(_keys_path(), name, scope, rate, burst)
+        key, token = create_key(stack.keys_path(), name, scope, rate, burst)
     except KeyFileError as exc:
         console.print(f"[red]{exc}[/]")
         raise SystemExit(2) from exc
     console.print(f"created {key.key_id} ({', '.join(key.scopes)}; {key.rate_per_s:g}/s, "
-                  f"burst {key.burst}) in {_keys_path()}")
+                  f"burst {key.burst}) in {stack.keys_path()}")
     console.print("token (shown once, send as X-API-Key):")
     print(token)
 
@@ -127,7 +110,7 @@ def apikey_list() -> None:
     """List stored keys (ids, names, scopes, limits; never tokens)."""
     from readapi.keys import load_keys
 
-    for k in load_keys(_keys_path()):
+    for k in load_keys(stack.keys_path()):
         console.print(f"{k.key_id}  {k.name:<16} {','.join(k.scopes):<36} "
                       f"{k.rate_per_s:g}/s burst {k.burst}  {k.created_at}")
 
@@ -137,17 +120,10 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="key id, e.g. k_3f9
     """Remove a key (the running API drops it within ~1 s)."""
     from readapi.keys import revoke_key
 
-    if not revoke_key(_keys_path(), key_id):
+    if not revoke_key(stack.keys_path(), key_id):
         console.print(f"no key {key_id}")
         raise SystemExit(1)
     console.print(f"revoked {key_id}")
-
-
-def _dev_key() -> str:
-    """Create or reuse the development key under the state dir; return its token."""
-    from readapi.keys import ensure_dev_key
-
-    return ensure_dev_key(settings().state_dir, _keys_path())
 
 
 @cli.command()
@@ -163,57 +139,6 @@ def api() -> None:
     raise SystemExit(subprocess.call([sys.executable, "-m", "readapi"], cwd=ROOT))
 
 
-def _replay(sources: list[str] | None) -> dict[str, int]:
-    """Replay sources with a progress bar; return records published per source."""
-    from connectors.replay import replay_all
-
-    s = settings()
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,} records"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("replaying", total=None)
-
-        def tick(n: int) -> None:
-            progress.update(task, completed=n)
-
-        metrics = replay_all(topology(), s.data_dir, sources, tick)
-    out: dict[str, int] = {}
-    for name, m in metrics.items():
-        out[name] = m.published
-        console.print(
-            f"  {name:<18} published {m.published:>8,}  rejected {sum(m.rejected.values()):>4}"
-        )
-    return out
-
-
-def _wait_drained(timeout_s: float = 600.0) -> float:
-    """Show consumer lag until the pipeline has processed everything; return seconds waited."""
-    from feedpipe.kafka.lag import pipeline_lag
-
-    s = settings()
-    t0 = time.monotonic()
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        TextColumn("{task.fields[lag]}"),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        task = progress.add_task("processing", lag="")
-        quiet = 0
-        while time.monotonic() - t0 < timeout_s:
-            lag = pipeline_lag(s.kafka_bootstrap, s.app_id)
-            progress.update(task, lag="  ".join(f"{t}: {n:,}" for t, n in lag.items()))
-            quiet = quiet + 1 if sum(lag.values()) == 0 else 0
-            if quiet >= 3:
-                break
-            time.sleep(1.0)
-    return time.monotonic() - t0
-
-
 @cli.command()
 def replay(
     source: Annotated[
@@ -221,7 +146,7 @@ def replay(
     ] = None,
 ) -> None:
     """Publish the shared data files of topology.yaml `sources` to Kafka."""
-    _replay(source)
+    stack.replay_with_progress(source)
 
 
 @cli.command()
@@ -269,94 +194,9 @@ def up(
     no_replay: Annotated[bool, typer.Option("--no-replay", help="start the stack only")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="leave it running and return")] = False,
 ) -> None:
-    """Start everything locally and replay the real input; Ctrl-C stops it all."""
-
-    def _terminate(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        _up(no_replay)
-        if detach:
-            console.print("left running; stop with `feedpipe down`")
-            return
-        console.print("running; press Ctrl-C to stop")
-        while True:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        console.print("\nstopping ...")
-        _down(wipe=False)
-
-
-def _where_to_look() -> None:
-    s = settings()
-    base = f"http://{s.api_host}:{s.api_port}"
-    console.print("\n[bold]where to look[/]")
-    console.print(f"  read endpoint   {base}/healthz")
-    console.print(f"  trending        {base}/v1/trending")
-    console.print(f"  a feed          {base}/v1/feeds/U35841?explain=true")
-    console.print(f"  a profile       {base}/v1/profiles/U35841")
-    console.print(f"  API docs        {base}/openapi.json   metrics {base}/metrics")
-    console.print(f"  API key (dev)   {s.state_dir / 'dev-api-key'}; e.g.")
-    console.print(f'    curl -H "X-API-Key: {_dev_key()}" {base}/v1/feeds/U35841?explain=true')
-    console.print(f"  ops page        {base}/ops")
-    console.print(f"  worker metrics  http://127.0.0.1:{s.worker_web_port}/metrics")
-    console.print("  consumer lag    feedpipe lag")
-    console.print(f"  logs            {s.state_dir / 'logs'}")
-    console.print("  status          feedpipe status\n")
-
-
-def _up(no_replay: bool) -> None:
-    from feedpipe.kafka.topics import apply
-    from ops.infra import LocalStack
-
-    s = settings()
-    stack = LocalStack(s)
-    console.print(f"[bold]feedpipe[/] state in {s.state_dir}")
-    console.print("starting Kafka and Redis ...")
-    bootstrap, redis_url = stack.start()
-    console.print(f"  kafka {bootstrap}   redis {redis_url}")
-    console.print("applying topics from topology.yaml ...")
-    _print_changes(apply(topology(), _admin()))
-    console.print("starting the Faust worker and the read endpoint ...")
-    services.start(services.worker_service(s), s)
-    _dev_key()
-    services.start(services.api_service(s), s)
-    _where_to_look()
-    if no_replay:
-        return
-    cms = [x.name for x in topology().sources if x.kind != "mind.behaviors"]
-    readers = [x.name for x in topology().sources if x.kind == "mind.behaviors"]
-    t0 = time.monotonic()
-    n_cms = sum(_replay(cms).values())
-    _wait_drained()
-    t1 = time.monotonic()
-    console.print(
-        f"content: {n_cms:,} CMS events normalised, enriched and materialised in {t1 - t0:.1f} s"
-    )
-    n_reader = sum(_replay(readers).values())
-    _wait_drained()
-    t2 = time.monotonic()
-    console.print(
-        f"readers: {n_reader:,} reader events through profiles and feeds in "
-        f"{t2 - t1:.1f} s ({n_reader / (t2 - t1):,.0f} events/s end to end)"
-    )
-    _where_to_look()
-
-
-def _down(wipe: bool) -> None:
-    from ops.infra import LocalStack
-
-    s = settings()
-    for svc in (services.api_service(s), services.worker_service(s)):
-        if services.stop(svc, s):
-            console.print(f"stopped {svc.name}")
-    stack = LocalStack(s)
-    stack.stop()
-    console.print("stopped Kafka and Redis")
-    if wipe:
-        stack.wipe()
-        console.print(f"wiped {s.state_dir}")
+    """Start everything locally and replay the real input; Ctrl-C (or `feedpipe down` from
+    another shell) stops it all."""
+    raise SystemExit(stack.up(no_replay, detach))
 
 
 @cli.command()
@@ -364,26 +204,13 @@ def down(
     wipe: Annotated[bool, typer.Option("--wipe", help="also delete the local state")] = False,
 ) -> None:
     """Stop the worker, the read endpoint, Kafka and Redis (and wipe the state with --wipe)."""
-    _down(wipe)
+    stack.down(wipe)
 
 
 @cli.command()
 def status() -> None:
     """Processes, consumer lag per topic and DLQ sizes."""
-    from feedpipe.kafka.lag import end_offsets, pipeline_lag
-    from ops.infra import LocalStack
-
-    s = settings()
-    console.print(str(LocalStack(s).status()))
-    try:
-        lag = pipeline_lag(s.kafka_bootstrap, s.app_id, timeout_s=5)
-        for t, n in lag.items():
-            console.print(f"lag    {t:<22} {n:,}")
-        dlqs = [t for t in topology().topics if t.endswith(".dlq")]
-        for (t, p), (low, high) in sorted(end_offsets(s.kafka_bootstrap, dlqs, 5).items()):
-            console.print(f"dlq    {t}[{p}] {high - low:,} records")
-    except Exception as exc:
-        console.print(f"kafka unreachable: {exc}")
+    stack.status()
 
 
 @cli.command()
@@ -479,8 +306,8 @@ def lag(
 
 @cli.command()
 def rebuild() -> None:
-    """Rebuild Redis (the materialised view) from Kafka: content from content.enriched, then
-    every reader.events partition through the click path (ops/rebuild.py). Safe while
+    """Rebuild Redis (the materialised view) from Kafka: content from the enrich stage's output,
+    then every partition of the click path's input through the click path. Safe while
     the worker and the read endpoint run (the API serves its fallback ladder meanwhile)."""
     import asyncio
 
@@ -514,7 +341,7 @@ def faults(
     redis_port: Annotated[int, typer.Option(help="the suite's own Redis port")] = 26479,
     json_out: Annotated[str | None, typer.Option("--json", help="also write JSON to FILE")] = None,
 ) -> None:
-    """Fault-injection suite (ops/faults.py): each scenario on a stack of its own while
+    """Fault-injection suite (ops/faults/): each scenario on a stack of its own while
     reader events flow; prints events lost, applied twice, DLQ records and recovery time.
     Exit code 1 unless every run shows 0 lost, 0 doubled and every poison record in a DLQ."""
     from dataclasses import asdict

@@ -69,6 +69,11 @@ def _pid(svc: Service, state_dir: Path) -> int | None:
     return pid if pid_alive(pid) else None
 
 
+def running(svc: Service, s: Settings) -> bool:
+    """True when ``svc``'s pid file names a live process."""
+    return _pid(svc, s.state_dir) is not None
+
+
 def start(svc: Service, s: Settings, timeout_s: float = 90.0) -> int:
     """Start ``svc`` unless running; wait until its ready URL answers; return its pid.
 

@@ -220,6 +220,6 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.fail(
             f"data directory {path} does not exist: set FEEDPIPE_DATA_DIR to the shared data "
-            "(see /work/shared/data/README.md)"
+            "(../shared/data beside the checkout; see its README.md)"
         )
     return path

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from feedpipe.kafka.lag import pipeline_lag
@@ -115,11 +115,23 @@ def kafka_consumer(bootstrap: str, prefix: str = "test") -> Consumer:
     )
 
 
-def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
-    """High watermark (log end offset) per partition of ``topic``."""
+def high_watermarks(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[int, int]:
+    """High watermark (log end offset) per partition of ``topic``; retried for ``timeout_s``
+    while the broker answers with an error (a topic just (re)created has no leader for a
+    moment: NOT_LEADER_FOR_PARTITION)."""
     c = kafka_consumer(bootstrap, "test-watermarks")
+    deadline = time.monotonic() + timeout_s
     try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        while True:
+            try:
+                parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+                return {
+                    p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in parts
+                }
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         c.close()

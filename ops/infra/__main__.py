@@ -1,6 +1,6 @@
 """``python -m ops.infra jars|up|down|status``: the local stack without the feedpipe CLI.
 
-``jars`` fetches the pinned Kafka broker jars into ``<state_dir>/kafka/lib`` (used by .ci/run and
+``jars`` fetches the pinned Kafka broker jars into ``<state_dir>/kafka/lib`` (used by
 ``make setup``); ``up``/``down``/``status`` drive :class:`ops.infra.LocalStack` with the
 environment settings (FEEDPIPE_*). Exit status 1 with the message on :class:`InfraError`.
 """

@@ -1,4 +1,4 @@
-"""The fault-injection suite (ops/faults.py) as tests: ``feedpipe faults`` runs every
+"""The fault-injection suite (ops/faults/) as tests: ``feedpipe faults`` runs every
 scenario in a process of its own (a fault that took down the process running it would otherwise
 take pytest with it), on a Kafka broker and a redis-server of its own (ports 29192/26479 under
 .feedpipe-test/faults, or FEEDPIPE_FAULTS_KAFKA_PORT / FEEDPIPE_FAULTS_REDIS_PORT), with real

@@ -4,7 +4,11 @@ ones, so stopping them does not disturb other tests."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +19,7 @@ import redis
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from feedpipe.settings import Settings
+from feedpipe.settings import ROOT, Settings
 from ops.infra import (
     InfraError,
     KafkaBroker,
@@ -215,3 +219,52 @@ def test_local_stack_refuses_remote_addresses(tmp_path: Path) -> None:
         LocalStack(Settings(state_dir=tmp_path, kafka_bootstrap="kafka:9092"))
     with pytest.raises(InfraError, match="not a local redis"):
         LocalStack(Settings(state_dir=tmp_path, redis_url="redis://redis:6379/0"))
+
+
+def _feedpipe(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ops.cli", *args]
+
+
+def test_up_in_the_foreground_exits_when_down_stops_its_stack(tmp_path: Path) -> None:
+    """`feedpipe up` (foreground) and `feedpipe down` from another process: `up` notices, prints
+    one line and exits 0 within seconds, with no librdkafka reconnect lines left behind."""
+    lib = ensure_jars(DEV_STATE_DIR)
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / "lib").symlink_to(lib)
+    offset = int(os.environ.get("FEEDPIPE_TEST_PORT_OFFSET", "0"))
+    kport = 29192 + offset + 20  # controller on kport + 1; apart from the session and faults ports
+    env = {
+        **os.environ,
+        "FEEDPIPE_STATE_DIR": str(tmp_path),
+        "FEEDPIPE_KAFKA_BOOTSTRAP": f"127.0.0.1:{kport}",
+        "FEEDPIPE_REDIS_URL": f"redis://127.0.0.1:{_free_port()}/0",
+        "FEEDPIPE_API_PORT": str(_free_port()),
+        "FEEDPIPE_WORKER_WEB_PORT": str(_free_port()),
+        "COLUMNS": "120",
+    }
+    log = tmp_path / "up.out"
+    with log.open("wb") as out:
+        up = subprocess.Popen(
+            _feedpipe("up", "--no-replay"), cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while b"running; press Ctrl-C" not in log.read_bytes():
+            assert up.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        down = subprocess.run(_feedpipe("down"), cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        t_down = time.monotonic()
+        assert up.wait(30) == 0, log.read_text()
+        assert time.monotonic() - t_down < 10
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait(10)
+        subprocess.run(_feedpipe("down"), cwd=ROOT, env=env, capture_output=True, timeout=120)
+    text = log.read_text()
+    assert text.rstrip().endswith("stopped by feedpipe down; exiting"), text[-2000:]
+    assert "Connection refused" not in text.split("running; press Ctrl-C")[-1]

@@ -96,3 +96,24 @@ def test_caught_up_group_is_ok(kafka_bootstrap: str, topic: str) -> None:
     part = doc["groups"][0]["partitions"][0]
     assert (part["lag"], part["lag_s"], part["status"]) == (0, 0.0, "OK")
     assert code == 0
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["lag", "--json", "--window", "2", "--interval", "0.2"]]
+)
+def test_status_and_lag_build_no_faust_app(kafka_bootstrap: str, args: list[str]) -> None:
+    """`feedpipe status` and `feedpipe lag` probe Kafka with librdkafka only: neither faust nor
+    the worker's app module is imported (``-X importtime`` lists every module imported)."""
+    env = {**os.environ, "FEEDPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ops.cli", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    modules = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"ops.stack", "confluent_kafka"} <= modules, proc.stderr[-2000:]
+    assert proc.returncode in (0, 2, 3) and proc.stdout.strip(), proc.stderr[-2000:]  # ran through
+    assert not {m for m in modules if m == "faust" or m.startswith(("faust.", "streams"))}

@@ -203,7 +203,7 @@ def test_dashboard_panels_use_metrics_the_code_defines() -> None:
             assert names, t["expr"]
             assert names <= defined, f"{panel['title']}: undefined {names - defined}"
             used |= names
-    # the list: throughput, DLQ by reason, processing time, freshness, lag in offsets
+    # the dashboard's panels: throughput, DLQ by reason, processing time, freshness, lag in offsets
     # and seconds, Redis errors, API latency, fallbacks, time to feed
     for required in (
         "feedpipe_events_in_total",

@@ -1,0 +1,255 @@
+"""The faults the suite injects, one function per scenario (see :mod:`ops.faults`).
+
+Each takes the running suite (:class:`Harness`), its workers (the list may be changed: a killed
+worker is replaced), the workers' environment and app id, and returns the poison records it
+produced per topic (empty for every scenario but ``poison``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from feedpipe.settings import ROOT
+from feedpipe.topology import topology
+from ops.faults.drivers import FaultConfig, Worker
+from ops.faults.inputs import WP_DELAY_S, WP_POSTS, poison_records, poison_topics, wp_posts
+from ops.faults.reads import consume, raw_cms_of
+from ops.infra import LocalStack
+
+REDIS_OUTAGE_S = 30.0  # how long the redis-outage scenario keeps Redis stopped
+
+
+class Harness(Protocol):
+    """What a fault needs of the suite (:class:`ops.faults.suite.Suite`)."""
+
+    config: FaultConfig
+    stack: LocalStack
+    bootstrap: str
+    redis_url: str
+    data_dir: Path
+    post_checks: list[Callable[[], tuple[int, int, str]]]
+
+    def log(self, line: str) -> None:
+        """Print a progress line."""
+
+    def worker(self, env: Mapping[str, str], app_id: str, name: str) -> Worker:
+        """Start a worker and return it once it answers."""
+
+    def alive(self, workers: Sequence[Worker]) -> None:
+        """Raise when a worker the scenario did not kill has exited."""
+
+
+Fault = Callable[[Harness, list[Worker], Mapping[str, str], str], dict[str, int]]
+
+
+def worker_kill(
+    h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
+) -> dict[str, int]:
+    """SIGKILL the worker mid-batch, start a new one at once."""
+    workers[0].kill9()
+    workers[0] = h.worker(env, app_id, "w0")
+    return {}
+
+
+def rebalance(
+    h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
+) -> dict[str, int]:
+    """Second worker joins (rebalance); wait 10 s; SIGKILL the first: the survivor takes
+    all partitions after the session timeout; then the first is restarted."""
+    workers.append(h.worker(env, app_id, "w1"))
+    time.sleep(10)
+    workers[0].kill9()
+    time.sleep(15)  # > session timeouts (10 s): the survivor owns everything
+    workers[0] = h.worker(env, app_id, "w0")
+    return {}
+
+
+def broker_restart(
+    h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
+) -> dict[str, int]:
+    """SIGTERM the Kafka broker, wait 5 s, start it again on the same data."""
+    h.stack.kafka.stop(timeout_s=30)
+    time.sleep(5)
+    h.stack.kafka.start(timeout_s=90)
+    for w in workers:
+        if w.proc is not None and w.proc.poll() is not None:
+            raise RuntimeError(f"worker {w.name} died with the broker:\n{w.tail()}")
+    return {}
+
+
+def redis_outage(
+    h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
+) -> dict[str, int]:
+    """SIGTERM redis-server, keep it down :data:`REDIS_OUTAGE_S` s, start it again (its
+    append-only file keeps the data, as a production Redis with AOF would)."""
+    h.stack.redis.stop(timeout_s=30)
+    time.sleep(REDIS_OUTAGE_S)
+    h.stack.redis.start()
+    h.alive(workers)
+    return {}
+
+
+def redis_flush(
+    h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
+) -> dict[str, int]:
+    """The redis-outage fault, then ``FLUSHALL``, then ``feedpipe rebuild`` (a process)."""
+    import redis
+
+    redis_outage(h, workers, env, app_id)
+    redis.Redis.from_url(h.redis_url).flushall()
+    h.log("  FLUSHALL done; feedpipe rebuild")
+    log = h.config.state_dir / "logs" / f"rebuild-{app_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "ops.cli", "rebuild"], cwd=ROOT,
+            env={**os.environ, **env, "COLUMNS": "120"}, stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, timeout=h.config.drain_timeout_s,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"feedpipe rebuild failed ({done.returncode}); log: {log}")
+    h.alive(workers)
+    return {}
+
+
+def connector_kill(
+    h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
+) -> dict[str, int]:
+    """A ``feedpipe connect`` process paginates the simulated WordPress API; SIGKILL it after
+    a third of the pages, restart it; wait until every post is in the CMS ingest topic, then
+    stop it. The check after the drain (``cms_lost`` / ``cms_doubled``) reads Redis and the
+    enrich stage's content output."""
+    from connectors.simulator import FixtureServer
+
+    name = f"faults-wp-{app_id[-8:]}"
+    posts = wp_posts(h.data_dir, WP_POSTS)
+    server = FixtureServer().__enter__()
+    server.wp_posts = posts
+    cfg = {"sources": [{
+        "name": name, "kind": "wordpress", "brand": "frontity", "url": f"{server.base}/wp-json",
+        "schedule_s": 1.0, "page_size": 5, "per_host_rps": 50.0,
+        "cursor_dir": str(h.config.state_dir / "cursors" / app_id),
+    }]}
+    path = h.config.state_dir / f"connectors-{app_id}.yaml"
+    path.write_bytes(orjson.dumps(cfg))  # JSON is YAML
+    from connectors.simulator import Fault
+
+    server.fault("/wp-json/wp/v2/posts", Fault("sleep", sleep_s=WP_DELAY_S,
+                                                when=lambda q: True, times=10**6))
+    log = h.config.state_dir / "logs" / f"connect-{app_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+
+    def spawn() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "ops.cli", "connect", name, "--config", str(path)],
+                cwd=ROOT, env={**os.environ, **env}, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    first = spawn()
+    pages = -(-WP_POSTS // 5)
+    deadline = time.monotonic() + 60
+    while len(server.requests_to("/wp-json/wp/v2/posts")) < pages // 3:
+        if time.monotonic() > deadline or first.poll() is not None:
+            raise RuntimeError(f"the connector did not paginate; log: {log}")
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    killed_at = len(server.requests_to("/wp-json/wp/v2/posts"))
+    second = spawn()
+    try:
+        want = {str(p["id"]) for p in posts}
+        deadline = time.monotonic() + 120
+        while True:
+            got = {r.get("source_id") for r in raw_cms_of(h.bootstrap, name)}
+            if want <= got:
+                break
+            if time.monotonic() > deadline or second.poll() is not None:
+                raise RuntimeError(
+                f"{len(want - got)} posts never reached {topology().ingest.cms}; log: {log}"
+            )
+            time.sleep(1.0)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(second.pid, signal.SIGTERM)
+        second.wait(30)
+        server.__exit__(None, None, None)
+    h.post_checks.append(lambda: _check_cms(h, name, posts, killed_at))
+    return {}
+
+
+def _check_cms(
+    h: Harness, source: str, posts: Sequence[Mapping[str, Any]], killed_at: int
+) -> tuple[int, int, str]:
+    """(posts missing from Redis, extra records on the enrich stage's content output, detail)
+    of the connector-kill scenario."""
+    import redis
+
+    from feedpipe.ids import content_id
+    from feedpipe.store.keys import keys
+
+    enriched = topology().stages["enrich"].output("content")
+    r = redis.Redis.from_url(h.redis_url)
+    k = keys()
+    ids = [content_id(source, str(p["id"])) for p in posts]
+    present = sum(1 for raw in r.mget([k.content(c) for c in ids]) if raw)
+    wanted = set(ids)
+    per_item: Counter[str] = Counter()
+    for key, value in consume(h.bootstrap, enriched):
+        if value is not None and key is not None and key.decode() in wanted:
+            per_item[key.decode()] += 1
+    raw = raw_cms_of(h.bootstrap, source)
+    dup_raw = len(raw) - len({x["event_id"] for x in raw})
+    return (
+        len(ids) - present,
+        sum(n - 1 for n in per_item.values() if n > 1),
+        f"connector killed after {killed_at} requests; {topology().ingest.cms} {len(raw)} "
+        f"records "
+        f"({dup_raw} re-sent after the kill, absorbed downstream), "
+        f"{len(per_item)} posts in {enriched}, {present} in Redis",
+    )
+
+
+def poison(
+    h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
+) -> dict[str, int]:
+    """Produce the poison records (:func:`poison_records`) to every consumed topic."""
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": h.bootstrap, "enable.idempotence": True,
+                  "message.max.bytes": 1_000_000})
+    sent: dict[str, int] = Counter()
+    for topic_name in poison_topics():
+        sample = next((v for _, v in consume(h.bootstrap, topic_name, limit=1) if v), None)
+        if sample is None:
+            raise RuntimeError(f"no record in {topic_name} to build poison from")
+        for key, value in poison_records(sample):
+            p.produce(topic_name, key=key, value=value)
+            sent[topic_name] += 1
+    if p.flush(60) != 0:
+        raise RuntimeError("poison records were not acknowledged")
+    return dict(sent)
+
+
+FAULTS: dict[str, Fault] = {
+    "worker-kill": worker_kill,
+    "rebalance": rebalance,
+    "broker-restart": broker_restart,
+    "redis-outage": redis_outage,
+    "redis-flush": redis_flush,
+    "connector-kill": connector_kill,
+    "poison": poison,
+}
+SCENARIOS = tuple(FAULTS)
