@@ -8,17 +8,30 @@ the group never committed counts from the log start offset. Used by ``feedpipe s
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from feedpipe.settings import settings
 from feedpipe.topology import topology
+
+# librdkafka's own log lines (e.g. one "Connection refused" every 50 ms while a broker is down)
+# go to this logger instead of stderr: a probe reports an unreachable broker once, as an error.
+# A command line without logging configured drops them (NullHandler); a worker logs them.
+_LOG = logging.getLogger("feedpipe.kafka.lag.librdkafka")
+_LOG.addHandler(logging.NullHandler())
+
+
+def _probe_config(bootstrap: str) -> dict[str, Any]:
+    """Client settings of the lag probes: the settings' connection plus the quiet logger."""
+    return {**settings().kafka_config(bootstrap), "logger": _LOG}
 
 
 def end_offsets(
@@ -27,7 +40,7 @@ def end_offsets(
     """(topic, partition) -> (low, high) watermark offsets of every partition of ``topics``."""
     consumer = Consumer(
         {
-            **settings().kafka_config(bootstrap),
+            **_probe_config(bootstrap),
             "group.id": "feedpipe-lag-probe",
             "enable.auto.commit": False,
         }
@@ -53,7 +66,7 @@ def group_lag(
     """Total lag of consumer group ``group`` per topic (messages not yet committed)."""
     topics = list(topics)
     ends = end_offsets(bootstrap, topics, timeout_s)
-    admin = AdminClient({**settings().kafka_config(bootstrap), "log_level": 3})
+    admin = AdminClient(_probe_config(bootstrap))
     req = [ConsumerGroupTopicPartitions(group, [TopicPartition(t, p) for (t, p) in ends])]
     committed: dict[tuple[str, int], int] = {}
     try:
@@ -237,16 +250,15 @@ class LagProbe:
 
     def __init__(self, bootstrap: str, timeout_s: float = 5.0) -> None:
         self.timeout_s = timeout_s
-        self._admin = AdminClient({**settings().kafka_config(bootstrap), "log_level": 3})
+        self._admin = AdminClient(_probe_config(bootstrap))
         self._consumer = Consumer(
             {
-                **settings().kafka_config(bootstrap),
+                **_probe_config(bootstrap),
                 "group.id": "feedpipe-lag-probe",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "max.partition.fetch.bytes": 65536,
                 "fetch.wait.max.ms": 50,
-                "log_level": 3,
             }
         )
         self._ts_cache: dict[tuple[str, int, int], int | None] = {}
