@@ -64,7 +64,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from feedpipe.store import scripts
 from feedpipe.store.interning import ITEMS, ItemTable
+from feedpipe.store.keys import keys
 
 MAGIC = b"\xffFP1"
 MAGIC2 = b"\xffFP2"
@@ -463,3 +465,25 @@ def _decode_compact(raw: bytes) -> Feed:
         raise ValueError(f"{len(raw) - pos} trailing bytes")
     header["items"] = items
     return header
+
+
+# -- writes of fp:feed:{user} --------------------------------------------------------------
+
+
+def queue_feeds(pipe: Any, values: dict[str, bytes], ttl_s: int | None) -> None:
+    """Queue the SET of user -> encoded feed: with EX ``ttl_s`` (one SET_EX_MANY call), or
+    keeping each key's TTL when ``ttl_s`` is None (a re-rank of a live user)."""
+    k = keys()
+    if ttl_s is None:
+        for u, v in values.items():
+            pipe.set(k.feed(u), v, keepttl=True)
+    elif values:
+        pipe.eval(
+            scripts.SET_EX_MANY, len(values), *[k.feed(u) for u in values], ttl_s,
+            *values.values(),
+        )
+
+
+def queue_delete(pipe: Any, user_id: str) -> None:
+    """Queue the deletion of the user's feed."""
+    pipe.delete(keys().feed(user_id))
