@@ -65,7 +65,7 @@ import numpy as np
 import orjson
 
 from feedpipe.store import scripts
-from feedpipe.store.interning import ITEMS, ItemTable
+from feedpipe.store.interning import ITEMS, ItemTable, resolve
 from feedpipe.store.keys import keys
 
 MAGIC = b"\xffFP1"
@@ -487,3 +487,13 @@ def queue_feeds(pipe: Any, values: dict[str, bytes], ttl_s: int | None) -> None:
 def queue_delete(pipe: Any, user_id: str) -> None:
     """Queue the deletion of the user's feed."""
     pipe.delete(keys().feed(user_id))
+
+
+async def read_raw(r: Any, user_ids: list[str]) -> list[Any]:
+    """The stored feeds of ``user_ids`` (raw, None where missing), one MGET with the item-table
+    generation; the table is synced and the ordinals resolved for :func:`decode_feed`."""
+    k = keys()
+    raws = list(await r.mget([*(k.feed(u) for u in user_ids), k.item_gen()]))
+    ITEMS.sync(raws.pop())
+    await resolve(r, [o for raw in raws for o in feed_ordinals(raw)])
+    return raws

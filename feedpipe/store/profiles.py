@@ -332,3 +332,9 @@ async def read_raw(r: Any, user_ids: Sequence[str], feeds: bool = False) -> list
     ITEMS.sync(raws.pop())
     await resolve(r, stored_ordinals(raws))
     return raws
+
+
+async def existing(r: Any, user_ids: Sequence[str]) -> list[bool]:
+    """Whether each user of ``user_ids`` has a stored profile (one MGET)."""
+    k = keys()
+    return [raw is not None for raw in await r.mget([k.profile(u) for u in user_ids])]
