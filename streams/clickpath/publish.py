@@ -7,8 +7,8 @@ Outputs (topology.yaml ``stages.clickpath``; keys user_id):
 * ``outputs.feeds`` (feeds.updated, compacted): feedpipe.UserFeed when the ranked list moved,
   a tombstone per erased user;
 * ``dlq`` (reader.events.dlq): feedpipe.DeadLetter of rejected and late events;
-* the input topic (reader.events): 'resolve' events for clicks whose item arrived while they
-  were written (:func:`release_arrived`).
+* ``outputs.reader_events`` (reader.events, the click path's own input): 'resolve' events for
+  clicks whose item arrived while they were written (:func:`release_arrived`).
 
 Every function queues records through ``send`` and returns their delivery awaitables; the
 consumer awaits them all before it commits the batch's offsets (at-least-once outputs).
@@ -116,7 +116,7 @@ async def release_arrived(send: Send, content_ids: Sequence[str]) -> Deliveries:
     waiting = await pending_store.take(r, arrived)
     enc = codec("ReaderEvent").encode
     now = datetime.now(UTC)
-    topic = stage().input
+    topic = stage().output("reader_events")
     out: Deliveries = []
     for cid, members in zip(arrived, waiting, strict=True):
         for raw_user in members:
