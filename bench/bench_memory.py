@@ -114,11 +114,8 @@ async def load(users: int, seed: int, fmt: str, profile_fmt: str) -> list[str]:
             ids.append(uid)
             key = uid.encode()
             for ev in streams[orig]:
-                recs.append(
-                    Record(
-                        topo.ingest.reader_events, part, offsets[part], key, enc({**ev, "user_id": uid})
-                    )
-                )
+                value = enc({**ev, "user_id": uid})
+                recs.append(Record(topo.ingest.reader_events, part, offsets[part], key, value))
                 offsets[part] += 1
         await path.apply_partition(part, recs)
         events += len(recs)

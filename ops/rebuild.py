@@ -16,7 +16,8 @@ click path's input log) through the click path's own code. A rebuild therefore i
    offset at the start, in batches, through
    :meth:`streams.clickpath.path.ClickPath.apply_partition` with nothing published (its
    outputs are already in their topics): the same code, the same order per partition, the
-   same offset-watermark transaction, so the result is what the live pipeline computed, and a rebuild that dies half-way resumes where its watermark stands;
+   same offset-watermark transaction, so the result is what the live pipeline computed, and
+   a rebuild that dies half-way resumes where its watermark stands;
 4. **release**: the holds are deleted; live click paths continue from their committed offsets
    (records the rebuild already applied are at or below the watermark: skipped).
 
