@@ -1,6 +1,6 @@
 """Storage codec of ranked feeds (``fp:feed:{user}``): JSON or a compact binary form.
 
-The feed document (streams/feeds.py :func:`feed_json`) is a dict: ``user_id``,
+The feed document (streams/clickpath/catalogue.py :func:`feed_json`) is a dict: ``user_id``,
 ``profile_version``, ``stats_version``, ``catalogue_version``, ``generated_at`` (epoch ms),
 ``ranker``, ... and ``items``: a list of dicts, item *i* having ``content_id``, ``rank`` (= i+1),
 its score and score components (floats, e.g. ``score``, ``affinity``, ``recency``,
