@@ -11,16 +11,16 @@ connector's event generator: history clicks, impressions, clicks, ~350k events) 
 catalogue (``news.tsv`` rows as ranking features: brand mind, categories and topics from the
 category and subcategory):
 
-1. **clickpath**: :func:`streams.clickpath.run_consumer` (the worker's code) in this process:
-   aiokafka ``getmany``, whole partition batches, one MULTI/EXEC per batch, vectorised ranking,
-   outputs through librdkafka (:class:`streams.delivery.AsyncProducer`); run a second time with
-   the previous aiokafka producer for the ratio (``--repeat N``: N interleaved runs of each,
-   medians; the machine is shared, so single runs are noisy);
-2. **aiokafka per-event**: a hand-written aiokafka consumer doing the same profile and feed
-   update for each event (GET profile, admit + apply the event, rank, SET profile + feed, item
-   stats, one pipeline per event), committing after each ``getmany``;
-3. **faust per-event**: a Faust worker (subprocess) whose agent does the same per-event update
-   for each event of its stream.
+1. **clickpath**: :func:`streams.clickpath.consumer.run_consumer` (the worker's code) in this
+   process: aiokafka ``getmany``, whole partition batches, one MULTI/EXEC per batch, vectorised
+   ranking, outputs through librdkafka (:class:`feedpipe.kafka.producer.AsyncProducer`); run a
+   second time with an aiokafka producer for the ratio (``--repeat N``: N interleaved runs of
+   each, medians; the machine is shared, so single runs are noisy);
+2. **aiokafka per-event** (bench/baseline_per_event.py): a hand-written aiokafka consumer doing
+   the same profile and feed update for each event (GET profile, admit + apply the event, rank,
+   SET profile + feed, item stats, one pipeline per event), committing after each ``getmany``;
+3. **faust per-event** (bench/baseline_per_event.py): a Faust worker (subprocess) whose agent
+   does the same per-event update for each event of its stream.
 
 Each variant starts from an empty Redis holding only the catalogue and uses a fresh consumer
 group. Rates are events / seconds from the first record fetched to the last batch applied
@@ -32,56 +32,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from feedpipe.ids import content_id  # noqa: E402
-from feedpipe.model.admission import admit_events  # noqa: E402
-from feedpipe.model.item import CandidateMatrix, Meta  # noqa: E402
-from feedpipe.model.profile import Event, apply_events, new_profile  # noqa: E402
+from baseline_per_event import (  # noqa: E402
+    FEED_FORMAT,
+    catalogue_metas,
+    reader_topic,
+    run_aiokafka_per_event,
+    run_faust_per_event,
+)
+
+from feedpipe.model.item import Meta  # noqa: E402
 from feedpipe.settings import settings  # noqa: E402
 from feedpipe.store.keys import keys  # noqa: E402
-from feedpipe.topology import slug, topology  # noqa: E402
+from feedpipe.topology import topology  # noqa: E402
 from feedpipe.wire.codec import codec  # noqa: E402
 
 RESULT_ENV = "FEEDPIPE_BENCH_RESULT"
-FEED_FORMAT: list[str] = [topology().ranking.feed_format]  # --feed-format overrides
 
 
 def use_feed_format(fmt: str) -> None:
     """Make the click path (and the baselines) store feeds in ``fmt`` for this process."""
-    from streams import clickpath
+    from streams.clickpath import write
 
     topo = topology()
     patched = topo.model_copy(
         update={"ranking": topo.ranking.model_copy(update={"feed_format": fmt})}
     )
-    clickpath.topology = lambda: patched  # type: ignore[assignment]
+    write.topology = lambda: patched  # type: ignore[assignment]
     FEED_FORMAT[0] = fmt
-
-
-def catalogue_metas() -> list[Meta]:
-    """MIND news.tsv rows as ranking features (read in place)."""
-    out = []
-    path = settings().data_dir / "mind" / "news.tsv"
-    with path.open(encoding="utf-8", newline="") as fh:
-        for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
-            nid, cat, sub = row[0], row[1], row[2]
-            cats = tuple(topology().map_categories("mind", [cat, sub]))
-            out.append(Meta(content_id("mind", nid), "mind", cats, (slug(cat), slug(sub)), None))
-    return out
 
 
 def load_catalogue(metas: list[Meta]) -> None:
@@ -105,40 +93,25 @@ def load_catalogue(metas: list[Meta]) -> None:
 
 def produce_events() -> int:
     """Recreate the topics and publish the MIND behaviour events; return how many."""
-    from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient
 
-    from connectors.files.mind import mind_behavior_events
-    from connectors.records import Keyed
+    from connectors.replay import Keyed, mind_behavior_events
+    from feedpipe.kafka.producer import IdempotentProducer
     from feedpipe.kafka.topics import recreate
 
     bootstrap = settings().kafka_bootstrap
     recreate(topology(), AdminClient({"bootstrap.servers": bootstrap}))
     enc = codec("ReaderEvent").encode
-    p = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "partitioner": "murmur2_random",
-            "linger.ms": 20,
-            "compression.type": "lz4",
-        }
-    )
+    p = IdempotentProducer(bootstrap, client_id="bench-clicks", config={"linger.ms": 20})
+    topic = reader_topic()
     n = 0
     path = settings().data_dir / "mind" / "behaviors.tsv"
     for item in mind_behavior_events(path, "mind", topology().profiles.history_click_spacing_s):
         if not isinstance(item, Keyed):
             continue
-        while True:
-            try:
-                p.produce("reader.events", key=item.key.encode(), value=enc(item.record))
-                break
-            except BufferError:
-                p.poll(0.1)
+        p.produce(topic, item.key.encode(), enc(item.record))
         n += 1
-        if n % 10_000 == 0:
-            p.poll(0)
-    assert p.flush(60) == 0
+    p.flush(60)
     return n
 
 
@@ -148,10 +121,11 @@ def produce_events() -> int:
 def run_clickpath(total: int, producer_client: str = "librdkafka") -> float:
     """Run the worker's click path until ``total`` records are applied; return events/s.
 
-    ``producer_client``: the output producer, ``librdkafka`` (the worker's default) or
-    ``aiokafka`` (the click path's previous send path, for the ratio)."""
+    ``producer_client``: the output producer, ``librdkafka`` (the worker's) or ``aiokafka``
+    (for the ratio)."""
     from streams import runtime
-    from streams.clickpath import BatchResult, run_consumer
+    from streams.clickpath.consumer import run_consumer
+    from streams.clickpath.records import BatchResult
 
     runtime.redis_client.cache_clear()
     state: dict[str, float] = {"n": 0, "t_first": 0.0, "t_last": 0.0}
@@ -177,153 +151,6 @@ def run_clickpath(total: int, producer_client: str = "librdkafka") -> float:
     return state["n"] / (state["t_last"] - state["t_first"])
 
 
-# -- the per-event update shared by both baselines --------------------------------------------
-
-
-class PerEvent:
-    """The same profile + feed update as the click path, one event at a time."""
-
-    def __init__(self, redis: Any, metas: list[Meta]) -> None:
-        self.r = redis
-        self.k = keys()
-        self.metas = {m.content_id: m for m in metas}
-        self.matrix = CandidateMatrix(metas)
-        self.dec = codec("ReaderEvent").decode
-
-    async def update(self, value: bytes) -> None:
-        """Decode, read the profile, admit + apply the event, rank, write profile and feed."""
-        from feedpipe.rank.rankers import rank_users
-        from feedpipe.store.feeds import encode_feed
-        from streams.feeds import REGISTRY, feed_json
-
-        spec, rspec = topology().profiles, topology().ranking
-        rec = self.dec(value)
-        u = rec["user_id"]
-        at = int(rec["occurred_at"].timestamp() * 1000)
-        ev = Event(rec["event_id"], rec["type"], rec["content_id"], at, rec["origin"])
-        raw = await self.r.get(self.k.profile(u))
-        p = orjson.loads(raw) if raw else new_profile(u, at // 86_400_000 * 86_400_000, spec)
-        adm = admit_events(p, [ev], spec)
-        apply_events(p, adm.accepted, self.metas, spec)
-        p["version"] += 1
-        items = rank_users([p], self.matrix, {}, rspec, REGISTRY.current())[0]
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.set(self.k.profile(u), orjson.dumps(p))
-            pipe.set(self.k.feed(u), encode_feed(feed_json(u, p, items, 0), FEED_FORMAT[0]))
-            if rec["origin"] == "live" and adm.accepted:
-                field = "impressions" if rec["type"] == "impression" else "clicks"
-                pipe.hincrby(self.k.stats(rec["content_id"]), field, 1)
-            await pipe.execute()
-
-
-def run_aiokafka_per_event(limit: int, metas: list[Meta]) -> float:
-    """Hand-written aiokafka consumer, per-event updates; return events/s."""
-    import redis.asyncio as aioredis
-    from aiokafka import AIOKafkaConsumer
-
-    async def go() -> float:
-        r = aioredis.Redis.from_url(settings().redis_url)
-        upd = PerEvent(r, metas)
-        c = AIOKafkaConsumer(
-            "reader.events",
-            bootstrap_servers=settings().kafka_bootstrap,
-            group_id=f"bench-aiokafka-{uuid.uuid4().hex[:8]}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await c.start()
-        n, t_first = 0, 0.0
-        try:
-            while n < limit:
-                got = await c.getmany(timeout_ms=500, max_records=2000)
-                if got and not n:
-                    t_first = time.perf_counter()
-                for recs in got.values():
-                    for m in recs:
-                        await upd.update(m.value)
-                        n += 1
-                if got:
-                    await c.commit()
-            return n / (time.perf_counter() - t_first)
-        finally:
-            await c.stop()
-            await r.aclose()
-
-    return asyncio.run(go())
-
-
-# -- variant 3: naive per-event Faust (run in a subprocess: `--faust-worker N`) ---------------
-
-
-def faust_worker(limit: int, out: Path) -> None:
-    """A Faust worker whose agent applies each event with :class:`PerEvent`; writes the rate
-    to ``out`` after ``limit`` events."""
-    import faust
-    import redis.asyncio as aioredis
-
-    s = settings()
-    app = faust.App(
-        f"bench-faust-{uuid.uuid4().hex[:8]}",
-        broker="kafka://" + s.kafka_bootstrap,
-        store="memory://",
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        broker_session_timeout=10.0,
-    )
-    topic = app.topic(
-        "reader.events", key_type=bytes, value_type=bytes, key_serializer="raw",
-        value_serializer="raw", internal=False,
-    )
-    metas = catalogue_metas()
-
-    @app.agent(topic)
-    async def naive(stream: Any) -> None:
-        upd = PerEvent(aioredis.Redis.from_url(s.redis_url), metas)
-        n, t_first = 0, 0.0
-        async for value in stream:
-            if not n:
-                t_first = time.perf_counter()
-            await upd.update(value)
-            n += 1
-            if n == limit:
-                out.write_text(str(n / (time.perf_counter() - t_first)))
-
-    sys.argv = [sys.argv[0], "worker", "-l", "warn", "--without-web"]
-    app.main()
-
-
-def run_faust_per_event(limit: int) -> float:
-    """Start the Faust worker subprocess, wait for its result, stop it; return events/s."""
-    out = ROOT / ".bench-faust-result"
-    out.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--faust-worker", str(limit), "--out", str(out),
-         "--feed-format", FEED_FORMAT[0]],
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 900
-        while not out.exists() or not out.read_text():
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-                raise RuntimeError(f"faust worker exited {proc.returncode}: {err}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("faust worker did not finish")
-            time.sleep(0.5)
-        return float(out.read_text())
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        out.unlink(missing_ok=True)
-
-
 def main() -> None:
     """Run the three variants and print events/s and ratios."""
     ap = argparse.ArgumentParser()
@@ -333,13 +160,8 @@ def main() -> None:
     ap.add_argument("--clickpath-only", action="store_true",
                     help="skip the per-event baselines (profiling; prints no baseline ratio)")
     ap.add_argument("--feed-format", choices=["json", "compact"], default=FEED_FORMAT[0])
-    ap.add_argument("--faust-worker", type=int, default=0, help=argparse.SUPPRESS)
-    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     use_feed_format(args.feed_format)
-    if args.faust_worker:
-        faust_worker(args.faust_worker, args.out)
-        return
     metas = catalogue_metas()
     t0 = time.perf_counter()
     total = produce_events()

@@ -10,7 +10,7 @@ Data: MIND ``behaviors.tsv`` read in place through the replay connector's event 
 event stream of a drawn user under the id ``{user}.r{i}``, so the per-user event counts follow
 the log's distribution. The catalogue is news.tsv as ranking features (bench_clicks.py).
 
-Path: the worker's own code, :class:`streams.clickpath.ClickPath` ``apply_partition`` (Avro
+Path: the worker's own code, :class:`streams.clickpath.path.ClickPath` ``apply_partition`` (Avro
 decode, dedup, profile update, ranking, one MULTI/EXEC per batch) with ``publish=False`` (the
 Kafka sends are not what is measured), 400 users per partition batch over 16 partitions, the
 feed stored in ``--format`` (``ranking.feed_format``; default compact: interned item ordinals,
@@ -79,13 +79,16 @@ def pct(xs: list[int], q: float) -> float:
 
 async def load(users: int, seed: int, fmt: str, profile_fmt: str) -> list[str]:
     """Resample ``users`` users and apply their events through ClickPath; return their ids."""
-    from streams import clickpath, runtime
+    from streams import runtime
+    from streams.clickpath import write
+    from streams.clickpath.path import ClickPath
+    from streams.clickpath.records import Record
 
     topo = topology()
     ranking = topo.ranking.model_copy(update={"feed_format": fmt})
     profiles = topo.profiles.model_copy(update={"profile_format": profile_fmt})
     patched = topo.model_copy(update={"ranking": ranking, "profiles": profiles})
-    clickpath.topology = lambda: patched  # type: ignore[assignment]
+    write.topology = lambda: patched  # type: ignore[assignment]
 
     streams = user_streams()
     originals = sorted(streams)
@@ -98,25 +101,22 @@ async def load(users: int, seed: int, fmt: str, profile_fmt: str) -> list[str]:
         return done
 
     runtime.redis_client.cache_clear()
-    path = clickpath.ClickPath(send, publish=False)
+    path = ClickPath(send, publish=False)
     offsets = [0] * PARTITIONS
     ids: list[str] = []
     events = 0
     t0 = time.perf_counter()
     for lo in range(0, users, USERS_PER_BATCH):
         part = (lo // USERS_PER_BATCH) % PARTITIONS
-        recs: list[clickpath.Record] = []
+        recs: list[Record] = []
         for i in range(lo, min(users, lo + USERS_PER_BATCH)):
             orig = rng.choice(originals)
             uid = f"{orig}.r{i}"
             ids.append(uid)
             key = uid.encode()
             for ev in streams[orig]:
-                recs.append(
-                    clickpath.Record(
-                        "reader.events", part, offsets[part], key, enc({**ev, "user_id": uid})
-                    )
-                )
+                value = enc({**ev, "user_id": uid})
+                recs.append(Record(topo.ingest.reader_events, part, offsets[part], key, value))
                 offsets[part] += 1
         await path.apply_partition(part, recs)
         events += len(recs)

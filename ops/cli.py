@@ -128,7 +128,8 @@ def apikey_revoke(key_id: Annotated[str, typer.Argument(help="key id, e.g. k_3f9
 
 @cli.command()
 def worker() -> None:
-    """Run the Faust worker (all four agents) in the foreground."""
+    """Run the Faust worker (the normalise and enrich agents and the click path) in the
+    foreground."""
     s = settings()
     raise SystemExit(subprocess.call(services.worker_service(s).args, cwd=ROOT))
 

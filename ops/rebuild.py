@@ -6,17 +6,18 @@ pending, active and audience sets and the offset watermarks derive from ``reader
 click path's input log) through the click path's own code. A rebuild therefore is:
 
 1. **hold**: ``fp:rebuild:reader.events:{p}`` is set for every partition, so a live click path
-   applies nothing there meanwhile (streams/clickpath.py: it also holds a partition whose
+   applies nothing there meanwhile (streams/clickpath/consumer.py: it also holds a partition whose
    watermark is missing while the log has older records: a wiped Redis, before anyone ran
    this command);
 2. **content**: every record of ``content.enriched`` up to its end offsets at the start, newest
-   per key, through the enrich stage's :func:`streams.enrich.materialise` (content-hash and
-   event-time guarded, so concurrent enrich writes are never moved backwards);
+   per key, through the enrich stage's :func:`streams.stages.enrich.materialise` (content-hash
+   and event-time guarded, so concurrent enrich writes are never moved backwards);
 3. **reader events**: each partition of ``reader.events`` from its log start to its end
-   offset at the start, in batches, through :meth:`streams.clickpath.ClickPath.apply_partition`
-   with nothing published (its outputs are already in their topics): the same code, the same
-   order per partition, the same offset-watermark transaction, so the result is what the live
-   pipeline computed, and a rebuild that dies half-way resumes where its watermark stands;
+   offset at the start, in batches, through
+   :meth:`streams.clickpath.path.ClickPath.apply_partition` with nothing published (its
+   outputs are already in their topics): the same code, the same order per partition, the
+   same offset-watermark transaction, so the result is what the live pipeline computed, and
+   a rebuild that dies half-way resumes where its watermark stands;
 4. **release**: the holds are deleted; live click paths continue from their committed offsets
    (records the rebuild already applied are at or below the watermark: skipped).
 
@@ -41,15 +42,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from feedpipe.errors import SerializationError
+from feedpipe.store import audience as audience_store
+from feedpipe.store import content as content_store
+from feedpipe.store import partitions as partition_store
 from feedpipe.store.keys import keys
 from feedpipe.topology import topology
 from feedpipe.wire.codec import codec
 
-READER_TOPIC = "reader.events"
-CONTENT_TOPIC = "content.enriched"
 BATCH_RECORDS = 20_000  # records per click-path batch (the live loop's MAX_RECORDS)
 CONTENT_BATCH = 500
 
@@ -112,10 +112,10 @@ async def rebuild(bootstrap: str, progress: Progress | None = None) -> RebuildRe
 
     report = RebuildReport()
     r = redis_client()
-    k = keys()
-    parts = range(topology().topics[READER_TOPIC].partitions)
+    reader_topic = topology().stages["clickpath"].input
+    parts = range(topology().topics[reader_topic].partitions)
     started = datetime.now(UTC).isoformat()
-    await r.mset({k.rebuilding(READER_TOPIC, p): started for p in parts})
+    await partition_store.hold(r, reader_topic, parts, started)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
         max_partition_fetch_bytes=8 << 20, fetch_max_bytes=32 << 20,
@@ -129,13 +129,13 @@ async def rebuild(bootstrap: str, progress: Progress | None = None) -> RebuildRe
         t0 = time.monotonic()
         for p in parts:
             report.reader_records[p] = await _reader_partition(
-                consumer, TopicPartition(READER_TOPIC, p), progress
+                consumer, TopicPartition(reader_topic, p), progress
             )
         report.seconds["reader"] = time.monotonic() - t0
         report.celebrities = await _celebrities()
     finally:
         await consumer.stop()
-    await r.delete(*[k.rebuilding(READER_TOPIC, p) for p in parts])
+    await partition_store.release(r, reader_topic, parts)
     return report
 
 
@@ -171,8 +171,8 @@ async def _content(consumer: Any, report: RebuildReport, progress: Progress | No
     """Step 2: content.enriched -> content, meta, catalogue (newest record per item)."""
     from aiokafka import TopicPartition
 
-    from streams.enrich import content_json, materialise
     from streams.runtime import until_redis_answers
+    from streams.stages.enrich import content_json, materialise
 
     dec = codec("EnrichedContent").decode
     newest: dict[bytes, bytes | None] = {}
@@ -182,9 +182,10 @@ async def _content(consumer: Any, report: RebuildReport, progress: Progress | No
             if rec.key is not None:
                 newest[rec.key] = rec.value
 
+    content_topic = topology().stages["enrich"].output("content")
     tps = [
-        TopicPartition(CONTENT_TOPIC, p)
-        for p in range(topology().topics[CONTENT_TOPIC].partitions)
+        TopicPartition(content_topic, p)
+        for p in range(topology().topics[content_topic].partitions)
     ]
     report.content_records = await _read_to_end(consumer, tps, keep, "content", progress)
     docs = []
@@ -203,7 +204,7 @@ async def _content(consumer: Any, report: RebuildReport, progress: Progress | No
 
 async def _reader_partition(consumer: Any, tp: Any, progress: Progress | None) -> int:
     """Step 3: one reader.events partition through the click path, nothing published."""
-    from streams.clickpath import ClickPath
+    from streams.clickpath.path import ClickPath
     from streams.runtime import until_redis_answers
 
     path = ClickPath(_noop_send, publish=False)
@@ -211,45 +212,33 @@ async def _reader_partition(consumer: Any, tp: Any, progress: Progress | None) -
     async def apply(_tp: Any, recs: list[Any]) -> None:
         await until_redis_answers("rebuild: click path", path.apply_partition, tp.partition, recs)
 
-    return await _read_to_end(consumer, [tp], apply, f"{READER_TOPIC}[{tp.partition}]", progress)
+    return await _read_to_end(consumer, [tp], apply, f"{tp.topic}[{tp.partition}]", progress)
 
 
 async def _celebrities() -> int:
     """Step 3b: re-decide celebrity status of every catalogue item from the rebuilt audiences
     (the enrich stage's rule: audience over ``fanout.celebrity_audience``)."""
     from feedpipe.model.item import Meta
-    from feedpipe.rank.fanout import AUDIENCE_SCRIPT, audience_keys, is_celebrity, parse_audience
+    from feedpipe.rank.fanout import audience_keys, is_celebrity, parse_audience
     from streams.runtime import redis_client
 
     topo = topology()
     r = redis_client()
     k = keys()
-    metas: list[Meta] = []
-    cursor = 0
-    while True:
-        cursor, found = await r.scan(cursor, match=k.meta("*"), count=1000)
-        raws = await r.mget(found) if found else []
-        metas += [Meta.from_json(orjson.loads(raw)) for raw in raws if raw]
-        if cursor == 0:
-            break
+    metas = [Meta.from_json(m) for m in await content_store.all_metas(r)]
     n = 0
     for i in range(0, len(metas), CONTENT_BATCH):
         chunk = metas[i : i + CONTENT_BATCH]
-        async with r.pipeline(transaction=False) as pipe:
-            for m in chunk:
-                keys_ = audience_keys(m, k)
-                pipe.eval(AUDIENCE_SCRIPT, len(keys_), *keys_, topo.fanout.celebrity_audience)
-            replies = await pipe.execute()
+        replies = await audience_store.sizes(
+            r, [audience_keys(m, k) for m in chunk], topo.fanout.celebrity_audience
+        )
         celebrities = []
         for m, reply in zip(chunk, replies, strict=True):
             size, members = parse_audience(reply)
             if members is None or is_celebrity(size, topo.fanout):
                 celebrities.append(m)
-        if celebrities:
-            async with r.pipeline(transaction=True) as pipe:
-                for m in celebrities:
-                    pipe.zadd(k.celebrity(m.brand), {m.content_id: m.published_at or 0})
-                pipe.incr(k.celebrity_version())
-                await pipe.execute()
-            n += len(celebrities)
+        await content_store.add_celebrities(
+            r, [(m.brand, m.content_id, m.published_at or 0) for m in celebrities]
+        )
+        n += len(celebrities)
     return n

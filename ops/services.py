@@ -35,7 +35,8 @@ class Service:
 
 
 def worker_service(s: Settings) -> Service:
-    """The Faust worker (all four agents), ready when its web server answers."""
+    """The Faust worker (the normalise and enrich agents and the click path), ready when its web
+    server answers."""
     return Service(
         "worker",
         [

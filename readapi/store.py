@@ -8,8 +8,9 @@ In-memory views (one API process):
 
 * **Content summaries**, the fields a feed item shows, per content id (``None`` for a vanished
   id). The cache is tagged with ``fp:catalogue:version``, which the enrich stage increments in
-  the same MULTI/EXEC as every content write or delete (streams/enrich.py ``materialise``); the
-  version is read in the same MGET as the feed, and the whole cache is dropped when it moved,
+  the same MULTI/EXEC as every content write or delete (streams/stages/enrich.py
+  ``materialise``); the version is read in the same MGET as the feed, and the whole cache is
+  dropped when it moved,
   so a served summary is never older than the catalogue version the request saw. Entries also
   expire after :data:`SUMMARY_TTL_S` and the cache is cleared past :data:`SUMMARY_MAX` ids.
 * **Trending snapshots**, the last trending (or latest) list read per brand; served while

@@ -1,6 +1,6 @@
-"""``python -m streams worker`` runs the Faust worker with all four agents."""
+"""``python -m streams worker`` runs the Faust worker: the normalise and enrich agents and the
+click path service (streams/worker.py)."""
 
-from streams.app import app, load_stages
+from streams.worker import main
 
-load_stages()
-app.main()
+main()

@@ -1,23 +1,32 @@
-"""The Faust app: one worker process runs the four chained agents.
+"""The Faust app of the worker: built here, its stages registered by streams/worker.py.
+
+One worker process runs three stages (topology.yaml ``stages``):
 
     cms.raw -normalise-> content.normalised -enrich-> content.enriched (+ Redis content)
-    reader.events -profiles-> profiles.updated (+ Redis profiles) -feeds-> feeds.updated
-    (+ Redis feeds)
+    reader.events -clickpath-> profiles.updated, feeds.updated (+ Redis profiles and feeds)
+
+* two Faust agents, :mod:`streams.stages.normalise` and :mod:`streams.stages.enrich`
+  (``kind: agent``): per-record work is heavy (parsing, enrichment), volumes are small;
+* the click path, :mod:`streams.clickpath` (``kind: service``): a Faust service in the same
+  worker running its own aiokafka batch consumer under its own consumer group. Reader events
+  are the volume: Faust's per-event machinery (stream iteration, acks, one send per event,
+  changelog writes) costs ~17x against hand-written batch code, and a Faust table cannot be
+  modified inside ``stream.take`` (faust-streaming/faust#497), so the click path folds whole
+  partition batches and applies each in one Redis transaction instead.
+
+This module imports no stage: stages import :data:`app` and :func:`topic` to register
+themselves, and streams/worker.py imports the stage modules (``python -m streams worker``).
 
 Topics are declared in topology.yaml and created by ``feedpipe topics apply`` before workers
 start (``topic_allow_declare=False``: the app never creates or reshapes them). Values travel as
-raw bytes in the Confluent Avro framing (feedpipe.wire.codec); agents decode them themselves so an
-undecodable record goes to the DLQ instead of crashing the stream. State lives in Redis, written
-idempotently (see each stage's docstring); Faust tables are not used (they cannot be updated
-inside ``stream.take``, faust-streaming/faust#497).
+raw bytes in the Confluent Avro framing (feedpipe.wire.codec); agents decode them themselves so
+an undecodable record goes to the DLQ instead of crashing the stream. State lives in Redis,
+written idempotently (see each stage's docstring); Faust tables are not used.
 
 Operations: the worker's web server (127.0.0.1:``worker_web_port``) serves Prometheus text at
 ``/metrics`` (feedpipe.monitoring.metrics; records sent per agent are counted by
-:class:`SendCounter`), and
-an ops timer probes consumer lag and publishes the ops snapshot to Redis every
-``feedpipe.monitoring.snapshot.OPS_INTERVAL_S`` seconds (:func:`ops_tick`).
-
-Run with ``feedpipe worker`` (or ``python -m streams worker -l info``).
+:class:`SendCounter`), and an ops timer probes consumer lag and publishes the ops snapshot to
+Redis every ``feedpipe.monitoring.snapshot.OPS_INTERVAL_S`` seconds (:func:`ops_tick`).
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from feedpipe.monitoring.exporter import OpsExporter
 from feedpipe.monitoring.snapshot import OPS_INTERVAL_S
 from feedpipe.settings import Settings, settings
 from feedpipe.topology import topology
+from streams.runtime import redis_client
 
 log = logging.getLogger("feedpipe.streams.ops")
 
@@ -143,8 +153,6 @@ async def ops_tick() -> None:
 
     Failures are logged and retried at the next tick; they never stop the worker.
     """
-    from streams.runtime import redis_client
-
     exporter = _ops_exporter()
     try:
         rows, evaluations = await asyncio.to_thread(exporter.probe_lag)
@@ -169,11 +177,3 @@ def topic(name: str) -> faust.TopicT:
         partitions=spec.partitions,
         internal=False,
     )
-
-
-def load_stages() -> None:
-    """Import the stage modules so their agents register on ``app``."""
-    import streams.enrich
-    import streams.feeds
-    import streams.normalise
-    import streams.profiles  # noqa: F401

@@ -1,10 +1,11 @@
-"""Runtime helpers shared by the agents: the Redis client, DLQ records, batch grouping.
+"""Runtime helpers shared by the worker's stages (the normalise and enrich agents, the click
+path): the Redis client and its outage wait, DLQ records, batch grouping, resolve events.
 
-Instrumentation (feedpipe.monitoring.metrics) is built in here so every stage gets it without code
-of its
-own: :func:`take_events` counts events in, times each batch (processing time per batch and per
-event) and records freshness (Kafka record time -> batch done) per agent; :func:`dead_letter`
-counts DLQ records by stage and reason; the Redis client counts connection/timeout errors.
+Instrumentation (feedpipe.monitoring.metrics) is built in here so every stage gets it without
+code of its own: :func:`take_events` counts events in, times each batch (processing time per
+batch and per event) and records freshness (Kafka record time -> batch done) per agent;
+:func:`dead_letter` counts DLQ records by stage and reason; the Redis client counts
+connection/timeout errors.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from functools import cache
@@ -29,10 +29,8 @@ from redis.backoff import ExponentialWithJitterBackoff
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponential
 
 from feedpipe.ids import event_id
-from feedpipe.model.profile import Event
 from feedpipe.monitoring import metrics
 from feedpipe.settings import settings
-from feedpipe.store.keys import keys
 from feedpipe.wire.codec import codec
 
 log = logging.getLogger("feedpipe.streams")
@@ -168,14 +166,6 @@ def dead_letter_value(
     )
 
 
-def by_partition(events: Sequence[EventT]) -> dict[tuple[str, int], list[EventT]]:
-    """Group a batch by (topic, partition), keeping offset order within each group."""
-    groups: dict[tuple[str, int], list[EventT]] = defaultdict(list)
-    for e in events:
-        groups[(e.message.topic, e.message.partition)].append(e)
-    return groups
-
-
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:
     """Run CPU-bound ``fn(*args)`` in the default executor so the event loop keeps heartbeating."""
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
@@ -212,11 +202,6 @@ async def _instrumented(
                 metrics.observe_freshness(name, now - float(ts))
 
 
-def as_str(value: object) -> str:
-    """Redis/Kafka key (bytes or str) -> str."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def ms(dt: datetime | int | None) -> int | None:
     """Datetime (tz-aware) or epoch ms -> epoch ms; None stays None."""
     if dt is None or isinstance(dt, int):
@@ -224,52 +209,15 @@ def ms(dt: datetime | int | None) -> int | None:
     return int(dt.timestamp() * 1000)
 
 
-def reader_event(rec: dict[str, Any]) -> Event:
-    """A decoded ``feedpipe.ReaderEvent`` (schemas/reader_event.avsc) as the profile code's
-    :class:`feedpipe.model.profile.Event` (event time in epoch ms, 0 when missing; dwell in ms or
-    None). Used by the click path and the per-event profiles agent alike."""
-    return Event(
-        rec["event_id"],
-        rec["type"],
-        rec["content_id"],
-        ms(rec["occurred_at"]) or 0,
-        rec["origin"],
-        rec.get("dwell_ms"),
-    )
-
-
-async def release_pending(content_ids: list[str]) -> int:
-    """Send 'resolve' events for users whose clicks waited for ``content_ids``; return the count."""
-    if not content_ids:
-        return 0
-    r = redis_client()
-    k = keys()
-    async with r.pipeline(transaction=True) as pipe:
-        for cid in content_ids:
-            pipe.smembers(k.pending_users(cid))
-            pipe.delete(k.pending_users(cid))
-        res = await pipe.execute()
-    from streams.app import topic
-
-    out = topic("reader.events")
-    enc = codec("ReaderEvent").encode
-    now = datetime.now(UTC)
-    sent = 0
-    for cid, users in zip(content_ids, res[0::2], strict=True):
-        for u in sorted(users):
-            user = u.decode()
-            await out.send(
-                key=u,
-                value=enc(
-                    {
-                        "event_id": event_id("resolve", user, cid),
-                        "type": "resolve",
-                        "user_id": user,
-                        "content_id": cid,
-                        "occurred_at": now,
-                        "origin": "live",
-                    }
-                ),
-            )
-            sent += 1
-    return sent
+def resolve_event(user_id: str, content_id: str, at: datetime) -> dict[str, Any]:
+    """The 'resolve' ReaderEvent (schemas/reader_event.avsc) that applies ``user_id``'s click
+    waiting for ``content_id`` once the item is materialised (event id deterministic: a
+    re-sent resolve is a duplicate)."""
+    return {
+        "event_id": event_id("resolve", user_id, content_id),
+        "type": "resolve",
+        "user_id": user_id,
+        "content_id": content_id,
+        "occurred_at": at,
+        "origin": "live",
+    }

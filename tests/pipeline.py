@@ -77,9 +77,9 @@ def free_port() -> int:
 
 
 def drain(bootstrap: str, group: str, timeout_s: float = 600) -> None:
-    """Wait until the worker's consumer groups have no lag three polls in a row: the Faust
-    group ``group`` on the CMS topics and, in batch mode, the click path's group on
-    reader.events (streams/clickpath.py), else the Faust group on the reader topics too."""
+    """Wait until the worker's consumer groups (topology.yaml ``stages``: the Faust group
+    ``group`` on the CMS topics, the click path's group on reader.events) have no lag three
+    polls in a row."""
     deadline = time.monotonic() + timeout_s
     quiet = 0
     lag: dict[str, int] = {}

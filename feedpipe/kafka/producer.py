@@ -1,4 +1,11 @@
-"""The one Kafka producer every connector publishes through.
+"""The one Kafka producer module: every record feedpipe publishes goes through librdkafka here.
+
+* :class:`IdempotentProducer` (blocking; connectors, the enrich stage's fan-out, benchmarks);
+* :class:`AsyncProducer` (sends return asyncio futures of their delivery; the click path);
+* :class:`DeliverySettler` (resolves asyncio futures from delivery reports; the webhook
+  receiver and :class:`AsyncProducer`).
+
+No other module constructs a :class:`confluent_kafka.Producer`.
 
 :class:`IdempotentProducer` wraps :class:`confluent_kafka.Producer` with the settings a
 connector needs to neither lose nor duplicate records on retries:
@@ -249,13 +256,13 @@ class _Pollable(Protocol):
 class DeliverySettler:
     """Resolves asyncio futures from librdkafka delivery reports, in batches.
 
-    Used by the webhook receiver (connectors/webhook.py) and the click path's producer
-    (streams/delivery.py). Delivery reports run on whichever thread polls the producer (the
-    background thread started here, ``poll(0.05)`` in a loop, or the event loop thread inside
-    ``produce``). Each report is appended to a deque; after every poll one
-    ``call_soon_threadsafe`` (one self-pipe write) wakes the loop to settle everything
-    collected, instead of one wake-up per message. A future already done (its waiter gave up)
-    is skipped; a failed report sets :class:`DeliveryError` on its future.
+    Used by the webhook receiver (connectors/webhook.py) and :class:`AsyncProducer`. Delivery
+    reports run on whichever thread polls the producer (the background thread started here,
+    ``poll(0.05)`` in a loop, or the event loop thread inside ``produce``). Each report is
+    appended to a deque; after every poll one ``call_soon_threadsafe`` (one self-pipe write)
+    wakes the loop to settle everything collected, instead of one wake-up per message. A
+    future already done (its waiter gave up) is skipped; a failed report sets
+    :class:`DeliveryError` on its future.
 
     Args:
         producer: anything with librdkafka's ``poll(timeout_s)`` (a
@@ -326,3 +333,89 @@ class DeliverySettler:
         """:meth:`stop_thread`, then :meth:`drain` (call it on the loop's thread)."""
         self.stop_thread()
         self.drain()
+
+
+ASYNC_BUFFER_TIMEOUT_S = 60.0
+"""Seconds an :meth:`AsyncProducer.send` waits while librdkafka's local queue is full."""
+ASYNC_POLL_S = 0.05
+"""Seconds between two produce attempts while the local queue is full."""
+
+
+class AsyncProducer:
+    """Idempotent ``acks=all`` librdkafka producer whose sends return asyncio futures.
+
+    Same settings as :class:`IdempotentProducer` (:data:`DEFAULT_CONFIG` and the TLS / SASL of
+    ``feedpipe.settings.settings().kafka_config()``). Building record batches, compressing and
+    writing them is C work on librdkafka's own threads, not Python on the event loop.
+
+    :meth:`send` queues one record and returns an :class:`asyncio.Future` of its delivery
+    report: ``(partition, offset)`` once the broker acknowledged it, :class:`DeliveryError` when
+    the report carried an error (never swallowed: the click path awaits every future before it
+    commits the batch's offsets, so a failed delivery fails the batch, which is redelivered).
+    Reports are served by one background thread (:class:`DeliverySettler`): each poll that
+    served reports wakes the event loop once to settle them all.
+
+    Args:
+        bootstrap: Kafka bootstrap servers, e.g. ``127.0.0.1:19092``.
+        client_id: Kafka ``client.id``.
+        config: extra librdkafka properties over :data:`DEFAULT_CONFIG` (tests).
+
+    Use ``await start()`` on the loop that awaits the futures, ``await stop()`` at the end.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        client_id: str = "feedpipe-clickpath",
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        conf: dict[str, Any] = {
+            **DEFAULT_CONFIG,
+            **settings().kafka_config(bootstrap),  # bootstrap + TLS/SASL of the settings
+            "client.id": client_id,
+            **(config or {}),
+        }
+        self._producer = Producer(conf)
+        self._settler = DeliverySettler(self._producer, thread_name=f"{client_id}-delivery")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        """Start the delivery-report thread; futures are settled on the running loop."""
+        self._loop = asyncio.get_running_loop()
+        self._settler.start(self._loop)
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None) -> Delivered:
+        """Queue one record (``value`` None: a tombstone); return the future of its delivery:
+        ``(partition, offset)``, or :class:`DeliveryError` when the report carries an error.
+
+        Raises:
+            DeliveryError: the local queue stayed full for :data:`ASYNC_BUFFER_TIMEOUT_S`.
+            confluent_kafka.KafkaException: a fatal producer error (never swallowed).
+        """
+        assert self._loop is not None, "AsyncProducer.start() was not awaited"
+        fut: Delivered = self._loop.create_future()
+        cb = self._settler.callback(fut)
+        deadline: float | None = None
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=cb)
+                return fut
+            except BufferError:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + ASYNC_BUFFER_TIMEOUT_S
+                elif now > deadline:
+                    raise DeliveryError(
+                        f"local producer queue full for {ASYNC_BUFFER_TIMEOUT_S} s "
+                        f"({len(self._producer)} pending; is the broker reachable?)"
+                    ) from None
+                await asyncio.sleep(ASYNC_POLL_S)  # the report thread drains the queue
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Wait up to ``timeout_s`` s for queued records, stop the report thread and settle
+        what was reported. Never raises for failed deliveries (their futures carry them)."""
+        assert self._loop is not None
+        await self._loop.run_in_executor(None, self._producer.flush, timeout_s)
+        await self._loop.run_in_executor(None, self._settler.stop_thread)
+        self._settler.drain()  # on the loop: futures are settled here

@@ -118,7 +118,7 @@ class CandidateMatrix:
     """The items of a catalogue as dense numpy arrays, for ranking many users at once.
 
     Rows are the items sorted by content id (so a row order is a content-id order). Built once
-    per catalogue version (the feeds stage caches it). Memory: n_items x (n_categories +
+    per catalogue version (the click path caches it). Memory: n_items x (n_categories +
     n_topics) float64, about 7 MB for the 2,000-item MIND sample; the one-hot matrices grow
     with the catalogue, so a catalogue of ~10^5 items would need a sparse layout.
 

@@ -22,12 +22,10 @@ from contextlib import suppress
 from multiprocessing.connection import Connection
 from typing import Any
 
-import orjson
-
 from feedpipe.kafka.lag import Evaluation, LagProbe, PartitionProbe, Sample, Tracker
 from feedpipe.monitoring import metrics
 from feedpipe.monitoring.snapshot import LAG_WINDOW, OPS_HISTORY_LEN, SnapshotBuilder, compact
-from feedpipe.store.keys import keys
+from feedpipe.store import ops as ops_store
 
 PROBE_TIMEOUT_S = 5.0
 """Per-request timeout of the lag probe's Kafka calls (s)."""
@@ -181,12 +179,7 @@ class OpsExporter:
         Raises:
             redis.exceptions.RedisError: Redis failed (the caller logs and retries next tick).
         """
-        k = keys()
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.set(k.ops_snapshot(), orjson.dumps(snapshot))
-            pipe.lpush(k.ops_history(), orjson.dumps(compact(snapshot)))
-            pipe.ltrim(k.ops_history(), 0, OPS_HISTORY_LEN - 1)
-            await pipe.execute()
+        await ops_store.publish(redis, snapshot, compact(snapshot), OPS_HISTORY_LEN)
 
     def close(self) -> None:
         """Stop the probe's child process (and its Kafka clients)."""

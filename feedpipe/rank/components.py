@@ -1,7 +1,7 @@
 """The two named rankers, ``affinity`` and ``editorial``: their score components and the
 weighted score (pure numpy, no I/O).
 
-The feeds stage (through :func:`feedpipe.rank.rankers.rank_users`) and the offline evaluation
+The click path (through :func:`feedpipe.rank.rankers.rank_users`) and the offline evaluation
 (:mod:`ops.evaluate`) use these formulas.
 
 How to use (one user, n candidates; every array argument broadcasts, so (m, n) for m users works

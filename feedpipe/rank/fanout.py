@@ -13,11 +13,12 @@ Three parts, all pure except the Lua text run by the callers:
   ``fanout.audience_refresh_hours`` (so members idle for ``profiles.ttl_days`` can be trimmed
   by score, the same wall clock as the profile's Redis TTL).
 * **Fan-out on write** (enrich): a newly materialised item's audience is the union of its
-  brand's facet sets for its categories and topics (:data:`AUDIENCE_SCRIPT`, one atomic call
-  that never ships a celebrity-sized member list). Audience <= ``fanout.celebrity_audience``:
-  one ``fanout`` reader event per member and enrich batch (:func:`fanout_events`, coalesced:
-  a user reached by several items of a batch gets one); larger: the item is a
-  *celebrity* (``fp:celebrity:{brand}``), left out of the stored feeds and merged at read time.
+  brand's facet sets for its categories and topics (feedpipe.store.scripts.AUDIENCE, one
+  atomic call that never ships a celebrity-sized member list). Audience <=
+  ``fanout.celebrity_audience``: one ``fanout`` reader event per member and enrich batch
+  (:func:`fanout_events`, coalesced: a user reached by several items of a batch gets one);
+  larger: the item is a *celebrity* (``fp:celebrity:{brand}``), left out of the stored feeds
+  and merged at read time.
 * **Read-time merge** (read endpoint): the click path stores a small *digest* of the user in the
   feed document (:func:`digest`, < ~200 bytes); the read endpoint scores its cached celebrity
   items for the digest with :func:`feedpipe.rank.rankers.rank_users` itself
@@ -56,35 +57,6 @@ READ_MAX = 8
 """Celebrity items read kept in the digest (newest first)."""
 SOURCE = "celebrity"
 """``source`` of a merged item (in the feed's explain)."""
-
-AUDIENCE_SCRIPT = """
--- KEYS[1]: scratch key (deleted before returning); KEYS[2..]: the item's facet sets.
--- ARGV[1]: celebrity threshold. Returns {size} when size > threshold, else {size, members}.
-local n = #KEYS - 1
-if n < 1 then return {0, {}} end
-local limit = tonumber(ARGV[1])
-for i = 2, #KEYS do
-  local c = redis.call('ZCARD', KEYS[i])
-  if c > limit then return {c} end
-end
-redis.call('ZUNIONSTORE', KEYS[1], n, unpack(KEYS, 2))
-local size = redis.call('ZCARD', KEYS[1])
-if size > limit then
-  redis.call('DEL', KEYS[1])
-  return {size}
-end
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-redis.call('DEL', KEYS[1])
-return {size, members}
-"""
-"""Lua: the audience of one item (size only, as a lower bound, when over the threshold)."""
-
-ZREM_ALL_SCRIPT = """
-for _, key in ipairs(KEYS) do redis.call('ZREM', key, unpack(ARGV)) end
-return 0
-"""
-"""Lua: remove the users ARGV from every zset KEYS (erasure from the audience sets)."""
-
 
 # -- interests and the audience index ------------------------------------------------------
 def top_labels(values: Mapping[str, float], k: int) -> list[str]:
@@ -165,14 +137,15 @@ def item_facets(meta: Meta) -> list[str]:
 
 
 def audience_keys(meta: Meta, keys: Keys) -> list[str]:
-    """``[scratch key, facet set keys...]`` for :data:`AUDIENCE_SCRIPT` of ``meta``."""
+    """``[scratch key, facet set keys...]`` for the AUDIENCE script (feedpipe.store.scripts)."""
     return [keys.audience(meta.brand, "~scratch:" + meta.content_id)] + [
         keys.audience(meta.brand, f) for f in item_facets(meta)
     ]
 
 
 def parse_audience(reply: Sequence[Any]) -> tuple[int, list[str] | None]:
-    """(audience size, members or None when over the threshold) from :data:`AUDIENCE_SCRIPT`."""
+    """(audience size, members or None when over the threshold) from the AUDIENCE script
+    (feedpipe.store.scripts)."""
     size = int(reply[0])
     if len(reply) < 2:
         return size, None
@@ -197,7 +170,7 @@ def fanout_events(
 
     Args:
         fanout: content_id -> (audience user ids, content_hash), as
-            :func:`streams.enrich.materialise` fills it.
+            :func:`streams.stages.enrich.materialise` fills it.
         at: a datetime, the time of the fan-out.
 
     Returns:

@@ -1,6 +1,6 @@
 """The feeds' ranking: many users' candidates scored at once (numpy, no I/O).
 
-:func:`rank_users` is what the click path, the feeds stage and the read endpoint's celebrity
+:func:`rank_users` is what the click path and the read endpoint's celebrity
 merge call: per user and brand it serves the weight set of the user's A/B arm or of the brand,
 scores that weight set's ranker (formulas in :mod:`feedpipe.rank.components`) over a
 (users x items) chunk of the :class:`feedpipe.model.item.CandidateMatrix`, restricts to the

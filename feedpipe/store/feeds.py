@@ -1,6 +1,6 @@
 """Storage codec of ranked feeds (``fp:feed:{user}``): JSON or a compact binary form.
 
-The feed document (streams/feeds.py :func:`feed_json`) is a dict: ``user_id``,
+The feed document (streams/clickpath/catalogue.py :func:`feed_json`) is a dict: ``user_id``,
 ``profile_version``, ``stats_version``, ``catalogue_version``, ``generated_at`` (epoch ms),
 ``ranker``, ... and ``items``: a list of dicts, item *i* having ``content_id``, ``rank`` (= i+1),
 its score and score components (floats, e.g. ``score``, ``affinity``, ``recency``,
@@ -64,7 +64,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from feedpipe.store.interning import ITEMS, ItemTable
+from feedpipe.store import scripts
+from feedpipe.store.interning import ITEMS, ItemTable, resolve
+from feedpipe.store.keys import keys
 
 MAGIC = b"\xffFP1"
 MAGIC2 = b"\xffFP2"
@@ -463,3 +465,35 @@ def _decode_compact(raw: bytes) -> Feed:
         raise ValueError(f"{len(raw) - pos} trailing bytes")
     header["items"] = items
     return header
+
+
+# -- writes of fp:feed:{user} --------------------------------------------------------------
+
+
+def queue_feeds(pipe: Any, values: dict[str, bytes], ttl_s: int | None) -> None:
+    """Queue the SET of user -> encoded feed: with EX ``ttl_s`` (one SET_EX_MANY call), or
+    keeping each key's TTL when ``ttl_s`` is None (a re-rank of a live user)."""
+    k = keys()
+    if ttl_s is None:
+        for u, v in values.items():
+            pipe.set(k.feed(u), v, keepttl=True)
+    elif values:
+        pipe.eval(
+            scripts.SET_EX_MANY, len(values), *[k.feed(u) for u in values], ttl_s,
+            *values.values(),
+        )
+
+
+def queue_delete(pipe: Any, user_id: str) -> None:
+    """Queue the deletion of the user's feed."""
+    pipe.delete(keys().feed(user_id))
+
+
+async def read_raw(r: Any, user_ids: list[str]) -> list[Any]:
+    """The stored feeds of ``user_ids`` (raw, None where missing), one MGET with the item-table
+    generation; the table is synced and the ordinals resolved for :func:`decode_feed`."""
+    k = keys()
+    raws = list(await r.mget([*(k.feed(u) for u in user_ids), k.item_gen()]))
+    ITEMS.sync(raws.pop())
+    await resolve(r, [o for raw in raws for o in feed_ordinals(raw)])
+    return raws

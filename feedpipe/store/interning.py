@@ -28,37 +28,11 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from feedpipe.store import scripts
 from feedpipe.store.keys import keys
 
-INTERN_LUA = """
-local gen = redis.call('GET', KEYS[3])
-if not gen then
-  gen = ARGV[1]
-  redis.call('SET', KEYS[3], gen)
-end
-local out = {gen}
-local n = redis.call('HLEN', KEYS[2])
-for i = 2, #ARGV do
-  local o = redis.call('HGET', KEYS[1], ARGV[i])
-  if not o then
-    o = tostring(n)
-    n = n + 1
-    redis.call('HSET', KEYS[1], ARGV[i], o)
-    redis.call('HSET', KEYS[2], o, ARGV[i])
-  end
-  out[#out + 1] = o
-end
-return out
-"""
-"""KEYS: item_ord, item_id, item_gen; ARGV: a proposed generation, then content ids.
-Returns [generation, ordinal of each id] (strings)."""
-
-RESOLVE_LUA = """
-local out = {redis.call('GET', KEYS[2]) or ''}
-for i = 1, #ARGV do out[#out + 1] = redis.call('HGET', KEYS[1], ARGV[i]) or '' end
-return out
-"""
-"""KEYS: item_id, item_gen; ARGV: ordinals. Returns [generation or '', id or '' per ordinal]."""
+INTERN_LUA = scripts.INTERN
+RESOLVE_LUA = scripts.RESOLVE
 
 MAX_ORDINAL = 2**32 - 1
 CACHE_MAX = 4_000_000

@@ -87,7 +87,7 @@ class Keys:
         return self._fmt("rebuilding", topic=topic, partition=partition)
 
     def meta(self, content_id: str) -> str:
-        """String: JSON of a content item's ranking features (see streams/enrich.py)."""
+        """String: JSON of a content item's ranking features (see streams/stages/enrich.py)."""
         return self._fmt("meta", content_id=content_id)
 
     def pending_users(self, content_id: str) -> str:

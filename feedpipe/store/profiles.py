@@ -37,14 +37,16 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import accumulate
 from operator import itemgetter, sub
 from typing import Any
 
 import orjson
 
-from feedpipe.store.interning import ITEMS, ItemTable
+from feedpipe.store import scripts
+from feedpipe.store.interning import ITEMS, ItemTable, resolve
+from feedpipe.store.keys import keys
 
 MAGIC = b"\xffPF1"
 _HEAD = struct.Struct("<IIIIIB")
@@ -295,3 +297,44 @@ def stored_profile(user_id: str, raw: bytes | str | None, stage: str) -> Profile
             "%s: stored profile of %s is unreadable (%s); starting anew", stage, user_id, exc
         )
         return None
+
+
+# -- writes and reads of fp:profile:{user} (the click path's partition transaction) -----------
+
+
+def queue_profiles(pipe: Any, values: Mapping[str, bytes], ttl_s: int) -> None:
+    """Queue SET ... EX ``ttl_s`` of user -> encoded profile (one SET_EX_MANY call)."""
+    if not values:
+        return
+    k = keys()
+    users = list(values)
+    pipe.eval(
+        scripts.SET_EX_MANY, len(users), *[k.profile(u) for u in users], ttl_s,
+        *[values[u] for u in users],
+    )
+
+
+def queue_delete(pipe: Any, user_id: str) -> None:
+    """Queue the deletion of the user's profile."""
+    pipe.delete(keys().profile(user_id))
+
+
+async def read_raw(r: Any, user_ids: Sequence[str], feeds: bool = False) -> list[Any]:
+    """The stored profiles of ``user_ids`` (then their feeds, when ``feeds``) as raw values,
+    in one MGET with the item-table generation; the process's item table is synced and the
+    ordinals they name resolved (feedpipe/store/interning.py), so :func:`decode_profile` and
+    :func:`feedpipe.store.feeds.decode_feed` can read them."""
+    k = keys()
+    names = [k.profile(u) for u in user_ids]
+    if feeds:
+        names += [k.feed(u) for u in user_ids]
+    raws = list(await r.mget([*names, k.item_gen()]))
+    ITEMS.sync(raws.pop())
+    await resolve(r, stored_ordinals(raws))
+    return raws
+
+
+async def existing(r: Any, user_ids: Sequence[str]) -> list[bool]:
+    """Whether each user of ``user_ids`` has a stored profile (one MGET)."""
+    k = keys()
+    return [raw is not None for raw in await r.mget([k.profile(u) for u in user_ids])]

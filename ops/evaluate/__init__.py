@@ -2,7 +2,8 @@
 
 Each impression of a MIND ``behaviors.tsv``-format file (``impression_id, user_id, time,
 history, "N1-1 N2-0 ..."``) is re-ranked by every weight set of topology.yaml's ``rankers``
-section (through :mod:`feedpipe.rank.components`, the code the feeds stage runs) and by three
+section (through :mod:`feedpipe.rank.components`, the code the click path ranks feeds with) and by
+three
 baselines, and scored with the MIND competition's metrics (github.com/msnews/MIND,
 ``evaluate.py``: per-impression AUC, MRR, nDCG@5, nDCG@10, averaged over impressions).
 

@@ -1,4 +1,5 @@
-"""Agent tests: each Faust agent driven through ``agent.test_context()`` (no broker).
+"""Agent tests: the two Faust agents (normalise, enrich) driven through
+``agent.test_context()`` (no broker). The click path is not a Faust agent: test_clickpath.py.
 
 Events are put into the agent's channel by the test wrapper; what the agents send to other
 topics is captured by replacing ``Topic.send`` (the Kafka side is covered by test_e2e.py). Redis
@@ -21,9 +22,8 @@ import orjson
 import pytest
 import redis
 
-from feedpipe.ids import content_id, event_id
+from feedpipe.ids import content_id
 from feedpipe.store.keys import keys
-from feedpipe.store.profiles import read_sync
 from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
@@ -47,9 +47,9 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
 def stages(redis_client: redis.Redis) -> Iterator[Any]:
     """The Faust app finalised for testing, with a fresh async Redis client per test."""
     from streams import runtime
-    from streams.app import app, load_stages
+    from streams.worker import load_stages
 
-    load_stages()
+    app = load_stages()
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()
@@ -89,7 +89,7 @@ def _raw(kind: str, source: str, brand: str, payload: bytes, source_id: str | No
 def test_normalise_agent_sends_content_and_dead_letters(
     stages: Any, sent: Sent, data_dir: Path
 ) -> None:
-    from streams.normalise import normalise_agent
+    from streams.stages.normalise import normalise_agent
 
     rows = (data_dir / "mind" / "news.tsv").read_bytes().splitlines()[:3]
     values = [_raw("mind.news", "mind", "mind", r, r.split(b"\t")[0].decode()) for r in rows]
@@ -148,7 +148,7 @@ def _content(cid_source: str, sid: str, categories: list[str]) -> dict[str, Any]
 def test_enrich_agent_materialises_and_releases_waiting_clicks(
     stages: Any, sent: Sent, redis_client: redis.Redis
 ) -> None:
-    from streams.enrich import enrich_agent
+    from streams.stages.enrich import enrich_agent
 
     k = keys()
     item = _content("agent-test", "a1", ["news"])
@@ -173,126 +173,3 @@ def test_enrich_agent_materialises_and_releases_waiting_clicks(
     assert sorted(r["user_id"] for r in resolves) == ["U1", "U2"]
     assert {r["type"] for r in resolves} == {"resolve"}
     assert not redis_client.exists(k.pending_users(item["content_id"]))
-
-
-def _reader(user: str, typ: str, cid: str, at: datetime, origin: str = "live") -> bytes:
-    return codec("ReaderEvent").encode(
-        {
-            "event_id": event_id(user, typ, cid, at.isoformat()),
-            "type": typ,
-            "user_id": user,
-            "content_id": cid,
-            "occurred_at": at,
-            "origin": origin,
-        }
-    )
-
-
-def test_profiles_agent_is_idempotent_under_redelivery(
-    stages: Any, sent: Sent, redis_client: redis.Redis
-) -> None:
-    from streams.profiles import profiles_agent
-
-    k = keys()
-    known = _content("agent-test", "p1", ["sports"])
-    meta = {
-        "content_id": known["content_id"],
-        "brand": "mind",
-        "categories": ["sports"],
-        "topics": ["sports"],
-        "published_at": None,
-    }
-    redis_client.set(k.meta(known["content_id"]), orjson.dumps(meta))
-    unknown = content_id("agent-test", "not-yet")
-    t = datetime(2019, 11, 10, 12, 0, tzinfo=UTC)
-    values = [
-        _reader("U9", "impression", known["content_id"], t),
-        _reader("U9", "click", known["content_id"], t),
-        _reader("U9", "click", unknown, t, origin="history"),
-        b"not avro at all",
-    ]
-
-    async def go() -> None:
-        async with profiles_agent.test_context() as agent:
-            for v in values:
-                await agent.put(v, key=b"U9")
-            await wait_for(lambda: len(sent["profiles.updated"]) == 1)
-            agent.sent_offset = 0  # redeliver the same offsets, as after a crash
-            for v in values:
-                await agent.put(v, key=b"U9")
-            await wait_for(lambda: len(sent["profiles.updated"]) == 2)
-
-    run(go)
-    p = read_sync(redis_client, "U9")[0] or {}
-    assert (p["impressions"], p["clicks"], p["history_clicks"]) == (1, 1, 1)
-    assert p["version"] == 1  # the redelivered batch changed nothing
-    assert set(p["category_affinity"]) == {"sports"}
-    assert p["pending"] == [{"content_id": unknown, "at": int(t.timestamp() * 1000)}]
-    assert redis_client.smembers(k.pending_users(unknown)) == {b"U9"}
-    assert redis_client.hgetall(k.stats(known["content_id"])) == {
-        b"impressions": b"1",
-        b"clicks": b"1",
-    }
-    dlq = [codec("DeadLetter").decode(v) for _, v in sent["reader.events.dlq"]]
-    assert [d["error_type"] for d in dlq] == ["undecodable", "undecodable"]
-    epoch = int(redis_client.get(k.trending_epoch("mind")) or -1)
-    assert redis_client.zscore(k.trending("mind", epoch), known["content_id"]) is not None
-
-
-def test_feeds_agent_ranks_and_stores(stages: Any, sent: Sent, redis_client: redis.Redis) -> None:
-    from feedpipe.model.profile import new_profile
-    from feedpipe.topology import topology
-    from streams.feeds import feeds_agent
-
-    k = keys()
-    metas = []
-    for i, cat in enumerate(["sports", "news", "sports", "finance"]):
-        cid = content_id("agent-test", f"f{i}")
-        metas.append(cid)
-        redis_client.set(
-            k.meta(cid),
-            orjson.dumps(
-                {
-                    "content_id": cid,
-                    "brand": "mind",
-                    "categories": [cat],
-                    "topics": [cat],
-                    "published_at": None,
-                }
-            ),
-        )
-        # added to the catalogue just before the user's last event: fresh candidates
-        redis_client.zadd(k.catalogue("mind"), {cid: 1_573_387_100_000 + i})
-    redis_client.incr(k.catalogue_version())
-    p = new_profile("U5", 0, topology().profiles)
-    p.update(
-        version=3,
-        last_seen=1_573_387_200_000,
-        category_affinity={"sports": 4.0},
-        topic_affinity={"sports": 4.0},
-        brands={"mind": 2},
-    )
-    redis_client.set(k.profile("U5"), orjson.dumps(p))
-
-    async def go() -> None:
-        async with feeds_agent.test_context() as agent:
-            await agent.put(b"trigger", key=b"U5")
-            await wait_for(lambda: len(sent["feeds.updated"]) == 1)
-
-    run(go)
-    feed = read_sync(redis_client, "U5")[1] or {}
-    order = [it["content_id"] for it in feed["items"]]
-    assert set(order[:2]) == {metas[0], metas[2]}  # the sports items first
-    assert feed["profile_version"] == 3 and len(order) == 4
-    assert all(
-        it["score"]
-        == pytest.approx(
-            it["weights"]["a"] * it["affinity"]
-            + it["weights"]["b"] * it["recency"]
-            + it["weights"]["c"] * it["engagement"],
-            abs=2 / 65535,  # compact feeds store each float within 1/131070 (feedstore.py)
-        )
-        for it in feed["items"]
-    )
-    out = codec("UserFeed").decode(sent["feeds.updated"][0][1])
-    assert [it["content_id"] for it in out["items"]] == order

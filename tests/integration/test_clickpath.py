@@ -1,4 +1,4 @@
-"""The batch click path (streams/clickpath.py) on real Redis and real Kafka.
+"""The batch click path (streams/clickpath/) on real Redis and real Kafka.
 
 Batches are handed to :meth:`ClickPath.apply_partition` as consumed records would be (topic,
 partition, offset, key, value); every output record is really produced to the session broker
@@ -26,7 +26,7 @@ from feedpipe.topology import topology
 from feedpipe.wire.codec import codec
 
 if TYPE_CHECKING:
-    from streams.clickpath import Record
+    from streams.clickpath.records import Record
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +70,7 @@ def reader(
 
 def records(user: str, values: list[bytes], first_offset: int, partition: int = 0) -> list[Record]:
     """Records of ``values`` at consecutive offsets from ``first_offset``."""
-    from streams.clickpath import Record  # streams/ imports the Faust app: after the fixtures
+    from streams.clickpath.records import Record  # after the fixtures (settings from env)
 
     return [
         Record("reader.events", partition, first_offset + i, user.encode(), v)
@@ -110,8 +110,8 @@ async def with_path(
     from aiokafka import AIOKafkaProducer
 
     from streams import runtime
-    from streams.clickpath import ClickPath
-    from streams.feeds import CATALOGUE
+    from streams.clickpath.catalogue import CATALOGUE
+    from streams.clickpath.path import ClickPath
 
     runtime.redis_client.cache_clear()
     CATALOGUE.version = None  # a fresh catalogue per test (Redis was flushed)
@@ -148,12 +148,12 @@ def test_redelivery_and_duplicates_do_not_change_the_profile(
     feed_format: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import streams.clickpath
+    import streams.clickpath.write
 
     topo = topology()
     ranking = topo.ranking.model_copy(update={"feed_format": feed_format})
     monkeypatch.setattr(
-        streams.clickpath, "topology", lambda: topo.model_copy(update={"ranking": ranking})
+        streams.clickpath.write, "topology", lambda: topo.model_copy(update={"ranking": ranking})
     )
     k = keys()
     sports, news = seed_catalogue(redis_client, ["sports", "news"])
@@ -256,7 +256,7 @@ def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
     redis_client: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import streams.clickpath
+    import streams.clickpath.write
     from feedpipe.rank.experiments import assign_arm
     from feedpipe.rank.weights import RankingConfig
 
@@ -268,7 +268,7 @@ def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
         def current(self) -> RankingConfig:
             return cfg
 
-    monkeypatch.setattr(streams.clickpath, "REGISTRY", Fixed())
+    monkeypatch.setattr(streams.clickpath.write, "REGISTRY", Fixed())
     spec = exps["mind-rankers"]
     k = keys()
     redis_client.delete(k.ab("mind-rankers"))
@@ -321,7 +321,7 @@ def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
 def test_clicks_on_unknown_items_wait_in_pending_sets(
     kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
 ) -> None:
-    from streams.clickpath import Record
+    from streams.clickpath.records import Record
 
     k = keys()
     (known,) = seed_catalogue(redis_client, ["sports"])

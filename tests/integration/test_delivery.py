@@ -1,6 +1,6 @@
-"""streams.delivery.AsyncProducer (the click path's output producer) on the real broker: records
-are delivered where aiokafka would put them, tombstones stay null, and a failed delivery raises
-instead of being swallowed."""
+"""feedpipe.kafka.producer.AsyncProducer (the click path's output producer) on the real broker:
+records are delivered where aiokafka would put them, tombstones stay null, and a failed delivery
+raises instead of being swallowed."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from feedpipe.kafka.producer import DeliveryError
-from streams.delivery import AsyncProducer
+from feedpipe.kafka.producer import AsyncProducer, DeliveryError
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """Right to erasure: an ``erase`` reader event removes everything of the user, on real Redis and
-real Kafka (the click path of streams/clickpath.py)."""
+real Kafka (the click path, streams/clickpath/)."""
 
 from __future__ import annotations
 

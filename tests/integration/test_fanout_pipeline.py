@@ -18,9 +18,10 @@ from pipeline import api_headers, drain, kafka_consumer, running_pipeline, wait_
 
 from feedpipe.ids import content_id, event_id
 from feedpipe.model.item import Meta
-from feedpipe.rank.fanout import AUDIENCE_SCRIPT, audience_keys, parse_audience
+from feedpipe.rank.fanout import audience_keys, parse_audience
 from feedpipe.store.feeds import FeedFormatError, decode_feed
 from feedpipe.store.keys import keys
+from feedpipe.store.scripts import AUDIENCE as AUDIENCE_SCRIPT
 from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
@@ -97,7 +98,7 @@ def test_backfilled_items_are_not_fanned_out(redis_url: str) -> None:
     import asyncio
 
     from streams import runtime
-    from streams.enrich import materialise
+    from streams.stages.enrich import materialise
 
     r = redis.Redis.from_url(redis_url)
     k = keys()
@@ -132,7 +133,7 @@ def test_update_in_place_reclassifies_the_celebrity_status(redis_url: str) -> No
     import asyncio
 
     from streams import runtime
-    from streams.enrich import materialise
+    from streams.stages.enrich import materialise
 
     r = redis.Redis.from_url(redis_url)
     k = keys()

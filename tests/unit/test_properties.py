@@ -5,15 +5,15 @@ stage turns into a DLQ record with a reason. Nothing else may escape (a crash of
 | entry point | allowed rejection | the stage that dead-letters it |
 |---|---|---|
 | ``streams.normalisers.normalise`` (+ splitters, per kind) | RejectedInput | normalise |
-| ``streams.normalise.process`` (decode, normalise, encode) | none (Outcome.rejected) | normalise |
-| ``streams.enrich.enrich_batch`` (decode + enrich) | none ((code, reason)) | enrich |
+| ``streams.stages.normalise.process`` (decode, normalise, encode) | none (Outcome) | normalise |
+| ``streams.stages.enrich.enrich_batch`` (decode + enrich) | none ((code, reason)) | enrich |
 | ``connectors.cdc.wp_posts.cdc_to_raw_event`` (Debezium messages) | RejectedInput | cdc |
 | ``connectors.webhook.bodies.body_events`` (webhook bodies) | RejectedInput | webhook (HTTP 4xx) |
 | ``connectors.wordpress.post_event`` | none | WordPress poller |
 | ``connectors.files`` readers (WordPress, Drupal, MIND behaviours) | none (Malformed) | replay |
 | ``feedpipe.wire.codec.AvroCodec.decode`` | SerializationError | every consumer |
-| ``streams.clickpath._decode`` (click path's record decode) | none (DLQ list) | click path |
-| ``streams.runtime.reader_event`` (on any decodable ReaderEvent) | none | click path, profiles |
+| ``streams.clickpath.records.decode`` (record decode) | none (DLQ list) | click path |
+| ``streams.clickpath.records.reader_event`` (any decodable ReaderEvent) | none | click path |
 | ``feedpipe.store.feeds.decode_feed`` | FeedFormatError | read endpoint, feeds |
 | ``readapi.store.parse_feed`` / ``content_summary`` | none ({} / None) | read endpoint |
 | ``readapi.params.decode_cursor`` / ``feed_params`` | BadRequest (HTTP 400) | read endpoint |
@@ -56,12 +56,12 @@ from feedpipe.wire.codec import AvroCodec, codec, registry
 from feedpipe.wire.compat import minimal_record
 from readapi.params import BadRequest, decode_cursor, encode_cursor, feed_params
 from readapi.store import content_summary, parse_feed
-from streams.clickpath import Record, RecordLike, _decode
-from streams.normalise import process
+from streams.clickpath.records import Record, RecordLike, reader_event
+from streams.clickpath.records import decode as _decode
 from streams.normalisers import KINDS, normalise
 from streams.normalisers.drupal import normalise_node
 from streams.normalisers.wordpress import normalise_post
-from streams.runtime import reader_event
+from streams.stages.normalise import process
 
 TOPO = topology()
 _EXPLORE = int(os.environ.get("FEEDPIPE_FUZZ_EXPLORE", "0") or 0)
@@ -319,7 +319,7 @@ def test_normalise_stage_never_raises(value: bytes | None, kind: str, payload: b
 @prop(40)
 @given(value=st.one_of(st.none(), st.binary(max_size=200)))
 def test_enrich_stage_decode_never_raises(value: bytes | None) -> None:
-    from streams.enrich import enrich_batch
+    from streams.stages.enrich import enrich_batch
 
     [res] = enrich_batch([value])
     assert isinstance(res, dict) or (isinstance(res, tuple) and res[0] and res[1])

@@ -214,7 +214,7 @@ def test_weights_registry_first_load_error_raises(tmp_path: Path) -> None:
         WeightsRegistry(tmp_path / "missing.yaml").current()
 
 
-# -- rank_users: the feeds stage's ranking -------------------------------------------------
+# -- rank_users: the click path's feed ranking ------------------------------------------
 World = tuple[list[dict[str, object]], CandidateMatrix, dict[str, tuple[int, int]]]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_enrich_guard_orders_by_update_time_and_applies_bare_deletes() -> None:
-    from streams.enrich import newer
+    from streams.stages.enrich import newer
 
     stored = {"content_hash": "h1", "status": "published", "updated_at": 2_000}
     assert not newer({"content_hash": "h1", "status": "published", "updated_at": 2_000}, stored)

@@ -1,4 +1,4 @@
-"""Stage 1, normalise: raw CMS events -> the unified content model.
+"""Stage normalise (a Faust agent): raw CMS events -> the unified content model.
 
 input:  cms.raw (key source:source_id, value feedpipe.RawCmsEvent)
 output: content.normalised (key content_id, value feedpipe.Content); one raw event may give
@@ -26,6 +26,7 @@ from streams.normalisers import normalise
 from streams.runtime import dead_letter, in_thread, log, take_events
 
 STAGE = "normalise"
+SPEC = topology().stages[STAGE]
 BATCH = 64
 WITHIN_S = 0.5
 
@@ -64,11 +65,11 @@ def process_batch(values: Sequence[bytes | None]) -> list[Outcome]:
     return [process(v) for v in values]
 
 
-@app.agent(topic("cms.raw"), name=STAGE)
+@app.agent(topic(SPEC.input), name=STAGE)
 async def normalise_agent(stream: StreamT[Any]) -> None:
     """Normalise each raw event; send items to content.normalised and rejects to the DLQ."""
-    out_topic = topic("content.normalised")
-    dlq = topic(topology().stages[STAGE].dead_letters())
+    out_topic = topic(SPEC.output("content"))
+    dlq = topic(SPEC.dead_letters())
     async for events in take_events(stream, BATCH, WITHIN_S):
         batch: list[EventT] = list(events)
         outcomes = await in_thread(process_batch, [e.message.value for e in batch])

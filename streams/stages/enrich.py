@@ -1,4 +1,4 @@
-"""Stage 2, enrich: normalised content -> enriched content, materialised in Redis.
+"""Stage enrich (a Faust agent): normalised content -> enriched content, materialised in Redis.
 
 input:  content.normalised (key content_id, value feedpipe.Content)
 output: content.enriched (compacted; key content_id, value feedpipe.EnrichedContent);
@@ -8,8 +8,10 @@ output: content.enriched (compacted; key content_id, value feedpipe.EnrichedCont
         at most fanout.celebrity_audience (feedpipe/rank/fanout.py; larger: a celebrity item,
         fp:celebrity:{brand}, merged at read time)
 dlq:    content.normalised.dlq (undecodable records)
-state:  Redis (docs/redis-keys.md): content:{id} (JSON for the read endpoint), meta:{id}
-        (ranking features), catalogue:{brand} (zset), catalogue:version.
+state:  Redis (docs/redis-keys.md), written through feedpipe/store/content.py: content:{id}
+        (JSON for the read endpoint), meta:{id} (ranking features), catalogue:{brand} (zset),
+        catalogue:version, celebrity:{brand}, celebrity:version; pending:{id} is taken
+        (feedpipe/store/pending.py) when the item arrives; audience sets are read.
 guarantees: at-least-once input; writes are idempotent and event-time guarded: an item is
         written only when its content_hash differs from the stored one and its updated_at is
         not older than the stored one, so a replay never moves an item backwards.
@@ -25,7 +27,6 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-import orjson
 from faust.types import EventT, StreamT
 from tenacity import (
     AsyncRetrying,
@@ -38,14 +39,12 @@ from feedpipe.errors import RejectedInput, SerializationError
 from feedpipe.kafka.producer import DeliveryError, IdempotentProducer
 from feedpipe.model.item import Meta
 from feedpipe.monitoring import metrics
-from feedpipe.rank.fanout import (
-    AUDIENCE_SCRIPT,
-    audience_keys,
-    fanout_events,
-    is_celebrity,
-    parse_audience,
-)
+from feedpipe.rank.fanout import audience_keys, fanout_events, is_celebrity, parse_audience
 from feedpipe.settings import settings
+from feedpipe.store import audience as audience_store
+from feedpipe.store import content as content_store
+from feedpipe.store import pending as pending_store
+from feedpipe.store.content import ItemWrite
 from feedpipe.store.keys import keys
 from feedpipe.topology import topology
 from feedpipe.wire.codec import codec
@@ -57,12 +56,13 @@ from streams.runtime import (
     log,
     ms,
     redis_client,
-    release_pending,
+    resolve_event,
     take_events,
     until_redis_answers,
 )
 
 STAGE = "enrich"
+SPEC = topology().stages[STAGE]
 BATCH = 32
 WITHIN_S = 0.5
 
@@ -138,8 +138,8 @@ async def materialise(
 ) -> list[str]:
     """Write ``docs`` (content JSON, last per id wins) to Redis; return ids now published.
 
-    Fan-out on write (feedpipe/rank/fanout.py; only with ``profiles.click_path: batch``, whose
-    click path handles ``fanout`` events): for each item newly materialised or re-published
+    Fan-out on write (feedpipe/rank/fanout.py; the click path handles the ``fanout`` events):
+    for each item newly materialised or re-published
     (no stored copy), or updated in place, its audience is computed *before* the
     transaction (one Lua call per item, with the item's current celebrity status); an
     audience above ``fanout.celebrity_audience`` makes it a celebrity
@@ -158,11 +158,10 @@ async def materialise(
     topo = topology()
     latest = {d["content_id"]: d for d in docs}
     ids = list(latest)
-    stored_raw = await r.mget([k.content(i) for i in ids]) if ids else []
+    stored_docs = await content_store.read_content(r, ids)
     todo: list[tuple[str, dict[str, Any], bool]] = []  # (id, doc, newly materialised)
-    for cid, raw in zip(ids, stored_raw, strict=True):
+    for cid, stored in zip(ids, stored_docs, strict=True):
         doc = latest[cid]
-        stored = orjson.loads(raw) if raw else None
         if newer(doc, stored):
             todo.append((cid, doc, stored is None))
     checked = [  # new or updated in place: (re)classified by audience size
@@ -175,13 +174,13 @@ async def materialise(
     celebrities: set[str] = set()
     was_celebrity: set[str] = set()  # updated items that were celebrities before
     if checked:
-        async with r.pipeline(transaction=False) as pipe:
-            for m, _new in checked:
-                keys_ = audience_keys(m, k)
-                pipe.eval(AUDIENCE_SCRIPT, len(keys_), *keys_, topo.fanout.celebrity_audience)
-                pipe.zscore(k.celebrity(m.brand), m.content_id)
-            replies = await pipe.execute()
-        for (m, new), reply, score in zip(checked, replies[0::2], replies[1::2], strict=True):
+        replies = await audience_store.sizes(
+            r, [audience_keys(m, k) for m, _ in checked], topo.fanout.celebrity_audience
+        )
+        scores = await content_store.celebrity_scores(
+            r, [(m.brand, m.content_id) for m, _ in checked]
+        )
+        for (m, new), reply, score in zip(checked, replies, scores, strict=True):
             if score is not None:
                 was_celebrity.add(m.content_id)
             size, members = parse_audience(reply)
@@ -193,29 +192,17 @@ async def materialise(
             elif new and members and now_ms - (m.published_at or now_ms) <= max_age:
                 assert fanout is not None  # checked is empty without it
                 fanout[m.content_id] = (members, latest[m.content_id]["content_hash"])
-    published: list[str] = []
-    if todo:
-        async with r.pipeline(transaction=True) as pipe:
-            for cid, doc, _ in todo:
-                if doc["status"] != "published":
-                    pipe.delete(k.content(cid), k.meta(cid))
-                    pipe.zrem(k.catalogue(doc["brand"]), cid)
-                    pipe.zrem(k.celebrity(doc["brand"]), cid)
-                    pipe.incr(k.celebrity_version())
-                    continue
-                at = doc["published_at"] or doc["enriched_at"]
-                pipe.set(k.content(cid), orjson.dumps(doc))
-                pipe.set(k.meta(cid), orjson.dumps(meta_of(doc).to_json()))
-                pipe.zadd(k.catalogue(doc["brand"]), {cid: at})
-                if cid in celebrities:
-                    pipe.zadd(k.celebrity(doc["brand"]), {cid: at})
-                    pipe.incr(k.celebrity_version())
-                elif cid in was_celebrity:  # its audience shrank under the threshold
-                    pipe.zrem(k.celebrity(doc["brand"]), cid)
-                    pipe.incr(k.celebrity_version())
-                published.append(cid)
-            pipe.incr(k.catalogue_version())
-            await pipe.execute()
+    writes = []
+    for cid, doc, _ in todo:
+        published = doc["status"] == "published"
+        celebrity = (
+            True if cid in celebrities
+            else False if cid in was_celebrity  # its audience shrank under the threshold
+            else None
+        )
+        meta = meta_of(doc).to_json() if published else None
+        writes.append(ItemWrite(cid, doc, meta, celebrity if published else None))
+    published = await content_store.write_items(r, writes)
     _observe_publish_to_candidate([latest[cid] for cid in published])
     return published
 
@@ -237,9 +224,10 @@ def produce_fanout(fanout: dict[str, tuple[list[str], str]], at: datetime) -> in
     """
     enc = codec("ReaderEvent").encode
     prod = _fanout_producer()
+    topic_name = SPEC.output("reader_events")
     records = fanout_events(fanout, at)
     for rec in records:
-        prod.produce("reader.events", rec["user_id"].encode(), enc(rec))
+        prod.produce(topic_name, rec["user_id"].encode(), enc(rec))
     prod.flush(60.0)
     return len(records)
 
@@ -276,6 +264,24 @@ async def send_fanout(fanout: dict[str, tuple[list[str], str]]) -> int:
     return sent
 
 
+async def release_pending(content_ids: list[str]) -> int:
+    """Send 'resolve' events (to ``outputs.reader_events``) for the users whose clicks waited
+    for ``content_ids`` (their pending sets are taken: each user is released once); return the
+    events sent."""
+    if not content_ids:
+        return 0
+    waiting = await pending_store.take(redis_client(), content_ids)
+    out = topic(SPEC.output("reader_events"))
+    enc = codec("ReaderEvent").encode
+    now = datetime.now(UTC)
+    sent = 0
+    for cid, users in zip(content_ids, waiting, strict=True):
+        for u in users:
+            await out.send(key=u, value=enc(resolve_event(u.decode(), cid, now)))
+            sent += 1
+    return sent
+
+
 def _observe_publish_to_candidate(docs: list[dict[str, Any]]) -> None:
     """Time-to-feed, first leg: CMS publish (or last update) time -> item in the catalogue."""
     now_ms = datetime.now(UTC).timestamp() * 1000
@@ -285,11 +291,11 @@ def _observe_publish_to_candidate(docs: list[dict[str, Any]]) -> None:
             metrics.observe_publish_to_candidate((now_ms - at) / 1000.0)
 
 
-@app.agent(topic("content.normalised"), name=STAGE)
+@app.agent(topic(SPEC.input), name=STAGE)
 async def enrich_agent(stream: StreamT[Any]) -> None:
     """Enrich a batch, materialise it in Redis, publish content.enriched, release waiting clicks."""
-    out_topic = topic("content.enriched")
-    dlq = topic(topology().stages[STAGE].dead_letters())
+    out_topic = topic(SPEC.output("content"))
+    dlq = topic(SPEC.dead_letters())
     enc = codec("EnrichedContent").encode
     async for events in take_events(stream, BATCH, WITHIN_S):
         batch: list[EventT] = list(events)

@@ -1,0 +1,155 @@
+"""The worker's view of the catalogue for ranking, and the feed document it ranks into.
+
+:class:`Catalogue` (one per worker, :data:`CATALOGUE`) caches the candidate matrix
+(:class:`feedpipe.model.profile.CandidateMatrix`), the item stats and the trending lists read
+from Redis, reloading each when its version key moves (``catalogue_version``,
+``stats_version``). :data:`REGISTRY` holds the ranking weights and experiments of topology.yaml,
+re-read when the file changes. :func:`feed_json` builds the feed document stored in Redis
+(feedpipe/store/feeds.py), :func:`avro_feed` its feeds.updated record, :func:`feed_fingerprint`
+the identity of a ranked list (a feed is republished only when it moves).
+Reads only; state: the in-process caches above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from feedpipe.model.item import CandidateMatrix, Meta
+from feedpipe.rank.candidates import CandidateInputs
+from feedpipe.rank.fanout import digest
+from feedpipe.rank.weights import WeightsRegistry
+from feedpipe.store import content as content_store
+from feedpipe.store import stats as stats_store
+from feedpipe.topology import topology
+from streams.runtime import in_thread, redis_client
+
+
+class Catalogue:
+    """The worker's cached candidate matrix and item stats (rebuilt when their versions move).
+
+    The matrix holds the catalogue minus the celebrity items (``fp:celebrity:{brand}``,
+    feedpipe/rank/fanout.py): those are merged into feeds at read time, never stored in them.
+    ``celebrities`` are their ids; ``removed`` accumulates ids that left the catalogue between
+    two loads (unpublished), for the idle refresher to take out of stored feeds.
+    """
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.matrix = CandidateMatrix([])
+        self.celebrities: set[str] = set()
+        self.removed: set[str] = set()
+        self.stats_version: int | None = None
+        self.stats: dict[str, tuple[int, int]] = {}
+        self.trending: dict[str, list[str]] = {}
+        self.stats_loaded_at = 0.0
+
+    async def refresh(self, stats_max_age_s: float = 0.0) -> None:
+        """Reload metas when catalogue:version moved, and stats when stats:version moved and
+        the loaded stats are older than ``stats_max_age_s`` seconds."""
+        r = redis_client()
+        cat_version, stats_version = await content_store.versions(r)
+        if cat_version != self.version:
+            brands = sorted(await content_store.brands(r))
+            ids, added, celebrities = await content_store.read_catalogue(r, brands)
+            if self.version is not None:
+                self.removed |= {m.content_id for m in self.matrix.metas} - set(ids)
+            self.celebrities = celebrities
+            ids = [i for i in ids if i not in celebrities]
+            found = await content_store.read_metas(r, ids)
+            metas = [Meta.from_json(found[i]) for i in ids if i in found]
+            self.matrix = await in_thread(CandidateMatrix, metas, added)
+            self.version = cat_version
+            self.stats_version = None
+        stale = time.monotonic() - self.stats_loaded_at >= stats_max_age_s
+        if stats_version != self.stats_version and (stale or self.stats_version is None):
+            ids = [m.content_id for m in self.matrix.metas]
+            self.stats = await stats_store.read_stats(r, ids)
+            self.stats_version = stats_version
+            self.stats_loaded_at = time.monotonic()
+            spec = topology().ranking.candidates
+            top = spec.trending_k if spec is not None else 0
+            brands = sorted({m.brand for m in self.matrix.metas})
+            self.trending = await stats_store.read_trending(r, brands, top)
+
+    def sources(self) -> CandidateInputs | None:
+        """Candidate generation inputs for :func:`feedpipe.rank.rankers.rank_users` (topology
+        ``ranking.candidates``; None when it is not configured: every item is scored)."""
+        spec = topology().ranking.candidates
+        if spec is None:
+            return None
+        return CandidateInputs(spec, self.trending)
+
+
+CATALOGUE = Catalogue()
+REGISTRY = WeightsRegistry()
+"""The worker's weights and experiments (topology.yaml, re-read when the file changes)."""
+
+_AVRO_ITEM = frozenset(
+    ("content_id", "brand", "rank", "score", "weights", "ranker", "weight_set",
+     "weight_version", "arm", "experiment", "sources")
+)
+"""Feed item fields that are not score components (``sources``: candidate sources, kept in
+Redis and the API's explanation only; not a UserFeed field)."""
+_AFFINITY = ("affinity", "recency", "engagement")
+
+
+def feed_json(
+    user_id: str,
+    profile: dict[str, Any],
+    items: list[dict[str, Any]],
+    stats_version: int,
+    catalogue: Catalogue = CATALOGUE,
+) -> dict[str, Any]:
+    """The feed document stored in Redis (:mod:`feedpipe.store.feeds`), sent via :func:`avro_feed`.
+
+    ``items``: one user's list from :func:`feedpipe.rank.rankers.rank_users`. Top-level ``ranker``
+    is the ranker of the first item (``affinity`` for an empty feed). ``digest``: the user's
+    digest for the read-time merge of celebrity items (:func:`feedpipe.rank.fanout.digest`).
+    """
+    topo = topology()
+    return {
+        "user_id": user_id,
+        "profile_version": profile["version"],
+        "stats_version": stats_version,
+        "catalogue_version": catalogue.version,
+        "generated_at": profile.get("last_seen") or 0,
+        "ranker": items[0].get("ranker", "affinity") if items else "affinity",
+        "digest": digest(profile, topo.ranking, topo.fanout, catalogue.celebrities),
+        "items": items,
+    }
+
+
+def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
+    """A feed document as a feedpipe.UserFeed record (schemas/user_feed.avsc).
+
+    The Avro writer takes each schema field from the dict (a missing field takes its schema
+    default, extra keys such as ``stats_version`` are ignored), so the document and its
+    affinity-ranker items are passed as they are (no copy: this runs for every feed of every
+    batch). Items of other rankers get ``affinity``/``recency``/``engagement`` = 0.0 and their
+    components in ``components``.
+    """
+    items = doc["items"]
+    if all("affinity" in it for it in items):
+        return doc
+    out = []
+    for it in items:
+        if "affinity" in it:
+            out.append(it)
+            continue
+        comps = {k: it[k] for k in it.keys() - _AVRO_ITEM}
+        out.append({**it, "components": comps, **dict.fromkeys(_AFFINITY, 0.0)})
+    return {**doc, "items": out}
+
+
+def feed_fingerprint(items: Sequence[dict[str, Any]]) -> str:
+    """16 hex digits (BLAKE2b-64) of a ranked list: item ids in order, and the weight sets,
+    versions and arms that ranked it. Scores are left out: they drift with every item-stats
+    change, and a feed whose list did not move is not republished."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update("\x1f".join(it["content_id"] for it in items).encode())
+    served = {f"{it.get('weight_set')}@{it.get('weight_version')}/{it.get('arm')}" for it in items}
+    h.update("\x1e".join(sorted(served)).encode())
+    return h.hexdigest()

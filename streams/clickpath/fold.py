@@ -1,0 +1,270 @@
+"""The click path's fold: one partition batch + the state it reads -> a plan of what to write
+and send. Pure: no I/O, no clock (the caller passes ``now_ms``), no globals.
+
+Input:  the batch's decoded events and DLQ records (:mod:`streams.clickpath.records`), the
+        partition's offset watermark, the stored profiles of the batch's users (decoded; they
+        are updated in place), the ranking features of the items the events name, the worker's
+        :class:`streams.clickpath.catalogue.Catalogue` and ranking configuration.
+Output: a :class:`Plan`: profiles and feeds to store, users erased, item stats, trending and A/B
+        increments, pending clicks, audience-index changes, DLQ records (undecodable and late
+        events), which profiles and feeds to send, counts. :mod:`streams.clickpath.write`
+        applies it in one MULTI/EXEC; :mod:`streams.clickpath.publish` sends its records.
+
+What the fold decides, per user (offset order):
+
+* an ``erase`` event: nothing before it survives (the stored profile is dropped, its feed,
+  active-set, pending and audience entries are deleted); events after it start a new profile;
+* ``fanout`` events carry no profile signal: the user's feed is re-ranked with the new item;
+  a user without a stored profile is skipped, one whose profile is unchanged is not resent;
+* other events are admitted (:func:`feedpipe.model.profile.admit_events`: duplicates by event
+  id, events later than ``profiles.allowed_lateness_hours`` go to the DLQ as ``late``) and
+  applied; the profile version moves by one per batch;
+* live impressions and clicks of non-bot users count into item stats, trending and the A/B
+  counters of the arm that served the user;
+* every user with a profile is ranked; a feed is sent only when its ranked list moved
+  (:func:`streams.clickpath.catalogue.feed_fingerprint`, kept in the profile as ``feed_fp``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from feedpipe.model.admission import admit_events
+from feedpipe.model.item import Meta, add_item_signal
+from feedpipe.model.profile import Profile, apply_events, new_profile
+from feedpipe.rank.experiments import assign_arm, experiment_for
+from feedpipe.rank.fanout import AudienceWrites, audience_writes
+from feedpipe.rank.rankers import rank_users
+from feedpipe.rank.weights import RankingConfig
+from feedpipe.store.keys import Keys
+from feedpipe.store.profiles import profile_ids
+from feedpipe.topology import ExperimentSpec, Topology
+from streams.clickpath.catalogue import Catalogue, feed_fingerprint, feed_json
+from streams.clickpath.records import Decoded, Rejected, reader_event
+from streams.runtime import ms
+
+DAY_MS = 86_400_000
+
+
+@dataclass(slots=True)
+class Selection:
+    """A batch split by the partition's offset watermark ``wm`` (-1: none)."""
+
+    wm: int
+    dead: list[tuple[bytes | None, bytes]]
+    """DLQ records above the watermark: ``(key, value)``."""
+    fresh: Decoded
+    """Valid events above the watermark."""
+    users: list[str]
+    """Every user of the batch's valid events (sorted)."""
+    stale_users: set[str]
+    """Users with valid events at or below the watermark (applied before)."""
+    last_offset: int
+    """The batch's last offset: the watermark once it is applied."""
+
+
+def select(decoded: Decoded, bad: Rejected, wm: int, last_offset: int) -> Selection:
+    """Split the batch (last offset ``last_offset``) by the watermark: what is above it is new,
+    the rest was applied."""
+    return Selection(
+        wm=wm,
+        dead=[(key, value) for off, key, value in bad if off > wm],
+        fresh=[(off, rec) for off, rec in decoded if off > wm],
+        users=sorted({rec["user_id"] for _, rec in decoded}),
+        stale_users={rec["user_id"] for off, rec in decoded if off <= wm},
+        last_offset=last_offset,
+    )
+
+
+def users_of(fresh: Decoded) -> list[str]:
+    """The users of ``fresh`` (sorted): whose stored profiles the fold needs."""
+    return sorted({rec["user_id"] for _, rec in fresh})
+
+
+def items_of(fresh: Decoded, experiments: Mapping[str, ExperimentSpec]) -> list[str]:
+    """The items whose ranking features the fold needs (sorted): clicked and resolved items,
+    and the items of live impressions and clicks when an experiment is enabled (A/B
+    attribution needs their brand)."""
+    ids = {rec["content_id"] for _, rec in fresh if rec["type"] in ("click", "resolve")}
+    if any(spec.enabled for spec in experiments.values()):
+        ids |= {
+            rec["content_id"]
+            for _, rec in fresh
+            if rec["origin"] == "live" and rec["type"] in ("impression", "click")
+        }
+    return sorted(ids)
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one partition batch writes and sends (see the module docstring)."""
+
+    partition: int
+    last_offset: int
+    fresh: int
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    """Profiles to store (every ranked user), by user."""
+    feeds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Feed documents to store, by user (the same users as ``profiles``)."""
+    changed: set[str] = field(default_factory=set)
+    """Users whose ranked list moved: their feed is sent."""
+    unchanged_profiles: set[str] = field(default_factory=set)
+    """Users re-ranked for a fan-out only: their profile is stored, not sent."""
+    erased: dict[str, Profile | None] = field(default_factory=dict)
+    """Users erased in the batch -> their profile before the erase."""
+    pending: dict[str, set[str]] = field(default_factory=dict)
+    """content_id -> users whose click waits for it."""
+    stats: dict[str, list[int]] = field(default_factory=dict)
+    trending: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+    ab: dict[str, dict[str, int]] = field(default_factory=dict)
+    audience: AudienceWrites | None = None
+    dead: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    """Rejected records above the watermark: ``(key, DeadLetter value)``, sent to the DLQ."""
+    late: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    """Events past the lateness bound: ``(offset, event)``, sent to the DLQ."""
+    counted: list[tuple[dict[str, Any], bool]] = field(default_factory=list)
+    """Admitted events and whether their user is a bot."""
+    duplicates: int = 0
+
+    def interned_ids(self) -> list[str]:
+        """The content ids the stored profiles and feeds name (they need item ordinals)."""
+        users = sorted(self.profiles)
+        return [
+            *(c for u in users for c in profile_ids(self.profiles[u])),
+            *(it["content_id"] for u in users for it in self.feeds[u]["items"]),
+        ]
+
+
+def ab_counts(
+    live: Sequence[dict[str, Any]],
+    experiments: Mapping[str, ExperimentSpec],
+    metas: Mapping[str, Meta],
+) -> dict[str, dict[str, int]]:
+    """A/B counters of a batch's admitted live impressions and clicks (bots excluded).
+
+    Attribution: an event on an item of brand B counts for the arm its user is assigned to
+    (:func:`feedpipe.rank.experiments.assign_arm`, a pure hash of experiment and user) in the
+    enabled experiment running on B; that is the arm whose ranker produced the user's feed
+    of B, and anyone can recompute it from the event. Events on items whose metadata has
+    not arrived yet have no known brand and are not attributed (they still count in the
+    item stats). Returns experiment -> {"{arm}:impressions" | "{arm}:clicks": count}.
+    """
+    if not live or not any(spec.enabled for spec in experiments.values()):
+        return {}
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for rec in live:
+        meta = metas.get(rec["content_id"])
+        found = experiment_for(experiments, meta.brand) if meta is not None else None
+        if found is None:
+            continue
+        name, spec = found
+        arm = assign_arm(name, spec, rec["user_id"])
+        out[name][f"{arm}:{rec['type']}s"] += 1
+    return {name: dict(fields) for name, fields in out.items()}
+
+
+def fold(
+    partition: int,
+    sel: Selection,
+    stored: Mapping[str, Profile | None],
+    metas: Mapping[str, Meta],
+    catalogue: Catalogue,
+    cfg: RankingConfig,
+    topo: Topology,
+    keys: Keys,
+    now_ms: int,
+) -> Plan:
+    """Fold the fresh events of ``sel`` into ``stored`` (user -> stored profile or None; the
+    profiles are updated in place) and rank the users; return the :class:`Plan`.
+
+    ``metas``: ranking features of (at least) :func:`items_of` the fresh events; ``catalogue``:
+    the candidate matrix, item stats and versions ranked with; ``now_ms``: wall clock of the
+    audience registrations.
+    """
+    spec, rspec = topo.profiles, topo.ranking
+    epoch_ms = rspec.trending_epoch_hours * 3_600_000
+    half_ms = rspec.trending_half_life_hours * 3_600_000
+    plan = Plan(partition, sel.last_offset, len(sel.fresh), dead=sel.dead)
+    per_user: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    for off, rec in sel.fresh:
+        per_user[rec["user_id"]].append((off, rec))
+    item_ids = {rec["content_id"] for _, rec in sel.fresh if rec["type"] in ("click", "resolve")}
+    item_metas = {c: m for c, m in metas.items() if c in item_ids}
+    pending: dict[str, set[str]] = defaultdict(set)
+    for u in sorted(per_user):
+        evs = per_user[u]
+        old = stored.get(u)
+        cut = max((i for i, (_, rec) in enumerate(evs) if rec["type"] == "erase"), default=-1)
+        if cut >= 0:  # right to erasure: nothing before the erase survives
+            plan.erased[u] = old
+            old = None
+            evs = evs[cut + 1 :]
+            if not evs:
+                continue
+        if any(rec["type"] == "fanout" for _, rec in evs):
+            # fan-out on write (feedpipe/rank/fanout.py): no profile signal, the user is
+            # re-ranked below; a user without a profile (expired, erased) is skipped
+            evs = [(off, rec) for off, rec in evs if rec["type"] != "fanout"]
+            if not evs:
+                if old is not None:  # profile unchanged: same version, not sent
+                    plan.profiles[u] = old
+                    plan.unchanged_profiles.add(u)
+                continue
+        events = [reader_event(rec) for _, rec in evs]
+        p = old or new_profile(u, min(ev.at for ev in events) // DAY_MS * DAY_MS, spec)
+        adm = admit_events(p, events, spec)
+        plan.duplicates += len(adm.duplicates)
+        late_ids = {id(ev) for ev in adm.late}
+        plan.late += [
+            (off, rec) for (off, rec), ev in zip(evs, events, strict=True) if id(ev) in late_ids
+        ]
+        for cid in apply_events(p, adm.accepted, item_metas, spec):
+            pending[cid].add(u)
+        p["version"] += 1
+        plan.profiles[u] = p
+        if adm.accepted:
+            accepted_ids = {id(ev) for ev in adm.accepted}
+            bot = bool(p.get("bot"))
+            plan.counted += [
+                (rec, bot)
+                for (_, rec), ev in zip(evs, events, strict=True)
+                if id(ev) in accepted_ids
+            ]
+    plan.pending = dict(pending)
+    live = [
+        rec
+        for rec, bot in plan.counted
+        if not bot and rec["origin"] == "live" and rec["type"] in ("impression", "click")
+    ]
+    plan.ab = ab_counts(live, cfg.experiments, metas)
+    stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    trending: dict[tuple[str, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for rec in live:  # bots are left out of every other reader's signals
+        cid = rec["content_id"]
+        add_item_signal(
+            stats, trending, rec["type"], cid, ms(rec["occurred_at"]) or 0,
+            item_metas.get(cid), epoch_ms, half_ms,
+        )
+    plan.stats = dict(stats)
+    plan.trending = {key: dict(scores) for key, scores in trending.items()}
+    ranked_users = sorted(plan.profiles)
+    ranked = rank_users(
+        [plan.profiles[u] for u in ranked_users],
+        catalogue.matrix,
+        catalogue.stats,
+        rspec,
+        cfg,
+        sources=catalogue.sources(),
+    )
+    stats_version = catalogue.stats_version or 0
+    for u, items in zip(ranked_users, ranked, strict=True):
+        plan.feeds[u] = feed_json(u, plan.profiles[u], items, stats_version, catalogue)
+        fp = feed_fingerprint(items)
+        if plan.profiles[u].get("feed_fp") != fp:
+            plan.profiles[u]["feed_fp"] = fp
+            plan.changed.add(u)
+    plan.audience = audience_writes(plan.profiles, rspec, topo.fanout, keys, now_ms)
+    return plan
