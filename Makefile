@@ -4,7 +4,7 @@
 #                (local Kafka + Redis + worker + API, the shared data replayed)
 #   make test    the same set-up (plus Chromium), then ruff, mypy and pytest
 #                (pytest starts its own Kafka/Redis, see tests/conftest.py)
-#   make setup   set-up only;  make imports: import contracts (lint-imports)
+#   make setup   set-up only;  make imports: the import-linter contracts (part of make test)
 #   make down    `feedpipe down`;  make wipe: `feedpipe down --wipe`
 # When everything is there already, the set-up takes about a second (no apt-get, no pip).
 SHELL := /bin/bash
@@ -44,7 +44,7 @@ imports: $(STAMP)
 pytest: setup
 	$(BIN)/pytest -q
 
-test: setup lint typecheck pytest
+test: setup lint typecheck imports pytest
 
 run: setup
 	$(BIN)/feedpipe up
