@@ -37,6 +37,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -118,11 +119,37 @@ def produce_events() -> int:
 # -- variant 1: the click path -------------------------------------------------------------
 
 
+class AiokafkaOutput:
+    """The click path's output producer on aiokafka's ``AIOKafkaProducer`` (idempotent,
+    acks=all, linger 5 ms): the comparison for the worker's librdkafka
+    :class:`feedpipe.kafka.producer.AsyncProducer`."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        self._producer = AIOKafkaProducer(
+            **settings().aiokafka_config(), bootstrap_servers=bootstrap,
+            enable_idempotence=True, acks="all", linger_ms=5,
+        )
+
+    async def start(self) -> None:
+        """Connect."""
+        await self._producer.start()
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None) -> Any:
+        """Queue one record; returns aiokafka's delivery future."""
+        return await self._producer.send(topic, key=key, value=value)
+
+    async def stop(self) -> None:
+        """Flush and close."""
+        await self._producer.stop()
+
+
 def run_clickpath(total: int, producer_client: str = "librdkafka") -> float:
     """Run the worker's click path until ``total`` records are applied; return events/s.
 
     ``producer_client``: the output producer, ``librdkafka`` (the worker's) or ``aiokafka``
-    (for the ratio)."""
+    (:class:`AiokafkaOutput`, for the ratio)."""
     from streams import runtime
     from streams.clickpath.consumer import run_consumer
     from streams.clickpath.records import BatchResult
@@ -144,7 +171,9 @@ def run_clickpath(total: int, producer_client: str = "librdkafka") -> float:
 
         await run_consumer(
             settings().kafka_bootstrap, f"bench-clickpath-{uuid.uuid4().hex[:8]}", stop,
-            on_batch=on_batch, producer_client=producer_client,
+            on_batch=on_batch,
+            producer=AiokafkaOutput(settings().kafka_bootstrap)
+            if producer_client == "aiokafka" else None,
         )
 
     asyncio.run(go())

@@ -226,20 +226,22 @@ def poison(
     h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
 ) -> dict[str, int]:
     """Produce the poison records (:func:`poison_records`) to every consumed topic."""
-    from confluent_kafka import Producer
+    from feedpipe.kafka.producer import IdempotentProducer
 
-    p = Producer({"bootstrap.servers": h.bootstrap, "enable.idempotence": True,
-                  "message.max.bytes": 1_000_000})
+    p = IdempotentProducer(h.bootstrap, client_id="feedpipe-faults-poison",
+                           config={"message.max.bytes": 1_000_000})
     sent: dict[str, int] = Counter()
     for topic_name in poison_topics():
         sample = next((v for _, v in consume(h.bootstrap, topic_name, limit=1) if v), None)
         if sample is None:
             raise RuntimeError(f"no record in {topic_name} to build poison from")
         for key, value in poison_records(sample):
-            p.produce(topic_name, key=key, value=value)
+            p.produce(topic_name, key, value)
             sent[topic_name] += 1
-    if p.flush(60) != 0:
-        raise RuntimeError("poison records were not acknowledged")
+    try:
+        p.flush(60)  # DeliveryError: a poison record was not acknowledged
+    finally:
+        p.close()
     return dict(sent)
 
 

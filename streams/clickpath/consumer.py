@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from mode import Service
 
@@ -44,6 +44,20 @@ MAX_RECORDS = 20_000
 POLL_MS = 200
 REFRESH_IDLE_S = 2.0
 """Seconds without records before the idle refresher runs."""
+
+
+class OutputProducer(Protocol):
+    """What the loop needs of a producer: :class:`feedpipe.kafka.producer.AsyncProducer` in the
+    worker; the benchmark passes other implementations of the same three methods."""
+
+    async def start(self) -> None:
+        """Connect."""
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None) -> Awaitable[Any]:
+        """Queue one record; the awaitable resolves when the broker acknowledged it."""
+
+    async def stop(self) -> None:
+        """Deliver what is queued, then close."""
 
 
 def consumer_group(app_id: str) -> str:
@@ -90,19 +104,17 @@ async def run_consumer(
     *,
     publish: bool = True,
     on_batch: Callable[[list[BatchResult], float], None] | None = None,
-    producer_client: str = "librdkafka",
+    producer: OutputProducer | None = None,
 ) -> None:
     """The click path's consume-apply-commit loop until ``stop`` is set.
 
-    aiokafka consumer (group ``group``) and an idempotent producer (acks=all):
-    ``producer_client`` ``"librdkafka"`` (the worker's,
-    :class:`feedpipe.kafka.producer.AsyncProducer`) or ``"aiokafka"`` (``AIOKafkaProducer``,
-    which bench/bench_clicks.py compares it with). Each ``getmany`` batch is applied per
-    partition, its output records' deliveries awaited (a failed delivery raises: nothing is
-    committed), then its offsets committed. ``on_batch(results, seconds)`` is called after each
-    batch (metrics, benchmark).
+    aiokafka consumer (group ``group``) and the idempotent (acks=all) librdkafka producer
+    :class:`feedpipe.kafka.producer.AsyncProducer`, or ``producer`` when given (the benchmark
+    compares others). Each ``getmany`` batch is applied per partition, its output records'
+    deliveries awaited (a failed delivery raises: nothing is committed), then its offsets
+    committed. ``on_batch(results, seconds)`` is called after each batch (metrics, benchmark).
     """
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka import AIOKafkaConsumer
 
     security = settings().aiokafka_config()  # TLS / SASL of the settings (empty: plaintext)
     topic = stage().input
@@ -118,30 +130,11 @@ async def run_consumer(
         session_timeout_ms=10_000,
         heartbeat_interval_ms=1_000,
     )
-    producer: AIOKafkaProducer | AsyncProducer
-    if producer_client == "aiokafka":
-        producer = AIOKafkaProducer(
-            **security,
-            bootstrap_servers=bootstrap,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-        )
-    elif producer_client == "librdkafka":
-        producer = AsyncProducer(bootstrap)  # same acks=all + idempotence, C send path
-    else:
-        raise ValueError(f"unknown producer client {producer_client!r}")
+    if producer is None:
+        producer = AsyncProducer(bootstrap)
     await producer.start()
     await consumer.start()
-
-    if isinstance(producer, AsyncProducer):
-        send: Send = producer.send
-    else:
-        aio = producer
-
-        async def send(topic_name: str, key: bytes, value: bytes | None) -> Awaitable[Any]:
-            return await aio.send(topic_name, key=key, value=value)
-
+    send: Send = producer.send
     path = ClickPath(send, publish=publish, strict=True)
     held_logged = 0.0
     try:
