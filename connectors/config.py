@@ -147,7 +147,7 @@ class LiveSourceSpec(_Strict):
 
 
 class WebhookSourceSpec(_Strict):
-    """A push source served by the webhook receiver (connectors/webhook.py).
+    """A push source served by the webhook receiver (connectors/webhook/).
 
     Attributes:
         name: source name (URL path ``/v1/webhooks/{name}``; part of content ids).

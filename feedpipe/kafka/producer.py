@@ -256,7 +256,7 @@ class _Pollable(Protocol):
 class DeliverySettler:
     """Resolves asyncio futures from librdkafka delivery reports, in batches.
 
-    Used by the webhook receiver (connectors/webhook.py) and :class:`AsyncProducer`. Delivery
+    Used by the webhook receiver (connectors/webhook/) and :class:`AsyncProducer`. Delivery
     reports run on whichever thread polls the producer (the background thread started here,
     ``poll(0.05)`` in a loop, or the event loop thread inside ``produce``). Each report is
     appended to a deque; after every poll one ``call_soon_threadsafe`` (one self-pipe write)

@@ -10,7 +10,7 @@ baselines, and scored with the MIND competition's metrics (github.com/msnews/MIN
 No future leakage (docs/evaluation.md):
 
 * profile: built from the impression's own ``history`` column only, through
-  ``feedpipe.model.profile.new_profile`` / ``apply_events`` (the profiles stage's code). History
+  ``feedpipe.model.profile.new_profile`` / ``apply_events`` (the click path's code). History
   clicks carry no time in MIND; as the replay connector does, click i of h is placed at
   ``impression time - (h - i) * profiles.history_click_spacing_s``;
 * clicks, impressions (engagement, popularity) and first sightings (the age proxy: MIND news
