@@ -109,22 +109,21 @@ def test_the_click_path_service_is_registered_and_consumes_its_input_under_its_g
             raise Stop
 
     class FakeProducer:
-        def __init__(self, **_: Any) -> None:
-            pass
-
         async def start(self) -> None:
             pass
+
+        async def send(self, topic: str, key: bytes | None, value: bytes | None) -> Any:
+            raise AssertionError("nothing is consumed, so nothing is sent")
 
         async def stop(self) -> None:
             pass
 
     monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", FakeConsumer)
-    monkeypatch.setattr(aiokafka, "AIOKafkaProducer", FakeProducer)
     with pytest.raises(Stop):
         asyncio.run(
             consumer.run_consumer(
                 "127.0.0.1:9", consumer.consumer_group("fp-test"), asyncio.Event(),
-                producer_client="aiokafka",
+                producer=FakeProducer(),
             )
         )
     assert seen == {"topics": (spec.input,), "group": spec.group("fp-test")}
