@@ -223,7 +223,7 @@ def prepare(
         cov.evaluated += 1
         cov.candidates += len(imp.candidates)
         cov.clicks += n_pos
-        # Profile from the history column only, through the profiles stage's code.
+        # Profile from the history column only, through the click path's profile code.
         h = len(imp.history)
         profile = new_profile(imp.user_id, imp.at_ms - h * spacing_ms, pspec)
         events = [
