@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from feedpipe.kafka.lag import pipeline_lag
@@ -115,10 +115,13 @@ def kafka_consumer(bootstrap: str, prefix: str = "test") -> Consumer:
     )
 
 
+NO_LEADER = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+
+
 def high_watermarks(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[int, int]:
-    """High watermark (log end offset) per partition of ``topic``; retried for ``timeout_s``
-    while the broker answers with an error (a topic just (re)created has no leader for a
-    moment: NOT_LEADER_FOR_PARTITION)."""
+    """High watermark (log end offset) per partition of ``topic``; retried every 0.5 s for up to
+    ``timeout_s`` while a partition has no leader (a topic just (re)created has none for a
+    moment: NOT_LEADER_FOR_PARTITION); other errors are raised at once."""
     c = kafka_consumer(bootstrap, "test-watermarks")
     deadline = time.monotonic() + timeout_s
     try:
@@ -129,8 +132,8 @@ def high_watermarks(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict
                     p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
                     for p in parts
                 }
-            except KafkaException:
-                if time.monotonic() > deadline:
+            except KafkaException as exc:
+                if exc.args[0].code() not in NO_LEADER or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
     finally:

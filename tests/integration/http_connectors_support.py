@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
-from kafka_leaders import led_high_watermarks
+from pipeline import high_watermarks
 
 from connectors.config import LiveSourceSpec
 from feedpipe.wire.codec import codec
@@ -44,7 +44,7 @@ class Tap:
         )
 
     def _watermarks(self) -> dict[int, int]:
-        return led_high_watermarks(self.bootstrap, TOPIC)
+        return high_watermarks(self.bootstrap, TOPIC)
 
     def records(self, source: str) -> list[dict[str, Any]]:
         """Decoded records of ``source`` between the start and the current high watermarks."""

@@ -22,7 +22,7 @@ import httpx
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from kafka_leaders import led_high_watermarks
+from pipeline import high_watermarks
 
 from connectors.webhook.app import create_webhook_app
 from connectors.webhook.server import WebhookConnector
@@ -133,7 +133,7 @@ def _consumer(bootstrap: str) -> Consumer:
 
 
 def watermarks(bootstrap: str) -> dict[int, int]:
-    return led_high_watermarks(bootstrap, TOPIC)
+    return high_watermarks(bootstrap, TOPIC)
 
 
 def read_events(bootstrap: str, start: dict[int, int], event_ids: set[str]) -> dict[str, Any]:
