@@ -7,7 +7,7 @@
 | FEEDPIPE_DATA_DIR | ../shared/data beside the checkout | real input data, read in place |
 | FEEDPIPE_STATE_DIR | .feedpipe/ in the checkout | local broker/Redis state, logs, jars |
 | FEEDPIPE_API_HOST / _PORT | 127.0.0.1 / 8080 | read endpoint bind address |
-| FEEDPIPE_API_KEYS_FILE | <state>/api-keys.json | API key hashes, scopes, rates (readapi.keys) |
+| FEEDPIPE_API_KEYS_FILE | <state>/api-keys.json | API key hashes, scopes, rates (apikeys) |
 | FEEDPIPE_API_CORS_ORIGINS | (empty: CORS off) | comma-separated browser origins allowed, or * |
 | FEEDPIPE_API_REDIS_TIMEOUT_MS | 250 | read endpoint's Redis socket/connect timeout, ms |
 | FEEDPIPE_API_BREAKER_FAILURES | 5 | consecutive Redis failures that open the circuit |

@@ -92,7 +92,7 @@ def apikey_create(
     burst: Annotated[int, typer.Option(help="bucket size, requests")] = 200,
 ) -> None:
     """Create a key; print its token once (only its SHA-256 is written to the keys file)."""
-    from readapi.keys import KeyFileError, create_key
+    from feedpipe.apikeys import KeyFileError, create_key
 
     try:
         key, token = create_key(stack.keys_path(), name, scope, rate, burst)
@@ -108,7 +108,7 @@ def apikey_create(
 @apikey_cli.command("list")
 def apikey_list() -> None:
     """List stored keys (ids, names, scopes, limits; never tokens)."""
-    from readapi.keys import load_keys
+    from feedpipe.apikeys import load_keys
 
     for k in load_keys(stack.keys_path()):
         console.print(f"{k.key_id}  {k.name:<16} {','.join(k.scopes):<36} "
@@ -118,7 +118,7 @@ def apikey_list() -> None:
 @apikey_cli.command("revoke")
 def apikey_revoke(key_id: Annotated[str, typer.Argument(help="key id, e.g. k_3f9a1c2b")]) -> None:
     """Remove a key (the running API drops it within ~1 s)."""
-    from readapi.keys import revoke_key
+    from feedpipe.apikeys import revoke_key
 
     if not revoke_key(stack.keys_path(), key_id):
         console.print(f"no key {key_id}")

@@ -44,7 +44,7 @@ def print_changes(changes: list[Any]) -> None:
 
 def keys_path() -> Path:
     """The read endpoint's API keys file."""
-    from readapi.keys import keys_file
+    from feedpipe.apikeys import keys_file
 
     s = settings()
     return keys_file(s.state_dir, s.api_keys_file)
@@ -52,7 +52,7 @@ def keys_path() -> Path:
 
 def dev_key() -> str:
     """Create or reuse the development key under the state dir; return its token."""
-    from readapi.keys import ensure_dev_key
+    from feedpipe.apikeys import ensure_dev_key
 
     return ensure_dev_key(settings().state_dir, keys_path())
 
