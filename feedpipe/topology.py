@@ -91,6 +91,8 @@ class IngestSpec(_Strict):
 
     cms: str
     reader_events: str
+    reader_events_dlq: str
+    """Where the event collector sends the reader events it refuses (with a reason)."""
 
 
 class RedisSpec(_Strict):
