@@ -109,17 +109,15 @@ def openapi_document() -> Json:
             f"Up to {MAX_EVENTS} events and {MAX_BODY_BYTES} bytes per request. Answers 202 "
             "once Kafka acknowledged every record (acks=all): the accepted events on "
             "reader.events (key user_id), the refused ones on reader.events.dlq. Scope "
-            "`events:write`; a key's rate limit counts requests."
+            "`events:write`; a key's rate limit counts requests. A `text/plain` body (what "
+            "navigator.sendBeacon sends for a string) is read as the same JSON, with the key in "
+            "its `api_key` field since a beacon cannot set headers."
         ),
         "security": [{"ApiKey": []}, {"Bearer": []}],
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/EventBatch"}},
-                "text/plain": {
-                    "schema": {"type": "string"},
-                    "description": "the same JSON, as navigator.sendBeacon sends a string",
-                },
             },
         },
         "responses": {
