@@ -2,15 +2,16 @@
 ``up``, ``down`` and ``status`` are in :mod:`ops.stack`.
 
 feedpipe up [--no-replay] [--detach]
-                              start Kafka, Redis, topics, worker, read endpoint; replay the
-                              shared data with progress; print URLs; Ctrl-C or `feedpipe down`
-                              stops it all
+                              start Kafka, Redis, topics, worker, read endpoint, collector;
+                              replay the shared data with progress; print URLs; Ctrl-C or
+                              `feedpipe down` stops it all
 feedpipe down [--wipe]        stop everything; --wipe also deletes the local state
 feedpipe status               processes, consumer lag per topic, DLQ sizes
 feedpipe topics plan|apply    diff / create the topics of topology.yaml on the broker
 feedpipe replay [-s SOURCE]   publish the shared data files (topology.yaml sources)
-feedpipe worker | api         run the Faust worker / read endpoint in the foreground
-feedpipe apikey create|list|revoke   read endpoint API keys (only hashes are stored)
+feedpipe worker | api | collector   run the Faust worker / read endpoint / event collector
+                              in the foreground
+feedpipe apikey create|list|revoke   API keys of the read endpoint and the collector (hashes)
 feedpipe lag [--group G] [--json] [--window N] [--interval S] [--watch]
                               consumer lag per partition, Burrow-style status, exit 2 on STALL/STOP
 feedpipe connect | evaluate | rebuild | faults | schemas check   (see each command's --help)
@@ -86,7 +87,8 @@ def topics_apply() -> None:
 def apikey_create(
     name: Annotated[str, typer.Option(help="label, e.g. frontend")],
     scope: Annotated[
-        list[str], typer.Option("--scope", help="feeds:read, profiles:read or admin (repeat)")
+        list[str],
+        typer.Option("--scope", help="feeds:read, profiles:read, events:write or admin (repeat)"),
     ],
     rate: Annotated[float, typer.Option(help="sustained requests/s")] = 100.0,
     burst: Annotated[int, typer.Option(help="bucket size, requests")] = 200,
@@ -138,6 +140,12 @@ def worker() -> None:
 def api() -> None:
     """Run the read endpoint in the foreground."""
     raise SystemExit(subprocess.call([sys.executable, "-m", "readapi"], cwd=ROOT))
+
+
+@cli.command()
+def collector() -> None:
+    """Run the event collector (POST /v1/events) in the foreground."""
+    raise SystemExit(subprocess.call([sys.executable, "-m", "connectors.collector"], cwd=ROOT))
 
 
 @cli.command()

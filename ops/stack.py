@@ -1,4 +1,5 @@
-"""``feedpipe up | down | status``: the local stack (Kafka, Redis, worker, read endpoint).
+"""``feedpipe up | down | status``: the local stack (Kafka, Redis, worker, read endpoint, event
+collector).
 
 ``up`` in the foreground watches its stack: when ``feedpipe down`` (from another shell) stops
 it -- ``down`` leaves a stop marker under ``<state>/run`` before it stops anything -- or one of
@@ -89,7 +90,11 @@ class StackWatch(threading.Thread):
             return "the Kafka broker exited"
         if self.stack.redis.pid() is None:
             return "redis-server exited"
-        for svc in (services.worker_service(self.s), services.api_service(self.s)):
+        for svc in (
+            services.worker_service(self.s),
+            services.api_service(self.s),
+            services.collector_service(self.s),
+        ):
             if not services.running(svc, self.s):
                 return f"the {svc.name} exited (log: {svc.log_file(self.s.state_dir)})"
         return ""
@@ -181,6 +186,15 @@ def where_to_look() -> None:
     console.print(f"  API key (dev)   {s.state_dir / 'dev-api-key'}; e.g.")
     console.print(f'    curl -H "X-API-Key: {dev_key()}" {base}/v1/feeds/U35841?explain=true')
     console.print(f"  ops page        {base}/ops")
+    console.print(f"  demo page       {base}/demo#key={dev_key()}")
+    collector = s.collector_public_url()
+    console.print(f"  event collector {collector}/v1/events   (API docs {collector}/openapi.json)")
+    console.print(
+        f'    curl -H "X-API-Key: {dev_key()}" -H "Content-Type: application/json" '
+        f"{collector}/v1/events -d '{{\"events\": [{{\"type\": \"click\", "
+        f'\"user_id\": \"U35841\", \"content_id\": \"<content_id>\", '
+        f"\"occurred_at\": \"$(date -u +%FT%TZ)\"}}]}}'"
+    )
     console.print(f"  worker metrics  http://127.0.0.1:{s.worker_web_port}/metrics")
     console.print("  consumer lag    feedpipe lag")
     console.print(f"  logs            {s.state_dir / 'logs'}")
@@ -188,7 +202,8 @@ def where_to_look() -> None:
 
 
 def start_stack() -> None:
-    """Start Kafka and Redis, apply the topics, start the worker and the read endpoint."""
+    """Start Kafka and Redis, apply the topics, start the worker, the read endpoint and the
+    event collector."""
     from feedpipe.kafka.topics import apply
     from ops.infra import LocalStack
 
@@ -200,10 +215,11 @@ def start_stack() -> None:
     console.print(f"  kafka {bootstrap}   redis {redis_url}")
     console.print("applying topics from topology.yaml ...")
     print_changes(apply(topology(), admin()))
-    console.print("starting the Faust worker and the read endpoint ...")
+    console.print("starting the Faust worker, the read endpoint and the event collector ...")
     services.start(services.worker_service(s), s)
     dev_key()
     services.start(services.api_service(s), s)
+    services.start(services.collector_service(s), s)
     where_to_look()
 
 
@@ -286,14 +302,19 @@ def up(no_replay: bool, detach: bool) -> int:
 
 
 def down(wipe: bool) -> None:
-    """Stop the read endpoint, the worker, Kafka and Redis (and delete the state with ``wipe``)."""
+    """Stop the collector, the read endpoint, the worker, Kafka and Redis (and delete the state
+    with ``wipe``)."""
     from ops.infra import LocalStack
 
     s = settings()
     marker = stop_marker(s)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"{os.getpid()}\n")
-    for svc in (services.api_service(s), services.worker_service(s)):
+    for svc in (
+        services.collector_service(s),
+        services.api_service(s),
+        services.worker_service(s),
+    ):
         if services.stop(svc, s):
             console.print(f"stopped {svc.name}")
     stack = LocalStack(s)

@@ -123,9 +123,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--host", default=None, help="[FEEDPIPE_COLLECTOR_HOST]")
     ap.add_argument("--port", type=int, default=None, help="[FEEDPIPE_COLLECTOR_PORT]")
     ap.add_argument("--workers", type=int, default=None, help="[FEEDPIPE_COLLECTOR_WORKERS]")
+    ap.add_argument(
+        "--cors-origins", default=None, help="comma-separated [FEEDPIPE_COLLECTOR_CORS_ORIGINS]"
+    )
     args = ap.parse_args(argv)
     # uvicorn's worker processes read their settings from the environment
-    for name, value in (("HOST", args.host), ("PORT", args.port), ("WORKERS", args.workers)):
+    for name, value in (
+        ("HOST", args.host),
+        ("PORT", args.port),
+        ("WORKERS", args.workers),
+        ("CORS_ORIGINS", args.cors_origins),
+    ):
         if value is not None:
             os.environ[f"FEEDPIPE_COLLECTOR_{name}"] = str(value)
     settings.cache_clear()
