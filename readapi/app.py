@@ -63,6 +63,7 @@ from readapi.gateway import Gateway
 from readapi.guards import STATE_CODES, CircuitBreaker, CircuitOpen
 from readapi.openapi import openapi_document
 from readapi.params import BadRequest
+from readapi.routes import demo
 from readapi.routes.experiments import get_experiment, list_experiments
 from readapi.routes.feeds import FeedFastPath, get_feed
 from readapi.routes.health import healthz, metrics, openapi_json, readyz
@@ -263,6 +264,8 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/demo", demo.get_page, methods=["GET"]),
+        Route("/demo/config", demo.get_config, methods=["GET"]),
         *ops.routes(),
     ]
     app = Starlette(
@@ -289,7 +292,11 @@ def create_app(
     st.count_fallback = lambda source, reason: m.fallbacks.labels(source, reason).inc()
 
     outer: ASGIApp = Gateway(
-        FeedFastPath(app), keystore, registry, ops.OPEN_PATHS, workers=s.api_workers
+        FeedFastPath(app),
+        keystore,
+        registry,
+        ops.OPEN_PATHS + demo.OPEN_PATHS,
+        workers=s.api_workers,
     )
     origins = list(
         cors_origins
