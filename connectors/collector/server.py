@@ -44,7 +44,7 @@ class CollectorServer:
         keys_path: API keys file.
         host / port: bind address (port 0 picks a free one: read :attr:`port` once
             :attr:`started` is set).
-        cors_origins / ack_timeout_s: see :func:`create_collector_app`.
+        cors_origins / ack_timeout_s / topic / dlq: see :func:`create_collector_app`.
     """
 
     def __init__(
@@ -56,9 +56,16 @@ class CollectorServer:
         port: int = 0,
         cors_origins: Sequence[str] = (),
         ack_timeout_s: float = 10.0,
+        topic: str | None = None,
+        dlq: str | None = None,
     ) -> None:
         self.app = create_collector_app(
-            producer, KeyStore(keys_path), cors_origins=cors_origins, ack_timeout_s=ack_timeout_s
+            producer,
+            KeyStore(keys_path),
+            cors_origins=cors_origins,
+            ack_timeout_s=ack_timeout_s,
+            topic=topic,
+            dlq=dlq,
         )
         self.collector: CollectorApp = self.app.collector  # type: ignore[attr-defined]
         self.host = host
@@ -71,7 +78,12 @@ class CollectorServer:
         import uvicorn
 
         config = uvicorn.Config(
-            self.app, host=self.host, port=self.port, log_level="warning", access_log=False
+            self.app,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,  # no client address is used; saves a middleware per request
         )
         server = uvicorn.Server(config)
         self._server = server
