@@ -211,33 +211,28 @@ class CollectorApp:
         return key, self.encode_dead(record)
 
     async def _publish(self, parsed: Parsed) -> list[str]:
-        """Produce the valid records and the DLQ records; wait for every acknowledgement."""
+        """Produce the valid records and the DLQ records; wait for every acknowledgement (one
+        future for the request, resolved once all its records are acknowledged)."""
         loop = asyncio.get_running_loop()
-        futures: list[Delivered] = []
+        done: Delivered = loop.create_future()
+        cb = self.settler.batch_callback(done, len(parsed.records) + len(parsed.rejects))
         produce = self.producer.produce
+        encode = self.encoder.encode
+        topic = self.topic
         t0 = time.perf_counter()
         try:
             for _, rec in parsed.records:
-                fut: Delivered = loop.create_future()
-                futures.append(fut)
-                produce(
-                    self.topic,
-                    rec["user_id"].encode(),
-                    self.encoder.encode(rec),
-                    on_delivery=self.settler.callback(fut),
-                )
+                produce(topic, rec["user_id"].encode(), encode(rec), on_delivery=cb, serve=False)
             for r in parsed.rejects:
                 key, value = self._dead_letter(r)
-                fut = loop.create_future()
-                futures.append(fut)
-                produce(self.dlq, key, value, on_delivery=self.settler.callback(fut))
+                produce(self.dlq, key, value, on_delivery=cb, serve=False)
         except DeliveryError as exc:
             raise _Refused(503, "kafka_unavailable", str(exc), [(b"retry-after", b"1")]) from None
+        self.producer.poll(0)  # serve reports already waiting; the settler thread does the rest
         self.settler.wake()
         try:
             async with asyncio.timeout(self.ack_timeout_s):
-                for fut in futures:
-                    await fut
+                await done
         except TimeoutError:
             reason = f"Kafka did not acknowledge within {self.ack_timeout_s} s"
             raise _Refused(503, "kafka_unavailable", reason, [(b"retry-after", b"1")]) from None

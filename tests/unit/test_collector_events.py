@@ -107,3 +107,52 @@ def test_openapi_document_names_the_limits() -> None:
     assert doc["components"]["schemas"]["ReaderEvent"]["properties"]["type"]["enum"] == [
         "impression", "click", "dwell", "erase",
     ]  # fmt: skip
+
+
+def test_one_future_settles_a_whole_batch_of_delivery_reports() -> None:
+    import asyncio
+
+    from feedpipe.kafka.producer import DeliveryError, DeliverySettler
+
+    class Msg:
+        def __init__(self, offset: int) -> None:
+            self._offset = offset
+
+        def topic(self) -> str:
+            return "t"
+
+        def partition(self) -> int:
+            return 1
+
+        def offset(self) -> int:
+            return self._offset
+
+    class Err:
+        def str(self) -> str:
+            return "broker said no"
+
+    class NoPoll:
+        def poll(self, timeout: float = 0.0, /) -> int:
+            return 0
+
+    async def run() -> None:
+        settler = DeliverySettler(NoPoll())
+        settler.loop = asyncio.get_running_loop()
+        ok = settler.loop.create_future()
+        cb = settler.batch_callback(ok, 3)
+        cb(None, Msg(7))  # type: ignore[arg-type]
+        cb(None, Msg(8))  # type: ignore[arg-type]
+        settler.drain()
+        assert not ok.done()  # 2 of 3 acknowledged
+        cb(None, Msg(9))  # type: ignore[arg-type]
+        settler.drain()
+        assert ok.result() == (1, 9)
+        bad = settler.loop.create_future()
+        cb = settler.batch_callback(bad, 2)
+        cb(Err(), Msg(1))  # type: ignore[arg-type]
+        cb(None, Msg(2))  # type: ignore[arg-type]
+        settler.drain()
+        with pytest.raises(DeliveryError, match="broker said no"):
+            bad.result()
+
+    asyncio.run(run())
