@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from connectors.asgi import BodyError, read_body, respond_json
 from connectors.base import DLQ_VALUE_MAX
 from connectors.collector.events import MAX_BODY_BYTES, Parsed, Reject, parse_body
 from connectors.collector.openapi import openapi_document
@@ -46,7 +47,6 @@ DEFAULT_ACK_TIMEOUT_S: Final = 10.0
 KEYS_RELOAD_INTERVAL_S: Final = 1.0
 """How often the keys file's mtime is checked, s (a new key works within ~1 s)."""
 Json = dict[str, Any]
-_JSON: Final = (b"content-type", b"application/json")
 _NO_STORE: Final = (b"cache-control", b"no-store")
 
 
@@ -63,10 +63,7 @@ class _Refused(Exception):
 async def _respond(
     send: Send, status: int, body: Json, extra: Sequence[tuple[bytes, bytes]] = ()
 ) -> None:
-    data = orjson.dumps(body)
-    headers = [_JSON, _NO_STORE, (b"content-length", str(len(data)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
+    await respond_json(send, status, body, [_NO_STORE, *extra])
 
 
 def _media_type(headers: dict[bytes, bytes]) -> bytes:
@@ -175,19 +172,10 @@ class CollectorApp:
             raise _Refused(access.status, code, access.message, access.headers)
 
     async def _read_body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Refused(400, "client_disconnect", "client disconnected mid-body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _Refused(413, "body_too_large", f"body over {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            return await read_body(receive, MAX_BODY_BYTES)
+        except BodyError as exc:
+            raise _Refused(exc.status, exc.code, exc.reason) from None
 
     def _dead_letter(self, r: Reject) -> tuple[bytes | None, bytes]:
         ev = r.event if isinstance(r.event, dict) else {}

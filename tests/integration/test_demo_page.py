@@ -14,7 +14,6 @@ import asyncio
 import base64
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -27,6 +26,7 @@ import aiohttp
 import httpx
 import pytest
 from pipeline import api_headers, drain, running_pipeline
+from test_ops_page import chromium
 
 from connectors.replay import replay_all
 from feedpipe.topology import topology
@@ -40,14 +40,6 @@ SCREENSHOT_BEFORE = ROOT / "docs" / "demo-before.png"
 SOURCES = ["frontity-wp", "umami-drupal"]  # real WordPress and Drupal content (Apache-2.0, GPL)
 BRAND = "frontity"  # a travel blog whose posts share categories: the click's affinity shows
 PORTS = range(42100, 42200)  # this suite's own port range for the browser's DevTools socket
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("chromium not installed: apt-get install -y chromium (.ci/run does it)")
 
 
 def free_port(candidates: range) -> int:
