@@ -193,7 +193,7 @@ def where_to_look() -> None:
         f'    curl -H "X-API-Key: {dev_key()}" -H "Content-Type: application/json" '
         f"{collector}/v1/events -d '{{\"events\": [{{\"type\": \"click\", "
         f'\"user_id\": \"U35841\", \"content_id\": \"<content_id>\", '
-        f"\"occurred_at\": \"$(date -u +%FT%TZ)\"}}]}}'"
+        f"\"occurred_at\": {int(time.time() * 1000)}}}]}}'"
     )
     console.print(f"  worker metrics  http://127.0.0.1:{s.worker_web_port}/metrics")
     console.print("  consumer lag    feedpipe lag")
