@@ -1,7 +1,8 @@
 """The /demo reader page in headless Chromium against the real pipeline (Kafka, Redis, the
 worker with the click path, the read endpoint and the event collector as processes): the page
 loads a new reader's feed, a real mouse click on a story sends impression and click events to
-the collector, and the page shows the reader's re-ranked feed.
+the collector, the page shows the reader's re-ranked feed, and leaving the page sends a dwell
+event by ``navigator.sendBeacon``.
 
 Chromium is driven over the DevTools protocol (a websocket; aiohttp is a pinned dependency),
 because a click needs a live page, not ``--dump-dom``. Screenshots: docs/demo.png (after the
@@ -142,7 +143,7 @@ async def browser(tmp: Path) -> AsyncIterator[Page]:
             proc.wait()
 
 
-async def drive(base: str, key: str, user: str, tmp: Path) -> dict[str, Any]:
+async def drive(base: str, collector: str, key: str, user: str, tmp: Path) -> dict[str, Any]:
     """Load the page, click the fourth story, wait for the re-ranked feed; return what the page
     showed before and after."""
     async with browser(tmp) as page:
@@ -169,6 +170,18 @@ async def drive(base: str, key: str, user: str, tmp: Path) -> dict[str, Any]:
         )
         await asyncio.sleep(1.7)  # the moved-story highlight fades before the screenshot
         await page.screenshot(SCREENSHOT)
+        await page.call("Page.navigate", url="about:blank")  # pagehide: the dwell beacon
+        # the page's sendBeacon (text/plain, key in the body) reaches the collector while the
+        # browser still runs
+        metric = 'feedpipe_collector_events_accepted_total{type="dwell"} 1.0'
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while True:
+                async with http.get(f"{collector}/metrics") as r:
+                    if metric in await r.text():
+                        break
+                assert time.monotonic() < deadline, "no dwell beacon reached the collector"
+                await asyncio.sleep(0.2)
         return {"before": before, "after": after}
 
 
@@ -193,7 +206,7 @@ def test_a_click_in_the_demo_page_reranks_the_readers_feed(
                 assert page.status_code == 200 and "live reader demo" in page.text
 
                 user = f"reader-{os.getpid()}"
-                seen = asyncio.run(drive(base, key, user, tmp_path))
+                seen = asyncio.run(drive(base, cfg["collector_url"], key, user, tmp_path))
                 h = {"X-API-Key": key}
                 url = f"{base}/v1/feeds/{user}?brand={BRAND}&limit=12"
                 seen["api"] = httpx.get(url, headers=h, timeout=5).json()
