@@ -30,7 +30,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 
 from feedpipe.ids import event_id
 from feedpipe.monitoring import metrics
-from feedpipe.settings import settings
+from feedpipe.store.client import async_client
 from feedpipe.wire.codec import codec
 
 log = logging.getLogger("feedpipe.streams")
@@ -107,10 +107,8 @@ def redis_client() -> aioredis.Redis:
         ExponentialWithJitterBackoff(base=DEFAULT_RETRY_BASE, cap=DEFAULT_RETRY_CAP),
         DEFAULT_RETRY_COUNT,
     )
-    s = settings()
-    return aioredis.Redis.from_url(
-        s.redis_url, decode_responses=False, retry=retry, **s.redis_kwargs()
-    )
+    client: aioredis.Redis = async_client(retry=retry)  # a RedisCluster with FEEDPIPE_REDIS_CLUSTER
+    return client
 
 
 def dead_letter(

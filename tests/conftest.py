@@ -11,6 +11,11 @@ Each service is resolved once per session, in this order:
    Their data is wiped at session start and they are stopped at session end. The Kafka jars
    are shared with the dev state directory (fetched there once).
 
+``FEEDPIPE_TEST_REDIS_CLUSTER=1`` runs the suite against a Redis Cluster instead: the
+``redis_cluster_url`` fixture (three local masters, :class:`ops.infra.RedisClusterNodes`, on
+ports 26379-26381 shifted like the others) stands in for ``redis_url``, and
+``FEEDPIPE_REDIS_CLUSTER=1`` is exported, so every client feedpipe builds is a ``RedisCluster``.
+
 The chosen addresses are exported to ``os.environ`` (so subprocesses such as a Faust worker
 or the API inherit them) and ``feedpipe.settings.settings`` is re-read. ``FEEDPIPE_STATE_DIR``
 is pointed at ``.feedpipe-test/`` too unless already set, so test workers never share Faust
@@ -31,8 +36,9 @@ import redis
 from feedpipe import settings as settings_module
 from feedpipe.kafka.topics import TopicChange, admin_client, apply, format_changes
 from feedpipe.settings import Settings
+from feedpipe.store.client import sync_client
 from feedpipe.topology import topology
-from ops.infra import KafkaBroker, RedisServer, ensure_jars, pinned_version
+from ops.infra import KafkaBroker, RedisClusterNodes, RedisServer, ensure_jars, pinned_version
 from ops.infra.kafka import broker_answers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,9 +162,42 @@ def _kafka_container(mp: pytest.MonkeyPatch) -> Iterator[str]:
         container.stop()
 
 
+def _local_cluster() -> Iterator[str]:
+    """A three-master Redis Cluster of local processes from TEST_REDIS_PORT on, wiped first,
+    its URL and FEEDPIPE_REDIS_CLUSTER=1 exported; stopped at the end."""
+    mp = pytest.MonkeyPatch()
+    if "FEEDPIPE_STATE_DIR" not in os.environ:
+        _export(mp, "FEEDPIPE_STATE_DIR", str(TEST_STATE_DIR))
+    nodes = RedisClusterNodes(TEST_STATE_DIR, port=TEST_REDIS_PORT)
+    try:
+        nodes.stop()
+        nodes.wipe_data()
+        url = nodes.start()
+        _export(mp, "FEEDPIPE_REDIS_URL", url)
+        _export(mp, "FEEDPIPE_REDIS_CLUSTER", "1")
+        try:
+            yield url
+        finally:
+            nodes.stop()
+    finally:
+        mp.undo()
+        settings_module.settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """URL of a node of a local Redis Cluster (three masters, no replicas), e.g.
+    redis://127.0.0.1:26379/0, with FEEDPIPE_REDIS_CLUSTER=1 exported."""
+    yield from _local_cluster()
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """URL of a real Redis (env, testcontainers or local process), e.g. redis://127.0.0.1:26379/0."""
+    """URL of a real Redis (env, testcontainers or local process), e.g. redis://127.0.0.1:26379/0;
+    a local Redis Cluster's when FEEDPIPE_TEST_REDIS_CLUSTER=1 (module docstring)."""
+    if os.environ.get("FEEDPIPE_TEST_REDIS_CLUSTER") == "1":
+        yield from _local_cluster()
+        return
     mp = pytest.MonkeyPatch()
     if "FEEDPIPE_STATE_DIR" not in os.environ:
         _export(mp, "FEEDPIPE_STATE_DIR", str(TEST_STATE_DIR))
@@ -205,7 +244,7 @@ def topics_applied(kafka_bootstrap: str) -> list[TopicChange]:
 @pytest.fixture()
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A client on the session Redis, database flushed (FLUSHDB) before the test."""
-    client = redis.Redis.from_url(redis_url)
+    client: redis.Redis = sync_client(redis_url)  # a RedisCluster on a cluster
     client.flushdb()
     try:
         yield client
