@@ -13,7 +13,7 @@ Each service is resolved once per session, in this order:
 
 ``FEEDPIPE_TEST_REDIS_CLUSTER=1`` runs the suite against a Redis Cluster instead: the
 ``redis_cluster_url`` fixture (three local masters, :class:`ops.infra.RedisClusterNodes`, on
-ports 26379-26381 shifted like the others) stands in for ``redis_url``, and
+ports 26382-26384 shifted like the others) stands in for ``redis_url``, and
 ``FEEDPIPE_REDIS_CLUSTER=1`` is exported, so every client feedpipe builds is a ``RedisCluster``.
 
 The chosen addresses are exported to ``os.environ`` (so subprocesses such as a Faust worker
@@ -48,6 +48,7 @@ _OFFSET = int(os.environ.get("FEEDPIPE_TEST_PORT_OFFSET", "0"))
 TEST_KAFKA_PORT = 29092 + _OFFSET
 TEST_KAFKA_CONTROLLER_PORT = 29093 + _OFFSET
 TEST_REDIS_PORT = 26379 + _OFFSET
+TEST_REDIS_CLUSTER_PORT = 26382 + _OFFSET  # three nodes: 26382-26384 (bus ports + 20)
 KAFKA_IMAGE = f"apache/kafka:{pinned_version()}"  # the same release as the local broker
 REDIS_IMAGE = "redis:7"
 # Where `make setup` / `python -m ops.infra jars` put the jars (read before any override).
@@ -162,48 +163,37 @@ def _kafka_container(mp: pytest.MonkeyPatch) -> Iterator[str]:
         container.stop()
 
 
-def _local_cluster() -> Iterator[str]:
-    """A three-master Redis Cluster of local processes from TEST_REDIS_PORT on, wiped first,
-    its URL and FEEDPIPE_REDIS_CLUSTER=1 exported; stopped at the end."""
-    mp = pytest.MonkeyPatch()
-    if "FEEDPIPE_STATE_DIR" not in os.environ:
-        _export(mp, "FEEDPIPE_STATE_DIR", str(TEST_STATE_DIR))
-    nodes = RedisClusterNodes(TEST_STATE_DIR, port=TEST_REDIS_PORT)
-    try:
-        nodes.stop()
-        nodes.wipe_data()
-        url = nodes.start()
-        _export(mp, "FEEDPIPE_REDIS_URL", url)
-        _export(mp, "FEEDPIPE_REDIS_CLUSTER", "1")
-        try:
-            yield url
-        finally:
-            nodes.stop()
-    finally:
-        mp.undo()
-        settings_module.settings.cache_clear()
-
-
 @pytest.fixture(scope="session")
 def redis_cluster_url() -> Iterator[str]:
-    """URL of a node of a local Redis Cluster (three masters, no replicas), e.g.
-    redis://127.0.0.1:26379/0, with FEEDPIPE_REDIS_CLUSTER=1 exported."""
-    yield from _local_cluster()
+    """URL of a node of a local Redis Cluster (three masters, no replicas, local processes from
+    TEST_REDIS_CLUSTER_PORT on, wiped first), e.g. redis://127.0.0.1:26382/0; stopped at
+    session end. Nothing is exported (``redis_url`` does that in cluster mode): a test builds
+    its clients with ``cluster=True`` (feedpipe.store.client)."""
+    nodes = RedisClusterNodes(TEST_STATE_DIR, port=TEST_REDIS_CLUSTER_PORT)
+    nodes.stop()
+    nodes.wipe_data()
+    url = nodes.start()
+    try:
+        yield url
+    finally:
+        nodes.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """URL of a real Redis (env, testcontainers or local process), e.g. redis://127.0.0.1:26379/0;
-    a local Redis Cluster's when FEEDPIPE_TEST_REDIS_CLUSTER=1 (module docstring)."""
-    if os.environ.get("FEEDPIPE_TEST_REDIS_CLUSTER") == "1":
-        yield from _local_cluster()
-        return
+    the ``redis_cluster_url`` when FEEDPIPE_TEST_REDIS_CLUSTER=1 (module docstring)."""
     mp = pytest.MonkeyPatch()
     if "FEEDPIPE_STATE_DIR" not in os.environ:
         _export(mp, "FEEDPIPE_STATE_DIR", str(TEST_STATE_DIR))
     try:
         env = os.environ.get("FEEDPIPE_REDIS_URL")
-        if env:
+        if os.environ.get("FEEDPIPE_TEST_REDIS_CLUSTER") == "1":
+            url = request.getfixturevalue("redis_cluster_url")
+            _export(mp, "FEEDPIPE_REDIS_URL", url)
+            _export(mp, "FEEDPIPE_REDIS_CLUSTER", "1")
+            yield url
+        elif env:
             yield env
         elif _docker_available():
             from testcontainers.community.redis import RedisContainer

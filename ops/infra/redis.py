@@ -188,10 +188,10 @@ def _cluster_info(port: int) -> dict[str, str]:
         return {}
     finally:
         client.close()
+    if isinstance(raw, dict):  # redis-py parses the reply
+        return {str(k): str(v) for k, v in raw.items()}
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    return dict(
-        line.split(":", 1) for line in text.splitlines() if ":" in line
-    )
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
 class RedisClusterNodes:
