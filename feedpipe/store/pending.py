@@ -6,8 +6,8 @@ Writers: the click path adds (:func:`queue_add`) and removes erased users (:func
 inside its partition transaction, each user in its own partition's set
 (:meth:`feedpipe.store.keys.Keys.partition_of`, the slot of that transaction); whoever releases
 the waiting clicks (the enrich stage after a materialise, the click path after its own write)
-takes the members (:func:`take`: SMEMBERS + DEL of one partition's sets in one MULTI/EXEC, one
-transaction per partition, so each waiting user is released once).
+takes the members (:func:`take`: SMEMBERS + DEL of one partition's sets in one script call
+per partition, so each waiting user is released once).
 """
 
 from __future__ import annotations
@@ -47,18 +47,19 @@ def queue_remove(pipe: Any, user_id: str, content_ids: Iterable[str]) -> None:
 
 
 async def take(r: Any, content_ids: Sequence[str]) -> list[list[bytes]]:
-    """The waiting users of each of ``content_ids`` (sorted), each partition's sets read and
-    deleted in one MULTI/EXEC."""
+    """The waiting users of each of ``content_ids`` (sorted): each partition's sets read and
+    deleted by one TAKE_SETS script call (atomic, one slot), so each user is taken once; the
+    partitions' calls in one pipeline."""
     if not content_ids:
         return []
     k = keys()
+    async with r.pipeline(transaction=False) as pipe:
+        for part in k.partitions():
+            names = [k.pending_users(cid, part) for cid in content_ids]
+            pipe.eval(scripts.TAKE_SETS, len(names), *names)
+        replies = await pipe.execute()
     users: list[set[bytes]] = [set() for _ in content_ids]
-    for part in k.partitions():
-        async with r.pipeline(transaction=True) as pipe:
-            for cid in content_ids:
-                pipe.smembers(k.pending_users(cid, part))
-                pipe.delete(k.pending_users(cid, part))
-            res = await pipe.execute()
+    for reply in replies:
         for i, got in enumerate(users):
-            got |= set(res[2 * i])
+            got |= set(reply[i])
     return [sorted(u) for u in users]

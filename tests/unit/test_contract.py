@@ -193,7 +193,7 @@ class _Recorder:
         return self
 
     async def execute(self) -> list[Any]:
-        return [set() for _ in range(64)]
+        return [[set() for _ in range(64)] for _ in range(64)]  # e.g. TAKE_SETS replies
 
 
 def _families(written: list[str]) -> set[str]:
