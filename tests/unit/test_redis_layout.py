@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -105,3 +106,16 @@ def test_misrouted_events_are_dead_letters_on_a_cluster(
         assert dl["error_type"] == "misrouted" and other in dl["reason"]
     else:
         assert [off for off, _ in good] == [0, 1] and bad == []
+
+
+def test_the_local_stack_starts_a_cluster_when_configured(tmp_path: Path) -> None:
+    from feedpipe.settings import Settings
+    from ops.infra import LocalStack, RedisClusterNodes, RedisServer
+
+    url = "redis://127.0.0.1:46379/0"
+    single = LocalStack(Settings(state_dir=tmp_path, redis_url=url, redis_cluster=False))
+    cluster = LocalStack(Settings(state_dir=tmp_path, redis_url=url, redis_cluster=True))
+    assert isinstance(single.redis, RedisServer)
+    assert isinstance(cluster.redis, RedisClusterNodes)
+    assert [n.port for n in cluster.redis.nodes] == [46379, 46380, 46381]
+    assert cluster.redis.url == url
