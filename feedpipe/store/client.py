@@ -28,28 +28,31 @@ def is_cluster(r: Any) -> bool:
     return isinstance(r, RedisCluster | AsyncRedisCluster)
 
 
+def _from_url(blocking: bool, url: str | None, cluster: bool | None, kwargs: Any) -> Any:
+    s = settings()
+    kw: dict[str, Any] = {"decode_responses": False, **s.redis_kwargs(), **kwargs}
+    use_cluster = s.redis_cluster if cluster is None else cluster
+    kinds: dict[tuple[bool, bool], Any] = {
+        (True, True): RedisCluster,
+        (True, False): redis.Redis,
+        (False, True): AsyncRedisCluster,
+        (False, False): aioredis.Redis,
+    }
+    return kinds[blocking, use_cluster].from_url(url or s.redis_url, **kw)
+
+
 def async_client(url: str | None = None, cluster: bool | None = None, **kwargs: Any) -> Any:
     """An asyncio client on ``url`` (default ``settings().redis_url``): ``RedisCluster`` when
     ``cluster`` (default ``settings().redis_cluster``), else ``Redis``; ``kwargs`` (with
     ``settings().redis_kwargs()``) go to ``from_url``. ``decode_responses`` is False unless
     given."""
-    s = settings()
-    kw: dict[str, Any] = {"decode_responses": False, **s.redis_kwargs(), **kwargs}
-    use_cluster = s.redis_cluster if cluster is None else cluster
-    if use_cluster:
-        return AsyncRedisCluster.from_url(url or s.redis_url, **kw)
-    return aioredis.Redis.from_url(url or s.redis_url, **kw)
+    return _from_url(False, url, cluster, kwargs)
 
 
 def sync_client(url: str | None = None, cluster: bool | None = None, **kwargs: Any) -> Any:
     """A blocking client (``redis.cluster.RedisCluster`` or ``redis.Redis``), as
     :func:`async_client`."""
-    s = settings()
-    kw: dict[str, Any] = {"decode_responses": False, **s.redis_kwargs(), **kwargs}
-    use_cluster = s.redis_cluster if cluster is None else cluster
-    if use_cluster:
-        return RedisCluster.from_url(url or s.redis_url, **kw)
-    return redis.Redis.from_url(url or s.redis_url, **kw)
+    return _from_url(True, url, cluster, kwargs)
 
 
 async def mget(r: Any, names: Sequence[str]) -> list[Any]:
