@@ -401,12 +401,13 @@ class Store:
             return None
 
     async def experiments(self) -> list[str]:
-        """Names in ``fp:ab:experiments``, sorted."""
+        """Names in any partition's ``fp:{pN}:ab:experiments``, sorted."""
         names: list[str] = await self.call(stats_store.experiments, self.client)
         return names
 
     async def ab_counts(self, experiment: str) -> Mapping[str, str] | None:
-        """The experiment's hash (field -> value, decoded), or ``None`` for an unknown one."""
+        """The experiment's counters summed over the partitions (field -> value, decoded), or
+        ``None`` for an unknown one."""
         counts = await self.call(stats_store.ab_counts, self.client, experiment)
         return None if counts is None else {f: str(n) for f, n in counts.items()}
 
