@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feedpipe.model.item import Meta
@@ -47,7 +47,12 @@ from readapi.guards import CircuitBreaker, CircuitOpen
 
 Json = dict[str, Any]
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    RedisError,
+    OSError,
+    TimeoutError,
+    RedisClusterException,  # a Redis Cluster with no reachable node (not a RedisError)
+)
 """What a failed Redis call raises (counted by the breaker)."""
 UNAVAILABLE: tuple[type[BaseException], ...] = (CircuitOpen, *REDIS_ERRORS)
 """Redis cannot be used for this request: failed now, or the circuit is open."""

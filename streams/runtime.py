@@ -58,9 +58,15 @@ class CountingRetry(Retry):
         return await super().call_with_retry(do, counted_fail, is_retryable, with_failure_count)
 
 
-REDIS_OUTAGE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-"""Errors of an unreachable, restarting (BusyLoadingError is a ConnectionError) or stalled Redis:
-:func:`until_redis_answers` waits them out."""
+REDIS_OUTAGE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException,
+)
+"""Errors of an unreachable, restarting (BusyLoadingError is a ConnectionError) or stalled Redis,
+or of a Redis Cluster with no reachable node or an uncovered slot (``RedisClusterException``,
+``CLUSTERDOWN``): :func:`until_redis_answers` waits them out."""
 REDIS_WAIT_MAX_S = 5.0
 """Cap of the back-off between two attempts while Redis is unreachable, seconds."""
 
