@@ -99,7 +99,10 @@ def test_erase_leaves_nothing_of_the_user_readable(
     k = keys()
     sports, news = seed_catalogue(redis_client, ["sports", "news"])
     user = f"E{uuid.uuid4().hex[:10]}"
-    other = f"O{uuid.uuid4().hex[:10]}"
+    part = k.partition_of(user)  # the batch is the user's partition, as Kafka routes it
+    other = next(
+        o for o in (f"O{uuid.uuid4().hex[:10]}" for _ in range(1000)) if k.partition_of(o) == part
+    )
     waiting = content_id("clickpath-test", "not-yet")  # a click that waits: pending:{item}
     values = [
         reader(user, "impression", sports, T0),
@@ -109,13 +112,13 @@ def test_erase_leaves_nothing_of_the_user_readable(
     ]
 
     async def body(path: Any, sent: Sent) -> None:
-        await apply(path, records(user, values, 0))
+        await apply(path, records(user, values, 0, part))
         assert readable_mentions(redis_client, user.encode())  # the user is there
         assert redis_client.sismember(k.pending_users(waiting, k.partition_of(user)), user)
-        res = await apply(path, records(user, [erase(user)], len(values)))
+        res = await apply(path, records(user, [erase(user)], len(values), part))
         assert res.erased == 1
         # a redelivery of the events before the erase must not bring the user back
-        await apply(path, records(user, values, 0))
+        await apply(path, records(user, values, 0, part))
 
     sent = asyncio.run(with_path(kafka_bootstrap, body))
     assert readable_mentions(redis_client, user.encode()) == []
