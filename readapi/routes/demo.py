@@ -22,7 +22,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -32,6 +31,7 @@ from feedpipe.topology import topology
 from readapi.caching import NO_STORE, no_store_json
 from readapi.params import encode_cursor
 from readapi.routes import store_of
+from readapi.store import REDIS_ERRORS
 
 OPEN_PATHS: Final = ("/demo",)
 """Path prefixes the gateway serves without an API key (the page and its config)."""
@@ -60,7 +60,7 @@ async def get_config(request: Request) -> Response:
                 pipe.zrevrange(keys().active(p), 0, EXAMPLE_USERS - 1)
             for batch in await pipe.execute():
                 users += [u.decode() if isinstance(u, bytes) else str(u) for u in batch]
-    except (RedisError, OSError):
+    except REDIS_ERRORS:
         users = []
     return no_store_json(
         {
