@@ -226,7 +226,9 @@ def test_records_encode_and_round_trip(mind_enriched: list[dict[str, Any]],
     schema_fields = {f["name"] for f in enc.entry.parsed["fields"]}
     for c, e in zip(mind_contents[:300], mind_enriched[:300], strict=True):
         assert set(e) == schema_fields
-        assert e["content"] is c
+        added = e["content"]["ingest_warnings"][len(c["ingest_warnings"]):]
+        assert {**e["content"], "ingest_warnings": c["ingest_warnings"]} == c
+        assert e["content"] is c or added
         back = enc.decode(enc.encode(e))
         assert back["content"]["content_id"] == c["content_id"]
         assert back["enriched_at"] == NOW
@@ -260,8 +262,13 @@ def test_topics_slugs_dedup_and_cap() -> None:
 def test_entities_with_wikidata_preserved(mind_enriched: list[dict[str, Any]]) -> None:
     with_ids = 0
     for e in mind_enriched:
-        assert e["entities"] == e["content"]["entities"]
-        for ent in e["entities"]:
+        source = e["content"]["entities"]
+        assert e["entities"][: len(source)] == source
+        labels = {s["label"].casefold() for s in source}
+        for ent in e["entities"][len(source):]:
+            assert ent["origin"] == "extracted" and ent["type"] in ("PER", "ORG", "LOC")
+            assert ent["label"].casefold() not in labels
+        for ent in source:
             assert ent["origin"] == "source"
             if ent["wikidata_id"]:
                 assert re.fullmatch(r"Q\d+", ent["wikidata_id"])
