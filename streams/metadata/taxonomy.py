@@ -51,10 +51,10 @@ def brand_categories(phrases: Iterable[str], spec: BrandSpec) -> list[str]:
                 names.append((words, target))
     out: list[str] = []
     for phrase in phrases:
-        words = _words(slug(phrase))
-        for name, target in names:
-            if target not in out and _contains(words, name):
-                out.append(target)
+        phrase_words = _words(slug(phrase))
+        for name_words, category in names:
+            if category not in out and _contains(phrase_words, name_words):
+                out.append(category)
     return out
 
 

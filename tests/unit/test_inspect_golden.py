@@ -18,15 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from normalisers_support import data
 
 from ops.inspect import guess_kind, inspect_file, to_json_line
-from normalisers_support import data
 
 GOLDEN: dict[str, dict[str, Any]] = json.loads(
     (Path(__file__).parent / "golden_enrichment.json").read_text(encoding="utf-8")
 )
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-RUSSIAN = "feeds/edge_cases/feedparser__wellformed__sanitize__large_atom_feed_that_needs_css_sanitisation.xml"
+RUSSIAN = (
+    "feeds/edge_cases/"
+    "feedparser__wellformed__sanitize__large_atom_feed_that_needs_css_sanitisation.xml"
+)
 
 
 def summarise(path: Path) -> dict[str, Any]:
@@ -117,8 +120,8 @@ def test_undetermined_language_and_null_sentiment_are_explained() -> None:
     for r in und:
         assert r["sentiment"] is None
         assert any(w.startswith("language undetermined") for w in r["content"]["ingest_warnings"])
-    german = [o["record"] for o in inspect_file(data("drupal/drupal-kit/jsonapi_article_detail.json"),
-                                                now=NOW) if o["result"] == "enriched"]
+    detail = data("drupal/drupal-kit/jsonapi_article_detail.json")
+    german = [o["record"] for o in inspect_file(detail, now=NOW) if o["result"] == "enriched"]
     assert german and german[0]["language"] == "de" and german[0]["sentiment"] is None
     assert "sentiment: no model for language 'de'" in german[0]["content"]["ingest_warnings"]
 
