@@ -17,9 +17,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from feedpipe.ids import content_id
