@@ -14,8 +14,9 @@ Fields and how they are derived:
 - ``reading_level``: Flesch reading ease (textstat) with the detected language's coefficients
   (en, de, es, fr, it, nl, ru, hu); null for other languages.
 - ``reading_grade``: Flesch-Kincaid grade (textstat), English only.
-- ``sentiment``: VADER compound (vaderSentiment) on title + summary, English only; for other
-  languages null, and ``content.ingest_warnings`` says why.
+- ``sentiment``: compound score in [-1, 1] of title + summary (:mod:`streams.metadata.tone`:
+  VADER for English, asent's Chen & Skiena lexicons for 80 other languages); null when no
+  score can be given, and ``content.ingest_warnings`` says why.
 - ``keywords``: YAKE (n=2, top=10) on the first 20,000 chars, best first, lower-cased, unique.
 - ``topics``: categories + slugs of source_categories and tags, then the topics derived from
   the text (:mod:`streams.metadata.topics`): brand categories whose taxonomy names occur in the
@@ -46,12 +47,12 @@ from typing import Any
 from ftfy.badness import badness
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from textstat.textstat import textstatistics
-from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 from yake import KeywordExtractor
 
 from feedpipe.errors import RejectedInput
 from feedpipe.topology import slug, topology
 from streams.metadata import entities as ner
+from streams.metadata import tone
 from streams.metadata.taxonomy import text_topics
 
 WORDS_PER_MINUTE = 238
@@ -108,7 +109,6 @@ _LOCK = threading.RLock()
 _identifier: LanguageIdentifier | None = None
 _textstat: dict[str, textstatistics] = {}
 _yake: dict[str, KeywordExtractor] = {}
-_vader: SentimentIntensityAnalyzer | None = None
 
 
 def _language_identifier() -> LanguageIdentifier:
@@ -139,11 +139,6 @@ def _keyword_extractor(lang: str | None) -> KeywordExtractor:
     return kx
 
 
-def _sentiment_analyzer() -> SentimentIntensityAnalyzer:
-    global _vader
-    if _vader is None:
-        _vader = SentimentIntensityAnalyzer()
-    return _vader
 
 
 def warm_up() -> None:
@@ -154,7 +149,7 @@ def warm_up() -> None:
 
 def _warm_up() -> None:
     _language_identifier()
-    _sentiment_analyzer()
+    tone.warm_up()
     for lang in ("en", "de"):
         _keyword_extractor(lang)
         _readability(_TEXTSTAT_LOCALES[lang])
@@ -240,11 +235,10 @@ def reading_scores(text: str, lang: str | None) -> tuple[float | None, float | N
     return ease, grade
 
 
-def sentiment(text: str) -> float | None:
-    """VADER compound score in [-1, 1] of English ``text``; None when it has no letters."""
-    if not _LETTER.search(text):
-        return None
-    return round(float(_sentiment_analyzer().polarity_scores(text)["compound"]), 4)
+def sentiment(text: str, lang: str | None = "en") -> float | None:
+    """Compound sentiment score in [-1, 1] of ``text`` in language ``lang`` (see
+    :func:`streams.metadata.tone.sentiment`); None when it cannot be scored."""
+    return tone.sentiment(text, lang)[0]
 
 
 def keywords(text: str, lang: str | None) -> list[str]:
@@ -360,11 +354,11 @@ def _enrich(content: dict[str, Any], now: datetime, title: str, summary: str, bo
     warnings = list(_string_list(content, "ingest_warnings"))
     if language == UNDETERMINED:
         warnings.append(f"language undetermined (best guess probability {confidence})")
-    score = None
-    if language == "en":
-        score = sentiment(_as_sentences((title, summary)))
-    elif language and language != UNDETERMINED:
-        warnings.append(f"sentiment: no model for language {language!r}")
+    score, why = None, None
+    if language and language != UNDETERMINED:
+        score, why = tone.sentiment(_as_sentences((title, summary)), language)
+    if why is not None:
+        warnings.append(why)
     if language and language != UNDETERMINED and not ner.has_model(language):
         warnings.append(f"entities: no NER model for language {language!r}; source entities only")
     merged = ner.merge(entities, ner.extract(analysis_text, language))

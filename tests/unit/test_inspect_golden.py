@@ -21,6 +21,7 @@ import pytest
 from normalisers_support import data
 
 from ops.inspect import guess_kind, inspect_file, to_json_line
+from streams.metadata import tone
 
 GOLDEN: dict[str, dict[str, Any]] = json.loads(
     (Path(__file__).parent / "golden_enrichment.json").read_text(encoding="utf-8")
@@ -122,8 +123,16 @@ def test_undetermined_language_and_null_sentiment_are_explained() -> None:
         assert any(w.startswith("language undetermined") for w in r["content"]["ingest_warnings"])
     detail = data("drupal/drupal-kit/jsonapi_article_detail.json")
     german = [o["record"] for o in inspect_file(detail, now=NOW) if o["result"] == "enriched"]
-    assert german and german[0]["language"] == "de" and german[0]["sentiment"] is None
-    assert "sentiment: no model for language 'de'" in german[0]["content"]["ingest_warnings"]
+    assert german and german[0]["language"] == "de"
+    assert german[0]["sentiment"] is not None and -1 <= german[0]["sentiment"] <= 1
+    japanese = [
+        o["record"]
+        for o in inspect_file(data("feeds/edge_cases/feedparser__illformed__chardet__shiftjis.xml"),
+                              now=NOW)
+        if o["result"] == "enriched"
+    ]
+    assert japanese and japanese[0]["language"] == "ja" and japanese[0]["sentiment"] is None
+    assert any(w.startswith("sentiment: ") for w in japanese[0]["content"]["ingest_warnings"])
 
 
 def test_english_feed_without_tags_gets_entities_and_topics() -> None:
@@ -149,3 +158,14 @@ def test_cli_prints_one_json_object_per_line() -> None:
         "enriched"]
     assert all(o["result"] == "enriched" and o["record"]["language"] == "de" for o in objs)
     assert to_json_line({"result": "x", "b": b"\xff"}).endswith(b"\n")
+
+
+def test_lexicon_sentiment_does_not_depend_on_other_languages_scored_before() -> None:
+    """asent keeps one lexicon in global spaCy extensions: scoring Spanish, then French, then
+    Spanish again gives the same Spanish score."""
+    es = "Un terrible accidente mató a tres personas."
+    first = tone.sentiment(es, "es")
+    assert first[0] is not None and first[0] < 0
+    tone.sentiment("Un succès formidable et une victoire magnifique.", "fr")
+    assert tone.sentiment(es, "es") == first
+    assert tone.sentiment(es, "tlh") == (None, "sentiment: no model for language 'tlh'")
