@@ -168,7 +168,7 @@ def inspect_file(path: Path, kind: str | None = None, *, source: str = "inspect"
 def inspect_target(target: str, kind: str | None = None, **options: Any) -> Iterator[Outcome]:
     """:func:`inspect_file` of a path, or of an ``http(s)://`` URL fetched first (20 s timeout,
     redirects followed; the URL's last path segment names the temporary file, so
-    :func:`guess_kind` sees its extension).
+    :func:`guess_kind` sees its extension; outcomes name the URL as their ``origin``).
 
     Raises:
         OSError: the file cannot be read.
@@ -184,7 +184,11 @@ def inspect_target(target: str, kind: str | None = None, **options: Any) -> Iter
     with tempfile.TemporaryDirectory(prefix="feedpipe-inspect-") as tmp:
         path = Path(tmp) / name
         path.write_bytes(resp.content)
-        yield from inspect_file(path, kind, **options)
+        for outcome in inspect_file(path, kind, **options):
+            origin = outcome.get("origin")
+            if isinstance(origin, str) and origin.startswith(str(path)):
+                outcome["origin"] = target + origin[len(str(path)):]
+            yield outcome
 
 
 def to_json_line(outcome: Outcome) -> bytes:
