@@ -32,7 +32,7 @@ from feedpipe import settings as settings_module
 from feedpipe.kafka.topics import TopicChange, admin_client, apply, format_changes
 from feedpipe.settings import Settings
 from feedpipe.topology import topology
-from ops.infra import KafkaBroker, RedisServer, ensure_jars, pinned_version
+from ops.infra import KafkaBroker, KafkaCluster, RedisServer, ensure_jars, pinned_version
 from ops.infra.kafka import broker_answers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,6 +42,7 @@ _OFFSET = int(os.environ.get("FEEDPIPE_TEST_PORT_OFFSET", "0"))
 TEST_KAFKA_PORT = 29092 + _OFFSET
 TEST_KAFKA_CONTROLLER_PORT = 29093 + _OFFSET
 TEST_REDIS_PORT = 26379 + _OFFSET
+TEST_CLUSTER_PORT = 29400 + _OFFSET  # 3-node cluster: 29400..29405 (client, controller pairs)
 KAFKA_IMAGE = f"apache/kafka:{pinned_version()}"  # the same release as the local broker
 REDIS_IMAGE = "redis:7"
 # Where `make setup` / `python -m ops.infra jars` put the jars (read before any override).
@@ -154,6 +155,23 @@ def _kafka_container(mp: pytest.MonkeyPatch) -> Iterator[str]:
         yield bootstrap
     finally:
         container.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[KafkaCluster]:
+    """A local 3-node KRaft cluster (:class:`ops.infra.KafkaCluster`: replication factor 3,
+    ``min.insync.replicas`` 2, 256 MB heaps) on ports ``29400..29405`` + the offset, state under
+    ``.feedpipe-test/kafka-cluster``, wiped at start, stopped at session end. Beside the
+    single-broker fixture; nothing is exported to the environment (tests pass
+    ``cluster.bootstrap`` themselves). Tests may kill and restart its nodes."""
+    cluster = KafkaCluster(TEST_STATE_DIR, port=TEST_CLUSTER_PORT, lib=ensure_jars(DEV_STATE_DIR))
+    cluster.stop()  # leftover from an interrupted session
+    cluster.wipe_data()
+    cluster.start(timeout_s=180)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

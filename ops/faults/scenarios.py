@@ -255,7 +255,35 @@ def two_worker_kill(
     victim = workers.pop()
     victim.kill9()
     h.log(f"  SIGKILLed worker {victim.name}; {len(workers)} left")
+    took = _wait_members(h.bootstrap, app_id, len(workers), timeout_s=60.0)
+    h.log(f"  the survivor owns every partition after {took:.1f} s")
     return {}
+
+
+def _wait_members(bootstrap: str, app_id: str, members: int, timeout_s: float) -> float:
+    """Wait until every consumer group of the pipeline is stable with ``members`` members (the
+    group noticed a killed one and reassigned its partitions); return the seconds waited.
+
+    Raises:
+        RuntimeError: not so within ``timeout_s`` seconds.
+    """
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    from feedpipe.kafka.lag import pipeline_groups
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    groups = list(pipeline_groups(app_id))
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        with suppress(Exception):  # a group mid-rebalance may not describe
+            found = admin.describe_consumer_groups(groups)
+            descs = [f.result(timeout=5) for f in found.values()]
+            if all(len(d.members) == members and d.state == ConsumerGroupState.STABLE
+                   for d in descs):
+                return time.monotonic() - t0
+        time.sleep(0.5)
+    raise RuntimeError(f"groups {groups} not down to {members} member(s) in {timeout_s:.0f} s")
 
 
 def broker_kill(

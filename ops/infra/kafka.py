@@ -4,6 +4,8 @@ No Docker and no Kafka distribution: ``infra/kafka/pom.xml`` pins ``org.apache.k
 and Maven copies it and its runtime dependencies into ``<state_dir>/kafka/lib``. The broker runs
 ``java ... kafka.Kafka server.properties`` (what ``kafka-server-start.sh`` does) after a one-time
 ``kafka.tools.StorageTool format --standalone`` (what ``kafka-storage.sh format`` does).
+The same class runs each node of the 3-node cluster (:mod:`ops.infra.kafka_cluster`), given a
+:class:`ClusterNode`: a static controller quorum, formatted without ``--standalone``.
 
 Layout under ``<state_dir>/kafka/``::
 
