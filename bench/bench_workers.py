@@ -50,11 +50,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def lag_total(bootstrap: str, app_id: str) -> int:
-    """Total lag over the pipeline's consumer groups."""
-    from feedpipe.kafka.lag import pipeline_lag
+class Lag:
+    """Total lag over the pipeline's consumer groups, probed in a child process
+    (:class:`~feedpipe.monitoring.exporter.ProbeProcess`: librdkafka 2.16.1 segfaulted in a
+    process running these probes under load)."""
 
-    return sum(pipeline_lag(bootstrap, app_id, timeout_s=5).values())
+    def __init__(self, bootstrap: str, app_id: str) -> None:
+        from feedpipe.kafka.lag import pipeline_groups
+        from feedpipe.monitoring.exporter import ProbeProcess
+
+        self.groups = pipeline_groups(app_id)
+        self.probe = ProbeProcess(bootstrap, timeout_s=5.0, deadline_s=30.0)
+
+    def total(self) -> int | None:
+        """Total lag, or None when a partition could not be probed."""
+        rows = self.probe.probe(self.groups)
+        return None if any(r.sample.error for r in rows) else sum(r.lag for r in rows)
+
+    def close(self) -> None:
+        """Stop the child process."""
+        self.probe.close()
 
 
 def run(n: int, rows: int, scratch: Path) -> tuple[int, float, float]:
@@ -77,11 +92,12 @@ def run(n: int, rows: int, scratch: Path) -> tuple[int, float, float]:
     env = {"FEEDPIPE_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "FEEDPIPE_REDIS_URL": s.redis_url,
            "FEEDPIPE_APP_ID": app_id}
     workers = [Worker(f"w{i}", env, scratch / app_id / f"w{i}") for i in range(n)]
+    lag = Lag(s.kafka_bootstrap, app_id)
     try:
         for w in workers:
             w.start()
         replay_all(topo, s.data_dir, ["mind"], bootstrap=s.kafka_bootstrap)
-        wait_lag_zero(s.kafka_bootstrap, app_id, quiet=3)
+        wait_lag_zero(lag, quiet=3)
         reader = topo.stages["clickpath"].input
         holds = [keys().rebuilding(reader, p) for p in range(topo.topics[reader].partitions)]
         r.mset({h: b"bench_workers" for h in holds})
@@ -96,18 +112,19 @@ def run(n: int, rows: int, scratch: Path) -> tuple[int, float, float]:
         cpu0 = sum(cpu_seconds(p) for p in pids)
         t0 = time.monotonic()
         r.delete(*holds)
-        seconds = wait_lag_zero(s.kafka_bootstrap, app_id, quiet=1) - t0
+        seconds = wait_lag_zero(lag, quiet=1) - t0
         cpu = sum(cpu_seconds(p) for p in pids) - cpu0
         for w in workers:
             if w.proc is None or w.proc.poll() is not None:
                 raise RuntimeError(f"worker {w.name} exited:\n{w.tail()}")
         return events, seconds, cpu
     finally:
+        lag.close()
         for w in workers:
             w.stop()
 
 
-def wait_lag_zero(bootstrap: str, app_id: str, quiet: int, timeout_s: float = 900) -> float:
+def wait_lag_zero(lag: Lag, quiet: int, timeout_s: float = 900) -> float:
     """Poll the lag every 0.2 s until it is 0 ``quiet`` polls in a row; return the monotonic
     time of the first of them.
 
@@ -119,7 +136,7 @@ def wait_lag_zero(bootstrap: str, app_id: str, quiet: int, timeout_s: float = 90
     zeros = 0
     while time.monotonic() < deadline:
         now = time.monotonic()
-        if lag_total(bootstrap, app_id) == 0:
+        if lag.total() == 0:
             first = now if zeros == 0 else first
             zeros += 1
             if zeros >= quiet:
@@ -128,7 +145,7 @@ def wait_lag_zero(bootstrap: str, app_id: str, quiet: int, timeout_s: float = 90
         else:
             zeros = 0
         time.sleep(0.2)
-    raise TimeoutError(f"pipeline {app_id} not drained in {timeout_s:.0f} s")
+    raise TimeoutError(f"pipeline not drained in {timeout_s:.0f} s")
 
 
 def main() -> None:
