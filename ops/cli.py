@@ -198,10 +198,19 @@ def up(
         int, typer.Option(help="1, or 3 for a local KRaft cluster (RF 3, min.insync.replicas 2)")
     ] = 1,
     workers: Annotated[int, typer.Option(min=1, help="worker processes sharing partitions")] = 1,
+    redis_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--redis-cluster",
+            help="a local 3-master Redis Cluster instead of one Redis (FEEDPIPE_REDIS_CLUSTER=1)",
+        ),
+    ] = False,
 ) -> None:
     """Start everything locally and replay the real input; Ctrl-C (or `feedpipe down` from
     another shell) stops it all."""
-    raise SystemExit(stack.up(no_replay, detach, brokers=brokers, workers=workers))
+    raise SystemExit(
+        stack.up(no_replay, detach, redis_cluster, brokers=brokers, workers=workers)
+    )
 
 
 @cli.command()
@@ -348,16 +357,28 @@ def faults(
     brokers: Annotated[
         int, typer.Option(help="1, or 3 for a KRaft cluster (RF 3, min ISR 2; ports +0..+5)")
     ] = 1,
+    redis_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--redis-cluster",
+            help="a 3-master Redis Cluster from --redis-port on instead of one Redis",
+        ),
+    ] = False,
 ) -> None:
     """Fault-injection suite (ops/faults/): each scenario on a stack of its own while
     reader events flow; prints events lost, applied twice, DLQ records and recovery time.
     Exit code 1 unless every run shows 0 lost, 0 doubled and every poison record in a DLQ.
     Default scenarios: all single-broker ones, plus broker-kill with --brokers 3; naming
     broker-kill alone starts the 3-broker cluster."""
+    import os
     from dataclasses import asdict
     from pathlib import Path
 
     import orjson
+
+    if redis_cluster:  # the suite's clients, stack and workers (they inherit the environment)
+        os.environ["FEEDPIPE_REDIS_CLUSTER"] = "1"
+        settings.cache_clear()
 
     from ops.faults import SCENARIOS, FaultConfig, Outcome, Suite, format_table
     from ops.faults.scenarios import CLUSTER_SCENARIOS

@@ -165,17 +165,17 @@ class Suite:
         return w
 
     def _fresh(self) -> None:
-        import redis
         from confluent_kafka.admin import AdminClient
 
         from feedpipe import settings as settings_module
         from feedpipe.kafka.topics import recreate
+        from feedpipe.store.client import sync_client
 
         with _replication(self.settings.kafka_replication_factor):
             settings_module.settings.cache_clear()
             recreate(topology(), AdminClient({"bootstrap.servers": self.bootstrap}))
         settings_module.settings.cache_clear()
-        redis.Redis.from_url(self.redis_url).flushall()
+        sync_client(self.redis_url).flushall()
 
     def _replay_catalogue(self) -> None:
         from connectors.replay import replay_all

@@ -18,13 +18,14 @@ from feedpipe.settings import Settings
 from ops.infra._proc import InfraError
 from ops.infra.kafka import KafkaBroker, ensure_jars, lib_dir, pinned_version
 from ops.infra.kafka_cluster import KafkaCluster
-from ops.infra.redis import RedisServer
+from ops.infra.redis import RedisClusterNodes, RedisServer
 
 __all__ = [
     "InfraError",
     "KafkaBroker",
     "KafkaCluster",
     "LocalStack",
+    "RedisClusterNodes",
     "RedisServer",
     "StackStatus",
     "ensure_jars",
@@ -82,7 +83,9 @@ class StackStatus:
 
 class LocalStack:
     """Kafka + Redis on this machine, at the ports of ``settings.kafka_bootstrap`` (controller
-    port = Kafka port + 1) and ``settings.redis_url``, state in ``settings.state_dir``.
+    port = Kafka port + 1) and ``settings.redis_url`` (with ``settings.redis_cluster``: a
+    three-master Redis Cluster from that port on, :class:`RedisClusterNodes`), state in
+    ``settings.state_dir``.
 
     Args:
         settings: where things run.
@@ -107,7 +110,11 @@ class LocalStack:
             if brokers == 1
             else KafkaCluster(self.state_dir, port=kport, brokers=brokers)
         )
-        self.redis = RedisServer(self.state_dir, port=_redis_port(settings.redis_url))
+        self.redis: RedisServer | RedisClusterNodes = (
+            RedisClusterNodes(self.state_dir, port=_redis_port(settings.redis_url))
+            if settings.redis_cluster
+            else RedisServer(self.state_dir, port=_redis_port(settings.redis_url))
+        )
 
     def start(self, timeout_s: float = 90) -> tuple[str, str]:
         """Start Redis and Kafka (idempotent: running services are left alone), fetching the
