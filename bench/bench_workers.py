@@ -74,11 +74,11 @@ class Lag:
 
 def run(n: int, rows: int, scratch: Path) -> tuple[int, float, float]:
     """One measurement with ``n`` workers: (events, seconds, worker CPU seconds)."""
-    import redis
     from confluent_kafka.admin import AdminClient
 
     from connectors.replay import ReplayConnector, replay_all
     from feedpipe.kafka.topics import recreate
+    from feedpipe.store.client import sync_client
     from feedpipe.store.keys import keys
     from ops.faults.drivers import Worker
     from ops.faults.inputs import behaviors_subset
@@ -86,7 +86,7 @@ def run(n: int, rows: int, scratch: Path) -> tuple[int, float, float]:
     s = settings()
     topo = topology()
     recreate(topo, AdminClient({"bootstrap.servers": s.kafka_bootstrap}))
-    r = redis.Redis.from_url(s.redis_url)
+    r = sync_client(s.redis_url)
     r.flushdb()
     app_id = f"feedpipe-bench-{uuid.uuid4().hex[:8]}"
     env = {"FEEDPIPE_KAFKA_BOOTSTRAP": s.kafka_bootstrap, "FEEDPIPE_REDIS_URL": s.redis_url,

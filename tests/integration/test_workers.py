@@ -27,6 +27,7 @@ What is compared, and what is left out and why (:func:`redis_state`, :func:`topi
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,9 +36,9 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
 
 from feedpipe.kafka.topics import TopicChange
+from feedpipe.store.client import sync_client
 from feedpipe.topology import topology
 from ops.faults.drivers import Worker
 from ops.faults.inputs import behaviors_subset
@@ -54,9 +55,15 @@ VOLATILE_FIELDS = (
 
 
 def _family(template: str) -> str:
-    """The fixed prefix of a topology.yaml ``redis.keys`` template, e.g. ``fp:profile:``."""
+    """The fixed prefix of a topology.yaml ``redis.keys`` template without its hash tag, e.g.
+    ``fp:profile:`` for ``{prefix}:{tag}:profile:{user_id}`` (compare with :func:`_untag`)."""
     t = topology()
-    return template.replace("{prefix}", t.redis.prefix).split("{", 1)[0]
+    return template.replace("{prefix}", t.redis.prefix).replace("{tag}:", "").split("{", 1)[0]
+
+
+def _untag(key: str) -> str:
+    """``key`` without its Redis Cluster hash tag: ``fp:{p3}:profile:U1`` -> ``fp:profile:U1``."""
+    return re.sub(r"\{[^}]*\}:", "", key, count=1)
 
 
 def redis_state(url: str) -> dict[str, Any]:
@@ -65,9 +72,10 @@ def redis_state(url: str) -> dict[str, Any]:
     left out)."""
     from feedpipe.store.feeds import decode_feed
     from feedpipe.store.interning import ITEMS, resolve_sync
+    from feedpipe.store.keys import keys
     from feedpipe.store.profiles import decode_profile, stored_ordinals
 
-    r = redis.Redis.from_url(url)
+    r = sync_client(url)
     tk = topology().redis.keys
     skip = tuple(
         _family(tk[name])
@@ -78,13 +86,13 @@ def redis_state(url: str) -> dict[str, Any]:
         _family(tk[name]) for name in ("active", "audience", "catalogue", "celebrity")
     )
     profile, feed = _family(tk["profile"]), _family(tk["feed"])
-    ITEMS.sync(r.get(_family(tk["item_gen"])))
+    ITEMS.sync(r.get(keys().item_gen()))
     out: dict[str, Any] = {}
     for raw_key in r.scan_iter(count=1000):
-        key = raw_key.decode()
+        key = _untag(raw_key.decode())
         if key.startswith(skip):
             continue
-        kind = str(r.type(raw_key), "ascii")  # type: ignore[arg-type]
+        kind = str(r.type(raw_key), "ascii")
         if kind == "string":
             value: Any = r.get(raw_key)
             if key.startswith((profile, feed)):
@@ -102,7 +110,7 @@ def redis_state(url: str) -> dict[str, Any]:
             value = sorted(r.smembers(raw_key))
         else:
             value = r.lrange(raw_key, 0, -1)
-        out[key] = value
+        out[raw_key.decode()] = value
     return out
 
 
@@ -190,7 +198,7 @@ def _run(
     from ops.faults import wait_feeds_converged
 
     recreate(topology(), AdminClient({"bootstrap.servers": kafka_bootstrap}))
-    redis.Redis.from_url(redis_url).flushdb()
+    sync_client(redis_url).flushdb()
     app_id = f"feedpipe-test-{uuid.uuid4().hex[:8]}"
     env = {"FEEDPIPE_KAFKA_BOOTSTRAP": kafka_bootstrap, "FEEDPIPE_REDIS_URL": redis_url,
            "FEEDPIPE_APP_ID": app_id}
