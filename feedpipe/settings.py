@@ -3,6 +3,7 @@
 | variable | default | meaning |
 |---|---|---|
 | FEEDPIPE_KAFKA_BOOTSTRAP | 127.0.0.1:19092 | Kafka bootstrap servers |
+| FEEDPIPE_KAFKA_REPLICATION_FACTOR | 1 | replicas of a topic topology.yaml gives none |
 | FEEDPIPE_REDIS_URL | redis://127.0.0.1:16379/0 | Redis URL |
 | FEEDPIPE_DATA_DIR | ../shared/data beside the checkout | real input data, read in place |
 | FEEDPIPE_STATE_DIR | .feedpipe/ in the checkout | local broker/Redis state, logs, jars |
@@ -72,6 +73,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FEEDPIPE_", extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_replication_factor: int = 1
     redis_url: str = "redis://127.0.0.1:16379/0"
     redis_cluster: bool = False
     data_dir: Path = ROOT.parent / "shared" / "data"

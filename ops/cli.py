@@ -220,6 +220,10 @@ def inspect(
 def up(
     no_replay: Annotated[bool, typer.Option("--no-replay", help="start the stack only")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="leave it running and return")] = False,
+    brokers: Annotated[
+        int, typer.Option(help="1, or 3 for a local KRaft cluster (RF 3, min.insync.replicas 2)")
+    ] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes sharing partitions")] = 1,
     redis_cluster: Annotated[
         bool,
         typer.Option(
@@ -230,7 +234,9 @@ def up(
 ) -> None:
     """Start everything locally and replay the real input; Ctrl-C (or `feedpipe down` from
     another shell) stops it all."""
-    raise SystemExit(stack.up(no_replay, detach, redis_cluster))
+    raise SystemExit(
+        stack.up(no_replay, detach, redis_cluster, brokers=brokers, workers=workers)
+    )
 
 
 @cli.command()
@@ -374,6 +380,9 @@ def faults(
     kafka_port: Annotated[int, typer.Option(help="the suite's own broker port")] = 29192,
     redis_port: Annotated[int, typer.Option(help="the suite's own Redis port")] = 26479,
     json_out: Annotated[str | None, typer.Option("--json", help="also write JSON to FILE")] = None,
+    brokers: Annotated[
+        int, typer.Option(help="1, or 3 for a KRaft cluster (RF 3, min ISR 2; ports +0..+5)")
+    ] = 1,
     redis_cluster: Annotated[
         bool,
         typer.Option(
@@ -384,7 +393,9 @@ def faults(
 ) -> None:
     """Fault-injection suite (ops/faults/): each scenario on a stack of its own while
     reader events flow; prints events lost, applied twice, DLQ records and recovery time.
-    Exit code 1 unless every run shows 0 lost, 0 doubled and every poison record in a DLQ."""
+    Exit code 1 unless every run shows 0 lost, 0 doubled and every poison record in a DLQ.
+    Default scenarios: all single-broker ones, plus broker-kill with --brokers 3; naming
+    broker-kill alone starts the 3-broker cluster."""
     import os
     from dataclasses import asdict
     from pathlib import Path
@@ -396,11 +407,14 @@ def faults(
         settings.cache_clear()
 
     from ops.faults import SCENARIOS, FaultConfig, Outcome, Suite, format_table
+    from ops.faults.scenarios import CLUSTER_SCENARIOS
 
-    names = scenario or list(SCENARIOS)
+    if scenario and brokers == 1 and set(scenario) <= set(CLUSTER_SCENARIOS):
+        brokers = 3
+    names = scenario or [*SCENARIOS, *(CLUSTER_SCENARIOS if brokers >= 3 else ())]
     suite = Suite(
         FaultConfig(kafka_port=kafka_port, redis_port=redis_port, rows=rows, rate=rate,
-                    state_dir=settings().state_dir / "faults")
+                    state_dir=settings().state_dir / "faults", brokers=brokers)
     )
     suite.start_stack()
     outcomes = []
