@@ -109,14 +109,15 @@ def reader_event(rec: dict[str, Any]) -> Event:
 
 
 Decoded = list[tuple[int, dict[str, Any]]]
-"""``(offset, ReaderEvent dict)`` of the valid records, in offset order."""
+"""``(offset, ReaderEvent dict)`` of the valid records, in offset order (``occurred_at`` in
+epoch ms: :meth:`feedpipe.wire.codec.AvroCodec.decode_plain`)."""
 Rejected = list[tuple[int, bytes | None, bytes]]
 """``(offset, key, DeadLetter value)`` of the rejected records, in offset order."""
 
 
 def decode(records: Sequence[RecordLike]) -> tuple[Decoded, Rejected]:
     """Decode and validate ``records``; return (valid events, DLQ records). Never raises."""
-    dec = codec("ReaderEvent").decode
+    dec = codec("ReaderEvent").decode_plain  # occurred_at as epoch ms (int)
     good: Decoded = []
     bad: Rejected = []
     for r in records:
