@@ -21,12 +21,14 @@ What the fold decides, per user (offset order):
   applied; the profile version moves by one per batch;
 * live impressions and clicks of non-bot users count into item stats, trending and the A/B
   counters of the arm that served the user;
-* a user is re-ranked once per batch (the batch is the debounce window: five events of a user
-  in it cost one ranking) when the batch brings a click, resolve, fan-out or erase, or the
-  user had no stored profile (no feed yet). A user with a stored profile and only impressions
-  in the batch is not re-ranked: the profile (counts, ``last_seen``) is stored and sent, the
-  stored feed is kept and its TTL renewed (``Plan.kept``); the impressions reach the feed's
-  order at the user's next re-rank (docs/ranking.md, "Click path");
+* a user is re-ranked at most once per batch (the batch is the debounce window: five events
+  of a user in it cost one ranking), and only when the batch brings a click, resolve,
+  fan-out or erase. A user with only impressions in the batch is not re-ranked: the profile
+  (counts, ``last_seen``) is stored and sent, a stored feed is kept and its TTL renewed
+  (``Plan.kept``). The impressions reach the feed at the user's next click or fan-out, or
+  when the idle refresher re-ranks feeds older than their profile
+  (:mod:`streams.clickpath.refresh`); a user who never clicked is served the read
+  endpoint's trending/latest levels until then (docs/ranking.md, "Click path");
 * a feed is sent only when its ranked list moved
   (:func:`streams.clickpath.catalogue.feed_fingerprint`, kept in the profile as ``feed_fp``).
 """
@@ -222,7 +224,7 @@ def fold(
                     plan.profiles[u] = old
                     plan.unchanged_profiles.add(u)
                 continue
-        if not fanned and old is not None and all(rec["type"] == "impression" for _, rec in evs):
+        if not fanned and all(rec["type"] == "impression" for _, rec in evs):
             plan.kept.add(u)
         events = [reader_event(rec) for _, rec in evs]
         p = old or new_profile(u, min(ev.at for ev in events) // DAY_MS * DAY_MS, spec)

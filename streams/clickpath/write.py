@@ -50,7 +50,7 @@ from feedpipe.topology import Topology, topology
 from streams.clickpath.catalogue import CATALOGUE, REGISTRY
 from streams.clickpath.fold import Plan, Selection, fold, items_of, select, users_of
 from streams.clickpath.records import STAGE, Decoded, RecordLike, Rejected, StateLost, stage
-from streams.runtime import log, redis_client
+from streams.runtime import in_thread, log, redis_client
 
 STATS_MAX_AGE_S = 1.0
 """Seconds: the item stats a batch ranks with are at most this stale."""
@@ -158,7 +158,11 @@ async def apply(
             cfg = REGISTRY.current()
             found = await metas.get(items_of(sel.fresh, cfg.experiments))
             now_ms = int(time.time() * 1000)
-            plan = fold(partition, sel, stored, found, CATALOGUE, cfg, topo, k, now_ms)
+            # in a thread: a partition batch of many users ranks for seconds on a loaded
+            # machine, and the consumer's heartbeats run on this event loop
+            plan = await in_thread(
+                fold, partition, sel, stored, found, CATALOGUE, cfg, topo, k, now_ms
+            )
             erased_from = await audience_store.all_keys(r) if plan.erased else []
             try:  # ordinals for the ids the profiles and feeds store
                 await intern(r, plan.interned_ids())
