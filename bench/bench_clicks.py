@@ -227,18 +227,32 @@ def measure(total: int) -> dict[str, Any]:
     cpu0 = time.process_time()
     rate = run_clickpath(total)
     cpu = time.process_time() - cpu0
-    return {"events": total, "rate": rate, "cpu_s": cpu, "phases": dict(phases.CPU)}
+    return {"events": total, "rate": rate, "cpu_s": cpu, "phases": dict(phases.CPU),
+            "out_bytes": dict(phases.OUT_BYTES)}
+
+
+def redis_cpu_s() -> float:
+    """The Redis server's CPU seconds so far (``INFO cpu``: user + sys of the main thread
+    and its children)."""
+    import redis
+
+    info = redis.Redis.from_url(settings().redis_url).info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def measure_in(checkout: Path, total: int) -> dict[str, Any]:
-    """:func:`measure` in a subprocess importing the click path from ``checkout``."""
+    """:func:`measure` in a subprocess importing the click path from ``checkout``; adds the
+    Redis server's CPU seconds over the run (``redis_cpu_s``)."""
+    r0 = redis_cpu_s()
     out = subprocess.run(
         [sys.executable, __file__, "--measure", str(total), "--code-root", str(checkout)],
         capture_output=True, text=True,
     )
     if out.returncode != 0:
         raise RuntimeError(f"measuring {checkout} failed:\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    got = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    got["redis_cpu_s"] = redis_cpu_s() - r0
+    return got
 
 
 def report(shape: str, label: str, m: dict[str, Any]) -> None:
@@ -249,6 +263,9 @@ def report(shape: str, label: str, m: dict[str, Any]) -> None:
     split = "  ".join(f"{k} {v:.1f}" for k, v in per.items())
     print(f"{shape:<5} {label:<6} {m['rate']:>9,.0f} events/s  {m['cpu_s'] / n * 1e6:>7.1f} us "
           f"CPU/event  [{split}]")
+    out = "  ".join(f"{t} {b / n:,.0f}" for t, b in sorted(m.get("out_bytes", {}).items()))
+    print(f"{'':<12} redis-server {m['redis_cpu_s'] / n * 1e6:.1f} us CPU/event; "
+          f"output bytes/event: {out}")
 
 
 def shapes_main(args: argparse.Namespace) -> None:

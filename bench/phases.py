@@ -21,6 +21,8 @@ from typing import Any
 
 PHASES = ("decode", "fold", "rank", "encode", "redis", "produce")
 CPU: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+OUT_BYTES: dict[str, int] = {}
+"""Output topic -> bytes of the keys and values sent (broker and network load)."""
 _STACK: list[list[float]] = []  # [start, nested] per running phase
 
 
@@ -102,6 +104,10 @@ def install() -> None:
     real_init = path.ClickPath.__init__
 
     def init(self: Any, send: Any, *args: Any, **kwargs: Any) -> None:
-        real_init(self, timed("produce", send), *args, **kwargs)
+        async def counted(topic: str, key: bytes | None, value: bytes | None) -> Any:
+            OUT_BYTES[topic] = OUT_BYTES.get(topic, 0) + len(key or b"") + len(value or b"")
+            return await send(topic, key, value)
+
+        real_init(self, timed("produce", counted), *args, **kwargs)
 
     path.ClickPath.__init__ = init  # type: ignore[method-assign]
