@@ -24,7 +24,9 @@ trending and pending sets: everything the users cost), the stored value lengths,
 size of the same feeds for comparison; then the ratio against the 4,096-byte target. The item
 ordinal table (``fp:item:ord`` + ``fp:item:id``, feedpipe/store/interning.py) costs per *item*, not
 per user: its ``MEMORY USAGE`` is printed separately (total and per item), and is part of the
-``used_memory`` delta.
+``used_memory`` delta. Then the delta split by key family (the growth of each family's
+``MEMORY USAGE`` over the load, per user; the rest as ``unattributed``: keyspace and expires
+tables, allocator rounding).
 """
 
 from __future__ import annotations
