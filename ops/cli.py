@@ -436,7 +436,11 @@ def simulate(
                 f"{counts.sent / max(elapsed, 1e-3):,.0f} ev/s  {counts.users:,} users  "
                 f"{counts.clicks:,} clicks  {counts.rejected:,} rejected"))
 
-        counts = run(population, sink, rate, duration, on_tick=tick)
+        try:
+            counts = run(population, sink, rate, duration, on_tick=tick)
+        except Exception as exc:  # httpx / Kafka delivery errors: one clear line, exit 1
+            console.print(f"[red]simulate: {type(exc).__name__}: {exc}[/]")
+            raise SystemExit(1) from None
     console.print(f"sent {counts.sent:,} events ({counts.clicks:,} clicks) of {counts.users:,} "
                   f"users; rejected {counts.rejected:,}", highlight=False)
     for err in counts.errors or []:

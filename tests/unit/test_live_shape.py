@@ -84,3 +84,42 @@ def test_observe_many_equals_repeated_observe() -> None:
                 for s in m.samples if not s.name.endswith("_created")]
 
     assert samples("one_s") == samples("many_s")
+
+
+def test_collector_sink_posts_the_contract_and_counts_rejections() -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ops.simulate import CollectorSink, Counts
+
+    got: list[tuple[str, str | None, dict[str, object]]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            got.append((self.path, self.headers.get("X-API-Key"), body))
+            answer = json.dumps({"accepted": 1, "errors": [{"index": 1, "error": "bad"}]})
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        sink = CollectorSink(f"http://127.0.0.1:{server.server_port}/", "tok")
+        events = [ev for _, ev in zip(range(2), Population(ITEMS).events(10.0, 0), strict=False)]
+        counts = Counts(errors=[])
+        sink.send(events, counts)
+        sink.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(p, key) for p, key, _ in got] == [("/v1/events", "tok")]
+    assert got[0][2] == collector_body(events)
+    assert counts.rejected == 1 and counts.errors and "bad" in counts.errors[0]
