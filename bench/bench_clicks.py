@@ -219,8 +219,9 @@ def produce_live(metas: list[Meta], n: int) -> int:
 
 
 def measure(total: int) -> dict[str, Any]:
-    """In this process: run the consumer loop over ``total`` records with the phase counters;
-    return events, seconds, CPU seconds and CPU seconds per phase."""
+    """In this process: flush Redis and load the catalogue, run the consumer loop over
+    ``total`` records with the phase counters; return events, events/s, CPU seconds, CPU
+    seconds per phase, output bytes per topic and the Redis server's CPU seconds."""
     import aiokafka
     import phases
 
@@ -233,12 +234,15 @@ def measure(total: int) -> dict[str, Any]:
             super().__init__(*args, **kwargs)
 
     aiokafka.AIOKafkaConsumer = PatientConsumer  # type: ignore[misc]
+    # the catalogue written with this checkout's own key layout
+    load_catalogue(catalogue_metas())
     phases.install()
+    r0 = redis_cpu_s()
     cpu0 = time.process_time()
     rate = run_clickpath(total)
     cpu = time.process_time() - cpu0
     return {"events": total, "rate": rate, "cpu_s": cpu, "phases": dict(phases.CPU),
-            "out_bytes": dict(phases.OUT_BYTES)}
+            "out_bytes": dict(phases.OUT_BYTES), "redis_cpu_s": redis_cpu_s() - r0}
 
 
 def redis_cpu_s() -> float:
@@ -251,18 +255,15 @@ def redis_cpu_s() -> float:
 
 
 def measure_in(checkout: Path, total: int) -> dict[str, Any]:
-    """:func:`measure` in a subprocess importing the click path from ``checkout``; adds the
-    Redis server's CPU seconds over the run (``redis_cpu_s``)."""
-    r0 = redis_cpu_s()
+    """:func:`measure` in a subprocess importing the click path from ``checkout`` (which
+    flushes Redis and writes the catalogue with that checkout's key layout)."""
     out = subprocess.run(
         [sys.executable, __file__, "--measure", str(total), "--code-root", str(checkout)],
         capture_output=True, text=True,
     )
     if out.returncode != 0:
         raise RuntimeError(f"measuring {checkout} failed:\n{out.stderr[-3000:]}")
-    got = dict(json.loads(out.stdout.strip().splitlines()[-1]))
-    got["redis_cpu_s"] = redis_cpu_s() - r0
-    return got
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def report(shape: str, label: str, m: dict[str, Any]) -> None:
@@ -286,8 +287,7 @@ def shapes_main(args: argparse.Namespace) -> None:
         got: dict[str, dict[str, Any]] = {}
         checkouts = ([("before", Path(args.base))] if args.base else []) + [("after", ROOT)]
         for label, checkout in checkouts:
-            load_catalogue(metas)
-            got[label] = measure_in(checkout, total)
+            got[label] = measure_in(checkout, total)  # it loads the catalogue itself
             report(shape, label, got[label])
         if "before" in got:
             b, a = got["before"], got["after"]
