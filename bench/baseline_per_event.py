@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if not any((Path(p or ".") / "feedpipe").is_dir() for p in sys.path):
+    sys.path.insert(0, str(ROOT))  # a caller's checkout on sys.path (--code-root) comes first
 
 from feedpipe.ids import content_id  # noqa: E402
 from feedpipe.model.admission import admit_events  # noqa: E402

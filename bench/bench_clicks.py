@@ -1,10 +1,21 @@
-"""Benchmark the click path (reader.events -> profiles -> feeds -> Redis) against two baselines.
+"""Benchmark the click path (reader.events -> profiles -> feeds -> Redis): two load shapes,
+CPU per event by phase, before/after in one run; or (``--baselines``) against two baselines.
 
-Usage: ``python bench/bench_clicks.py [--baseline-events N] [--feed-format compact|json]
-[--repeat N] [--clickpath-only]``
-with ``FEEDPIPE_KAFKA_BOOTSTRAP`` and ``FEEDPIPE_REDIS_URL`` pointing at a broker and a Redis
-the benchmark may wipe (it deletes and recreates the topology topics and flushes the Redis
-database).
+Usage: ``python bench/bench_clicks.py [--base CHECKOUT] [--shapes mind,live] [--live-events N]``
+or ``python bench/bench_clicks.py --baselines [--baseline-events N] [--feed-format F]
+[--repeat N] [--clickpath-only]``, with ``FEEDPIPE_KAFKA_BOOTSTRAP`` and ``FEEDPIPE_REDIS_URL``
+pointing at a broker and a Redis the benchmark may wipe (it deletes and recreates the topology
+topics and flushes the Redis database).
+
+Shapes (default mode): **mind**, the MIND replay below (each user's ~70 events arrive
+together); **live**, ``--live-events`` (200,000) live-shaped events of
+:class:`ops.simulate.Population` (Zipf over 100,000 users, sessions, 15% clicks, seed 15)
+over the same catalogue. For each shape the worker's consumer loop runs in a fresh
+subprocess, once on ``--base`` (a checkout of an earlier commit, e.g. a ``git worktree``;
+optional) and once on this tree, each from an empty Redis holding only the catalogue, and
+prints events/s, worker CPU per event (``time.process_time`` of the process over the run,
+every thread) and its split into decode, fold, rank, encode, redis, produce and other
+(bench/phases.py), then the after/before ratios.
 
 In one run, on the same data (MIND ``behaviors.tsv`` read in place through the replay
 connector's event generator: history clicks, impressions, clicks, ~350k events) and the same
@@ -32,7 +43,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -42,7 +55,9 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# ``--code-root DIR`` (the measuring subprocess): import the click path from that checkout
+CODE_ROOT = Path(sys.argv[sys.argv.index("--code-root") + 1]) if "--code-root" in sys.argv else ROOT
+sys.path.insert(0, str(CODE_ROOT))
 
 from baseline_per_event import (  # noqa: E402
     FEED_FORMAT,
@@ -180,9 +195,117 @@ def run_clickpath(total: int, producer_client: str = "librdkafka") -> float:
     return state["n"] / (state["t_last"] - state["t_first"])
 
 
+def produce_live(metas: list[Meta], n: int) -> int:
+    """Recreate the topics and publish ``n`` live-shaped events over ``metas``; return ``n``."""
+    from confluent_kafka.admin import AdminClient
+
+    from feedpipe.kafka.topics import recreate
+    from ops.simulate import KafkaSink, Population
+
+    bootstrap = settings().kafka_bootstrap
+    recreate(topology(), AdminClient({"bootstrap.servers": bootstrap}))
+    pop = Population([m.content_id for m in reversed(metas)])  # newest first (load_catalogue)
+    stream = pop.events(3_000.0, int(time.time() * 1000))
+    sink = KafkaSink(bootstrap)
+    events = [next(stream) for _ in range(n)]
+    enc = codec("ReaderEvent").encode
+    for ev in events:
+        sink.producer.produce(sink.topic, ev["user_id"].encode(), enc(ev))
+    sink.close()
+    users = len({ev["user_id"] for ev in events})
+    clicks = sum(ev["type"] == "click" for ev in events)
+    print(f"published {n:,} live-shaped events: {users:,} users, {clicks / n:.1%} clicks")
+    return n
+
+
+def measure(total: int) -> dict[str, Any]:
+    """In this process: flush Redis and load the catalogue, run the consumer loop over
+    ``total`` records with the phase counters; return events, events/s, CPU seconds, CPU
+    seconds per phase, output bytes per topic and the Redis server's CPU seconds."""
+    import aiokafka
+    import phases
+
+    class PatientConsumer(aiokafka.AIOKafkaConsumer):  # type: ignore[misc]
+        """The worker's consumer with a 45 s session: on this shared 2-core machine a base
+        checkout that ranks on the event loop misses 10 s of heartbeats and is evicted."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.update(session_timeout_ms=45_000, heartbeat_interval_ms=3_000)
+            super().__init__(*args, **kwargs)
+
+    aiokafka.AIOKafkaConsumer = PatientConsumer  # type: ignore[misc]
+    # the catalogue written with this checkout's own key layout
+    load_catalogue(catalogue_metas())
+    phases.install()
+    r0 = redis_cpu_s()
+    cpu0 = time.process_time()
+    rate = run_clickpath(total)
+    cpu = time.process_time() - cpu0
+    return {"events": total, "rate": rate, "cpu_s": cpu, "phases": dict(phases.CPU),
+            "out_bytes": dict(phases.OUT_BYTES), "redis_cpu_s": redis_cpu_s() - r0}
+
+
+def redis_cpu_s() -> float:
+    """The Redis server's CPU seconds so far (``INFO cpu``: user + sys of the main thread
+    and its children)."""
+    import redis
+
+    info = redis.Redis.from_url(settings().redis_url).info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def measure_in(checkout: Path, total: int) -> dict[str, Any]:
+    """:func:`measure` in a subprocess importing the click path from ``checkout`` (which
+    flushes Redis and writes the catalogue with that checkout's key layout)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", str(total), "--code-root", str(checkout)],
+        capture_output=True, text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"measuring {checkout} failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def report(shape: str, label: str, m: dict[str, Any]) -> None:
+    """Print one measurement: events/s, CPU us per event and its phases."""
+    n = m["events"]
+    per = {k: v / n * 1e6 for k, v in m["phases"].items()}
+    per["other"] = m["cpu_s"] / n * 1e6 - sum(per.values())
+    split = "  ".join(f"{k} {v:.1f}" for k, v in per.items())
+    print(f"{shape:<5} {label:<6} {m['rate']:>9,.0f} events/s  {m['cpu_s'] / n * 1e6:>7.1f} us "
+          f"CPU/event  [{split}]")
+    out = "  ".join(f"{t} {b / n:,.0f}" for t, b in sorted(m.get("out_bytes", {}).items()))
+    print(f"{'':<12} redis-server {m['redis_cpu_s'] / n * 1e6:.1f} us CPU/event; "
+          f"output bytes/event: {out}")
+
+
+def shapes_main(args: argparse.Namespace) -> None:
+    """Both shapes, before (``--base``) and after, in one run."""
+    metas = catalogue_metas()
+    for shape in args.shapes.split(","):
+        total = produce_events() if shape == "mind" else produce_live(metas, args.live_events)
+        got: dict[str, dict[str, Any]] = {}
+        checkouts = ([("before", Path(args.base))] if args.base else []) + [("after", ROOT)]
+        for label, checkout in checkouts:
+            got[label] = measure_in(checkout, total)  # it loads the catalogue itself
+            report(shape, label, got[label])
+        if "before" in got:
+            b, a = got["before"], got["after"]
+            print(f"{shape:<5} after/before: {a['rate'] / b['rate']:.2f}x events/s, "
+                  f"{a['cpu_s'] / b['cpu_s']:.2f}x CPU/event")
+
+
 def main() -> None:
-    """Run the three variants and print events/s and ratios."""
+    """Default: both shapes before/after (:func:`shapes_main`); ``--baselines``: the click
+    path against the per-event baselines; ``--measure N``: one subprocess measurement."""
     ap = argparse.ArgumentParser()
+    ap.add_argument("--measure", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--code-root", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--base", default=None, help="checkout of the base commit (before)")
+    ap.add_argument("--shapes", default="mind,live")
+    ap.add_argument("--live-events", type=int, default=200_000)
+    ap.add_argument("--baselines", action="store_true",
+                    help="the click path against the per-event baselines")
     ap.add_argument("--baseline-events", type=int, default=5_000)
     ap.add_argument("--repeat", type=int, default=1,
                     help="click path runs per producer (interleaved); medians are reported")
@@ -190,6 +313,12 @@ def main() -> None:
                     help="skip the per-event baselines (profiling; prints no baseline ratio)")
     ap.add_argument("--feed-format", choices=["json", "compact"], default=FEED_FORMAT[0])
     args = ap.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure)))
+        return
+    if not args.baselines:
+        shapes_main(args)
+        return
     use_feed_format(args.feed_format)
     metas = catalogue_metas()
     t0 = time.perf_counter()

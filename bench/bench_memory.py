@@ -24,7 +24,9 @@ trending and pending sets: everything the users cost), the stored value lengths,
 size of the same feeds for comparison; then the ratio against the 4,096-byte target. The item
 ordinal table (``fp:item:ord`` + ``fp:item:id``, feedpipe/store/interning.py) costs per *item*, not
 per user: its ``MEMORY USAGE`` is printed separately (total and per item), and is part of the
-``used_memory`` delta.
+``used_memory`` delta. Then the delta split by key family (the growth of each family's
+``MEMORY USAGE`` over the load, per user; the rest as ``unattributed``: keyspace and expires
+tables, allocator rounding).
 """
 
 from __future__ import annotations
@@ -127,6 +129,58 @@ async def load(users: int, seed: int, fmt: str, profile_fmt: str) -> list[str]:
     return ids
 
 
+def family(key: bytes) -> str:
+    """A key's family for the breakdown: its first two ``:`` parts (``fp:profile``,
+    ``fp:audience``), three for the stats families (``fp:stats:version``)."""
+    parts = key.decode(errors="replace").split(":")
+    return ":".join(parts[:2])
+
+
+def families(r: Any) -> tuple[dict[str, int], dict[str, int]]:
+    """``MEMORY USAGE`` (every element, ``SAMPLES 0``) summed per key family, and key counts."""
+    sums: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    batch: list[bytes] = []
+
+    def flush() -> None:
+        with r.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.memory_usage(key, samples=0)
+            got = pipe.execute()
+        for key, size in zip(batch, got, strict=True):
+            f = family(key)
+            sums[f] = sums.get(f, 0) + int(size or 0)
+            counts[f] = counts.get(f, 0) + 1
+        batch.clear()
+
+    for key in r.scan_iter(count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            flush()
+    if batch:
+        flush()
+    return sums, counts
+
+
+def print_families(
+    before: tuple[dict[str, int], dict[str, int]],
+    after: tuple[dict[str, int], dict[str, int]],
+    users: int,
+    delta: int,
+) -> None:
+    """Where the ``used_memory`` delta goes: the growth of each key family's ``MEMORY USAGE``
+    over the load, per user; the rest (the keyspace's dict and expires tables, allocator
+    rounding inside ``used_memory``) as ``unattributed``."""
+    sums = {f: v - before[0].get(f, 0) for f, v in after[0].items()}
+    counts = {f: v - before[1].get(f, 0) for f, v in after[1].items()}
+    print(f"where used_memory goes (MEMORY USAGE by key family, {users:,} users):")
+    for f, size in sorted(sums.items(), key=lambda kv: -kv[1]):
+        print(f"  {f:<24} {counts[f]:>8,} keys {size / users:>9,.0f} bytes/user")
+    rest = delta - sum(sums.values())
+    print(f"  {'unattributed':<24} {'':>8}      {rest / users:>9,.0f} bytes/user "
+          "(keyspace and expires tables, allocator overhead; delta minus the keys)")
+
+
 def main() -> None:
     """Run the benchmark and print the per-user memory against the target."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -140,9 +194,11 @@ def main() -> None:
 
     r = redis.Redis.from_url(settings().redis_url)
     load_catalogue(catalogue_metas())  # flushes the database first
+    fam_before = families(r)
     before = int(r.info("memory")["used_memory"])
     ids = asyncio.run(load(args.users, args.seed, args.format, args.profile_format))
     after = int(r.info("memory")["used_memory"])
+    fam_after = families(r)
     k = keys()
     ITEMS.sync(r.get(k.item_gen()))
     prof_mem: list[int] = []
@@ -199,6 +255,7 @@ def main() -> None:
         f"({table / max(1, n_items):,.0f} bytes/item; {table / max(1, len(ids)):,.0f} bytes/user "
         "at this user count)"
     )
+    print_families(fam_before, fam_after, len(ids), after - before)
     mean_total = statistics.mean(total)
     print(
         f"target {TARGET_BYTES} bytes/user: MEMORY USAGE ratio {mean_total / TARGET_BYTES:.2f}, "

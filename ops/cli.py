@@ -14,6 +14,8 @@ feedpipe worker | api | collector   run the Faust worker / read endpoint / event
 feedpipe apikey create|list|revoke   API keys of the read endpoint and the collector (hashes)
 feedpipe lag [--group G] [--json] [--window N] [--interval S] [--watch]
                               consumer lag per partition, Burrow-style status, exit 2 on STALL/STOP
+feedpipe simulate [--rate R] [--duration S] [--collector URL]
+                              live-shaped reader events (Zipf users, sessions) at a target rate
 feedpipe connect | evaluate | rebuild | faults | schemas check   (see each command's --help)
 """
 
@@ -433,6 +435,56 @@ def faults(
     if json_out:
         Path(json_out).write_bytes(orjson.dumps([asdict(o) for o in outcomes]))
     raise SystemExit(0 if all(o.ok for o in outcomes) else 1)
+
+
+@cli.command()
+def simulate(
+    rate: Annotated[float, typer.Option(help="reader events/s to send")] = 1000.0,
+    duration: Annotated[float, typer.Option(help="seconds to run")] = 60.0,
+    users: Annotated[int, typer.Option(help="reader population (Zipf-ranked)")] = 100_000,
+    zipf_s: Annotated[float, typer.Option(help="Zipf exponent of user activity")] = 0.8,
+    ctr: Annotated[float, typer.Option(help="clicks per impression")] = 0.176,
+    seed: Annotated[int, typer.Option(help="random seed")] = 15,
+    collector: Annotated[
+        str | None, typer.Option(help="event collector base URL (default: straight to Kafka)")
+    ] = None,
+    api_key: Annotated[
+        str, typer.Option(envvar="FEEDPIPE_SIMULATE_API_KEY", help="collector X-API-Key")
+    ] = "",
+) -> None:
+    """Live-shaped reader events against the current catalogue (ops/simulate.py), with progress."""
+    import asyncio
+
+    from ops.simulate import CollectorSink, KafkaSink, Population, Shape, catalogue_items, run
+
+    try:
+        population = Population(
+            asyncio.run(catalogue_items()),
+            Shape(users=users, zipf_s=zipf_s, ctr=ctr, seed=seed),
+        )
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise SystemExit(1) from None
+    sink = CollectorSink(collector, api_key) if collector else KafkaSink(settings().kafka_bootstrap)
+    total = int(rate * duration)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("simulate", total=total, info="")
+
+        def tick(counts: Any, elapsed: float) -> None:
+            bar.update(task, completed=counts.sent, info=(
+                f"{counts.sent / max(elapsed, 1e-3):,.0f} ev/s  {counts.users:,} users  "
+                f"{counts.clicks:,} clicks  {counts.rejected:,} rejected"))
+
+        try:
+            counts = run(population, sink, rate, duration, on_tick=tick)
+        except Exception as exc:  # httpx / Kafka delivery errors: one clear line, exit 1
+            console.print(f"[red]simulate: {type(exc).__name__}: {exc}[/]")
+            raise SystemExit(1) from None
+    console.print(f"sent {counts.sent:,} events ({counts.clicks:,} clicks) of {counts.users:,} "
+                  f"users; rejected {counts.rejected:,}", highlight=False)
+    for err in counts.errors or []:
+        console.print(f"  rejected: {err}", highlight=False, markup=False)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from feedpipe.rank.candidates import (
     candidate_brands,
     candidate_sources,
     diversify,
+    diversify_filled,
     sources_of,
     trending_rows,
 )
@@ -199,50 +200,75 @@ def rank_users(
             if n_allowed == 0:
                 results.append([])
                 continue
-            if cap > 0:  # diversity: every allowed item in score order, then the cap
-                top = diversify(
-                    top_rows(row_score, n_allowed).tolist(),
-                    matrix.primary,
-                    ranking.feed_size,
-                    cap,
-                )
+            if cap > 0:  # diversity: the allowed items in score order, then the cap
+                top = diversified(row_score, n_allowed, matrix.primary, ranking.feed_size, cap)
             else:
                 top = top_rows(row_score, min(ranking.feed_size, n_allowed)).tolist()
+            # per item: values of the selected columns converted in bulk (``tolist``), the
+            # assignment's descriptive fields shared per (row, brand)
+            sel = np.asarray(top, dtype=np.intp)
+            code_l = codes[sel].tolist()
+            score_l = row_score[sel].tolist()
+            aff_l, rec_l, eng_l = aff[row, sel].tolist(), rec[row, sel].tolist(), eng[sel].tolist()
+            bits_l = bits[row, sel].tolist() if bits is not None else None
+            tails: dict[int, dict[str, Any]] = {}
             items: list[dict[str, Any]] = []
-            for rank_no, i in enumerate(top, start=1):
-                code = int(codes[i])
+            for rank_no, (i, code) in enumerate(zip(top, code_l, strict=True), start=1):
                 a = assigned[(row, code)]
-                wd = weights_dicts.get(a.weight_set)
-                if wd is None:
-                    wd = weights_dicts[a.weight_set] = dict(a.weights.weights)
+                tail = tails.get(code)
+                if tail is None:
+                    wd = weights_dicts.get(a.weight_set)
+                    if wd is None:
+                        wd = weights_dicts[a.weight_set] = dict(a.weights.weights)
+                    tail = tails[code] = {
+                        "weights": wd,
+                        "ranker": a.weights.ranker,
+                        "weight_set": a.weight_set,
+                        "weight_version": a.weights.version,
+                        "arm": a.arm,
+                        "experiment": a.experiment,
+                    }
+                j = rank_no - 1
                 item: dict[str, Any] = {
                     "content_id": matrix.metas[i].content_id,
                     "brand": brand_names[code],
                     "rank": rank_no,
-                    "score": float(row_score[i]),
+                    "score": score_l[j],
                 }
                 if a.weights.ranker == "affinity":
-                    item["affinity"] = float(aff[row, i])
-                    item["recency"] = float(rec[row, i])
-                    item["engagement"] = float(eng[i])
+                    item["affinity"] = aff_l[j]
+                    item["recency"] = rec_l[j]
+                    item["engagement"] = eng_l[j]
                 else:
                     assert fresh is not None
                     item["category"] = float(cat_cols[code][i])
                     item["bias"] = float(bias[i])
                     item["freshness"] = float(fresh[row, i])
-                if bits is not None:
-                    item["sources"] = _source_names(int(bits[row, i]))
-                item.update(
-                    weights=wd,
-                    ranker=a.weights.ranker,
-                    weight_set=a.weight_set,
-                    weight_version=a.weights.version,
-                    arm=a.arm,
-                    experiment=a.experiment,
-                )
+                if bits_l is not None:
+                    item["sources"] = _source_names(bits_l[j])
+                item.update(tail)
                 items.append(item)
             results.append(items)
     return results
+
+
+PREFIX_FACTOR = 4
+"""Items in score order tried first for a diversified feed: ``PREFIX_FACTOR x feed_size``."""
+
+
+def diversified(
+    row_score: Array, n_allowed: int, primary: Sequence[int], k: int, cap: int
+) -> list[int]:
+    """:func:`feedpipe.rank.candidates.diversify` of the ``n_allowed`` allowed items of
+    ``row_score`` in score order, sorting only the best ``PREFIX_FACTOR * k`` first (O(n)
+    partition, then a short sort) and the whole order only when that prefix does not settle
+    the caps (:func:`feedpipe.rank.candidates.diversify_filled`); same result either way."""
+    head = min(n_allowed, PREFIX_FACTOR * k)
+    if head < n_allowed:
+        got = diversify_filled(top_rows(row_score, head).tolist(), primary, k, cap)
+        if got is not None:
+            return got
+    return diversify(top_rows(row_score, n_allowed).tolist(), primary, k, cap)
 
 
 def top_rows(row_score: Array, k: int) -> npt.NDArray[np.intp]:

@@ -485,6 +485,14 @@ def queue_feeds(pipe: Any, values: dict[str, bytes], ttl_s: int | None) -> None:
         )
 
 
+def queue_expire(pipe: Any, user_ids: list[str], ttl_s: int) -> None:
+    """Queue an EXPIRE of ``ttl_s`` seconds on each user's feed (a stored feed kept without a
+    re-rank lives as long as its profile)."""
+    k = keys()
+    for u in user_ids:
+        pipe.expire(k.feed(u), ttl_s)
+
+
 def queue_delete(pipe: Any, user_id: str) -> None:
     """Queue the deletion of the user's feed."""
     pipe.delete(keys().feed(user_id))

@@ -123,25 +123,33 @@ def feed_json(
 
 
 def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
-    """A feed document as a feedpipe.UserFeed record (schemas/user_feed.avsc).
+    """A feed document as a feedpipe.UserFeed version 2 record (schemas/user_feed.v2.avsc).
 
-    The Avro writer takes each schema field from the dict (a missing field takes its schema
-    default, extra keys such as ``stats_version`` are ignored), so the document and its
-    affinity-ranker items are passed as they are (no copy: this runs for every feed of every
-    batch). Items of other rankers get ``affinity``/``recency``/``engagement`` = 0.0 and their
-    components in ``components``.
+    The values of each weight set the items name go once into the feed's ``weight_sets``
+    (weight set name -> values); each item's ``weights`` is empty (a version 1 reader reads
+    it as such). The Avro writer takes each schema field from the dicts (a missing field
+    takes its schema default, extra keys such as ``stats_version`` and ``sources`` are
+    ignored), so an affinity item is a shallow copy with empty ``weights``; items of other
+    rankers get ``affinity``/``recency``/``engagement`` = 0.0 and their components in
+    ``components``.
     """
-    items = doc["items"]
-    if all("affinity" in it for it in items):
-        return doc
+    sets: dict[str, dict[str, float]] = {}
     out = []
-    for it in items:
+    for it in doc["items"]:
+        ws = it.get("weight_set", "")
+        if ws not in sets:
+            sets[ws] = it.get("weights") or {}
         if "affinity" in it:
-            out.append(it)
+            out.append({**it, "weights": _NO_WEIGHTS})
             continue
         comps = {k: it[k] for k in it.keys() - _AVRO_ITEM}
-        out.append({**it, "components": comps, **dict.fromkeys(_AFFINITY, 0.0)})
-    return {**doc, "items": out}
+        out.append(
+            {**it, "weights": _NO_WEIGHTS, "components": comps, **dict.fromkeys(_AFFINITY, 0.0)}
+        )
+    return {**doc, "items": out, "weight_sets": sets}
+
+
+_NO_WEIGHTS: dict[str, float] = {}
 
 
 def feed_fingerprint(items: Sequence[dict[str, Any]]) -> str:

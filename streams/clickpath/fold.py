@@ -21,7 +21,15 @@ What the fold decides, per user (offset order):
   applied; the profile version moves by one per batch;
 * live impressions and clicks of non-bot users count into item stats, trending and the A/B
   counters of the arm that served the user;
-* every user with a profile is ranked; a feed is sent only when its ranked list moved
+* a user is re-ranked at most once per batch (the batch is the debounce window: five events
+  of a user in it cost one ranking), and only when the batch brings a click, resolve,
+  fan-out or erase. A user with only impressions in the batch is not re-ranked: the profile
+  (counts, ``last_seen``) is stored and sent, a stored feed is kept and its TTL renewed
+  (``Plan.kept``). The impressions reach the feed at the user's next click or fan-out, or
+  when the idle refresher re-ranks feeds older than their profile
+  (:mod:`streams.clickpath.refresh`); a user who never clicked is served the read
+  endpoint's trending/latest levels until then (docs/ranking.md, "Click path");
+* a feed is sent only when its ranked list moved
   (:func:`streams.clickpath.catalogue.feed_fingerprint`, kept in the profile as ``feed_fp``).
 """
 
@@ -108,7 +116,9 @@ class Plan:
     profiles: dict[str, Profile] = field(default_factory=dict)
     """Profiles to store (every ranked user), by user."""
     feeds: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Feed documents to store, by user (the same users as ``profiles``)."""
+    """Feed documents to store, by user (the re-ranked users of ``profiles``)."""
+    kept: set[str] = field(default_factory=set)
+    """Users of ``profiles`` not re-ranked (impressions only): their stored feed is kept."""
     changed: set[str] = field(default_factory=set)
     """Users whose ranked list moved: their feed is sent."""
     unchanged_profiles: set[str] = field(default_factory=set)
@@ -134,7 +144,7 @@ class Plan:
         users = sorted(self.profiles)
         return [
             *(c for u in users for c in profile_ids(self.profiles[u])),
-            *(it["content_id"] for u in users for it in self.feeds[u]["items"]),
+            *(it["content_id"] for u in sorted(self.feeds) for it in self.feeds[u]["items"]),
         ]
 
 
@@ -204,7 +214,8 @@ def fold(
             evs = evs[cut + 1 :]
             if not evs:
                 continue
-        if any(rec["type"] == "fanout" for _, rec in evs):
+        fanned = any(rec["type"] == "fanout" for _, rec in evs)
+        if fanned:
             # fan-out on write (feedpipe/rank/fanout.py): no profile signal, the user is
             # re-ranked below; a user without a profile (expired, erased) is skipped
             evs = [(off, rec) for off, rec in evs if rec["type"] != "fanout"]
@@ -213,6 +224,8 @@ def fold(
                     plan.profiles[u] = old
                     plan.unchanged_profiles.add(u)
                 continue
+        if not fanned and all(rec["type"] == "impression" for _, rec in evs):
+            plan.kept.add(u)
         events = [reader_event(rec) for _, rec in evs]
         p = old or new_profile(u, min(ev.at for ev in events) // DAY_MS * DAY_MS, spec)
         adm = admit_events(p, events, spec)
@@ -250,7 +263,7 @@ def fold(
         )
     plan.stats = dict(stats)
     plan.trending = {key: dict(scores) for key, scores in trending.items()}
-    ranked_users = sorted(plan.profiles)
+    ranked_users = sorted(u for u in plan.profiles if u not in plan.kept)
     ranked = rank_users(
         [plan.profiles[u] for u in ranked_users],
         catalogue.matrix,

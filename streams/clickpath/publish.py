@@ -55,7 +55,7 @@ async def dead_and_tombstones(
         return out
     for off, rec in plan.late:
         reason = (
-            f"event time {rec['occurred_at'].isoformat()} is more than "
+            f"event time {_iso(rec['occurred_at'])} is more than "
             f"{spec.allowed_lateness_hours:g} h behind the user's event-time "
             "watermark (or older than every remembered event id)"
         )
@@ -67,6 +67,13 @@ async def dead_and_tombstones(
         out.append(await send(st.output("profiles"), u.encode(), None))
         out.append(await send(st.output("feeds"), u.encode(), None))
     return out
+
+
+def _iso(at: datetime | int) -> str:
+    """An event time (epoch ms or datetime) in ISO 8601, UTC."""
+    if isinstance(at, int):
+        at = datetime.fromtimestamp(at / 1000, UTC)
+    return at.isoformat()
 
 
 async def publish_state(

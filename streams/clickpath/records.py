@@ -110,7 +110,8 @@ def reader_event(rec: dict[str, Any]) -> Event:
 
 
 Decoded = list[tuple[int, dict[str, Any]]]
-"""``(offset, ReaderEvent dict)`` of the valid records, in offset order."""
+"""``(offset, ReaderEvent dict)`` of the valid records, in offset order (``occurred_at`` in
+epoch ms: :meth:`feedpipe.wire.codec.AvroCodec.decode_plain`)."""
 Rejected = list[tuple[int, bytes | None, bytes]]
 """``(offset, key, DeadLetter value)`` of the rejected records, in offset order."""
 
@@ -122,7 +123,7 @@ def decode(records: Sequence[RecordLike]) -> tuple[Decoded, Rejected]:
     partition than the record's (Kafka's murmur2 key partitioner of the user id,
     :meth:`feedpipe.store.keys.Keys.partition_of`) is a DLQ record ``misrouted``: its keys
     are on another slot than the partition's transaction (docs/redis-keys.md)."""
-    dec = codec("ReaderEvent").decode
+    dec = codec("ReaderEvent").decode_plain  # occurred_at as epoch ms (int)
     good: Decoded = []
     bad: Rejected = []
     routed = keys() if settings().redis_cluster else None

@@ -52,7 +52,7 @@ from feedpipe.topology import Topology, topology
 from streams.clickpath.catalogue import CATALOGUE, REGISTRY
 from streams.clickpath.fold import Plan, Selection, fold, items_of, select, users_of
 from streams.clickpath.records import STAGE, Decoded, RecordLike, Rejected, StateLost, stage
-from streams.runtime import log, redis_client
+from streams.runtime import in_thread, log, redis_client
 
 STATS_MAX_AGE_S = 1.0
 """Seconds: the item stats a batch ranks with are at most this stale."""
@@ -97,9 +97,11 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
     profile_store.queue_profiles(
         pipe, {u: encode_profile(plan.profiles[u], spec.profile_format) for u in users}, ttl_s
     )
+    ranked = sorted(plan.feeds)
     feed_store.queue_feeds(
-        pipe, {u: encode_feed(plan.feeds[u], rspec.feed_format, ITEMS) for u in users}, ttl_s
+        pipe, {u: encode_feed(plan.feeds[u], rspec.feed_format, ITEMS) for u in ranked}, ttl_s
     )
+    feed_store.queue_expire(pipe, sorted(plan.kept), ttl_s)
     partition_store.queue_active(
         pipe, partition, {u: plan.profiles[u].get("last_seen") or 0 for u in users}
     )
@@ -158,7 +160,11 @@ async def apply(
             cfg = REGISTRY.current()
             found = await metas.get(items_of(sel.fresh, cfg.experiments))
             now_ms = int(time.time() * 1000)
-            plan = fold(partition, sel, stored, found, CATALOGUE, cfg, topo, k, now_ms)
+            # in a thread: a partition batch of many users ranks for seconds on a loaded
+            # machine, and the consumer's heartbeats run on this event loop
+            plan = await in_thread(
+                fold, partition, sel, stored, found, CATALOGUE, cfg, topo, k, now_ms
+            )
             erased_from = await audience_store.user_keys(r, plan.erased)
             try:  # ordinals for the ids the profiles and feeds store
                 await intern(r, plan.interned_ids())

@@ -354,6 +354,7 @@ def test_feeds_updated_only_when_the_ranked_list_moves(
     kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
 ) -> None:
     sports, news = seed_catalogue(redis_client, ["sports", "news"])
+    k = keys()
     user = f"U{uuid.uuid4().hex[:8]}"
     first = [reader(user, "click", sports, T0)]
     second = [reader(user, "impression", news, T0 + timedelta(minutes=1))]
@@ -363,13 +364,14 @@ def test_feeds_updated_only_when_the_ranked_list_moves(
         assert [t for t, _, _ in sent] == ["profiles.updated", "feeds.updated"]
         fp = stored_profile(redis_client, user)["feed_fp"]
         sent.clear()
-        await apply(path, records(user, second, 1))  # same list ([news]): profile only
+        await apply(path, records(user, second, 1))  # impressions only: profile, no re-rank
         assert [t for t, _, _ in sent] == ["profiles.updated"]
         p = stored_profile(redis_client, user)
         assert (p["feed_fp"], p["impressions"]) == (fp, 1)
         feed = stored_feed(redis_client, user)
-        assert feed["profile_version"] == p["version"]  # Redis always has the newest feed
+        assert feed["profile_version"] == p["version"] - 1  # the feed of the click is kept
         assert [it["content_id"] for it in feed["items"]] == [news]
+        assert redis_client.ttl(k.feed(user)) > 0  # and lives as long as the profile
 
     asyncio.run(with_path(kafka_bootstrap, body))
 
@@ -445,3 +447,27 @@ def test_mixed_redelivery_republishes_users_whose_records_were_all_applied(
     sent = asyncio.run(with_path(kafka_bootstrap, redelivered))
     profiles = {k_.decode() for t, k_, v in sent if t == "profiles.updated" and v}
     assert profiles == {early, late_user}
+
+
+def test_impressions_alone_rank_no_feed_until_a_click(
+    kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
+) -> None:
+    sports, news = seed_catalogue(redis_client, ["sports", "news"])
+    k = keys()
+    user = f"U{uuid.uuid4().hex[:8]}"
+    seen = [reader(user, "impression", sports, T0), reader(user, "impression", news, T0)]
+    click = [reader(user, "click", sports, T0 + timedelta(minutes=2))]
+
+    async def body(path: Any, sent: Sent) -> None:
+        await apply(path, records(user, seen, 0))
+        assert [t for t, _, _ in sent] == ["profiles.updated"]
+        assert stored_profile(redis_client, user)["impressions"] == 2
+        assert not redis_client.exists(k.feed(user))  # the read endpoint falls back
+        sent.clear()
+        await apply(path, records(user, click, 2))  # the first click ranks the feed
+        assert [t for t, _, _ in sent] == ["profiles.updated", "feeds.updated"]
+        feed = stored_feed(redis_client, user)
+        assert feed["profile_version"] == stored_profile(redis_client, user)["version"]
+        assert [it["content_id"] for it in feed["items"]] == [news]
+
+    asyncio.run(with_path(kafka_bootstrap, body))

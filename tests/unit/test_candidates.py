@@ -74,3 +74,24 @@ def test_diversify_caps_each_primary_category_then_tops_up() -> None:
     # k=6: the caps leave 4, so the capped-out rows are appended in score order
     assert diversify(order, primary, 6, per_category=2) == [0, 1, 3, 4, 2, 5]
     assert diversify(order, primary, 3, per_category=0) == [0, 1, 2]
+
+
+def test_diversified_prefix_agrees_with_the_full_order() -> None:
+    import numpy as np
+
+    from feedpipe.rank.rankers import diversified, top_rows
+
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        n = int(rng.integers(1, 900))
+        k = int(rng.integers(1, 60))
+        cap = int(rng.integers(0, 12))
+        cats = int(rng.integers(1, 8))
+        primary = [int(c) for c in rng.integers(-1, cats, size=n)]
+        score = np.round(rng.random(n), 2)  # rounded: many ties
+        score[rng.random(n) < 0.3] = -np.inf  # not allowed
+        n_allowed = int(np.isfinite(score).sum())
+        if n_allowed == 0:
+            continue
+        full = diversify(top_rows(score, n_allowed).tolist(), primary, k, cap)
+        assert diversified(score, n_allowed, primary, k, cap) == full, trial

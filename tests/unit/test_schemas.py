@@ -115,7 +115,7 @@ def _registry_dir(tmp: Path, subject: str, new_doc: dict[str, Any], new_last: bo
     index = orjson.loads((d / "registry.json").read_bytes())
     row = {"id": NEW_ID, "subject": subject, "file": "added.avsc"}
     rows = index["schemas"]
-    at = next(i for i, r in enumerate(rows) if r["subject"] == subject)
+    at = max(i for i, r in enumerate(rows) if r["subject"] == subject)  # its newest row
     rows.insert(at + 1 if new_last else at, row)
     (d / "registry.json").write_bytes(orjson.dumps(index))
     return d
