@@ -239,6 +239,11 @@ def evaluate(
         typer.Option(help="instead: grid-search this ranker's weights (affinity|editorial)"),
     ] = None,
     step: Annotated[float, typer.Option(help="grid step for --tune")] = 0.05,
+    fit: Annotated[
+        str | None,
+        typer.Option(help="instead: fit the learned ranker on PATH (minus --exclude) and write "
+                     "it as the next version of this weight set in topology.yaml"),
+    ] = None,
 ) -> None:
     """Offline evaluation: AUC, MRR, nDCG@5/10 (bootstrap 95% CIs) of every ranker and the
     random, popularity and recency baselines on a MIND impression log (docs/evaluation.md)."""
@@ -260,6 +265,20 @@ def evaluate(
             for auc, w in ev.tune(prepared, tune, topo, step)[:10]:
                 console.print(f"AUC {auc:.4f}  {w}")
             console.print(f"{cov.evaluated} impressions ({cov.excluded} excluded)")
+            return
+        if fit:
+            from feedpipe.topology import TOPOLOGY_PATH
+            from ops.evaluate.fit import fit as fit_learned
+            from ops.evaluate.fit import write_weight_set
+
+            prepared, cov, topo = ev.load(p, n, lg, None, ex)
+            weights = fit_learned(prepared, topo)
+            version = write_weight_set(
+                TOPOLOGY_PATH, fit, weights,
+                f"logistic fit on {p.name} minus {ex.name if ex else 'nothing'}, "
+                f"{cov.evaluated} impressions")
+            console.print(f"{fit}@v{version} {weights} ({cov.evaluated} impressions, "
+                          f"{cov.excluded} excluded)")
             return
         report = ev.evaluate(p, n, lg, n_boot=bootstrap, seed=seed, exclude=ex)
     except (ConfigError, ValueError, KeyError) as exc:

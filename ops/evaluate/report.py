@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from feedpipe.model.text import SparseVec
 from feedpipe.rank.baselines import BASELINES, baseline_scores
 from feedpipe.rank.components import Array, score
 from feedpipe.topology import RankersSpec, Topology, WeightSet
@@ -197,8 +198,9 @@ def load(
         before = len(imps)
         imps = [r for r in imps if r.impression_id not in drop]
         excluded = before - len(imps)
-    metas, _ = read_news(news, topo, brand)
-    prepared, cov = prepare(imps, metas, log_rows, topo, brand)
+    texts: dict[str, SparseVec] = {}
+    metas, _ = read_news(news, topo, brand, texts)
+    prepared, cov = prepare(imps, metas, log_rows, topo, brand, texts=texts)
     cov.malformed = len(bad)
     cov.excluded = excluded
     if not prepared:
