@@ -309,6 +309,21 @@ def components(
     raise KeyError(f"unknown ranker {ranker!r}; known: {', '.join(RANKERS)}")
 
 
+def contributions(item: Mapping[str, Any]) -> dict[str, float] | None:
+    """Each feature's contribution ``weight * value`` to a stored ``learned`` feed item's score
+    (``item["weights"]`` and the feature values, as :func:`feedpipe.rank.rankers.rank_users`
+    writes them); None for items of other rankers or missing fields."""
+    if item.get("ranker") != "learned":
+        return None
+    w = item.get("weights")
+    if not isinstance(w, Mapping):
+        return None
+    try:
+        return {k: float(w[k]) * float(item[k]) for k in RANKER_COMPONENTS["learned"]}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def learned_features(cands: Candidates, ranking: RankingSpec) -> dict[str, Array]:
     """The ``learned`` ranker's features (names: ``RANKER_COMPONENTS["learned"]``).
 

@@ -29,16 +29,20 @@ from feedpipe.rank.candidates import (
 )
 from feedpipe.rank.components import (
     Array,
+    Candidates,
     affinity_scores,
     bias_match,
     category_weights,
     engagement_component,
     freshness_component,
+    learned_features,
     shares_and_cuts,
 )
 from feedpipe.rank.experiments import resolve
 from feedpipe.rank.weights import RankingConfig
-from feedpipe.topology import EditorialSpec, RankingSpec
+from feedpipe.topology import RANKER_COMPONENTS, EditorialSpec, RankingSpec
+
+_LEARNED = RANKER_COMPONENTS["learned"]
 
 _EDITORIAL_CACHE: dict[tuple[int, int, str, str], Array] = {}
 
@@ -139,6 +143,7 @@ def rank_users(
         with np.errstate(invalid="ignore"):
             rec = np.where(has_pub[None, :], 2.0 ** (-age_h / ranking.recency_half_life_hours), 0.0)
         fresh: Array | None = None
+        learned: dict[str, Array] | None = None
         allowed = np.zeros((m, n), dtype=bool)
         score = np.full((m, n), -np.inf)
         # (row, brand code) -> assignment; rows grouped per (brand code, weight set)
@@ -165,6 +170,10 @@ def rank_users(
             idx = np.asarray(rows)
             if a.weights.ranker == "affinity":
                 s = ws["a"] * aff[idx] + ws["b"] * rec[idx] + ws["c"] * eng
+            elif a.weights.ranker == "learned":
+                if learned is None:
+                    learned = _learned_columns(aff, age_h, has_pub, clicks, imps, ranking)
+                s = sum(ws[k] * learned[k][idx] for k in _LEARNED)
             else:
                 if fresh is None:
                     fresh = freshness_component(
@@ -225,6 +234,10 @@ def rank_users(
                     item["affinity"] = float(aff[row, i])
                     item["recency"] = float(rec[row, i])
                     item["engagement"] = float(eng[i])
+                elif a.weights.ranker == "learned":
+                    assert learned is not None
+                    for k in _LEARNED:
+                        item[k] = float(learned[k][row, i])
                 else:
                     assert fresh is not None
                     item["category"] = float(cat_cols[code][i])
@@ -243,6 +256,18 @@ def rank_users(
                 items.append(item)
             results.append(items)
     return results
+
+
+def _learned_columns(aff: Array, age_h: Array, has_pub: npt.NDArray[np.bool_], clicks: Array,
+                     imps: Array, ranking: RankingSpec) -> dict[str, Array]:
+    """The learned ranker's features (:func:`feedpipe.rank.components.learned_features`, the
+    evaluation's code) of a (users x items) chunk, each broadcast to (m, n). The stream keeps
+    no trending-window, co-read or text state yet, so those features are 0 here."""
+    n = aff.shape[1]
+    zeros = np.zeros(n)
+    cands = Candidates(affinity=aff, age_hours=np.where(has_pub[None, :], age_h, np.nan),
+                       clicks=clicks, impressions=imps, category_weight=zeros, bias=zeros)
+    return {k: np.broadcast_to(v, aff.shape) for k, v in learned_features(cands, ranking).items()}
 
 
 def top_rows(row_score: Array, k: int) -> npt.NDArray[np.intp]:

@@ -132,11 +132,11 @@ def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
     components in ``components``.
     """
     items = doc["items"]
-    if all("affinity" in it for it in items):
+    if all(it.get("ranker", "affinity") == "affinity" for it in items):
         return doc
     out = []
     for it in items:
-        if "affinity" in it:
+        if it.get("ranker", "affinity") == "affinity":
             out.append(it)
             continue
         comps = {k: it[k] for k in it.keys() - _AVRO_ITEM}

@@ -172,3 +172,14 @@ def test_fit_learns_the_signal_and_writes_a_new_version(tmp_path: Path) -> None:
     # The written set is a row of the evaluation.
     r = evaluate(beh, news, topo=load_topology(path), n_boot=20)
     assert "learned:learned-test@v2" in r.rows
+
+
+def test_contributions_of_a_learned_item() -> None:
+    from feedpipe.rank.components import contributions
+
+    item = {"ranker": "learned", "weights": {k: 2.0 for k in FEATURES},
+            **{k: 0.25 for k in FEATURES}}
+    assert contributions(item) == {k: 0.5 for k in FEATURES}
+    assert contributions({**item, "ranker": "affinity"}) is None
+    assert contributions({**item, "weights": None}) is None
+    assert contributions({k: v for k, v in item.items() if k != "ctr"}) is None
