@@ -127,16 +127,17 @@ def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
 
     The Avro writer takes each schema field from the dict (a missing field takes its schema
     default, extra keys such as ``stats_version`` are ignored), so the document and its
-    affinity-ranker items are passed as they are (no copy: this runs for every feed of every
+    affinity-ranker items (the only ones with an ``engagement`` field; a ``learned`` item has an
+    ``affinity`` feature too) are passed as they are (no copy: this runs for every feed of every
     batch). Items of other rankers get ``affinity``/``recency``/``engagement`` = 0.0 and their
     components in ``components``.
     """
     items = doc["items"]
-    if all(it.get("ranker", "affinity") == "affinity" for it in items):
+    if all("engagement" in it for it in items):
         return doc
     out = []
     for it in items:
-        if it.get("ranker", "affinity") == "affinity":
+        if "engagement" in it:
             out.append(it)
             continue
         comps = {k: it[k] for k in it.keys() - _AVRO_ITEM}
