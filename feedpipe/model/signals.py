@@ -3,12 +3,13 @@
 Both the offline evaluation (:mod:`ops.evaluate`, replaying a log strictly before each
 impression) and a live consumer update the same state with the same functions.
 
-* **Trending windows** (:func:`trend_add`, :func:`trend_at`): per item, clicks and impressions
-  exponentially decayed with half-lives of 1 h and 24 h (:data:`TREND_HALF_LIVES_MS`). Forward
-  decay (Cormode, Shkapenyuk, Srivastava, Xu, "Forward Decay: A Practical Time Decay Model for
-  Streaming Systems", ICDE 2009): an event at ``t`` adds ``2 ** ((t - L) / H)`` to a sum with
-  landmark ``L``; the decayed count at ``T`` is ``sum * 2 ** (-(T - L) / H)``, so the result
-  does not depend on the order events arrive in. In-view counts and recent popularity were the
+* **Trending windows** (:func:`trend_add`, :func:`trend_values`): per item, clicks and
+  impressions exponentially decayed with half-lives of 1 h and 24 h (:data:`TREND_HALF_LIVES_MS`).
+  Forward decay (Cormode, Shkapenyuk, Srivastava, Xu, "Forward Decay: A Practical Time Decay
+  Model for Streaming Systems", ICDE 2009): an event at ``t`` adds ``2 ** ((t - L) / H)`` to a
+  sum with landmark ``L`` (the start of the event's weekly epoch, :data:`TREND_EPOCH_MS`); the
+  decayed count at ``T`` is ``sum * 2 ** (-(T - L) / H)``, so the result does not depend on the
+  order events arrive in. In-view counts and recent popularity were the
   strongest features of the RecSys Challenge 2024 on EB-NeRD (Kruse et al., "EB-NeRD: A
   Large-Scale Dataset for News Recommendation", RecSys Challenge 2024).
 * **Co-reads** (:func:`coread_add`, :func:`coread_scores`): item-to-item counts of "read X,
@@ -38,52 +39,81 @@ COREAD_WINDOW = 5
 COREAD_NEIGHBOURS = 50
 """Co-read neighbours kept per item (bounded memory)."""
 
-_MAX_EXPONENT = 400.0
-"""Rebase the landmark before ``2 ** ((t - L) / H)`` nears float64's range (2 ** 1023)."""
+TREND_EPOCH_MS = 7 * 24 * HOUR_MS
+"""Length (ms) of a trending-window epoch; epoch ``e`` has the forward-decay landmark
+``e * TREND_EPOCH_MS``, so within an epoch the largest weight is ``2 ** 168`` (1 h half-life),
+far inside float64's range, and sums of one epoch are plain additions (HINCRBYFLOAT live)."""
 
-Trend = list[float]
-"""Trending state of one item: ``[landmark_ms, clicks_1h, shown_1h, clicks_24h, shown_24h]``
-(forward-decayed sums, see the module docstring)."""
+Trend = dict[int, list[float]]
+"""Trending state of one item: epoch -> ``[clicks_1h, shown_1h, clicks_24h, shown_24h]``,
+forward-decayed sums with the epoch's landmark (see the module docstring)."""
+
+TrendSums = dict[int, npt.NDArray[np.float64]]
+"""Trending state of n items: epoch -> (n, 4) sums (rows: items; columns as :data:`Trend`)."""
 
 CoReads = dict[str, dict[str, float]]
 """Co-read table: item X -> {item Y read after X: count}, at most COREAD_NEIGHBOURS per X."""
 
 
-def trend_add(state: Trend | None, clicked: bool, at_ms: int) -> Trend:
+def trend_epoch(at_ms: float) -> int:
+    """The trending-window epoch of an event time (epoch ms)."""
+    return int(at_ms // TREND_EPOCH_MS)
+
+
+def trend_add(state: Trend | None, clicked: bool, at_ms: int, shown: bool = True) -> Trend:
     """Add one impression (and a click when ``clicked``) of an item at ``at_ms`` (epoch ms).
 
-    ``state`` None starts a new state with landmark ``at_ms``; otherwise it is updated in place
-    and returned. A click counts as shown too (an item is clicked in view).
+    ``state`` None starts a new state; otherwise it is updated in place and returned. An item
+    is clicked in view: a log row's clicked candidate is one impression and one click; a
+    stream that sends the impression and the click as two events adds the click with
+    ``shown=False``. Adding two states' sums epoch by epoch gives the state of both event sets
+    (what the click path's HINCRBYFLOAT does).
     """
     if state is None:
-        state = [float(at_ms), 0.0, 0.0, 0.0, 0.0]
-    exp_max = (at_ms - state[0]) / TREND_HALF_LIVES_MS[0]
-    if exp_max > _MAX_EXPONENT:
-        for k, h in enumerate(TREND_HALF_LIVES_MS):
-            f = 2.0 ** (-(at_ms - state[0]) / h)
-            state[1 + 2 * k] *= f
-            state[2 + 2 * k] *= f
-        state[0] = float(at_ms)
+        state = {}
+    e = trend_epoch(at_ms)
+    sums = state.setdefault(e, [0.0, 0.0, 0.0, 0.0])
     for k, h in enumerate(TREND_HALF_LIVES_MS):
-        w = 2.0 ** ((at_ms - state[0]) / h)
-        state[1 + 2 * k] += w if clicked else 0.0
-        state[2 + 2 * k] += w
+        w = 2.0 ** ((at_ms - e * TREND_EPOCH_MS) / h)
+        if clicked:
+            sums[2 * k] += w
+        if shown:
+            sums[2 * k + 1] += w
     return state
 
 
-def trend_at(state: Trend | None, now_ms: float) -> tuple[float, float, float, float]:
-    """Decayed ``(clicks_1h, shown_1h, clicks_24h, shown_24h)`` of an item at ``now_ms``.
+def trend_values(sums: TrendSums, now_ms: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Decayed ``(clicks_1h, shown_1h, clicks_24h, shown_24h)`` of n items for m readers.
 
-    Zeros for ``state`` None (never shown). Events after ``now_ms`` are not excluded here: the
-    caller feeds only earlier events (the evaluation) or reads at the newest event time (live).
+    Args:
+        sums: epoch -> (n, 4) forward-decay sums.
+        now_ms: (m,) reading times (epoch ms), one per reader.
+
+    Returns (m, n, 4). Only the epoch of ``now`` and the one before count (an older event
+    weighs less than ``2 ** -7`` on the 24 h window); events after ``now`` are not excluded
+    here: the caller feeds only earlier events (the evaluation) or reads at the reader's newest
+    event (live).
     """
-    if state is None:
+    now = np.asarray(now_ms, dtype=float)
+    n = next(iter(sums.values())).shape[0] if sums else 0
+    out = np.zeros((len(now), n, 4))
+    cur = np.floor(now / TREND_EPOCH_MS)
+    halves = np.array([TREND_HALF_LIVES_MS[0]] * 2 + [TREND_HALF_LIVES_MS[1]] * 2)
+    for e, s in sums.items():
+        used = (e >= cur - 1)[:, None]
+        with np.errstate(under="ignore"):
+            f = np.exp2(-(now[:, None] - e * TREND_EPOCH_MS) / halves[None, :])  # (m, 4)
+        out += np.where(used, f, 0.0)[:, None, :] * s[None, :, :]
+    return out
+
+
+def trend_at(state: Trend | None, now_ms: float) -> tuple[float, float, float, float]:
+    """:func:`trend_values` of one item and one reading time; zeros for ``state`` None."""
+    if not state:
         return (0.0, 0.0, 0.0, 0.0)
-    out: list[float] = []
-    for k, h in enumerate(TREND_HALF_LIVES_MS):
-        f = 2.0 ** (-(now_ms - state[0]) / h)
-        out += [state[1 + 2 * k] * f, state[2 + 2 * k] * f]
-    return (out[0], out[1], out[2], out[3])
+    sums = {e: np.array([v]) for e, v in state.items()}
+    v = trend_values(sums, np.array([now_ms]))[0, 0]
+    return (float(v[0]), float(v[1]), float(v[2]), float(v[3]))
 
 
 def coread_add(table: CoReads, prior_reads: Sequence[str], item: str,

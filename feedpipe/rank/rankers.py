@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from feedpipe.model.item import CandidateMatrix
+from feedpipe.model.signals import TrendSums, trend_values
 from feedpipe.model.units import HOUR_MS
 from feedpipe.rank.candidates import (
     CandidateInputs,
@@ -74,6 +75,7 @@ def rank_users(
     config: RankingConfig,
     chunk: int = 512,
     sources: CandidateInputs | None = None,
+    trends: TrendSums | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Rank each profile's candidates with the ranker and weights serving it; feed items out.
 
@@ -99,6 +101,9 @@ def rank_users(
             proposes (fresh, trending, top affinities; ``matrix.fresh_at`` is the fresh
             source's clock) are scored, and each item carries ``sources`` (their names, e.g.
             ``["fresh", "affinity"]``). None: every allowed item is scored, no ``sources``.
+        trends: trending-window sums of the matrix rows (epoch -> (n, 4),
+            :func:`feedpipe.store.trends.read_trends`), for ``learned`` weight sets; None or
+            rows not matching the matrix: those features are 0.
 
     Returns:
         Per profile, the feed items: ``{"content_id", "brand", "rank", "score", <the ranker's
@@ -172,7 +177,8 @@ def rank_users(
                 s = ws["a"] * aff[idx] + ws["b"] * rec[idx] + ws["c"] * eng
             elif a.weights.ranker == "learned":
                 if learned is None:
-                    learned = _learned_columns(aff, age_h, has_pub, clicks, imps, ranking)
+                    learned = _learned_columns(aff, age_h, has_pub, clicks, imps, ranking,
+                                               trends, refs)
                 s = sum(ws[k] * learned[k][idx] for k in _LEARNED)
             else:
                 if fresh is None:
@@ -259,14 +265,20 @@ def rank_users(
 
 
 def _learned_columns(aff: Array, age_h: Array, has_pub: npt.NDArray[np.bool_], clicks: Array,
-                     imps: Array, ranking: RankingSpec) -> dict[str, Array]:
+                     imps: Array, ranking: RankingSpec, trends: TrendSums | None,
+                     refs: Array) -> dict[str, Array]:
     """The learned ranker's features (:func:`feedpipe.rank.components.learned_features`, the
-    evaluation's code) of a (users x items) chunk, each broadcast to (m, n). The stream keeps
-    no trending-window, co-read or text state yet, so those features are 0 here."""
+    evaluation's code) of a (users x items) chunk, each broadcast to (m, n). Trending windows
+    (:func:`feedpipe.model.signals.trend_values`) are read at each user's last event time
+    (``refs``, ms); without ``trends`` they are 0. The stream keeps no co-read or text state
+    yet, so ``coread`` and ``similarity`` are 0 here."""
     n = aff.shape[1]
     zeros = np.zeros(n)
+    usable = bool(trends) and all(a.shape == (n, 4) for a in (trends or {}).values())
+    trend = trend_values(trends, refs) if trends and usable else None
     cands = Candidates(affinity=aff, age_hours=np.where(has_pub[None, :], age_h, np.nan),
-                       clicks=clicks, impressions=imps, category_weight=zeros, bias=zeros)
+                       clicks=clicks, impressions=imps, category_weight=zeros, bias=zeros,
+                       trend=trend)
     return {k: np.broadcast_to(v, aff.shape) for k, v in learned_features(cands, ranking).items()}
 
 

@@ -64,6 +64,11 @@ class Keys:
         """Int: newest trending epoch of ``brand`` (epoch = event ms // trending_epoch_hours)."""
         return self._fmt("trending_epoch", brand=brand)
 
+    def trend_windows(self, epoch: int) -> str:
+        """Hash: ``{content_id}:c1|i1|c24|i24`` -> forward-decayed sums of trending-window
+        ``epoch`` (feedpipe/model/signals.py)."""
+        return self._fmt("trend_windows", epoch=epoch)
+
     def stats(self, content_id: str) -> str:
         """Hash: impressions, clicks (live events only)."""
         return self._fmt("stats", content_id=content_id)

@@ -16,10 +16,13 @@ from feedpipe.errors import ConfigError
 from feedpipe.model import text
 from feedpipe.model.signals import (
     COREAD_NEIGHBOURS,
+    TREND_EPOCH_MS,
     coread_add,
     coread_scores,
     trend_add,
     trend_at,
+    trend_epoch,
+    trend_values,
 )
 from feedpipe.model.units import HOUR_MS
 from feedpipe.rank.components import Candidates, learned_features, score
@@ -49,13 +52,27 @@ def test_trend_decays_by_half_lives_and_ignores_order() -> None:
     assert trend_at(None, T0) == (0.0, 0.0, 0.0, 0.0)
 
 
-def test_trend_rebases_over_long_spans() -> None:
-    st = trend_add(None, True, T0)
-    late = T0 + 1000 * HOUR_MS
-    st = trend_add(st, True, late)
-    c1, _, c24, _ = trend_at(st, late)
-    assert math.isfinite(st[1]) and c1 == pytest.approx(1.0)
-    assert c24 == pytest.approx(1 + 2 ** (-1000 / 24))
+def test_trend_across_epochs_and_vectorised() -> None:
+    e = trend_epoch(T0)
+    start = e * TREND_EPOCH_MS
+    st = trend_add(None, True, int(start - 2 * HOUR_MS))  # last epoch
+    st = trend_add(st, True, int(start + 2 * HOUR_MS))
+    assert sorted(st) == [e - 1, e]
+    assert all(math.isfinite(v) for sums in st.values() for v in sums)
+    c1, _, c24, _ = trend_at(st, start + 2 * HOUR_MS)
+    assert c1 == pytest.approx(1 + 2**-4) and c24 == pytest.approx(1 + 2 ** (-4 / 24))
+    # Two epochs later the old epoch no longer counts; the current one still does.
+    later = start + TREND_EPOCH_MS + 2 * HOUR_MS
+    assert trend_at(st, later)[2] == pytest.approx(2 ** (-TREND_EPOCH_MS / (24 * HOUR_MS)))
+    # trend_values: m readers x n items at once, equal to trend_at item by item.
+    other = trend_add(None, False, int(start + HOUR_MS))
+    sums = {k: np.array([st.get(k, [0.0] * 4), other.get(k, [0.0] * 4)]) for k in (e - 1, e)}
+    nows = np.array([start + 3 * HOUR_MS, start + 30 * HOUR_MS])
+    got = trend_values(sums, nows)
+    assert got.shape == (2, 2, 4)
+    for i, now in enumerate(nows):
+        assert got[i, 0] == pytest.approx(trend_at(st, now))
+        assert got[i, 1] == pytest.approx(trend_at(other, now))
 
 
 def test_coreads_are_bounded_and_normalised() -> None:
