@@ -219,7 +219,8 @@ def evaluate(
     path: Annotated[
         str | None,
         typer.Argument(
-            help="MIND behaviors-format file [DATA_DIR/mind/derived_eval_impressions.tsv]"
+            help="MIND behaviors-format file or EB-NeRD split folder "
+            "[DATA_DIR/mind/derived_eval_impressions.tsv]"
         ),
     ] = None,
     news: Annotated[str | None, typer.Option(help="MIND news.tsv [DATA_DIR/mind/news.tsv]")] = None,
@@ -246,7 +247,8 @@ def evaluate(
     ] = None,
 ) -> None:
     """Offline evaluation: AUC, MRR, nDCG@5/10 (bootstrap 95% CIs) of every ranker and the
-    random, popularity and recency baselines on a MIND impression log (docs/evaluation.md)."""
+    random, popularity, recency and trending baselines on a MIND or EB-NeRD impression log;
+    ``--fit`` fits the learned ranker instead (docs/evaluation.md)."""
     from pathlib import Path
 
     import orjson
