@@ -200,3 +200,20 @@ def test_contributions_of_a_learned_item() -> None:
     assert contributions({**item, "ranker": "affinity"}) is None
     assert contributions({**item, "weights": None}) is None
     assert contributions({k: v for k, v in item.items() if k != "ctr"}) is None
+
+
+def test_cli_fit_writes_the_weight_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    import feedpipe.topology as topology_module
+    from ops.cli import cli
+
+    beh, news = _log(tmp_path)
+    path = tmp_path / "topology.yaml"
+    shutil.copy(TOPOLOGY_PATH, path)
+    monkeypatch.setattr(topology_module, "TOPOLOGY_PATH", path)
+    res = CliRunner().invoke(cli, ["evaluate", str(beh), "--news", str(news), "--fit", "cli-set"])
+    assert res.exit_code == 0, res.output
+    assert "cli-set@v1" in res.output
+    ws = load_topology(path).ranker_config().weight_sets["cli-set"]
+    assert ws.ranker == "learned" and set(ws.weights) == set(FEATURES)
