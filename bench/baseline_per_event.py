@@ -92,7 +92,7 @@ class PerEvent:
             pipe.set(self.k.feed(u), encode_feed(feed_json(u, p, items, 0), FEED_FORMAT[0]))
             if rec["origin"] == "live" and adm.accepted:
                 field = "impressions" if rec["type"] == "impression" else "clicks"
-                pipe.hincrby(self.k.stats(rec["content_id"]), field, 1)
+                pipe.hincrby(self.k.stats(rec["content_id"], self.k.partition_of(u)), field, 1)
             await pipe.execute()
 
 

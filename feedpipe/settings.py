@@ -26,6 +26,7 @@
 | FEEDPIPE_KAFKA_SSL_CAFILE | (none) | PEM CA bundle that signed the brokers' certificates |
 | FEEDPIPE_KAFKA_SSL_CERTFILE / _KEYFILE | (none) | PEM client certificate and key (mutual TLS) |
 | FEEDPIPE_KAFKA_SSL_KEY_PASSWORD[_FILE] | (none) | password of the client key (secret) |
+| FEEDPIPE_REDIS_CLUSTER | 0 | 1: the URL names a node of a Redis Cluster (docs/redis-keys.md) |
 | FEEDPIPE_REDIS_USERNAME | (none) | Redis ACL user (AUTH username password) |
 | FEEDPIPE_REDIS_PASSWORD[_FILE] | (none) | Redis AUTH password (secret) |
 | FEEDPIPE_REDIS_SSL_CAFILE | (none) | PEM CA bundle for a ``rediss://`` URL |
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_cluster: bool = False
     data_dir: Path = ROOT.parent / "shared" / "data"
     state_dir: Path = ROOT / ".feedpipe"
     api_host: str = "127.0.0.1"

@@ -194,10 +194,17 @@ def connect(
 def up(
     no_replay: Annotated[bool, typer.Option("--no-replay", help="start the stack only")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="leave it running and return")] = False,
+    redis_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--redis-cluster",
+            help="a local 3-master Redis Cluster instead of one Redis (FEEDPIPE_REDIS_CLUSTER=1)",
+        ),
+    ] = False,
 ) -> None:
     """Start everything locally and replay the real input; Ctrl-C (or `feedpipe down` from
     another shell) stops it all."""
-    raise SystemExit(stack.up(no_replay, detach))
+    raise SystemExit(stack.up(no_replay, detach, redis_cluster))
 
 
 @cli.command()
@@ -362,14 +369,26 @@ def faults(
     kafka_port: Annotated[int, typer.Option(help="the suite's own broker port")] = 29192,
     redis_port: Annotated[int, typer.Option(help="the suite's own Redis port")] = 26479,
     json_out: Annotated[str | None, typer.Option("--json", help="also write JSON to FILE")] = None,
+    redis_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--redis-cluster",
+            help="a 3-master Redis Cluster from --redis-port on instead of one Redis",
+        ),
+    ] = False,
 ) -> None:
     """Fault-injection suite (ops/faults/): each scenario on a stack of its own while
     reader events flow; prints events lost, applied twice, DLQ records and recovery time.
     Exit code 1 unless every run shows 0 lost, 0 doubled and every poison record in a DLQ."""
+    import os
     from dataclasses import asdict
     from pathlib import Path
 
     import orjson
+
+    if redis_cluster:  # the suite's clients, stack and workers (they inherit the environment)
+        os.environ["FEEDPIPE_REDIS_CLUSTER"] = "1"
+        settings.cache_clear()
 
     from ops.faults import SCENARIOS, FaultConfig, Outcome, Suite, format_table
 

@@ -233,9 +233,12 @@ def replay_all_sources() -> None:
     where_to_look()
 
 
-def up(no_replay: bool, detach: bool) -> int:
+def up(no_replay: bool, detach: bool, redis_cluster: bool = False) -> int:
     """Start everything (and replay unless ``no_replay``); in the foreground, run until Ctrl-C,
     SIGTERM, ``feedpipe down`` from another shell, or a process of the stack exits.
+    ``redis_cluster``: a local three-master Redis Cluster from the port of FEEDPIPE_REDIS_URL on
+    (exported as FEEDPIPE_REDIS_CLUSTER=1 to the worker and the read endpoint; stop it with
+    ``FEEDPIPE_REDIS_CLUSTER=1 feedpipe down``).
 
     Returns:
         The exit code: 0, or 1 when a process of the stack exited on its own.
@@ -245,6 +248,9 @@ def up(no_replay: bool, detach: bool) -> int:
     def _terminate(*_: object) -> None:
         raise KeyboardInterrupt
 
+    if redis_cluster:
+        os.environ["FEEDPIPE_REDIS_CLUSTER"] = "1"
+        settings.cache_clear()
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGUSR1, _raise_stopped)
     watch: StackWatch | None = None

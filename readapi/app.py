@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -48,6 +49,7 @@ from starlette.types import ASGIApp
 from feedpipe.rank.fanout import CelebrityCache
 from feedpipe.rank.weights import WeightsRegistry
 from feedpipe.settings import settings
+from feedpipe.store.client import async_client
 from feedpipe.topology import topology
 from readapi import ops
 from readapi.caching import CachePolicy, json_error
@@ -223,16 +225,27 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url or settings().redis_url,
-            max_connections=POOL_MAX_CONNECTIONS,
-            timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            socket_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            **s.redis_kwargs(),  # AUTH and TLS (rediss://) of the settings
-        )
-        client = aioredis.Redis(connection_pool=pool)
+        client: Any
+        pool: aioredis.BlockingConnectionPool | None = None
+        if settings().redis_cluster:  # one pool per node, routed by slot (feedpipe/store/client.py)
+            client = async_client(
+                redis_url or settings().redis_url,
+                max_connections=POOL_MAX_CONNECTIONS,
+                socket_connect_timeout=timeout_s,
+                socket_timeout=timeout_s,
+                retry=Retry(NoBackoff(), 0),
+            )
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                redis_url or settings().redis_url,
+                max_connections=POOL_MAX_CONNECTIONS,
+                timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                socket_timeout=timeout_s,
+                retry=Retry(NoBackoff(), 0),
+                **s.redis_kwargs(),  # AUTH and TLS (rediss://) of the settings
+            )
+            client = aioredis.Redis(connection_pool=pool)
         store = Store(client, breaker, lambda kind: m.redis_errors.labels(kind).inc())
         app.state.store = store
         await _refresh_snapshots(app)
@@ -250,7 +263,8 @@ def create_app(
             with suppress(asyncio.CancelledError):
                 await task
             await client.aclose()
-            await pool.aclose()
+            if pool is not None:
+                await pool.aclose()
 
     routes: list[BaseRoute] = [
         Route("/v1/feeds/{user_id}", get_feed, methods=["GET"]),

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -69,7 +69,7 @@ async def get_snapshot(request: Request) -> Response:
             pipe.get(k.ops_snapshot())
             pipe.lrange(k.ops_history(), 0, n - 1)
             raw, points = await pipe.execute()
-    except (RedisError, OSError) as exc:
+    except (RedisError, RedisClusterException, OSError) as exc:
         error = f"redis unavailable: {type(exc).__name__}"
         return no_store_json({"error": error, "stale": True}, 503)
     now_ms = int(time.time() * 1000)

@@ -32,11 +32,13 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from feedpipe.model.item import Meta
 from feedpipe.rank.fanout import CelebrityCache
+from feedpipe.store import stats as stats_store
+from feedpipe.store.client import mget
 from feedpipe.store.feeds import FeedFormatError, decode_feed
 from feedpipe.store.interning import ITEMS, resolve
 from feedpipe.store.keys import keys
@@ -45,7 +47,12 @@ from readapi.guards import CircuitBreaker, CircuitOpen
 
 Json = dict[str, Any]
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    RedisError,
+    OSError,
+    TimeoutError,
+    RedisClusterException,  # a Redis Cluster with no reachable node (not a RedisError)
+)
 """What a failed Redis call raises (counted by the breaker)."""
 UNAVAILABLE: tuple[type[BaseException], ...] = (CircuitOpen, *REDIS_ERRORS)
 """Redis cannot be used for this request: failed now, or the circuit is open."""
@@ -232,7 +239,7 @@ class Store:
         (:func:`feedpipe.store.interning.resolve`; none in steady state)."""
         k = keys()
         raw, version, gen = await self.call(
-            self.client.mget, [k.feed(user_id), k.catalogue_version(), k.item_gen()]
+            mget, self.client, [k.feed(user_id), k.catalogue_version(), k.item_gen()]
         )
         ITEMS.sync(gen)
         await self._resolve([raw])
@@ -291,7 +298,9 @@ class Store:
         MGET when nothing moved; called by the endpoint's background loop (about every 1 s),
         never on the request path."""
         k = keys()
-        cv, sv = await self.call(self.client.mget, [k.celebrity_version(), k.stats_version()])
+        names = [k.celebrity_version(), *(k.stats_version(p) for p in k.partitions())]
+        cv, *svs = await self.call(mget, self.client, names)
+        sv = str(sum(int(v or 0) for v in svs)).encode()
         if cv != cache.version:
             brands = await self.call(self._celebrity_brands)
             ids: list[str] = []
@@ -312,14 +321,8 @@ class Store:
             if cache.gen != before:
                 cache.stats_version = None  # new items: read their stats now
         if len(cache) and sv != cache.stats_version:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for m in cache.metas:
-                    pipe.hmget(k.stats(m.content_id), "impressions", "clicks")
-                rows = await self.call(pipe.execute)
-            stats = {
-                m.content_id: (int(row[0] or 0), int(row[1] or 0))
-                for m, row in zip(cache.metas, rows, strict=True)
-            }
+            ids = [m.content_id for m in cache.metas]
+            stats = await self.call(stats_store.read_stats, self.client, ids)
             cache.set_stats(sv, stats)
 
     # -- trending and latest -------------------------------------------------------------------
@@ -329,21 +332,9 @@ class Store:
     ) -> tuple[int | None, list[tuple[str, float]], bytes | None]:
         """(epoch, [(content_id, score)] best first from ``offset``, catalogue version) of the
         brand's newest trending epoch; epoch ``None`` and ``[]`` when it has none."""
-        k = keys()
-        raw_epoch, version = await self.call(
-            self.client.mget, [k.trending_epoch(brand), k.catalogue_version()]
-        )
-        if raw_epoch is None:
-            return None, [], version
-        epoch = int(raw_epoch)
-        pairs = await self.call(
-            self.client.zrevrange,
-            k.trending(brand, epoch),
-            offset,
-            offset + count - 1,
-            withscores=True,
-        )
-        return epoch, [(m.decode(), float(s)) for m, s in pairs], version
+        version = await self.catalogue_version()
+        epoch, pairs = await self.call(stats_store.trending_page, self.client, brand, offset, count)
+        return epoch, pairs, version
 
     async def latest_ids(self, brand: str, offset: int, count: int) -> list[tuple[str, float]]:
         """[(content_id, published_at ms)] newest first from ``offset`` of the brand's
@@ -404,7 +395,7 @@ class Store:
     async def profile(self, user_id: str) -> Json | None:
         """The stored profile JSON, or ``None``."""
         k = keys()
-        raw, gen = await self.call(self.client.mget, [k.profile(user_id), k.item_gen()])
+        raw, gen = await self.call(mget, self.client, [k.profile(user_id), k.item_gen()])
         if raw is None:
             return None
         ITEMS.sync(gen)
@@ -415,20 +406,15 @@ class Store:
             return None
 
     async def experiments(self) -> list[str]:
-        """Names in ``fp:ab:experiments``, sorted."""
-        names = await self.call(self.client.smembers, keys().ab_experiments())
-        return sorted(n.decode() for n in names)
+        """Names in any partition's ``fp:{pN}:ab:experiments``, sorted."""
+        names: list[str] = await self.call(stats_store.experiments, self.client)
+        return names
 
     async def ab_counts(self, experiment: str) -> Mapping[str, str] | None:
-        """The experiment's hash (field -> value, decoded), or ``None`` for an unknown one."""
-        k = keys()
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.sismember(k.ab_experiments(), experiment)
-            pipe.hgetall(k.ab(experiment))
-            known, fields = await self.call(pipe.execute)
-        if not known and not fields:
-            return None
-        return {f.decode(): v.decode() for f, v in fields.items()}
+        """The experiment's counters summed over the partitions (field -> value, decoded), or
+        ``None`` for an unknown one."""
+        counts = await self.call(stats_store.ab_counts, self.client, experiment)
+        return None if counts is None else {f: str(n) for f, n in counts.items()}
 
     async def ping(self) -> None:
         """PING Redis (through the breaker)."""

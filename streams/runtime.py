@@ -30,7 +30,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_random_exponen
 
 from feedpipe.ids import event_id
 from feedpipe.monitoring import metrics
-from feedpipe.settings import settings
+from feedpipe.store.client import async_client
 from feedpipe.wire.codec import codec
 
 log = logging.getLogger("feedpipe.streams")
@@ -58,9 +58,15 @@ class CountingRetry(Retry):
         return await super().call_with_retry(do, counted_fail, is_retryable, with_failure_count)
 
 
-REDIS_OUTAGE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-"""Errors of an unreachable, restarting (BusyLoadingError is a ConnectionError) or stalled Redis:
-:func:`until_redis_answers` waits them out."""
+REDIS_OUTAGE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException,
+)
+"""Errors of an unreachable, restarting (BusyLoadingError is a ConnectionError) or stalled Redis,
+or of a Redis Cluster with no reachable node or an uncovered slot (``RedisClusterException``,
+``CLUSTERDOWN``): :func:`until_redis_answers` waits them out."""
 REDIS_WAIT_MAX_S = 5.0
 """Cap of the back-off between two attempts while Redis is unreachable, seconds."""
 
@@ -107,10 +113,8 @@ def redis_client() -> aioredis.Redis:
         ExponentialWithJitterBackoff(base=DEFAULT_RETRY_BASE, cap=DEFAULT_RETRY_CAP),
         DEFAULT_RETRY_COUNT,
     )
-    s = settings()
-    return aioredis.Redis.from_url(
-        s.redis_url, decode_responses=False, retry=retry, **s.redis_kwargs()
-    )
+    client: aioredis.Redis = async_client(retry=retry)  # a RedisCluster with FEEDPIPE_REDIS_CLUSTER
+    return client
 
 
 def dead_letter(

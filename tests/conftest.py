@@ -11,6 +11,11 @@ Each service is resolved once per session, in this order:
    Their data is wiped at session start and they are stopped at session end. The Kafka jars
    are shared with the dev state directory (fetched there once).
 
+``FEEDPIPE_TEST_REDIS_CLUSTER=1`` runs the suite against a Redis Cluster instead: the
+``redis_cluster_url`` fixture (three local masters, :class:`ops.infra.RedisClusterNodes`, on
+ports 26382-26384 shifted like the others) stands in for ``redis_url``, and
+``FEEDPIPE_REDIS_CLUSTER=1`` is exported, so every client feedpipe builds is a ``RedisCluster``.
+
 The chosen addresses are exported to ``os.environ`` (so subprocesses such as a Faust worker
 or the API inherit them) and ``feedpipe.settings.settings`` is re-read. ``FEEDPIPE_STATE_DIR``
 is pointed at ``.feedpipe-test/`` too unless already set, so test workers never share Faust
@@ -31,8 +36,9 @@ import redis
 from feedpipe import settings as settings_module
 from feedpipe.kafka.topics import TopicChange, admin_client, apply, format_changes
 from feedpipe.settings import Settings
+from feedpipe.store.client import sync_client
 from feedpipe.topology import topology
-from ops.infra import KafkaBroker, RedisServer, ensure_jars, pinned_version
+from ops.infra import KafkaBroker, RedisClusterNodes, RedisServer, ensure_jars, pinned_version
 from ops.infra.kafka import broker_answers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,6 +48,7 @@ _OFFSET = int(os.environ.get("FEEDPIPE_TEST_PORT_OFFSET", "0"))
 TEST_KAFKA_PORT = 29092 + _OFFSET
 TEST_KAFKA_CONTROLLER_PORT = 29093 + _OFFSET
 TEST_REDIS_PORT = 26379 + _OFFSET
+TEST_REDIS_CLUSTER_PORT = 26382 + _OFFSET  # three nodes: 26382-26384 (bus ports + 20)
 KAFKA_IMAGE = f"apache/kafka:{pinned_version()}"  # the same release as the local broker
 REDIS_IMAGE = "redis:7"
 # Where `make setup` / `python -m ops.infra jars` put the jars (read before any override).
@@ -157,14 +164,36 @@ def _kafka_container(mp: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """URL of a real Redis (env, testcontainers or local process), e.g. redis://127.0.0.1:26379/0."""
+def redis_cluster_url() -> Iterator[str]:
+    """URL of a node of a local Redis Cluster (three masters, no replicas, local processes from
+    TEST_REDIS_CLUSTER_PORT on, wiped first), e.g. redis://127.0.0.1:26382/0; stopped at
+    session end. Nothing is exported (``redis_url`` does that in cluster mode): a test builds
+    its clients with ``cluster=True`` (feedpipe.store.client)."""
+    nodes = RedisClusterNodes(TEST_STATE_DIR, port=TEST_REDIS_CLUSTER_PORT)
+    nodes.stop()
+    nodes.wipe_data()
+    url = nodes.start()
+    try:
+        yield url
+    finally:
+        nodes.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a real Redis (env, testcontainers or local process), e.g. redis://127.0.0.1:26379/0;
+    the ``redis_cluster_url`` when FEEDPIPE_TEST_REDIS_CLUSTER=1 (module docstring)."""
     mp = pytest.MonkeyPatch()
     if "FEEDPIPE_STATE_DIR" not in os.environ:
         _export(mp, "FEEDPIPE_STATE_DIR", str(TEST_STATE_DIR))
     try:
         env = os.environ.get("FEEDPIPE_REDIS_URL")
-        if env:
+        if os.environ.get("FEEDPIPE_TEST_REDIS_CLUSTER") == "1":
+            url = request.getfixturevalue("redis_cluster_url")
+            _export(mp, "FEEDPIPE_REDIS_URL", url)
+            _export(mp, "FEEDPIPE_REDIS_CLUSTER", "1")
+            yield url
+        elif env:
             yield env
         elif _docker_available():
             from testcontainers.community.redis import RedisContainer
@@ -205,7 +234,7 @@ def topics_applied(kafka_bootstrap: str) -> list[TopicChange]:
 @pytest.fixture()
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     """A client on the session Redis, database flushed (FLUSHDB) before the test."""
-    client = redis.Redis.from_url(redis_url)
+    client: redis.Redis = sync_client(redis_url)  # a RedisCluster on a cluster
     client.flushdb()
     try:
         yield client

@@ -3,12 +3,14 @@ processes on real Kafka and Redis, fresh topics, and waits on consumer lag."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -18,6 +20,8 @@ from feedpipe.kafka.topics import recreate
 from feedpipe.settings import Settings, settings
 from feedpipe.topology import topology
 from ops import services
+
+T = TypeVar("T")
 
 ENV_KEYS = (
     "FEEDPIPE_STATE_DIR",
@@ -36,10 +40,10 @@ def recreate_topics(bootstrap: str) -> None:
 def running_pipeline(kafka_bootstrap: str, redis_url: str, state: Path) -> Iterator[Settings]:
     """Fresh topics, an empty Redis, then a worker and the read endpoint (unique consumer group,
     free ports) for the duration of the block; yields the settings they run with."""
-    import redis
+    from feedpipe.store.client import sync_client
 
     recreate_topics(kafka_bootstrap)
-    redis.Redis.from_url(redis_url).flushdb()
+    sync_client(redis_url).flushdb()  # every primary's, on a cluster
     os.environ["FEEDPIPE_STATE_DIR"] = str(state)
     os.environ["FEEDPIPE_APP_ID"] = f"feedpipe-test-{uuid.uuid4().hex[:8]}"
     os.environ["FEEDPIPE_API_PORT"] = str(free_port())
@@ -138,3 +142,19 @@ def high_watermarks(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict
                 time.sleep(0.5)
     finally:
         c.close()
+
+
+def run_store(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``fn(client, *args)`` of an async reader of feedpipe.store (e.g. the shard sums of
+    :mod:`feedpipe.store.stats`) on a fresh asyncio client of the configured Redis (a
+    ``RedisCluster`` with FEEDPIPE_REDIS_CLUSTER=1), from synchronous test code."""
+    from feedpipe.store.client import async_client
+
+    async def go() -> T:
+        r = async_client()
+        try:
+            return await fn(r, *args)
+        finally:
+            await r.aclose()
+
+    return asyncio.run(go())

@@ -117,12 +117,13 @@ def audience_writes(
         if same and (not facets or now_ms - float(old.get("at") or 0) < refresh_ms):
             continue
         new_pairs = {(b, f) for b in brands for f in facets}
+        part = keys.partition_of(u)
         for b in old_b:
             for f in old_f:
                 if (b, f) not in new_pairs:
-                    out.remove.setdefault(keys.audience(b, f), []).append(u)
+                    out.remove.setdefault(keys.audience(b, f, part), []).append(u)
         for b, f in sorted(new_pairs):
-            out.add.setdefault(keys.audience(b, f), {})[u] = float(now_ms)
+            out.add.setdefault(keys.audience(b, f, part), {})[u] = float(now_ms)
         if facets:
             p["aud"] = {"b": brands, "f": facets, "at": now_ms}
         else:
@@ -136,10 +137,15 @@ def item_facets(meta: Meta) -> list[str]:
     return sorted({CATEGORY + c for c in meta.categories} | {TOPIC + t for t in meta.topics})
 
 
-def audience_keys(meta: Meta, keys: Keys) -> list[str]:
-    """``[scratch key, facet set keys...]`` for the AUDIENCE script (feedpipe.store.scripts)."""
-    return [keys.audience(meta.brand, "~scratch:" + meta.content_id)] + [
-        keys.audience(meta.brand, f) for f in item_facets(meta)
+def audience_keys(meta: Meta, keys: Keys) -> list[list[str]]:
+    """Per reader.events partition (the audience sets' shards, feedpipe/store/keys.py),
+    ``[scratch key, facet set keys...]`` for the AUDIENCE script (feedpipe.store.scripts),
+    merged by :func:`feedpipe.store.audience.sizes`."""
+    facets = item_facets(meta)
+    return [
+        [keys.audience(meta.brand, "~scratch:" + meta.content_id, p)]
+        + [keys.audience(meta.brand, f, p) for f in facets]
+        for p in keys.partitions()
     ]
 
 

@@ -1,5 +1,7 @@
-"""Storage of the ``audience`` family: ``fp:audience:{brand}:{facet}`` zsets, user_id ->
-registration time (wall ms) (docs/redis-keys.md; what is registered: feedpipe/rank/fanout.py).
+"""Storage of the ``audience`` family: ``fp:{p<N>}:audience:{brand}:{facet}`` zsets, user_id ->
+registration time (wall ms) of the users of reader.events partition N (docs/redis-keys.md; what
+is registered: feedpipe/rank/fanout.py). An item's audience is the union of the partitions'
+sets: :func:`sizes` runs the AUDIENCE script once per partition (one slot each) and merges.
 
 Writers: the click path, inside its partition transaction (:func:`queue_writes`), and its idle
 refresher (:func:`trim`). Readers: the enrich stage and ``feedpipe rebuild`` (:func:`sizes`:
@@ -18,13 +20,26 @@ TRIM_CHUNK = 500
 """Audience sets per trim pipeline."""
 
 
-async def all_keys(r: Any) -> list[str]:
-    """Every audience zset key (SCAN)."""
+async def all_keys(r: Any, partitions: Iterable[int] | None = None) -> list[str]:
+    """Every audience zset key of ``partitions`` (default: all), sorted (SCAN; on a cluster,
+    of every primary)."""
     k = keys()
-    return [
-        x.decode() if isinstance(x, bytes) else str(x)
-        async for x in r.scan_iter(match=k.audience("*", "*"), count=1000)
-    ]
+    parts = k.partitions() if partitions is None else sorted(set(partitions))
+    found: set[str] = set()
+    for p in parts:
+        found |= {
+            x.decode() if isinstance(x, bytes) else str(x)
+            async for x in r.scan_iter(match=k.audience("*", "*", p), count=1000)
+        }
+    return sorted(found)
+
+
+async def user_keys(r: Any, users: Iterable[str]) -> list[str]:
+    """The audience zset keys of the partitions of ``users`` (the sets an erased user may be
+    in: :meth:`feedpipe.store.keys.Keys.partition_of`)."""
+    k = keys()
+    parts = {k.partition_of(u) for u in users}
+    return await all_keys(r, parts) if parts else []
 
 
 def queue_writes(
@@ -46,16 +61,36 @@ def queue_writes(
         pipe.zadd(key, members)
 
 
-async def sizes(r: Any, key_lists: Sequence[Sequence[str]], threshold: int) -> list[Any]:
-    """The AUDIENCE script's reply for each ``[scratch key, facet set keys...]`` list
-    (feedpipe.rank.fanout.audience_keys), one pipeline; parse with
+def _merge(replies: Sequence[Any], threshold: int) -> list[Any]:
+    """One item's AUDIENCE replies of its partitions as one reply: ``[size]`` (a lower bound)
+    when a partition or the sum is over ``threshold``, else ``[size, members]`` (the
+    partitions' members are disjoint: a user is in its own partition's sets only)."""
+    size = sum(int(rep[0]) for rep in replies)
+    if size > threshold or any(len(rep) < 2 for rep in replies):
+        return [size]
+    return [size, [m for rep in replies for m in rep[1]]]
+
+
+async def sizes(
+    r: Any, key_lists: Sequence[Sequence[Sequence[str]]], threshold: int
+) -> list[Any]:
+    """The AUDIENCE reply of each item, given per item its per-partition ``[scratch key,
+    facet set keys...]`` lists (feedpipe.rank.fanout.audience_keys); one pipeline of one
+    script call per item and partition, merged per item; parse with
     :func:`feedpipe.rank.fanout.parse_audience`."""
     if not key_lists:
         return []
     async with r.pipeline(transaction=False) as pipe:
-        for ks in key_lists:
-            pipe.eval(scripts.AUDIENCE, len(ks), *ks, threshold)
-        return list(await pipe.execute())
+        for per_part in key_lists:
+            for ks in per_part:
+                pipe.eval(scripts.AUDIENCE, len(ks), *ks, threshold)
+        flat = list(await pipe.execute())
+    out: list[Any] = []
+    pos = 0
+    for per_part in key_lists:
+        out.append(_merge(flat[pos : pos + len(per_part)], threshold))
+        pos += len(per_part)
+    return out
 
 
 async def trim(r: Any, cutoff_ms: float) -> int:

@@ -6,6 +6,7 @@ Writer: the enrich stage (:func:`write_items`, one MULTI/EXEC per batch) and ``f
 :func:`read_metas`) and the enrich stage's event-time guard (:func:`read_content`).
 Guarantees: an item's content, meta, catalogue entry and celebrity membership change in one
 transaction with a ``catalogue_version`` bump, so a reader that sees the version sees them all.
+The families share the ``{cat}`` hash tag (one Redis Cluster slot, feedpipe/store/keys.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from feedpipe.store.client import mget
 from feedpipe.store.keys import keys
 
 
@@ -128,23 +130,22 @@ async def materialised(r: Any, ids: Sequence[str]) -> list[str]:
 
 
 async def all_metas(r: Any) -> list[dict[str, Any]]:
-    """Every stored meta JSON (SCAN + MGET)."""
+    """Every stored meta JSON (SCAN, then MGET per 1000 keys; the metas share a slot)."""
     k = keys()
+    found = [_as_str(x) async for x in r.scan_iter(match=k.meta("*"), count=1000)]
     out: list[dict[str, Any]] = []
-    cursor = 0
-    while True:
-        cursor, found = await r.scan(cursor, match=k.meta("*"), count=1000)
-        raws = await r.mget(found) if found else []
+    for lo in range(0, len(found), 1000):
+        raws = await r.mget(found[lo : lo + 1000])
         out += [orjson.loads(raw) for raw in raws if raw]
-        if cursor == 0:
-            return out
+    return out
 
 
 async def versions(r: Any) -> tuple[int, int]:
-    """(catalogue_version, stats_version), 0 when unset, one MGET."""
+    """(catalogue_version, stats_version), 0 when unset; the stats version is the sum of its
+    shards (:func:`feedpipe.store.stats.stats_version`)."""
     k = keys()
-    cv, sv = await r.mget([k.catalogue_version(), k.stats_version()])
-    return int(cv or 0), int(sv or 0)
+    vals = await mget(r, [k.catalogue_version(), *(k.stats_version(p) for p in k.partitions())])
+    return int(vals[0] or 0), sum(int(v or 0) for v in vals[1:])
 
 
 async def brands(r: Any) -> set[str]:

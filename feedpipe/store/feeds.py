@@ -65,6 +65,7 @@ import numpy as np
 import orjson
 
 from feedpipe.store import scripts
+from feedpipe.store.client import mget
 from feedpipe.store.interning import ITEMS, ItemTable, resolve
 from feedpipe.store.keys import keys
 
@@ -492,8 +493,7 @@ def queue_delete(pipe: Any, user_id: str) -> None:
 async def read_raw(r: Any, user_ids: list[str]) -> list[Any]:
     """The stored feeds of ``user_ids`` (raw, None where missing), one MGET with the item-table
     generation; the table is synced and the ordinals resolved for :func:`decode_feed`."""
-    k = keys()
-    raws = list(await r.mget([*(k.feed(u) for u in user_ids), k.item_gen()]))
+    raws = await mget(r, [*(keys().feed(u) for u in user_ids), keys().item_gen()])
     ITEMS.sync(raws.pop())
     await resolve(r, [o for raw in raws for o in feed_ordinals(raw)])
     return raws

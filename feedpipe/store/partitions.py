@@ -1,13 +1,16 @@
 """Storage of the per-partition families of the click path: ``watermark``, ``active``,
 ``feeds_refreshed`` and ``rebuilding`` (docs/redis-keys.md).
 
-* ``fp:wm:{stage}:{topic}:{partition}``: the last offset whose effects are applied; set in the
+All keys of partition N carry its hash tag ``{p<N>}`` (feedpipe/store/keys.py), the slot of the
+partition transaction.
+
+* ``fp:{p<N>}:wm:{stage}:{topic}``: the last offset whose effects are applied; set in the
   partition transaction (:func:`queue_watermark`), WATCHed by it (the exactly-once guard);
-* ``fp:active:{partition}``: users of a partition with a stored feed, by last_seen
+* ``fp:{p<N>}:active``: users of a partition with a stored feed, by last_seen
   (:func:`queue_active`, :func:`queue_inactive`; read by the idle refresher);
-* ``fp:feeds:refreshed:{partition}``: ``"catalogue_version:stats_version"`` the partition's
+* ``fp:{p<N>}:feeds:refreshed``: ``"catalogue_version:stats_version"`` the partition's
   feeds reflect (:func:`mark_refreshed`);
-* ``fp:rebuild:{topic}:{partition}``: set by ``feedpipe rebuild`` while it replays that
+* ``fp:{p<N>}:rebuild:{topic}``: set by ``feedpipe rebuild`` while it replays that
   partition (:func:`hold`, :func:`release`); the live click path applies nothing there.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from feedpipe.store.client import mget
 from feedpipe.store.keys import keys
 
 
@@ -61,7 +65,10 @@ async def mark_refreshed(r: Any, partition: int, mark: str) -> None:
 async def hold(r: Any, topic: str, partitions: Iterable[int], since: str) -> None:
     """Set the rebuild hold of ``partitions`` of ``topic`` (value: when it started)."""
     k = keys()
-    await r.mset({k.rebuilding(topic, p): since for p in partitions})
+    async with r.pipeline(transaction=False) as pipe:
+        for p in partitions:
+            pipe.set(k.rebuilding(topic, p), since)
+        await pipe.execute()
 
 
 async def release(r: Any, topic: str, partitions: Iterable[int]) -> None:
@@ -73,9 +80,11 @@ async def release(r: Any, topic: str, partitions: Iterable[int]) -> None:
 async def watermarks_and_holds(
     r: Any, stage: str, topic: str, partitions: Sequence[int]
 ) -> tuple[list[Any], list[Any]]:
-    """(watermark, rebuild hold) raw values of ``partitions``, one MGET."""
+    """(watermark, rebuild hold) raw values of ``partitions``, one MGET (one per slot on a
+    cluster)."""
     k = keys()
-    vals = await r.mget(
+    vals = await mget(
+        r,
         [k.watermark(stage, topic, p) for p in partitions]
         + [k.rebuilding(topic, p) for p in partitions]
     )

@@ -45,6 +45,7 @@ from typing import Any
 import orjson
 
 from feedpipe.store import scripts
+from feedpipe.store.client import mget
 from feedpipe.store.interning import ITEMS, ItemTable, resolve
 from feedpipe.store.keys import keys
 
@@ -268,12 +269,13 @@ def read_sync(r: Any, user_id: str) -> tuple[Profile | None, dict[str, Any] | No
     Raises:
         ProfileFormatError, feedpipe.store.feeds.FeedFormatError: an unreadable stored value.
     """
+    from feedpipe.store.client import mget_sync
     from feedpipe.store.feeds import decode_feed
     from feedpipe.store.interning import resolve_sync
     from feedpipe.store.keys import keys
 
     k = keys()
-    raw_p, raw_f, gen = r.mget([k.profile(user_id), k.feed(user_id), k.item_gen()])
+    raw_p, raw_f, gen = mget_sync(r, [k.profile(user_id), k.feed(user_id), k.item_gen()])
     ITEMS.sync(gen)
     resolve_sync(r, stored_ordinals([raw_p, raw_f]))
     return (
@@ -328,7 +330,7 @@ async def read_raw(r: Any, user_ids: Sequence[str], feeds: bool = False) -> list
     names = [k.profile(u) for u in user_ids]
     if feeds:
         names += [k.feed(u) for u in user_ids]
-    raws = list(await r.mget([*names, k.item_gen()]))
+    raws = await mget(r, [*names, k.item_gen()])
     ITEMS.sync(raws.pop())
     await resolve(r, stored_ordinals(raws))
     return raws
@@ -337,4 +339,4 @@ async def read_raw(r: Any, user_ids: Sequence[str], feeds: bool = False) -> list
 async def existing(r: Any, user_ids: Sequence[str]) -> list[bool]:
     """Whether each user of ``user_ids`` has a stored profile (one MGET)."""
     k = keys()
-    return [raw is not None for raw in await r.mget([k.profile(u) for u in user_ids])]
+    return [raw is not None for raw in await mget(r, [k.profile(u) for u in user_ids])]

@@ -68,6 +68,17 @@ return 0
 """
 """KEYS: sets; ARGV: per key, the member count then the members. SADD of each group."""
 
+TAKE_SETS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = redis.call('SMEMBERS', key)
+  redis.call('DEL', key)
+end
+return out
+"""
+"""KEYS: sets (of one slot). Returns each set's members and deletes the sets (a take: each
+member is returned by one call only)."""
+
 AUDIENCE = """
 -- KEYS[1]: scratch key (deleted before returning); KEYS[2..]: the item's facet sets.
 -- ARGV[1]: celebrity threshold. Returns {size} when size > threshold, else {size, members}.

@@ -22,17 +22,17 @@ def wait_feeds_converged(redis_url: str, timeout_s: float = 120.0) -> None:
     Raises:
         TimeoutError: not converged within ``timeout_s`` seconds.
     """
-    import redis
-
+    from feedpipe.store.client import mget_sync, sync_client
     from feedpipe.store.keys import keys
 
-    r = redis.Redis.from_url(redis_url)
+    r = sync_client(redis_url)
     k = keys()
     topo = topology()
     parts = range(topo.topics[topo.stages["clickpath"].input].partitions)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        cv, sv = r.mget([k.catalogue_version(), k.stats_version()])
+        cv, *svs = mget_sync(r, [k.catalogue_version(), *(k.stats_version(p) for p in parts)])
+        sv = sum(int(v or 0) for v in svs)
         mark = f"{int(cv or 0)}:{int(sv or 0)}".encode()
         if all(r.get(k.feeds_refreshed(p)) == mark for p in parts):
             return
@@ -115,18 +115,17 @@ def dead_letters(bootstrap: str) -> tuple[dict[str, int], int, dict[str, int]]:
 
 def profiles(redis_url: str, users: list[str]) -> dict[str, dict[str, Any] | None]:
     """Each user's profile as stored in Redis (decoded by feedpipe.store.profiles), or None."""
-    import redis
-
+    from feedpipe.store.client import mget_sync, sync_client
     from feedpipe.store.interning import ITEMS, resolve_sync
     from feedpipe.store.keys import keys
     from feedpipe.store.profiles import decode_profile, stored_ordinals
 
-    r = redis.Redis.from_url(redis_url)
+    r = sync_client(redis_url)
     k = keys()
     out: dict[str, dict[str, Any] | None] = {}
     for i in range(0, len(users), 500):
         chunk = users[i : i + 500]
-        *raws, gen = r.mget([k.profile(u) for u in chunk] + [k.item_gen()])
+        *raws, gen = mget_sync(r, [k.profile(u) for u in chunk] + [k.item_gen()])
         ITEMS.sync(gen)
         resolve_sync(r, stored_ordinals(raws))
         for u, raw in zip(chunk, raws, strict=True):
@@ -139,8 +138,7 @@ def topic_mismatches(
 ) -> int:
     """Users whose newest record on the click path's ``profiles`` output disagrees with the
     profile in Redis (``stored``) on a counter, or who have no feed in Redis."""
-    import redis
-
+    from feedpipe.store.client import sync_client
     from feedpipe.store.keys import keys
     from feedpipe.wire.codec import codec
 
@@ -149,7 +147,7 @@ def topic_mismatches(
     for key, value in consume(bootstrap, topology().stages["clickpath"].output("profiles")):
         if key is not None:
             newest[key.decode()] = dec(value) if value is not None else None
-    r = redis.Redis.from_url(redis_url)
+    r = sync_client(redis_url)
     k = keys()
     users = [u for u, p in stored.items() if p is not None]
     pipe = r.pipeline(transaction=False)

@@ -104,10 +104,10 @@ def redis_flush(
     h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
 ) -> dict[str, int]:
     """The redis-outage fault, then ``FLUSHALL``, then ``feedpipe rebuild`` (a process)."""
-    import redis
+    from feedpipe.store.client import sync_client
 
     redis_outage(h, workers, env, app_id)
-    redis.Redis.from_url(h.redis_url).flushall()
+    sync_client(h.redis_url).flushall()
     h.log("  FLUSHALL done; feedpipe rebuild")
     log = h.config.state_dir / "logs" / f"rebuild-{app_id}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -195,13 +195,12 @@ def _check_cms(
 ) -> tuple[int, int, str]:
     """(posts missing from Redis, extra records on the enrich stage's content output, detail)
     of the connector-kill scenario."""
-    import redis
-
     from feedpipe.ids import content_id
+    from feedpipe.store.client import sync_client
     from feedpipe.store.keys import keys
 
     enriched = topology().stages["enrich"].output("content")
-    r = redis.Redis.from_url(h.redis_url)
+    r = sync_client(h.redis_url)
     k = keys()
     ids = [content_id(source, str(p["id"])) for p in posts]
     present = sum(1 for raw in r.mget([k.content(c) for c in ids]) if raw)

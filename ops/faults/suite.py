@@ -160,13 +160,13 @@ class Suite:
         return w
 
     def _fresh(self) -> None:
-        import redis
         from confluent_kafka.admin import AdminClient
 
         from feedpipe.kafka.topics import recreate
+        from feedpipe.store.client import sync_client
 
         recreate(topology(), AdminClient({"bootstrap.servers": self.bootstrap}))
-        redis.Redis.from_url(self.redis_url).flushall()
+        sync_client(self.redis_url).flushall()
 
     def _replay_catalogue(self) -> None:
         from connectors.replay import replay_all

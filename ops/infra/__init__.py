@@ -16,12 +16,13 @@ from urllib.parse import urlsplit
 from feedpipe.settings import Settings
 from ops.infra._proc import InfraError
 from ops.infra.kafka import KafkaBroker, ensure_jars, lib_dir, pinned_version
-from ops.infra.redis import RedisServer
+from ops.infra.redis import RedisClusterNodes, RedisServer
 
 __all__ = [
     "InfraError",
     "KafkaBroker",
     "LocalStack",
+    "RedisClusterNodes",
     "RedisServer",
     "StackStatus",
     "ensure_jars",
@@ -79,7 +80,9 @@ class StackStatus:
 
 class LocalStack:
     """Kafka + Redis on this machine, at the ports of ``settings.kafka_bootstrap`` (controller
-    port = Kafka port + 1) and ``settings.redis_url``, state in ``settings.state_dir``.
+    port = Kafka port + 1) and ``settings.redis_url`` (with ``settings.redis_cluster``: a
+    three-master Redis Cluster from that port on, :class:`RedisClusterNodes`), state in
+    ``settings.state_dir``.
 
     Raises:
         InfraError: (from the constructor) the bootstrap or Redis URL is not a local address.
@@ -90,7 +93,11 @@ class LocalStack:
         self.state_dir = Path(settings.state_dir)
         kport = _kafka_port(settings.kafka_bootstrap)
         self.kafka = KafkaBroker(self.state_dir, port=kport, controller_port=kport + 1)
-        self.redis = RedisServer(self.state_dir, port=_redis_port(settings.redis_url))
+        self.redis: RedisServer | RedisClusterNodes = (
+            RedisClusterNodes(self.state_dir, port=_redis_port(settings.redis_url))
+            if settings.redis_cluster
+            else RedisServer(self.state_dir, port=_redis_port(settings.redis_url))
+        )
 
     def start(self, timeout_s: float = 90) -> tuple[str, str]:
         """Start Redis and Kafka (idempotent: running services are left alone), fetching the

@@ -7,6 +7,11 @@ the data, like the Kafka broker keeps its topics, so ``feedpipe down`` then ``fe
 serves the same feeds; ``feedpipe down --wipe`` deletes it.
 
 Layout under ``<state_dir>/redis/``: ``appendonlydir/`` (data), ``redis.log``, ``redis.pid``.
+
+:class:`RedisClusterNodes`: a local Redis Cluster of three masters (``--cluster-enabled yes``,
+no replicas) from the same binary, each node a :class:`RedisServer` under
+``<state_dir>/redis-cluster/<port>/`` (with its ``nodes.conf``), the slots assigned once with
+``redis-cli --cluster create ... --cluster-replicas 0 --cluster-yes``.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
 from ops.infra._proc import InfraError, ManagedProcess, port_open, read_pid, spawn, tail
 
 _FALLBACK = Path("/usr/bin/redis-server")
+BUS_PORT_SHIFT = 20
+"""A cluster node's bus port is its port + this (Redis' default, + 10000, would leave the
+port range the node's owner chose)."""
 
 
 def redis_server_binary() -> str:
@@ -59,12 +68,19 @@ class RedisServer(ManagedProcess):
     Args:
         state_dir: feedpipe state directory (``settings().state_dir`` or a test directory).
         port: TCP port (URL ``redis://127.0.0.1:<port>/0``).
+        cluster: start it as a Redis Cluster node (``--cluster-enabled yes``; its
+            ``nodes.conf`` in its home; cluster bus on ``port +`` :data:`BUS_PORT_SHIFT`),
+            for :class:`RedisClusterNodes`.
+        home: its directory (default ``<state_dir>/redis``).
     """
 
-    def __init__(self, state_dir: Path, port: int = 16379) -> None:
+    def __init__(
+        self, state_dir: Path, port: int = 16379, cluster: bool = False, home: Path | None = None
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.port = port
-        self.home = self.state_dir / "redis"
+        self.cluster = cluster
+        self.home = home if home is not None else self.state_dir / "redis"
         self.pid_file = self.home / "redis.pid"
         self.log_file = self.home / "redis.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -123,6 +139,13 @@ class RedisServer(ManagedProcess):
                 "--logfile",
                 str(self.log_file),
             ]
+            if self.cluster:
+                args += [
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", "5000",
+                    "--cluster-port", str(self.port + BUS_PORT_SHIFT),
+                ]
             self._proc = spawn(args, self.home, self.home / "stdout.log", self.pid_file)
             pid = self._proc.pid
         deadline = time.monotonic() + timeout_s
@@ -150,4 +173,113 @@ class RedisServer(ManagedProcess):
         """
         if self.pid() is not None:
             raise InfraError(f"Redis in {self.home} is running; stop it before wiping")
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+CLUSTER_MASTERS = 3
+"""Masters of the local Redis Cluster (the smallest cluster redis-cli creates)."""
+
+
+def _cluster_info(port: int) -> dict[str, str]:
+    client = redis.Redis(port=port, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        raw: Any = client.execute_command("CLUSTER INFO")
+    except (redis.RedisError, OSError):
+        return {}
+    finally:
+        client.close()
+    if isinstance(raw, dict):  # redis-py parses the reply
+        return {str(k): str(v) for k, v in raw.items()}
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+class RedisClusterNodes:
+    """A local Redis Cluster: :data:`CLUSTER_MASTERS` masters on 127.0.0.1, ports ``port`` ..
+    ``port + 2``, no replicas; data under ``<state_dir>/redis-cluster/<port>/``. Has the
+    interface of :class:`RedisServer` (``start``, ``stop``, ``pid``, ``is_running``,
+    ``wipe_data``, ``url``), so :class:`ops.infra.LocalStack` and the test fixtures use either.
+
+    Args:
+        state_dir: feedpipe state directory.
+        port: the first node's port (the URL's; clients discover the others).
+    """
+
+    def __init__(self, state_dir: Path, port: int = 16379) -> None:
+        self.state_dir = Path(state_dir)
+        self.port = port
+        self.home = self.state_dir / "redis-cluster"
+        self.nodes = [
+            RedisServer(state_dir, port + i, cluster=True, home=self.home / str(port + i))
+            for i in range(CLUSTER_MASTERS)
+        ]
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0`` (the first node; use with FEEDPIPE_REDIS_CLUSTER=1)."""
+        return self.nodes[0].url
+
+    def pid(self) -> int | None:
+        """Pid of the first node when every node is alive, else None."""
+        pids = [n.pid() for n in self.nodes]
+        return pids[0] if all(p is not None for p in pids) else None
+
+    def is_running(self) -> bool:
+        """True when every node runs and the cluster state is ``ok``."""
+        return all(n.is_running() for n in self.nodes) and self.healthy()
+
+    def healthy(self) -> bool:
+        """True when every node reports ``cluster_state:ok`` with all 16384 slots assigned."""
+        for n in self.nodes:
+            info = _cluster_info(n.port)
+            if info.get("cluster_state") != "ok" or info.get("cluster_slots_assigned") != "16384":
+                return False
+        return True
+
+    def start(self, timeout_s: float = 30) -> str:
+        """Start the nodes (or find them running), assign the slots when no node has any
+        (``redis-cli --cluster create``), and wait until every node reports the cluster ok.
+
+        Returns:
+            The URL of the first node.
+
+        Raises:
+            InfraError: a node did not start, redis-cli is missing or failed, or the cluster
+                was not ok within ``timeout_s`` seconds.
+        """
+        for n in self.nodes:
+            n.start()
+        if _cluster_info(self.port).get("cluster_slots_assigned", "0") == "0":
+            cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+            if not Path(cli).is_file():
+                raise InfraError("redis-cli not found: install with apt-get install -y redis-tools")
+            done = subprocess.run(
+                [cli, "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, text=True, timeout=60,
+            )
+            if done.returncode != 0:
+                raise InfraError(f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}")
+        deadline = time.monotonic() + timeout_s
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise InfraError(
+                    f"Redis Cluster on ports {self.port}-{self.port + CLUSTER_MASTERS - 1} not ok "
+                    f"within {timeout_s:.0f} s: {_cluster_info(self.port)}"
+                )
+            time.sleep(0.2)
+        return self.url
+
+    def stop(self, timeout_s: float = 30) -> bool:
+        """Stop every node; True when one was running."""
+        return any([n.stop(timeout_s=timeout_s) for n in self.nodes])
+
+    def wipe_data(self) -> None:
+        """Delete every node's data and ``nodes.conf``. Stop them first.
+
+        Raises:
+            InfraError: a node is still running.
+        """
+        for n in self.nodes:
+            n.wipe_data()
         shutil.rmtree(self.home, ignore_errors=True)

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 from feedpipe.errors import SerializationError
 from feedpipe.model.profile import Event
-from feedpipe.store.keys import safe_id
+from feedpipe.settings import settings
+from feedpipe.store.keys import keys, safe_id
 from feedpipe.topology import StageSpec, topology
 from feedpipe.wire.codec import codec
 from streams.runtime import dead_letter_value, ms
@@ -115,10 +116,16 @@ Rejected = list[tuple[int, bytes | None, bytes]]
 
 
 def decode(records: Sequence[RecordLike]) -> tuple[Decoded, Rejected]:
-    """Decode and validate ``records``; return (valid events, DLQ records). Never raises."""
+    """Decode and validate ``records``; return (valid events, DLQ records). Never raises.
+
+    On a Redis Cluster (``FEEDPIPE_REDIS_CLUSTER``) an event whose user belongs to another
+    partition than the record's (Kafka's murmur2 key partitioner of the user id,
+    :meth:`feedpipe.store.keys.Keys.partition_of`) is a DLQ record ``misrouted``: its keys
+    are on another slot than the partition's transaction (docs/redis-keys.md)."""
     dec = codec("ReaderEvent").decode
     good: Decoded = []
     bad: Rejected = []
+    routed = keys() if settings().redis_cluster else None
     for r in records:
         try:
             rec = dec(r.value)
@@ -139,6 +146,15 @@ def decode(records: Sequence[RecordLike]) -> tuple[Decoded, Rejected]:
         except ValueError as exc:
             bad.append(
                 (r.offset, r.key, dead_letter_record(r, "invalid_id", str(exc), rec["event_id"]))
+            )
+            continue
+        if routed is not None and routed.partition_of(rec["user_id"]) != r.partition:
+            reason = (
+                f"user {rec['user_id']} belongs to partition {routed.partition_of(rec['user_id'])}"
+                f" (murmur2 of the user id), not {r.partition}"
+            )
+            bad.append(
+                (r.offset, r.key, dead_letter_record(r, "misrouted", reason, rec["event_id"]))
             )
             continue
         good.append((r.offset, rec))

@@ -2,10 +2,12 @@
 the partition's offset watermark.
 
 Input:  one reader.events partition batch (decoded, :mod:`streams.clickpath.records`).
-Keys:   reads the watermark ``fp:wm:profiles:reader.events:{partition}`` (WATCHed), the users'
+Keys:   reads the watermark ``fp:{p<N>}:wm:profiles:reader.events`` (WATCHed), the users'
         profiles, the items' metas, the item-ordinal table; writes profile, feed, active,
         stats, stats_version, trending, trending_epoch, pending, ab, ab_experiments, audience
-        and the watermark, each through its storage module (feedpipe/store/, docs/redis-keys.md).
+        and the watermark, each through its storage module (feedpipe/store/, docs/redis-keys.md);
+        every key of the transaction carries the partition's hash tag ``{p<N>}`` (one Redis
+        Cluster slot) when the batch's users are keyed to it by Kafka's key partitioner.
 Output: the :class:`streams.clickpath.fold.Selection` of the batch and the
         :class:`streams.clickpath.fold.Plan` applied (None when every record was at or below
         the watermark: nothing was written).
@@ -102,10 +104,10 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
     partition_store.queue_active(
         pipe, partition, {u: plan.profiles[u].get("last_seen") or 0 for u in users}
     )
-    stats_store.queue_signals(pipe, plan.stats, plan.trending)
-    trends_store.queue_trends(pipe, plan.trends)
+    stats_store.queue_signals(pipe, partition, plan.stats, plan.trending)
+    trends_store.queue_trends(pipe, partition, plan.trends)
     pending_store.queue_add(pipe, plan.pending)
-    stats_store.queue_ab(pipe, plan.ab)
+    stats_store.queue_ab(pipe, partition, plan.ab)
     partition_store.queue_watermark(pipe, STAGE, stage().input, partition, plan.last_offset)
 
 
@@ -160,7 +162,7 @@ async def apply(
             found = await metas.get(items_of(sel.fresh, cfg.experiments))
             now_ms = int(time.time() * 1000)
             plan = fold(partition, sel, stored, found, CATALOGUE, cfg, topo, k, now_ms)
-            erased_from = await audience_store.all_keys(r) if plan.erased else []
+            erased_from = await audience_store.user_keys(r, plan.erased)
             try:  # ordinals for the ids the profiles and feeds store
                 await intern(r, plan.interned_ids())
             except ItemTableError:  # the ordinal table was wiped under us: redo the batch

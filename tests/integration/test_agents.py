@@ -152,7 +152,8 @@ def test_enrich_agent_materialises_and_releases_waiting_clicks(
 
     k = keys()
     item = _content("agent-test", "a1", ["news"])
-    redis_client.sadd(k.pending_users(item["content_id"]), "U1", "U2")
+    for u in ("U1", "U2"):
+        redis_client.sadd(k.pending_users(item["content_id"], k.partition_of(u)), u)
     value = codec("Content").encode(item)
 
     async def go() -> None:
@@ -172,4 +173,6 @@ def test_enrich_agent_materialises_and_releases_waiting_clicks(
     resolves = [codec("ReaderEvent").decode(v) for _, v in sent["reader.events"]]
     assert sorted(r["user_id"] for r in resolves) == ["U1", "U2"]
     assert {r["type"] for r in resolves} == {"resolve"}
-    assert not redis_client.exists(k.pending_users(item["content_id"]))
+    assert not any(
+        redis_client.exists(k.pending_users(item["content_id"], p)) for p in k.partitions()
+    )

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 import redis
+from pipeline import run_store
 
 from feedpipe.ids import content_id, event_id
+from feedpipe.store import stats as stats_store
 from feedpipe.store.feeds import MAGIC3
 from feedpipe.store.keys import keys
 from feedpipe.store.profiles import MAGIC as PROFILE_MAGIC
@@ -181,7 +183,7 @@ def test_redelivery_and_duplicates_do_not_change_the_profile(
         assert after["dwell_ms_total"] == 30_000 and after["sessions"] == 1
 
     sent = asyncio.run(with_path(kafka_bootstrap, body))
-    assert redis_client.hgetall(k.stats(sports)) == {b"impressions": b"1", b"clicks": b"1"}
+    assert run_store(stats_store.read_stats, [sports]) == {sports: (1, 1)}
     raw_feed = redis_client.get(k.feed(user)) or b"null"
     assert raw_feed.startswith(MAGIC3) == (feed_format == "compact")  # interned item ids
     raw_profile = redis_client.get(k.profile(user)) or b""
@@ -223,7 +225,6 @@ def test_late_events_go_to_the_dlq_and_sessions_split_on_inactivity(
 def test_bots_are_flagged_and_left_out_of_stats_and_trending(
     kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
 ) -> None:
-    k = keys()
     (item,) = seed_catalogue(redis_client, ["sports"])
     bot, human = f"B{uuid.uuid4().hex[:8]}", f"H{uuid.uuid4().hex[:8]}"
     limit = topology().profiles.bot_clicks_per_minute
@@ -239,9 +240,10 @@ def test_bots_are_flagged_and_left_out_of_stats_and_trending(
     asyncio.run(with_path(kafka_bootstrap, body))
     assert stored_profile(redis_client, bot)["bot"] is True
     assert "bot" not in stored_profile(redis_client, human)
-    assert redis_client.hget(k.stats(item), "clicks") == b"1"  # the human's click only
-    epoch = int(redis_client.get(k.trending_epoch("mind")) or -1)
-    score = redis_client.zscore(k.trending("mind", epoch), item) or 0.0
+    assert run_store(stats_store.read_stats, [item])[item][1] == 1  # the human's click only
+    trend_epoch, pairs = run_store(stats_store.trending_scores, "mind")
+    epoch = -1 if trend_epoch is None else trend_epoch
+    score = dict(pairs).get(item, 0.0)
     hours = topology().ranking.trending_epoch_hours
     w = 2.0 ** (
         (T0.timestamp() * 1000 - epoch * hours * 3_600_000)
@@ -271,7 +273,7 @@ def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
     monkeypatch.setattr(streams.clickpath.write, "REGISTRY", Fixed())
     spec = exps["mind-rankers"]
     k = keys()
-    redis_client.delete(k.ab("mind-rankers"))
+    redis_client.delete(*[k.ab("mind-rankers", p) for p in k.partitions()])
     sports, news, travel = seed_catalogue(redis_client, ["sports", "news", "travel"])
     users: dict[str, str] = {}  # arm -> user
     while len(users) < len(spec.arms):
@@ -299,10 +301,8 @@ def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
             assert again.applied == 0
 
     asyncio.run(with_path(kafka_bootstrap, body))
-    assert redis_client.sismember(k.ab_experiments(), "mind-rankers")
-    counts = {
-        f.decode(): int(v) for f, v in redis_client.hgetall(k.ab("mind-rankers")).items()
-    }
+    assert "mind-rankers" in run_store(stats_store.experiments)
+    counts = run_store(stats_store.ab_counts, "mind-rankers")
     want = {}
     for arm in spec.arms:
         want[f"{arm}:impressions"] = 2
@@ -338,8 +338,14 @@ def test_clicks_on_unknown_items_wait_in_pending_sets(
         assert res.pending_items == sorted(ghosts)
 
     asyncio.run(with_path(kafka_bootstrap, body))
-    assert redis_client.smembers(k.pending_users(ghosts[0])) == {u1.encode(), u2.encode()}
-    assert redis_client.smembers(k.pending_users(ghosts[1])) == {u1.encode()}
+
+    def waiting(cid: str) -> set[bytes]:
+        shards = (redis_client.smembers(k.pending_users(cid, p)) for p in k.partitions())
+        return set().union(*shards)
+
+    assert waiting(ghosts[0]) == {u1.encode(), u2.encode()}
+    assert waiting(ghosts[1]) == {u1.encode()}
+    assert redis_client.sismember(k.pending_users(ghosts[0], k.partition_of(u2)), u2)
     p = stored_profile(redis_client, u1)
     assert sorted(e["content_id"] for e in p["pending"]) == sorted(ghosts)
 

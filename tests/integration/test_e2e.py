@@ -253,8 +253,7 @@ def _mind_catalogue(client: httpx.Client, data_dir: Path) -> dict[str, dict[str,
 
 
 def test_every_valid_article_materialised_once(pipeline: dict[str, Any], data_dir: Path) -> None:
-    import redis
-
+    from feedpipe.store.client import sync_client
     from feedpipe.store.keys import keys
 
     with httpx.Client(base_url=pipeline["base"], headers=pipeline["headers"], timeout=10) as client:
@@ -276,7 +275,7 @@ def test_every_valid_article_materialised_once(pipeline: dict[str, Any], data_di
     normalised = _consume_all(bootstrap, "content.normalised")
     dec = codec("Content").decode
     ids = Counter(dec(v)["content_id"] for _, v in normalised)
-    r = redis.Redis.from_url(pipeline["redis_url"])
+    r = sync_client(pipeline["redis_url"])
     k = keys()
     in_catalogue: set[str] = set()
     for brand in ("mind", "frontity", "umami", "feeds"):
@@ -391,9 +390,9 @@ def test_counts_reconcile(pipeline: dict[str, Any], data_dir: Path) -> None:
         1 for evs in events.values() for e in evs if e[0] == "click" and e[1] == "live"
     )
     assert total_imps == 189_359 and total_clicks == 7_542
-    import redis
+    from feedpipe.store.client import sync_client
 
-    r = redis.Redis.from_url(pipeline["redis_url"])
+    r = sync_client(pipeline["redis_url"])
     imps = clicks = 0
     users = sorted(events)
     for u in users:
@@ -421,13 +420,13 @@ def test_unknown_user_gets_trending_fallback(pipeline: dict[str, Any]) -> None:
 def test_unpublished_item_leaves_content_and_every_feed(pipeline: dict[str, Any]) -> None:
     """A delete (unpublish) event flows through the pipeline and takes the item out of the
     content table and of every feed served; runs last because it changes the state."""
-    import redis
     from confluent_kafka import Producer
 
     from feedpipe.ids import event_id
+    from feedpipe.store.client import sync_client
     from feedpipe.store.keys import keys
 
-    r = redis.Redis.from_url(pipeline["redis_url"])
+    r = sync_client(pipeline["redis_url"])
     k = keys()
     with httpx.Client(base_url=pipeline["base"], headers=pipeline["headers"], timeout=10) as client:
         users = [u.decode() for u in r.zrange(k.active(0), 0, 30)]

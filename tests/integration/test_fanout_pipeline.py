@@ -14,20 +14,35 @@ import httpx
 import pytest
 import redis
 from confluent_kafka import Producer
-from pipeline import api_headers, drain, kafka_consumer, running_pipeline, wait_feeds_converged
+from pipeline import (
+    api_headers,
+    drain,
+    kafka_consumer,
+    run_store,
+    running_pipeline,
+    wait_feeds_converged,
+)
 
 from feedpipe.ids import content_id, event_id
 from feedpipe.model.item import Meta
 from feedpipe.rank.fanout import audience_keys, parse_audience
+from feedpipe.store import audience as audience_store
 from feedpipe.store.feeds import FeedFormatError, decode_feed
 from feedpipe.store.keys import keys
-from feedpipe.store.scripts import AUDIENCE as AUDIENCE_SCRIPT
 from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
 
 USER = "UFANOUT1"
 WAIT_S = 90.0  # a bound on waiting, never an assertion on speed
+
+
+def register(r: redis.Redis, brand: str, facet: str, members: dict[str, float]) -> None:
+    """ZADD ``members`` (user -> ms) to the audience sets of ``brand``/``facet``, each user in
+    its partition's set, as the click path registers them."""
+    k = keys()
+    for u, at in members.items():
+        r.zadd(k.audience(brand, facet, k.partition_of(u)), {u: at})
 
 
 def wait_until(pred: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
@@ -82,13 +97,18 @@ def test_audience_script_switches_by_size(redis_url: str) -> None:
     k = keys()
     r.flushdb()
     meta = Meta(content_id("t", "x"), "mind", ("cat-a",), ("top-b",), None)
-    r.zadd(k.audience("mind", "c:cat-a"), {"U1": 1, "U2": 1})
-    r.zadd(k.audience("mind", "t:top-b"), {"U2": 2, "U3": 2})
-    ks = audience_keys(meta, k)
-    assert parse_audience(r.eval(AUDIENCE_SCRIPT, len(ks), *ks, 3)) == (3, ["U1", "U2", "U3"])
-    assert parse_audience(r.eval(AUDIENCE_SCRIPT, len(ks), *ks, 2)) == (3, None)
-    assert parse_audience(r.eval(AUDIENCE_SCRIPT, len(ks), *ks, 1))[1] is None
-    assert not r.exists(ks[0])  # the scratch union never stays
+    register(r, "mind", "c:cat-a", {"U1": 1, "U2": 1})
+    register(r, "mind", "t:top-b", {"U2": 2, "U3": 2})
+    lists = audience_keys(meta, k)
+    assert len(lists) == len(k.partitions())  # one script call per partition's sets
+
+    def sizes(threshold: int) -> tuple[int, list[str] | None]:
+        return parse_audience(run_store(audience_store.sizes, [lists], threshold)[0])
+
+    assert sizes(3) == (3, ["U1", "U2", "U3"])
+    assert sizes(2) == (3, None)
+    assert sizes(1)[1] is None
+    assert not any(r.exists(ks[0]) for ks in lists)  # the scratch union never stays
 
 
 def test_backfilled_items_are_not_fanned_out(redis_url: str) -> None:
@@ -103,7 +123,7 @@ def test_backfilled_items_are_not_fanned_out(redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
     k = keys()
     r.flushdb()
-    r.zadd(k.audience("mind", "c:backfillcat"), {"UB1": 1, "UB2": 1})
+    register(r, "mind", "c:backfillcat", {"UB1": 1, "UB2": 1})
     now_ms = int(time.time() * 1000)
 
     def doc(nid: str, published_ms: int) -> dict[str, Any]:
@@ -138,8 +158,8 @@ def test_update_in_place_reclassifies_the_celebrity_status(redis_url: str) -> No
     r = redis.Redis.from_url(redis_url)
     k = keys()
     r.flushdb()
-    r.zadd(k.audience("mind", "c:smallcat"), {"US1": 1})
-    r.zadd(k.audience("mind", "c:hugecat"), {f"UH{i:05d}": 1 for i in range(10_001)})
+    register(r, "mind", "c:smallcat", {"US1": 1})
+    register(r, "mind", "c:hugecat", {f"UH{i:05d}": 1 for i in range(10_001)})
     now_ms = int(time.time() * 1000)
 
     def doc(category: str, version: int) -> dict[str, Any]:
@@ -218,7 +238,10 @@ def test_fanout_then_celebrity_merge_then_unpublish(stack: dict[str, Any]) -> No
                                                     "Home team wins the league final"))
     wait_until(lambda: r.exists(k.meta(a)), "item A materialised")
     _send(producer, "reader.events", USER, click(USER, a))
-    wait_until(lambda: r.zscore(k.audience("mind", "c:fanoutsport"), USER), "audience registered")
+    wait_until(
+        lambda: r.zscore(k.audience("mind", "c:fanoutsport", k.partition_of(USER)), USER),
+        "audience registered",
+    )
     drain(s.kafka_bootstrap, s.app_id)
     wait_feeds_converged(stack["redis_url"])
     assert b not in _stored_ids(r, USER)
@@ -248,7 +271,7 @@ def test_fanout_then_celebrity_merge_then_unpublish(stack: dict[str, Any]) -> No
 
     # 2. audience over the threshold: a celebrity, in no stored feed, merged when served
     wide = {f"USYN{i:05d}": time.time() * 1000 for i in range(10_001)}
-    r.zadd(k.audience("mind", "c:fanoutceleb"), wide)
+    register(r, "mind", "c:fanoutceleb", wide)
     _send(producer, "cms.raw", "mind:NFANC", news("NFANC", "fanoutceleb", "fanoutglobal",
                                                     "Global summit agrees on a new climate plan"))
     wait_until(lambda: r.zscore(k.celebrity("mind"), c) is not None, "C classified celebrity")

@@ -153,31 +153,39 @@ def world(redis_url: str) -> Iterator[World]:
     written.append(k.feed(w.user_compact))
     put(k.feed(w.user_vanished), _feed(w.user_vanished, [_entry(w.c[6], w.brand_a, 1, 0.9)]))
 
-    # Trending of brand_a: newest epoch EPOCH; an older epoch that must not be served.
-    r.set(k.trending_epoch(w.brand_a), EPOCH)
-    r.zadd(k.trending(w.brand_a, EPOCH), {w.c[5]: 9.0, w.c[6]: 8.0, w.c[3]: 7.5, w.c[1]: 1.0})
-    r.zadd(k.trending(w.brand_a, EPOCH - 1), {w.c[2]: 100.0})
+    # Trending of brand_a: newest epoch EPOCH; an older epoch that must not be served. Two
+    # partitions' shards, summed by the reader (c5: 5 + 4).
+    r.set(k.trending_epoch(w.brand_a, 0), EPOCH)
+    r.set(k.trending_epoch(w.brand_a, 1), EPOCH - 1)
+    r.zadd(k.trending(w.brand_a, EPOCH, 0), {w.c[5]: 5.0, w.c[6]: 8.0, w.c[3]: 7.5})
+    r.zadd(k.trending(w.brand_a, EPOCH, 1), {w.c[5]: 4.0, w.c[1]: 1.0})
+    r.zadd(k.trending(w.brand_a, EPOCH - 1, 1), {w.c[2]: 100.0})
     written += [
-        k.trending_epoch(w.brand_a),
-        k.trending(w.brand_a, EPOCH),
-        k.trending(w.brand_a, EPOCH - 1),
+        k.trending_epoch(w.brand_a, 0),
+        k.trending_epoch(w.brand_a, 1),
+        k.trending(w.brand_a, EPOCH, 0),
+        k.trending(w.brand_a, EPOCH, 1),
+        k.trending(w.brand_a, EPOCH - 1, 1),
     ]
     # Catalogue of brand_b only (no trending): the "latest" level. c4 is newer than c2.
     r.zadd(k.catalogue(w.brand_b), {w.c[2]: NOW_MS - 2 * HOUR_MS, w.c[4]: NOW_MS - HOUR_MS})
     written.append(k.catalogue(w.brand_b))
-    # A/B counts as the pipeline writes them, plus one malformed field.
-    r.sadd(k.ab_experiments(), w.experiment)
+    # A/B counts as the pipeline writes them (two partitions' shards, summed by the reader),
+    # plus one malformed field.
+    r.sadd(k.ab_experiments(0), w.experiment)
     r.hset(
-        k.ab(w.experiment),
+        k.ab(w.experiment, 0),
         mapping={
-            "control:impressions": 1000,
-            "control:clicks": 50,
+            "control:impressions": 600,
+            "control:clicks": 20,
             "treatment:impressions": 400,
-            "treatment:clicks": 30,
             "treatment:oops": 1,
         },
     )
-    written.append(k.ab(w.experiment))
+    r.hset(k.ab(w.experiment, 2), mapping={"control:impressions": 400, "control:clicks": 30})
+    r.hset(k.ab(w.experiment, 2), mapping={"treatment:clicks": 30})
+    r.sadd(k.ab_experiments(2), w.experiment)
+    written += [k.ab(w.experiment, 0), k.ab(w.experiment, 2)]
 
     half_life_s = 7 * 24 * 3600.0
     put(
@@ -205,8 +213,10 @@ def world(redis_url: str) -> Iterator[World]:
     try:
         yield w
     finally:
-        r.delete(*written)
-        r.srem(k.ab_experiments(), w.experiment)
+        for name in written:
+            r.delete(name)
+        for p in k.partitions():
+            r.srem(k.ab_experiments(p), w.experiment)
         r.close()
 
 

@@ -62,8 +62,8 @@ def _seed(url: str) -> None:
             }
         ),
     )
-    r.set(k.trending_epoch(BRAND), 7)
-    r.zadd(k.trending(BRAND, 7), {"brk-c3": 3.0, "brk-c4": 2.0, "brk-c5": 1.0})
+    r.set(k.trending_epoch(BRAND, 0), 7)
+    r.zadd(k.trending(BRAND, 7, 0), {"brk-c3": 3.0, "brk-c4": 2.0, "brk-c5": 1.0})
     r.close()
 
 

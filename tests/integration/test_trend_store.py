@@ -45,12 +45,12 @@ def test_batches_add_up_and_read_back(redis_url: str, redis_client: redis.Redis)
 
     async def go() -> dict[int, np.ndarray]:
         r = aioredis.Redis.from_url(redis_url)
-        for lo in range(0, len(events), 70):  # batches, each its own transaction
+        for n, lo in enumerate(range(0, len(events), 70)):  # batches of several partitions
             batch: dict[str, Trend] = {}
             for cid, click, at in events[lo:lo + 70]:
                 batch[cid] = trend_add(batch.get(cid), click, at)
             async with r.pipeline(transaction=True) as pipe:
-                queue_trends(pipe, batch)
+                queue_trends(pipe, n % 3, batch)
                 await pipe.execute()
         got = await read_trends(r, ids, now)
         await r.aclose()
@@ -62,7 +62,7 @@ def test_batches_add_up_and_read_back(redis_url: str, redis_client: redis.Redis)
     for i, cid in enumerate(ids):
         assert vals[i] == pytest.approx(trend_at(whole.get(cid), now), rel=1e-9)
     assert not vals[5].any()  # never shown
-    ttl = redis_client.ttl(keys().trend_windows(trend_epoch(now)))
+    ttl = redis_client.ttl(keys().trend_windows(trend_epoch(now), 1))
     assert 0 < ttl <= TTL_S
 
     # rank_users serves a learned set with these sums: trend features as the evaluation's.

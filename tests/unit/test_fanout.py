@@ -58,7 +58,8 @@ def test_audience_writes_register_once_then_only_on_change_or_refresh() -> None:
     p = profile()
     first = audience_writes({"U1": p}, ranking, SPEC, k, 1_000)
     assert first.registered == 1 and not first.remove
-    assert set(first.add) == {k.audience("mind", f) for f in interests(p, SPEC)}
+    part = k.partition_of("U1")  # the user's partition's sets, the slot of its batch
+    assert set(first.add) == {k.audience("mind", f, part) for f in interests(p, SPEC)}
     assert p["aud"] == {"b": ["mind"], "f": interests(p, SPEC), "at": 1_000}
     # unchanged and fresh: nothing written
     again = audience_writes({"U1": p}, ranking, SPEC, k, 2_000)
@@ -71,8 +72,8 @@ def test_audience_writes_register_once_then_only_on_change_or_refresh() -> None:
     # interests moved: the facet left is removed, the new one added
     p["category_affinity"] = {"news": 5.0, "travel": 4.0, "sports": 1.0}
     moved = audience_writes({"U1": p}, ranking, SPEC, k, 3_000 + day)
-    assert moved.remove == {k.audience("mind", "c:sports"): ["U1"]}
-    assert k.audience("mind", "c:travel") in moved.add
+    assert moved.remove == {k.audience("mind", "c:sports", part): ["U1"]}
+    assert k.audience("mind", "c:travel", part) in moved.add
 
 
 def test_the_celebrity_switch_is_by_audience_size() -> None:
