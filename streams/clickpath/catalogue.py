@@ -55,7 +55,7 @@ class Catalogue:
         the loaded stats are older than ``stats_max_age_s`` seconds (or when ``event_ms``, the
         newest event time seen, entered another trending-window epoch). Trending-window sums
         (``trends``, rows = matrix rows) are read with the stats, for the epoch of the newest
-        event time and the one before."""
+        event time and the one before, while a ``learned`` weight set serves."""
         r = redis_client()
         if event_ms is not None and event_ms > self.event_ms:
             if trend_epoch(event_ms) != trend_epoch(self.event_ms):
@@ -84,7 +84,9 @@ class Catalogue:
             top = spec.trending_k if spec is not None else 0
             brands = sorted({m.brand for m in self.matrix.metas})
             self.trending = await stats_store.read_trending(r, brands, top)
-            self.trends = await trends_store.read_trends(r, ids, self.event_ms)
+            # Only a served learned set reads them (the writes always accumulate).
+            self.trends = (await trends_store.read_trends(r, ids, self.event_ms)
+                           if REGISTRY.current().serves("learned") else {})
 
     def sources(self) -> CandidateInputs | None:
         """Candidate generation inputs for :func:`feedpipe.rank.rankers.rank_users` (topology

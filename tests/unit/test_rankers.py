@@ -385,3 +385,11 @@ def test_rank_users_serves_a_learned_set_with_the_evaluation_s_features() -> Non
            "items": got[0]}
     rec = avro_feed(doc)["items"][0]
     assert rec["components"]["ctr"] == got[0][0]["ctr"] and rec["engagement"] == 0.0
+
+
+def test_ranking_config_serves() -> None:
+    cfg = _config(False)
+    assert cfg.serves("affinity") and not cfg.serves("learned") and not cfg.serves("editorial")
+    assert _config(True).serves("editorial")  # an arm of the enabled experiment
+    rankers = cfg.rankers.model_copy(update={"brands": {"default": "learned-mind"}})
+    assert RankingConfig(rankers, cfg.experiments, 0, 1).serves("learned")
