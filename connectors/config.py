@@ -23,8 +23,17 @@ What ``url`` means per kind:
 
 - ``wordpress``: the REST API root (``https://host/wp-json``); posts are read from
   ``{url}/wp/v2/posts``.
-- ``drupal``: the site root (``https://host``); articles are read from
-  ``{url}/jsonapi/node/article``.
+- ``drupal``: the site root (``https://host``); nodes are read from
+  ``{url}[/{language}]/jsonapi/node/{bundle}`` for each of ``resource_types`` (default
+  ``[node--article]``) and from ``{url}[/{language}]/jsonapi/views/{view}/{display}`` for each
+  of ``views`` (the JSON:API Views module), e.g.::
+
+      - name: kitchen-drupal-es
+        kind: drupal
+        url: https://kitchen.example
+        language: es                         # /es/jsonapi/... (Drupal language prefix)
+        resource_types: [node--article, node--recipe]
+        views: [featured_articles/page_1]
 - ``rss``: the feed document itself (RSS 2.0, RSS 1.0/RDF, Atom or JSON Feed).
 """
 
@@ -42,6 +51,9 @@ from feedpipe.settings import ROOT, secret_from_env, settings
 
 CONNECTORS_PATH = ROOT / "connectors.yaml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NODE_TYPE = re.compile(r"^node--[a-z0-9_]+$")
+_VIEW = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+$")
+_LANG_PREFIX = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$")
 
 
 class _Strict(BaseModel):
@@ -91,6 +103,10 @@ class LiveSourceSpec(_Strict):
         page_size: items per request (WordPress ``per_page`` max 100; Drupal ``page[limit]``
             max 50, the JSON:API module's cap).
         include: Drupal ``include`` relationships (default tags and author).
+        resource_types: Drupal node resource types to poll (``node--<bundle>``, default
+            ``[node--article]``); each has its own cursor.
+        views: Drupal JSON:API Views displays to poll (``<view id>/<display id>``).
+        language: Drupal path prefix of a language (``es`` -> ``/es/jsonapi/...``).
         retry_attempts: attempts per request (1 = no retry) on timeouts, connection errors,
             truncated/invalid bodies, 429 and 5xx.
         retry_initial_s / retry_max_s: exponential back-off with full jitter between attempts
@@ -111,6 +127,9 @@ class LiveSourceSpec(_Strict):
     cursor_dir: Path | None = None
     page_size: int = Field(default=50, ge=1, le=100)
     include: list[str] = Field(default_factory=lambda: ["field_tags", "uid"])
+    resource_types: list[str] = Field(default_factory=lambda: ["node--article"])
+    views: list[str] = Field(default_factory=list)
+    language: str | None = None
     retry_attempts: int = Field(default=5, ge=1, le=20)
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=30.0, gt=0)
@@ -136,6 +155,23 @@ class LiveSourceSpec(_Strict):
     def _kind_rules(self) -> LiveSourceSpec:
         if self.kind == "drupal" and self.page_size > 50:
             raise ValueError(f"source {self.name}: Drupal JSON:API caps page_size at 50")
+        drupal_only = self.views or self.language or self.resource_types != ["node--article"]
+        if drupal_only and self.kind != "drupal":
+            raise ValueError(
+                f"source {self.name}: resource_types, views and language are Drupal settings"
+            )
+        for t in self.resource_types:
+            if not _NODE_TYPE.match(t):
+                raise ValueError(f"source {self.name}: resource type {t!r} is not node--<bundle>")
+        for v in self.views:
+            if not _VIEW.match(v):
+                raise ValueError(f"source {self.name}: view {v!r} is not <view id>/<display id>")
+        if self.language is not None and not _LANG_PREFIX.match(self.language):
+            raise ValueError(f"source {self.name}: language prefix {self.language!r}")
+        if not self.resource_types and not self.views:
+            raise ValueError(f"source {self.name}: no resource_types and no views to poll")
+        if len(set(self.resource_types)) != len(self.resource_types):
+            raise ValueError(f"source {self.name}: a resource type is listed twice")
         if self.auth is not None and self.kind == "rss":
             raise ValueError(f"source {self.name}: auth is supported for wordpress/drupal only")
         return self

@@ -1,4 +1,8 @@
-"""Drupal JSON:API source: ``{url}/jsonapi/node/article`` sorted by ``changed``.
+"""Drupal JSON:API source: node collections (``{url}[/{language}]/jsonapi/node/{bundle}`` for
+each configured ``node--{bundle}`` resource type) and JSON:API Views displays
+(``{url}[/{language}]/jsonapi/views/{view}/{display}``), each sorted by ``changed`` and each
+with its own cursor (one cursor file per source: ``{"endpoints": {path: cursor}}``; a cursor
+file holding one bare cursor is read as the cursor of ``jsonapi/node/article``).
 
 Request (Drupal core JSON:API module, "Filtering", "Sorting", "Pagination" and "Includes" docs
 on drupal.org; document shape per jsonapi.org/format/1.0/)::
@@ -21,6 +25,10 @@ the walk, which would leave a gap); it follows ``links.next`` only while every i
 shares the cursor's second. The Umami demo data (all 8 articles saved in the same second) is
 exactly that case.
 
+Views: the JSON:API Views module applies the view's own filters, sort and pager, so a view is
+asked without ``filter``/``sort`` and walked through ``links.next`` every poll; the cursor then
+skips what was already published. Configure the view to sort by ``changed``, ascending.
+
 Errors: a JSON:API error document (HTTP 4xx, or ``errors`` in a 200 answer) is a
 :class:`connectors.http.errors.RequestRejected` with code ``jsonapi_error`` whose message
 carries each error's ``status title: detail``; it is counted in
@@ -37,6 +45,7 @@ from typing import Any
 
 import orjson
 
+from connectors.config import LiveSourceSpec
 from connectors.cursor import KeysetCursor, parse_utc
 from connectors.http.errors import InvalidResponse, RequestRejected, error_detail, jsonapi_errors
 from connectors.polling import KeysetPollingConnector
@@ -78,20 +87,61 @@ def next_href(doc: Mapping[str, Any]) -> str | None:
     return href if isinstance(href, str) and href else None
 
 
+DEFAULT_PATH = "jsonapi/node/article"
+
+
+def endpoint_paths(spec: LiveSourceSpec) -> list[str]:
+    """Paths below the site root a source polls, in order: ``[{language}/]jsonapi/node/{bundle}``
+    per resource type, then ``[{language}/]jsonapi/views/{view}/{display}`` per view."""
+    prefix = f"{spec.language}/" if spec.language else ""
+    paths = [f"{prefix}jsonapi/node/{t.removeprefix('node--')}" for t in spec.resource_types]
+    return paths + [f"{prefix}jsonapi/views/{v}" for v in spec.views]
+
+
+def is_view(path: str) -> bool:
+    """True for a JSON:API Views path."""
+    return "/jsonapi/views/" in f"/{path}"
+
+
 class DrupalConnector(KeysetPollingConnector):
-    """Polls a Drupal site's ``node--article`` resources (see the module docstring);
+    """Polls a Drupal site's node resource types and views (see the module docstring);
     ``spec.url`` is the site root, e.g. ``https://newsroom.example``."""
+
+    cursors: dict[str, KeysetCursor]
+    path: str = DEFAULT_PATH
 
     @property
     def endpoint(self) -> str:
-        """``{url}/jsonapi/node/article``."""
-        return self.spec.url.rstrip("/") + "/jsonapi/node/article"
+        """Absolute URL of the endpoint being polled (the first one before a poll)."""
+        return self.spec.url.rstrip("/") + "/" + self.path
+
+    def load_state(self, cursor: dict[str, Any] | None) -> None:
+        """Restore one :class:`KeysetCursor` per endpoint path (ValueError when corrupt)."""
+        paths = endpoint_paths(self.spec)
+        saved: Any = (cursor or {}).get("endpoints") if cursor and "endpoints" in cursor else None
+        if saved is None:
+            saved = {DEFAULT_PATH: cursor} if cursor else {}
+        if not isinstance(saved, dict):
+            raise ValueError(f"cursor 'endpoints' must be an object, got {saved!r}")
+        self.cursors = {p: KeysetCursor.from_json(saved.get(p)) for p in paths}
+        self.path = paths[0]
+        self.cursor = self.cursors[self.path]
+        self.metrics.cursor = self.cursor.describe()
+
+    def commit(self, cursor: dict[str, Any], describe: str) -> None:
+        """Persist every endpoint's cursor, ``cursor`` being the new one of :attr:`path`."""
+        state = {p: c.to_json() for p, c in self.cursors.items()}
+        state[self.path] = cursor
+        super().commit({"endpoints": state}, f"{self.path}: {describe}")
 
     def params(self, cursor: KeysetCursor) -> dict[str, str | int]:
-        """Query of the first page at or after ``cursor.ts``."""
-        params: dict[str, str | int] = {"sort": "changed", "page[limit]": self.spec.page_size}
+        """Query of the first page at or after ``cursor.ts`` (a view: includes only)."""
+        params: dict[str, str | int] = {}
         if self.spec.include:
             params["include"] = ",".join(self.spec.include)
+        if is_view(self.path):
+            return params
+        params.update({"sort": "changed", "page[limit]": self.spec.page_size})
         if cursor.ts is not None:
             params["filter[changed][value]"] = int(cursor.ts.timestamp())
             params["filter[changed][operator]"] = ">="
@@ -139,7 +189,8 @@ class DrupalConnector(KeysetPollingConnector):
         return origin, doc
 
     def poll_once(self) -> int:
-        """Publish every article changed since the cursor (see the module docstring).
+        """Publish every node changed since its endpoint's cursor, endpoint by endpoint (see
+        the module docstring).
 
         Raises:
             connectors.http.errors.TransientError: still failing after retries.
@@ -151,6 +202,16 @@ class DrupalConnector(KeysetPollingConnector):
         """
         self.setup()
         published = 0
+        for path in endpoint_paths(self.spec):
+            if self.stopping:
+                break
+            self.path, self.cursor = path, self.cursors[path]
+            published += self._poll_endpoint()
+        return published
+
+    def _poll_endpoint(self) -> int:
+        """:meth:`poll_once` for the endpoint :attr:`path`."""
+        published = 0
         url: str = self.endpoint
         params: dict[str, str | int] | None = self.params(self.cursor)
         while not self.stopping:
@@ -161,10 +222,11 @@ class DrupalConnector(KeysetPollingConnector):
                 for event, item in item_events(doc, self.name, self.spec.brand, origin)
             )
             new = self.cursor
+            self.cursors[self.path] = new
             nxt = next_href(doc)
             if nxt is None or not doc["data"]:
                 break
-            if new.ts != cursor.ts:
+            if new.ts != cursor.ts and not is_view(self.path):
                 url, params = self.endpoint, self.params(new)
             else:
                 url, params = nxt, None

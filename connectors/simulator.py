@@ -13,7 +13,9 @@ Routes (state is plain attributes of :class:`FixtureServer`, mutable between pol
   end is 400 ``rest_post_invalid_page_number``).
 - ``GET /jsonapi/node/article``: :attr:`drupal_items` (real ``node--article`` resources),
   ``filter[changed][value]`` (unix seconds) with ``filter[changed][operator]`` (``>=``, ``>``),
-  ``sort=changed``, ``page[limit]`` / ``page[offset]`` and an absolute ``links.next``.
+  ``sort=changed``, ``page[limit]`` / ``page[offset]`` and an absolute ``links.next``. Any
+  other JSON:API path (``/es/jsonapi/node/page``, ``/jsonapi/views/<view>/<display>``) is
+  served the same way from :attr:`drupal_routes` (path -> resources).
 - ``GET /feeds/<name>``: :attr:`feeds` (body, ETag, Last-Modified, Content-Type) with
   ``If-None-Match`` / ``If-Modified-Since`` -> 304.
 
@@ -103,6 +105,7 @@ class FixtureServer:
         self.wp_posts: list[dict[str, Any]] = []
         self.wp_credentials: tuple[str, str] | None = None
         self.drupal_items: list[dict[str, Any]] = []
+        self.drupal_routes: dict[str, list[dict[str, Any]]] = {}
         self.feeds: dict[str, FeedDoc] = {}
         self.requests: list[Recorded] = []
         self._faults: dict[str, list[Fault]] = {}
@@ -218,7 +221,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/wp-json/wp/v2/posts":
             return self._wp_posts(query, headers)
         if path == "/jsonapi/node/article":
-            return self._drupal(query)
+            return self._drupal(query, path, self.fx.drupal_items)
+        if path in self.fx.drupal_routes:
+            return self._drupal(query, path, self.fx.drupal_routes[path])
         if path.startswith("/feeds/") and path[len("/feeds/") :] in self.fx.feeds:
             return self._feed(self.fx.feeds[path[len("/feeds/") :]], headers)
         return 404, orjson.dumps({"code": "rest_no_route", "message": "No route"}), {}
@@ -262,8 +267,10 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, body, {"X-WP-Total": str(total), "X-WP-TotalPages": str(pages)}
 
     # Drupal --------------------------------------------------------------------------------
-    def _drupal(self, q: Query) -> tuple[int, bytes, dict[str, str]]:
-        items = list(self.fx.drupal_items)
+    def _drupal(
+        self, q: Query, path: str, resources: list[dict[str, Any]]
+    ) -> tuple[int, bytes, dict[str, str]]:
+        items = list(resources)
         if "filter[changed][value]" in q:
             value = int(q["filter[changed][value]"])
             op = q.get("filter[changed][operator]", "=")
@@ -280,7 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         limit = min(int(q.get("page[limit]", "50")), 50)
         offset = int(q.get("page[offset]", "0"))
         chunk = items[offset : offset + limit]
-        base = f"{self.fx.base}/jsonapi/node/article"
+        base = f"{self.fx.base}{path}"
         links: dict[str, Any] = {"self": {"href": f"{base}?{urlencode(q)}"}}
         if offset + limit < len(items):
             nq = {**q, "page[offset]": str(offset + limit), "page[limit]": str(limit)}

@@ -191,6 +191,24 @@ def connect(
 
 
 @cli.command()
+def inspect(
+    target: Annotated[str, typer.Argument(help="capture file or http(s) URL")],
+    kind: Annotated[
+        str | None, typer.Option(help="rss | wordpress | drupal | debezium | mind (guessed)")
+    ] = None,
+    brand: Annotated[str, typer.Option(help="brand whose taxonomy applies")] = "feeds",
+) -> None:
+    """Run a capture through the normaliser and the enrichment (no Kafka, no Redis): one JSON
+    object per line, each enriched item and each reject with its DLQ reason."""
+    from ops.inspect import inspect_target, to_json_line
+
+    out = sys.stdout.buffer
+    for outcome in inspect_target(target, kind, brand=brand):
+        out.write(to_json_line(outcome))
+    out.flush()
+
+
+@cli.command()
 def up(
     no_replay: Annotated[bool, typer.Option("--no-replay", help="start the stack only")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="leave it running and return")] = False,

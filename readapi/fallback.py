@@ -6,8 +6,9 @@ Each request takes the highest level that can answer:
    celebrity items merged in (:func:`merge_celebrities`), optionally one brand, hydrated with
    content summaries (:func:`personalised_page`);
 2. **trending**: the brand's newest trending epoch;
-3. **latest**: the newest items of ``fp:catalogue:{brand}`` (always answers, maybe ``[]``)
-   (:func:`fallback_feed` for both);
+3. **latest**: the newest items of ``fp:catalogue:{brand}`` (always answers, maybe ``[]``):
+   dated items newest first, then undated ones by ingestion time, newest first, never above a
+   dated item (:func:`latest_page`; :func:`fallback_feed` for both);
 4. while Redis fails or the circuit is open: the brand's last-known snapshot
    (``trending_snapshot`` / ``latest_snapshot``, ``stale: true``; :func:`snapshot_feed`); only
    when no snapshot exists is the answer 503 (:func:`redis_unavailable`).
@@ -39,6 +40,9 @@ from readapi.store import UNAVAILABLE, Json, Snapshot, Store, iso_ms
 
 SLACK = 8
 """Extra candidates read per page so vanished content can be replaced without a second trip."""
+UNDATED_FROM = 50_000
+"""Cursor offsets from here on are positions in the latest level's second pass (undated items):
+each pass reads at most this many catalogue entries (cursors hold five digits)."""
 SEEN_BRANDS_MAX = 256
 """Requested brands remembered for the snapshot refresh."""
 ENTRY_NON_EXPLAIN = frozenset({"content_id", "brand", "rank"})
@@ -197,17 +201,52 @@ def number_items(items: list[Json], served: int, level: str, explain: bool) -> l
     return out
 
 
+async def latest_page(
+    store: Store, brand: str, offset: int, limit: int
+) -> tuple[list[Json], int | None]:
+    """(items ``{**summary, "score"}``, next offset) of the latest level from cursor ``offset``.
+
+    The catalogue zset scores an item by its publication time, or by its ingestion time when it
+    has none, so undated items would sort among (usually above) dated ones. The level reads the
+    zset newest first in two passes: the first serves only dated items (``published_at`` set),
+    the second, from offset :data:`UNDATED_FROM`, only undated ones, so every undated item comes
+    after every dated one, the undated ordered by ingestion time. Reads go in batches of
+    ``limit + SLACK`` until the page is full or a pass ends; the next offset is None after the
+    second pass. Raises what the store raises.
+    """
+    undated = offset >= UNDATED_FROM
+    pos = offset - UNDATED_FROM if undated else offset
+    version = await store.catalogue_version()
+    want = limit + SLACK
+    items: list[Json] = []
+    while len(items) < limit and pos < UNDATED_FROM:
+        asked = min(want, UNDATED_FROM - pos)
+        pairs = await store.latest_ids(brand, pos, asked)
+        sums = await store.summaries([cid for cid, _ in pairs], version)
+        for (_, score), summary in zip(pairs, sums, strict=True):
+            if len(items) >= limit:
+                break
+            pos += 1
+            if summary is not None and (summary.get("published_at") is None) == undated:
+                items.append({**summary, "score": score})
+        if len(items) < limit and len(pairs) < asked:  # this pass reached the catalogue's end
+            if undated:
+                return items, None
+            undated, pos = True, 0
+    if pos >= UNDATED_FROM:
+        return items, None if undated else UNDATED_FROM
+    return items, pos + (UNDATED_FROM if undated else 0)
+
+
 async def level_page(
     store: Store, level: str, brand: str, offset: int, served: int, limit: int, explain: bool
 ) -> tuple[int | None, list[Json], int | None]:
     """(epoch, numbered items, next offset) of the trending or latest level."""
+    if level == "latest":
+        items, nxt = await latest_page(store, brand, offset, limit)
+        return None, number_items(items, served, level, explain), nxt
     want = limit + SLACK
-    if level == "trending":
-        epoch, pairs, version = await store.trending_ids(brand, offset, want)
-    else:
-        epoch = None
-        version = await store.catalogue_version()
-        pairs = await store.latest_ids(brand, offset, want)
+    epoch, pairs, version = await store.trending_ids(brand, offset, want)
     items, used = await store.ranked_items(pairs, version, limit)
     more = used < len(pairs) or len(pairs) == want
     nxt = offset + used if more and offset + used <= MAX_OFFSET else None

@@ -1,5 +1,5 @@
-"""Drupal JSON:API ``node--article`` documents: status rule, collection splitting and what makes
-a document one article.
+"""Drupal JSON:API node documents (``node--article`` or any other ``node--<bundle>``): status
+rule, collection splitting and what makes a document one node.
 
 Document shape per the JSON:API 1.0 spec (jsonapi.org/format/1.0/: top-level ``data`` /
 ``errors`` / ``included``, resource identifiers ``{type, id}`` in ``relationships.*.data``).
@@ -22,6 +22,14 @@ from feedpipe.jsonapi import errors_reason, identifiers, resource_key
 KIND: Final = "drupal.node"
 CONTENT_TYPE: Final = "application/vnd.api+json"
 ARTICLE: Final = "node--article"
+NODE_PREFIX: Final = "node--"
+
+
+def is_node_type(value: Any) -> bool:
+    """True for a node resource type name: ``node--<bundle>`` with a non-empty bundle."""
+    return isinstance(value, str) and value.startswith(NODE_PREFIX) and len(value) > len(
+        NODE_PREFIX
+    )
 
 
 def is_published(status: Any) -> bool:
@@ -109,23 +117,24 @@ def _not_one_article(doc: Any) -> RejectedInput:
 
 
 def check_node(doc: Any) -> dict[str, Any]:
-    """The ``data`` resource of a single-resource document holding one ``node--article``.
+    """The ``data`` resource of a single-resource document holding one node (``node--article``
+    or any other ``node--<bundle>``: :func:`is_node_type`).
 
     Raises:
         RejectedInput: ``jsonapi_error`` (an ``errors`` document; the reason lists each error's
             ``status title: detail``), ``not_an_article`` (not an object, a collection, the
-            index, no ``data``, another resource type), ``missing_id``.
+            index, no ``data``, a resource that is not a node), ``missing_id``.
     """
     if not _is_single(doc):
         raise _not_one_article(doc)
     data: dict[str, Any] = doc["data"]
-    if data.get("type") != ARTICLE:
+    if not is_node_type(data.get("type")):
         raise RejectedInput(
-            "not_an_article", f"resource type is {data.get('type')!r}, not {ARTICLE}"
+            "not_an_article", f"resource type is {data.get('type')!r}, not a node--<bundle>"
         )
     rid = data.get("id")
     if not isinstance(rid, str) or not rid:
-        raise RejectedInput("missing_id", f"{ARTICLE} has no 'id'")
+        raise RejectedInput("missing_id", f"{data['type']} has no 'id'")
     return data
 
 

@@ -28,6 +28,7 @@ Rules for items (one document gives many items):
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import re
@@ -37,6 +38,7 @@ from functools import partial
 from typing import Any
 
 import feedparser
+from charset_normalizer import from_bytes
 
 from feedpipe.errors import RejectedInput
 from streams.normalisers.common import (
@@ -197,6 +199,9 @@ def _xml_feed(
     headers = None
     if content_type and "charset=" in content_type.lower():
         headers = {"content-type": content_type}
+    payload, recoded = recode(payload, content_type)
+    if recoded:
+        headers = None  # the payload is UTF-8 now, and its XML declaration says so
     try:
         parsed = feedparser.parse(io.BytesIO(payload), response_headers=headers)
     except Exception as exc:  # feedparser is lenient by design; a crash is a property of the input
@@ -208,6 +213,8 @@ def _xml_feed(
     entries = list(parsed.get("entries") or [])
     if not entries:
         raise RejectedInput("malformed_feed", bozo or "no entries")
+    if recoded:
+        warnings.append(recoded)
     if bozo:
         warnings.append(f"feed parsed leniently: {bozo}")
     version = str(parsed.get("version") or "")
@@ -215,6 +222,56 @@ def _xml_feed(
     feed = parsed.get("feed") or {}
     language = language_code(feed.get("language"))
     return kind, [partial(_xml_entry, e, language) for e in entries], warnings
+
+
+_XML_DECL = re.compile(rb"^(\s*<\?xml[^>]*?encoding\s*=\s*)([\"'])[^\"']*\2", re.IGNORECASE)
+_XML_DECL_ENCODING = re.compile(
+    rb"^\s*<\?xml[^>]*?encoding\s*=\s*[\"']([^\"']*)[\"']", re.IGNORECASE
+)
+_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE,
+         codecs.BOM_UTF32_BE)
+
+
+def declared_charset(payload: bytes, content_type: str | None) -> str:
+    """The charset a document claims: the content type's ``charset=``, else the XML
+    declaration's ``encoding``, else UTF-8 (the XML default, W3C XML 1.0 section 4.3.3)."""
+    if content_type and "charset=" in content_type.lower():
+        value = content_type.lower().split("charset=", 1)[1].split(";", 1)[0]
+        return value.strip().strip("\"'") or "utf-8"
+    m = _XML_DECL_ENCODING.match(payload[:512])
+    return m.group(1).decode("ascii", "replace").strip() if m else "utf-8"
+
+
+def recode(payload: bytes, content_type: str | None) -> tuple[bytes, str | None]:
+    """Re-encode a feed as UTF-8 when its declared charset cannot decode it.
+
+    A document that decodes strictly in its declared charset (:func:`declared_charset`), or
+    that starts with a byte-order mark, is returned unchanged with ``None``. Otherwise (a
+    KOI8-R feed labelled UTF-8, an unknown charset name, bytes of another code page) the
+    charset is detected with charset-normalizer; the payload is decoded with it, re-encoded as
+    UTF-8 and its XML declaration rewritten to say so. Returns ``(payload, warning)``; the
+    warning names both charsets. When nothing plausible is detected the payload is returned
+    unchanged (feedparser then applies its own fallbacks).
+    """
+    if payload.startswith(_BOMS):
+        return payload, None
+    declared = declared_charset(payload, content_type)
+    try:
+        payload.decode(declared)
+        return payload, None
+    except (LookupError, UnicodeDecodeError):
+        pass
+    best = from_bytes(payload).best()
+    if best is None or best.encoding is None:
+        return payload, None
+    text = str(best)
+    out = text.encode("utf-8")
+    if _XML_DECL.match(out[:512]):
+        out = _XML_DECL.sub(rb"\1\2utf-8\2", out, count=1)
+    return out, (
+        f"document declared as {declared!r} does not decode as such; "
+        f"decoded as {best.encoding!r} (detected by charset-normalizer)"
+    )
 
 
 def _detail_type(entry: Any, key: str) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+import ftfy
 import nh3
 from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
@@ -100,10 +101,21 @@ def _drop_controls(text: str) -> str:
     return "".join(ch for ch in text if ch == "\n" or unicodedata.category(ch) != "Cc")
 
 
+def repair_mojibake(text: str) -> str:
+    """``text`` with mojibake undone by ftfy's ``fix_encoding`` (e.g. ``'SchÃ¶n'`` ->
+    ``'Schön'``: UTF-8 read as Windows-1252 or Latin-1, also when doubled). Only encoding
+    errors are fixed: quotes, widths and ligatures are left as written. Clean text is returned
+    unchanged."""
+    if text.isascii():
+        return text
+    return ftfy.fix_encoding(text)
+
+
 def collapse_whitespace(text: str) -> str:
-    """Normalise plain text: controls removed, horizontal whitespace runs -> one space,
-    lines stripped, blank lines dropped (lines joined by ``\\n``)."""
-    text = _HSPACE.sub(" ", _drop_controls(text))
+    """Normalise plain text: mojibake repaired (:func:`repair_mojibake`), controls removed,
+    horizontal whitespace runs -> one space, lines stripped, blank lines dropped (lines joined
+    by ``\\n``)."""
+    text = _HSPACE.sub(" ", _drop_controls(repair_mojibake(text)))
     return _NEWLINES.sub("\n", text).strip()
 
 

@@ -7,7 +7,8 @@ output: content.enriched (compacted; key content_id, value feedpipe.EnrichedCont
         newly published items (within fanout.max_age_hours) whose audience is
         at most fanout.celebrity_audience (feedpipe/rank/fanout.py; larger: a celebrity item,
         fp:celebrity:{brand}, merged at read time)
-dlq:    content.normalised.dlq (undecodable records)
+dlq:    content.normalised.dlq (undecodable records; ``invalid_content``; ``encoding``: an item
+        whose text is still mojibake after repair, never published)
 state:  Redis (docs/redis-keys.md), written through feedpipe/store/content.py: content:{id}
         (JSON for the read endpoint), meta:{id} (ranking features), catalogue:{brand} (zset),
         catalogue:version, celebrity:{brand}, celebrity:version; pending:{id} is taken

@@ -130,3 +130,19 @@ def test_drupal_relationships_resolved_through_included() -> None:
             "height": 600,
         }
     ]
+
+
+def test_drupal_other_node_bundles_normalised_other_resources_refused() -> None:
+    """A real article served as another bundle (``node--recipe``) is a node like any other;
+    a taxonomy term is not a node."""
+    doc = _drupal("jsonapi_article_detail.json")
+    recipe = copy.deepcopy(doc)
+    recipe["data"]["type"] = "node--recipe"
+    (item,) = normalise(drupal_raw(recipe), TOPO)
+    (article,) = normalise(drupal_raw(doc), TOPO)
+    assert item["title"] == article["title"] and item["body"] == article["body"]
+    term = copy.deepcopy(doc)
+    term["data"]["type"] = "taxonomy_term--tags"
+    with pytest.raises(RejectedInput) as exc:
+        normalise(drupal_raw(term), TOPO)
+    assert exc.value.code == "not_an_article" and "node--<bundle>" in exc.value.reason

