@@ -42,9 +42,9 @@ import numpy as np
 import orjson
 import redis
 
+from feedpipe.apikeys import create_key
 from feedpipe.settings import ROOT, settings
 from feedpipe.store.keys import keys
-from readapi.keys import create_key
 
 CONTENT_POOL = 3000
 FEED_LEN = 100

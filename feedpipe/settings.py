@@ -3,11 +3,12 @@
 | variable | default | meaning |
 |---|---|---|
 | FEEDPIPE_KAFKA_BOOTSTRAP | 127.0.0.1:19092 | Kafka bootstrap servers |
+| FEEDPIPE_KAFKA_REPLICATION_FACTOR | 1 | replicas of a topic topology.yaml gives none |
 | FEEDPIPE_REDIS_URL | redis://127.0.0.1:16379/0 | Redis URL |
 | FEEDPIPE_DATA_DIR | ../shared/data beside the checkout | real input data, read in place |
 | FEEDPIPE_STATE_DIR | .feedpipe/ in the checkout | local broker/Redis state, logs, jars |
 | FEEDPIPE_API_HOST / _PORT | 127.0.0.1 / 8080 | read endpoint bind address |
-| FEEDPIPE_API_KEYS_FILE | <state>/api-keys.json | API key hashes, scopes, rates (readapi.keys) |
+| FEEDPIPE_API_KEYS_FILE | <state>/api-keys.json | API key hashes, scopes, rates (apikeys) |
 | FEEDPIPE_API_CORS_ORIGINS | (empty: CORS off) | comma-separated browser origins allowed, or * |
 | FEEDPIPE_API_REDIS_TIMEOUT_MS | 250 | read endpoint's Redis socket/connect timeout, ms |
 | FEEDPIPE_API_BREAKER_FAILURES | 5 | consecutive Redis failures that open the circuit |
@@ -15,6 +16,11 @@
 | FEEDPIPE_API_CACHE_MAX_AGE_S | 5 | Cache-Control max-age of feeds, s (CDN s-maxage is 2x) |
 | FEEDPIPE_API_ACCESS_LOG | true | one JSON log line per request (logger readapi.access) |
 | FEEDPIPE_API_WORKERS | 1 | read endpoint processes on the port (each: 1/N of a key's rate) |
+| FEEDPIPE_COLLECTOR_HOST / _PORT | 127.0.0.1 / 8070 | event collector bind address |
+| FEEDPIPE_COLLECTOR_WORKERS | 1 | event collector processes on the port |
+| FEEDPIPE_COLLECTOR_CORS_ORIGINS | (empty: CORS off) | browser origins that may post events, or * |
+| FEEDPIPE_COLLECTOR_URL | http://<host>:<port> | collector URL the /demo page posts to |
+| FEEDPIPE_COLLECTOR_ACK_TIMEOUT_S | 10.0 | seconds the collector waits for Kafka's ack |
 | FEEDPIPE_WORKER_WEB_PORT | 6066 | Faust worker web (metrics) port |
 | FEEDPIPE_WORKER_WEB_HOST | 127.0.0.1 | worker web bind (/metrics); 0.0.0.0 in compose |
 | FEEDPIPE_APP_ID | feedpipe | Faust app id (consumer group prefix) |
@@ -67,6 +73,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FEEDPIPE_", extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_replication_factor: int = 1
     redis_url: str = "redis://127.0.0.1:16379/0"
     redis_cluster: bool = False
     data_dir: Path = ROOT.parent / "shared" / "data"
@@ -81,6 +88,12 @@ class Settings(BaseSettings):
     api_cache_max_age_s: int = 5
     api_access_log: bool = True
     api_workers: int = 1
+    collector_host: str = "127.0.0.1"
+    collector_port: int = 8070
+    collector_workers: int = 1
+    collector_cors_origins: str = ""
+    collector_url: str = ""
+    collector_ack_timeout_s: float = 10.0
     worker_web_port: int = 6066
     worker_web_host: str = "127.0.0.1"
     app_id: str = "feedpipe"
@@ -128,6 +141,14 @@ class Settings(BaseSettings):
                 "FEEDPIPE_KAFKA_SASL_MECHANISM, _USERNAME and _PASSWORD (or _PASSWORD_FILE)"
             )
         return self
+
+    def collector_public_url(self) -> str:
+        """The collector URL a browser posts to: ``collector_url``, else
+        ``http://<collector_host>:<collector_port>`` (``127.0.0.1`` for a 0.0.0.0 bind)."""
+        if self.collector_url:
+            return self.collector_url.rstrip("/")
+        host = "127.0.0.1" if self.collector_host in ("0.0.0.0", "") else self.collector_host
+        return f"http://{host}:{self.collector_port}"
 
     def kafka_config(self, bootstrap: str | None = None) -> dict[str, Any]:
         """librdkafka (confluent-kafka) properties: ``bootstrap.servers`` (``bootstrap`` or the

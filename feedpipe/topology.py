@@ -25,10 +25,12 @@ class _Strict(BaseModel):
 
 
 class TopicSpec(_Strict):
-    """One Kafka topic. ``retention_ms`` is milliseconds (-1 = forever)."""
+    """One Kafka topic. ``retention_ms`` is milliseconds (-1 = forever). ``replication_factor``
+    None: the deployment's ``FEEDPIPE_KAFKA_REPLICATION_FACTOR`` (1 on a single broker, 3 on a
+    cluster; see :func:`feedpipe.kafka.topics.replicas`)."""
 
     partitions: int = Field(ge=1)
-    replication_factor: int = 1
+    replication_factor: int | None = Field(default=None, ge=1)
     key: str
     schema_: str = Field(alias="schema")
     cleanup_policy: Literal["delete", "compact", "compact,delete"]
@@ -92,6 +94,8 @@ class IngestSpec(_Strict):
 
     cms: str
     reader_events: str
+    reader_events_dlq: str
+    """Where the event collector sends the reader events it refuses (with a reason)."""
 
 
 class RedisSpec(_Strict):

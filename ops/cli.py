@@ -2,15 +2,16 @@
 ``up``, ``down`` and ``status`` are in :mod:`ops.stack`.
 
 feedpipe up [--no-replay] [--detach]
-                              start Kafka, Redis, topics, worker, read endpoint; replay the
-                              shared data with progress; print URLs; Ctrl-C or `feedpipe down`
-                              stops it all
+                              start Kafka, Redis, topics, worker, read endpoint, collector;
+                              replay the shared data with progress; print URLs; Ctrl-C or
+                              `feedpipe down` stops it all
 feedpipe down [--wipe]        stop everything; --wipe also deletes the local state
 feedpipe status               processes, consumer lag per topic, DLQ sizes
 feedpipe topics plan|apply    diff / create the topics of topology.yaml on the broker
 feedpipe replay [-s SOURCE]   publish the shared data files (topology.yaml sources)
-feedpipe worker | api         run the Faust worker / read endpoint in the foreground
-feedpipe apikey create|list|revoke   read endpoint API keys (only hashes are stored)
+feedpipe worker | api | collector   run the Faust worker / read endpoint / event collector
+                              in the foreground
+feedpipe apikey create|list|revoke   API keys of the read endpoint and the collector (hashes)
 feedpipe lag [--group G] [--json] [--window N] [--interval S] [--watch]
                               consumer lag per partition, Burrow-style status, exit 2 on STALL/STOP
 feedpipe connect | evaluate | rebuild | faults | schemas check   (see each command's --help)
@@ -86,13 +87,14 @@ def topics_apply() -> None:
 def apikey_create(
     name: Annotated[str, typer.Option(help="label, e.g. frontend")],
     scope: Annotated[
-        list[str], typer.Option("--scope", help="feeds:read, profiles:read or admin (repeat)")
+        list[str],
+        typer.Option("--scope", help="feeds:read, profiles:read, events:write or admin (repeat)"),
     ],
     rate: Annotated[float, typer.Option(help="sustained requests/s")] = 100.0,
     burst: Annotated[int, typer.Option(help="bucket size, requests")] = 200,
 ) -> None:
     """Create a key; print its token once (only its SHA-256 is written to the keys file)."""
-    from readapi.keys import KeyFileError, create_key
+    from feedpipe.apikeys import KeyFileError, create_key
 
     try:
         key, token = create_key(stack.keys_path(), name, scope, rate, burst)
@@ -108,7 +110,7 @@ def apikey_create(
 @apikey_cli.command("list")
 def apikey_list() -> None:
     """List stored keys (ids, names, scopes, limits; never tokens)."""
-    from readapi.keys import load_keys
+    from feedpipe.apikeys import load_keys
 
     for k in load_keys(stack.keys_path()):
         console.print(f"{k.key_id}  {k.name:<16} {','.join(k.scopes):<36} "
@@ -118,7 +120,7 @@ def apikey_list() -> None:
 @apikey_cli.command("revoke")
 def apikey_revoke(key_id: Annotated[str, typer.Argument(help="key id, e.g. k_3f9a1c2b")]) -> None:
     """Remove a key (the running API drops it within ~1 s)."""
-    from readapi.keys import revoke_key
+    from feedpipe.apikeys import revoke_key
 
     if not revoke_key(stack.keys_path(), key_id):
         console.print(f"no key {key_id}")
@@ -138,6 +140,12 @@ def worker() -> None:
 def api() -> None:
     """Run the read endpoint in the foreground."""
     raise SystemExit(subprocess.call([sys.executable, "-m", "readapi"], cwd=ROOT))
+
+
+@cli.command()
+def collector() -> None:
+    """Run the event collector (POST /v1/events) in the foreground."""
+    raise SystemExit(subprocess.call([sys.executable, "-m", "connectors.collector"], cwd=ROOT))
 
 
 @cli.command()
@@ -212,6 +220,10 @@ def inspect(
 def up(
     no_replay: Annotated[bool, typer.Option("--no-replay", help="start the stack only")] = False,
     detach: Annotated[bool, typer.Option("--detach", help="leave it running and return")] = False,
+    brokers: Annotated[
+        int, typer.Option(help="1, or 3 for a local KRaft cluster (RF 3, min.insync.replicas 2)")
+    ] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes sharing partitions")] = 1,
     redis_cluster: Annotated[
         bool,
         typer.Option(
@@ -222,7 +234,9 @@ def up(
 ) -> None:
     """Start everything locally and replay the real input; Ctrl-C (or `feedpipe down` from
     another shell) stops it all."""
-    raise SystemExit(stack.up(no_replay, detach, redis_cluster))
+    raise SystemExit(
+        stack.up(no_replay, detach, redis_cluster, brokers=brokers, workers=workers)
+    )
 
 
 @cli.command()
@@ -387,6 +401,9 @@ def faults(
     kafka_port: Annotated[int, typer.Option(help="the suite's own broker port")] = 29192,
     redis_port: Annotated[int, typer.Option(help="the suite's own Redis port")] = 26479,
     json_out: Annotated[str | None, typer.Option("--json", help="also write JSON to FILE")] = None,
+    brokers: Annotated[
+        int, typer.Option(help="1, or 3 for a KRaft cluster (RF 3, min ISR 2; ports +0..+5)")
+    ] = 1,
     redis_cluster: Annotated[
         bool,
         typer.Option(
@@ -397,7 +414,9 @@ def faults(
 ) -> None:
     """Fault-injection suite (ops/faults/): each scenario on a stack of its own while
     reader events flow; prints events lost, applied twice, DLQ records and recovery time.
-    Exit code 1 unless every run shows 0 lost, 0 doubled and every poison record in a DLQ."""
+    Exit code 1 unless every run shows 0 lost, 0 doubled and every poison record in a DLQ.
+    Default scenarios: all single-broker ones, plus broker-kill with --brokers 3; naming
+    broker-kill alone starts the 3-broker cluster."""
     import os
     from dataclasses import asdict
     from pathlib import Path
@@ -409,11 +428,14 @@ def faults(
         settings.cache_clear()
 
     from ops.faults import SCENARIOS, FaultConfig, Outcome, Suite, format_table
+    from ops.faults.scenarios import CLUSTER_SCENARIOS
 
-    names = scenario or list(SCENARIOS)
+    if scenario and brokers == 1 and set(scenario) <= set(CLUSTER_SCENARIOS):
+        brokers = 3
+    names = scenario or [*SCENARIOS, *(CLUSTER_SCENARIOS if brokers >= 3 else ())]
     suite = Suite(
         FaultConfig(kafka_port=kafka_port, redis_port=redis_port, rows=rows, rate=rate,
-                    state_dir=settings().state_dir / "faults")
+                    state_dir=settings().state_dir / "faults", brokers=brokers)
     )
     suite.start_stack()
     outcomes = []

@@ -1,4 +1,5 @@
-"""The pipeline's own processes (Faust worker, read endpoint), started detached with pid files.
+"""The pipeline's own processes (Faust worker, read endpoint, event collector), started detached
+with pid files.
 
 Used by ``feedpipe up|down`` and by the end-to-end tests. Logs go to ``<state>/logs/``.
 """
@@ -60,6 +61,24 @@ def api_service(s: Settings) -> Service:
     return Service(
         "api", [sys.executable, "-m", "readapi"], f"http://{s.api_host}:{s.api_port}/healthz"
     )
+
+
+def collector_service(s: Settings) -> Service:
+    """The event collector (``python -m connectors.collector``), ready when /healthz answers.
+
+    Without FEEDPIPE_COLLECTOR_CORS_ORIGINS it allows the read endpoint's origin, so the /demo
+    page served there can post events."""
+    args = [sys.executable, "-m", "connectors.collector"]
+    if not s.collector_cors_origins:
+        args += ["--cors-origins", f"http://{_local(s.api_host)}:{s.api_port}"]
+    return Service(
+        "collector", args, f"http://{_local(s.collector_host)}:{s.collector_port}/healthz"
+    )
+
+
+def _local(host: str) -> str:
+    """``host``, or 127.0.0.1 for a wildcard bind (what a local client connects to)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
 
 def _pid(svc: Service, state_dir: Path) -> int | None:

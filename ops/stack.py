@@ -1,4 +1,5 @@
-"""``feedpipe up | down | status``: the local stack (Kafka, Redis, worker, read endpoint).
+"""``feedpipe up | down | status``: the local stack (Kafka, Redis, worker, read endpoint, event
+collector).
 
 ``up`` in the foreground watches its stack: when ``feedpipe down`` (from another shell) stops
 it -- ``down`` leaves a stop marker under ``<state>/run`` before it stops anything -- or one of
@@ -44,7 +45,7 @@ def print_changes(changes: list[Any]) -> None:
 
 def keys_path() -> Path:
     """The read endpoint's API keys file."""
-    from readapi.keys import keys_file
+    from feedpipe.apikeys import keys_file
 
     s = settings()
     return keys_file(s.state_dir, s.api_keys_file)
@@ -52,9 +53,46 @@ def keys_path() -> Path:
 
 def dev_key() -> str:
     """Create or reuse the development key under the state dir; return its token."""
-    from readapi.keys import ensure_dev_key
+    from feedpipe.apikeys import ensure_dev_key
 
     return ensure_dev_key(settings().state_dir, keys_path())
+
+
+def worker_services(s: Settings, n: int) -> list[services.Service]:
+    """``n`` Faust workers of the same app id (one consumer group: they share the partitions).
+    The first is ``services.worker_service``; worker i (2..n) is ``worker-<i>`` with web port
+    ``FEEDPIPE_WORKER_WEB_PORT + i - 1``."""
+    first = services.worker_service(s)
+    out = [first]
+    for i in range(2, n + 1):
+        port = s.worker_web_port + i - 1
+        args = [*first.args]
+        args[args.index("--web-port") + 1] = str(port)
+        out.append(services.Service(f"worker-{i}", args, f"http://127.0.0.1:{port}/"))
+    return out
+
+
+def started_workers(s: Settings) -> list[services.Service]:
+    """The workers ``up`` started under ``s.state_dir`` (``worker`` and every ``worker-<i>``
+    with a pid file), so ``down`` and the watch find as many as ``up --workers`` started."""
+    extra = sorted(
+        int(f.stem.split("-", 1)[1])
+        for f in (s.state_dir / "run").glob("worker-*.pid")
+        if f.stem.split("-", 1)[1].isdigit()
+    )
+    return worker_services(s, max([1, *extra]))
+
+
+def use_cluster(brokers: int) -> None:
+    """Point this process and the processes it starts at the local ``brokers``-node cluster
+    (node i on the configured Kafka port + 2 (i - 1)): ``FEEDPIPE_KAFKA_BOOTSTRAP`` lists
+    every node and ``FEEDPIPE_KAFKA_REPLICATION_FACTOR`` becomes 3 (at most ``brokers``)."""
+    from ops.infra import LocalStack
+
+    stack = LocalStack(settings(), brokers=brokers)
+    os.environ["FEEDPIPE_KAFKA_BOOTSTRAP"] = stack.kafka.bootstrap
+    os.environ["FEEDPIPE_KAFKA_REPLICATION_FACTOR"] = str(min(3, brokers))
+    settings.cache_clear()
 
 
 def stop_marker(s: Settings) -> Path:
@@ -89,7 +127,11 @@ class StackWatch(threading.Thread):
             return "the Kafka broker exited"
         if self.stack.redis.pid() is None:
             return "redis-server exited"
-        for svc in (services.worker_service(self.s), services.api_service(self.s)):
+        for svc in (
+            *started_workers(self.s),
+            services.api_service(self.s),
+            services.collector_service(self.s),
+        ):
             if not services.running(svc, self.s):
                 return f"the {svc.name} exited (log: {svc.log_file(self.s.state_dir)})"
         return ""
@@ -181,29 +223,43 @@ def where_to_look() -> None:
     console.print(f"  API key (dev)   {s.state_dir / 'dev-api-key'}; e.g.")
     console.print(f'    curl -H "X-API-Key: {dev_key()}" {base}/v1/feeds/U35841?explain=true')
     console.print(f"  ops page        {base}/ops")
+    console.print(f"  demo page       {base}/demo#key={dev_key()}")
+    collector = s.collector_public_url()
+    console.print(f"  event collector {collector}/v1/events   (API docs {collector}/openapi.json)")
+    console.print(
+        f'    curl -H "X-API-Key: {dev_key()}" -H "Content-Type: application/json" '
+        f"{collector}/v1/events -d '{{\"events\": [{{\"type\": \"click\", "
+        f'\"user_id\": \"U35841\", \"content_id\": \"<content_id>\", '
+        f"\"occurred_at\": {int(time.time() * 1000)}}}]}}'"
+    )
     console.print(f"  worker metrics  http://127.0.0.1:{s.worker_web_port}/metrics")
     console.print("  consumer lag    feedpipe lag")
     console.print(f"  logs            {s.state_dir / 'logs'}")
     console.print("  status          feedpipe status\n")
 
 
-def start_stack() -> None:
-    """Start Kafka and Redis, apply the topics, start the worker and the read endpoint."""
+def start_stack(brokers: int = 1, workers: int = 1) -> None:
+    """Start Kafka (one node or a ``brokers``-node cluster) and Redis, apply the topics, start
+    ``workers`` Faust workers, the read endpoint and the event collector."""
     from feedpipe.kafka.topics import apply
     from ops.infra import LocalStack
 
+    if brokers > 1:
+        use_cluster(brokers)
     s = settings()
     stop_marker(s).unlink(missing_ok=True)
     console.print(f"[bold]feedpipe[/] state in {s.state_dir}")
-    console.print("starting Kafka and Redis ...")
-    bootstrap, redis_url = LocalStack(s).start()
+    console.print(f"starting Kafka ({brokers} broker{'s' if brokers > 1 else ''}) and Redis ...")
+    bootstrap, redis_url = LocalStack(s, brokers=brokers).start()
     console.print(f"  kafka {bootstrap}   redis {redis_url}")
     console.print("applying topics from topology.yaml ...")
     print_changes(apply(topology(), admin()))
-    console.print("starting the Faust worker and the read endpoint ...")
-    services.start(services.worker_service(s), s)
+    console.print(f"starting {workers} Faust worker(s), the read endpoint and the collector ...")
+    for svc in worker_services(s, workers):
+        services.start(svc, s)
     dev_key()
     services.start(services.api_service(s), s)
+    services.start(services.collector_service(s), s)
     where_to_look()
 
 
@@ -233,12 +289,16 @@ def replay_all_sources() -> None:
     where_to_look()
 
 
-def up(no_replay: bool, detach: bool, redis_cluster: bool = False) -> int:
+def up(
+    no_replay: bool, detach: bool, redis_cluster: bool = False, brokers: int = 1, workers: int = 1
+) -> int:
     """Start everything (and replay unless ``no_replay``); in the foreground, run until Ctrl-C,
     SIGTERM, ``feedpipe down`` from another shell, or a process of the stack exits.
     ``redis_cluster``: a local three-master Redis Cluster from the port of FEEDPIPE_REDIS_URL on
     (exported as FEEDPIPE_REDIS_CLUSTER=1 to the worker and the read endpoint; stop it with
-    ``FEEDPIPE_REDIS_CLUSTER=1 feedpipe down``).
+    ``FEEDPIPE_REDIS_CLUSTER=1 feedpipe down``). ``brokers`` 3 runs a local KRaft cluster
+    (replication factor 3, min.insync.replicas 2); ``workers`` Faust workers share the
+    partitions.
 
     Returns:
         The exit code: 0, or 1 when a process of the stack exited on its own.
@@ -255,7 +315,7 @@ def up(no_replay: bool, detach: bool, redis_cluster: bool = False) -> int:
     signal.signal(signal.SIGUSR1, _raise_stopped)
     watch: StackWatch | None = None
     try:
-        start_stack()
+        start_stack(brokers, workers)
         watch = StackWatch(settings())
         watch.start()
         if not no_replay:
@@ -292,14 +352,15 @@ def up(no_replay: bool, detach: bool, redis_cluster: bool = False) -> int:
 
 
 def down(wipe: bool) -> None:
-    """Stop the read endpoint, the worker, Kafka and Redis (and delete the state with ``wipe``)."""
+    """Stop the collector, the read endpoint, the worker, Kafka and Redis (and delete the state
+    with ``wipe``)."""
     from ops.infra import LocalStack
 
     s = settings()
     marker = stop_marker(s)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"{os.getpid()}\n")
-    for svc in (services.api_service(s), services.worker_service(s)):
+    for svc in (services.collector_service(s), services.api_service(s), *started_workers(s)):
         if services.stop(svc, s):
             console.print(f"stopped {svc.name}")
     stack = LocalStack(s)

@@ -46,6 +46,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from feedpipe.apikeys import KeyFileError, KeyStore, keys_file
 from feedpipe.rank.fanout import CelebrityCache
 from feedpipe.rank.weights import WeightsRegistry
 from feedpipe.settings import settings
@@ -62,9 +63,9 @@ from readapi.fallback import (
 )
 from readapi.gateway import Gateway
 from readapi.guards import STATE_CODES, CircuitBreaker, CircuitOpen
-from readapi.keys import KeyFileError, KeyStore, keys_file
 from readapi.openapi import openapi_document
 from readapi.params import BadRequest
+from readapi.routes import demo
 from readapi.routes.experiments import get_experiment, list_experiments
 from readapi.routes.feeds import FeedFastPath, get_feed
 from readapi.routes.health import healthz, metrics, openapi_json, readyz
@@ -194,7 +195,7 @@ def create_app(
             (lifespan) and closed when it stops.
         default_brand: brand of the fallback levels and ``/v1/trending`` when a request names
             none; default ``topology().ranking.default_brand``.
-        keys_path: API keys file (:mod:`readapi.keys`); default ``settings().api_keys_file`` or
+        keys_path: API keys file (:mod:`feedpipe.apikeys`); default ``settings().api_keys_file`` or
             ``<state_dir>/api-keys.json``. Re-read within ~1 s when it changes.
         require_keys: False turns access control off (benchmarks of the bare path only).
         cors_origins: browser origins allowed (``["*"]`` for any); empty: no CORS headers.
@@ -277,6 +278,8 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/demo", demo.get_page, methods=["GET"]),
+        Route("/demo/config", demo.get_config, methods=["GET"]),
         *ops.routes(),
     ]
     app = Starlette(
@@ -303,7 +306,11 @@ def create_app(
     st.count_fallback = lambda source, reason: m.fallbacks.labels(source, reason).inc()
 
     outer: ASGIApp = Gateway(
-        FeedFastPath(app), keystore, registry, ops.OPEN_PATHS, workers=s.api_workers
+        FeedFastPath(app),
+        keystore,
+        registry,
+        ops.OPEN_PATHS + demo.OPEN_PATHS,
+        workers=s.api_workers,
     )
     origins = list(
         cors_origins

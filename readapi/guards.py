@@ -1,5 +1,5 @@
-"""Two small in-process guards of the read endpoint: a circuit breaker on Redis and a per-key
-token bucket.
+"""Two small in-process guards of the read endpoint: a circuit breaker on Redis and the per-key
+token bucket (:class:`feedpipe.apikeys.TokenBucket`, shared with the event collector).
 
 Circuit breaker (Nygard, *Release It!*, 2nd ed., ch. 5 "Circuit Breaker"), with three states::
 
@@ -13,10 +13,6 @@ refused; any success resets the consecutive count. Defaults: 5 consecutive failu
 (``FEEDPIPE_API_BREAKER_FAILURES`` / ``FEEDPIPE_API_BREAKER_RESET_S``). While open, callers
 fail fast with :class:`CircuitOpen` instead of waiting on Redis.
 
-Token bucket (Turner, "New directions in communications", IEEE Comm. Mag. 1986; the usual
-GCRA-equivalent form): a bucket of ``burst`` tokens refilled at ``rate_per_s``; a request takes
-one token or is refused with the wait until one token is available.
-
 Both are single-threaded asyncio objects (one API process): no locks.
 """
 
@@ -26,9 +22,20 @@ import math
 import time
 from collections.abc import Callable
 
+from feedpipe.apikeys import TokenBucket
+
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
+__all__ = [
+    "CLOSED",
+    "HALF_OPEN",
+    "OPEN",
+    "STATE_CODES",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "TokenBucket",
+]
 STATE_CODES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
 """Numeric state for the ``feedpipe_api_redis_circuit_state`` gauge."""
 
@@ -106,35 +113,3 @@ class CircuitBreaker:
             return 1
         left = self.reset_timeout_s - (self._clock() - self.opened_at)
         return max(1, math.ceil(left))
-
-
-class TokenBucket:
-    """One key's bucket: ``burst`` tokens, refilled at ``rate_per_s`` tokens/s.
-
-    Args:
-        rate_per_s: refill rate, tokens/s (> 0).
-        burst: capacity, tokens (>= 1); the bucket starts full.
-        clock: monotonic clock in seconds.
-    """
-
-    __slots__ = ("_clock", "burst", "rate_per_s", "tokens", "updated")
-
-    def __init__(
-        self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.rate_per_s = rate_per_s
-        self.burst = float(burst)
-        self._clock = clock
-        self.tokens = float(burst)
-        self.updated = clock()
-
-    def take(self) -> float:
-        """Take one token: 0.0 when granted, else the seconds to wait until one is available."""
-        now = self._clock()
-        tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate_per_s)
-        self.updated = now
-        if tokens >= 1.0:
-            self.tokens = tokens - 1.0
-            return 0.0
-        self.tokens = tokens
-        return (1.0 - tokens) / self.rate_per_s

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from readapi.keys import SCOPES
+from feedpipe.apikeys import SCOPES
 from readapi.params import CURSOR_PATTERN, FLAG_VALUES
 
 Json = dict[str, Any]

@@ -38,7 +38,14 @@ from feedpipe.kafka.topics import TopicChange, admin_client, apply, format_chang
 from feedpipe.settings import Settings
 from feedpipe.store.client import sync_client
 from feedpipe.topology import topology
-from ops.infra import KafkaBroker, RedisClusterNodes, RedisServer, ensure_jars, pinned_version
+from ops.infra import (
+    KafkaBroker,
+    KafkaCluster,
+    RedisClusterNodes,
+    RedisServer,
+    ensure_jars,
+    pinned_version,
+)
 from ops.infra.kafka import broker_answers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,6 +55,7 @@ _OFFSET = int(os.environ.get("FEEDPIPE_TEST_PORT_OFFSET", "0"))
 TEST_KAFKA_PORT = 29092 + _OFFSET
 TEST_KAFKA_CONTROLLER_PORT = 29093 + _OFFSET
 TEST_REDIS_PORT = 26379 + _OFFSET
+TEST_CLUSTER_PORT = 29400 + _OFFSET  # 3-node cluster: 29400..29405 (client, controller pairs)
 TEST_REDIS_CLUSTER_PORT = 26382 + _OFFSET  # three nodes: 26382-26384 (bus ports + 20)
 KAFKA_IMAGE = f"apache/kafka:{pinned_version()}"  # the same release as the local broker
 REDIS_IMAGE = "redis:7"
@@ -164,6 +172,22 @@ def _kafka_container(mp: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[KafkaCluster]:
+    """A local 3-node KRaft cluster (:class:`ops.infra.KafkaCluster`: replication factor 3,
+    ``min.insync.replicas`` 2, 256 MB heaps) on ports ``29400..29405`` + the offset, state under
+    ``.feedpipe-test/kafka-cluster``, wiped at start, stopped at session end. Beside the
+    single-broker fixture; nothing is exported to the environment (tests pass
+    ``cluster.bootstrap`` themselves). Tests may kill and restart its nodes."""
+    cluster = KafkaCluster(TEST_STATE_DIR, port=TEST_CLUSTER_PORT, lib=ensure_jars(DEV_STATE_DIR))
+    cluster.stop()  # leftover from an interrupted session
+    cluster.wipe_data()
+    cluster.start(timeout_s=180)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 def redis_cluster_url() -> Iterator[str]:
     """URL of a node of a local Redis Cluster (three masters, no replicas, local processes from
     TEST_REDIS_CLUSTER_PORT on, wiped first), e.g. redis://127.0.0.1:26382/0; stopped at

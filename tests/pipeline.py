@@ -66,8 +66,8 @@ def running_pipeline(kafka_bootstrap: str, redis_url: str, state: Path) -> Itera
 
 def api_headers(s: Settings) -> dict[str, str]:
     """Headers with the development API key of ``s.state_dir`` (created on first use, all
-    scopes; see readapi/keys.py), for HTTP calls to the read endpoint."""
-    from readapi.keys import ensure_dev_key, keys_file
+    scopes; see feedpipe/apikeys.py), for HTTP calls to the read endpoint."""
+    from feedpipe.apikeys import ensure_dev_key, keys_file
 
     return {"X-API-Key": ensure_dev_key(s.state_dir, keys_file(s.state_dir, s.api_keys_file))}
 

@@ -11,13 +11,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from connectors.asgi import BodyError, read_body, respond_json
 from connectors.base import ConnectorMetrics
 from connectors.webhook.bodies import body_events
 from connectors.webhook.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
@@ -33,7 +33,6 @@ log = logging.getLogger("connectors.webhook")
 DEFAULT_ACK_TIMEOUT_S: Final = 10.0
 Json = dict[str, Any]
 PATH_PREFIX: Final = "/v1/webhooks/"
-_JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 
 
 class _Reject(Exception):
@@ -49,15 +48,6 @@ def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
         if key == name:  # ASGI servers lower-case header names
             return value.decode("latin-1")
     return None
-
-
-async def _respond(
-    send: Send, status: int, body: Json, extra: Sequence[tuple[bytes, bytes]] = ()
-) -> None:
-    data = orjson.dumps(body)
-    headers = [*_JSON_HEADERS, (b"content-length", str(len(data)).encode()), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
 
 
 class WebhookApp:
@@ -113,11 +103,11 @@ class WebhookApp:
         if scope["type"] == "http" and path.startswith(PATH_PREFIX):
             if scope["method"] != "POST":
                 body = {"error": "method_not_allowed", "reason": "use POST"}
-                await _respond(send, 405, body, [(b"allow", b"POST")])
+                await respond_json(send, 405, body, [(b"allow", b"POST")])
                 return
             name = path[len(PATH_PREFIX) :]
             status, answer = await self.handle(name, scope, receive)
-            await _respond(send, status, answer)
+            await respond_json(send, status, answer)
             return
         await self.inner(scope, receive, send)
 
@@ -139,19 +129,10 @@ class WebhookApp:
         return 202, {"event_id": ids[0], "event_ids": ids, "count": len(ids)}
 
     async def _read_body(self, receive: Receive, limit: int) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Reject(400, "client_disconnect", "client disconnected mid-body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _Reject(413, "body_too_large", f"body exceeds limit {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            return await read_body(receive, limit)
+        except BodyError as exc:
+            raise _Reject(exc.status, exc.code, exc.reason) from None
 
     async def _accept(
         self, src: WebhookSource, m: ConnectorMetrics, scope: Scope, receive: Receive

@@ -147,8 +147,11 @@ class IdempotentProducer:
         value: bytes,
         *,
         on_delivery: DeliveryCallback | None = None,
+        serve: bool = True,
     ) -> None:
-        """Queue one message; serves delivery reports (``poll(0)``) after queueing.
+        """Queue one message; serves delivery reports (``poll(0)``) after queueing unless
+        ``serve`` is False (a caller queueing a batch polls once after it, or leaves the reports
+        to a polling thread such as :class:`DeliverySettler`'s).
 
         ``on_delivery(err, msg)``, when given, is called for this message's delivery report
         after it was counted (``err`` None when acknowledged); like every delivery report it
@@ -182,7 +185,8 @@ class IdempotentProducer:
                     ) from None
                 self._producer.poll(0.05)
         self.produced += 1
-        self._producer.poll(0)
+        if serve:
+            self._producer.poll(0)
 
     def poll(self, timeout_s: float = 0.0) -> int:
         """Serve delivery reports for up to ``timeout_s`` seconds; returns how many were served."""
@@ -253,6 +257,16 @@ class _Pollable(Protocol):
     def poll(self, timeout: float = ..., /) -> int: ...
 
 
+class _Batch:
+    """``n`` records awaited through one future (:meth:`DeliverySettler.batch_callback`)."""
+
+    __slots__ = ("fut", "remaining")
+
+    def __init__(self, fut: Delivered, n: int) -> None:
+        self.fut = fut
+        self.remaining = n
+
+
 class DeliverySettler:
     """Resolves asyncio futures from librdkafka delivery reports, in batches.
 
@@ -274,6 +288,7 @@ class DeliverySettler:
         self.producer = producer
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready: deque[tuple[Delivered, KafkaError | None, Message]] = deque()
+        self._batched: deque[tuple[_Batch, KafkaError | None, Message]] = deque()
         self._scheduled = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
@@ -287,8 +302,37 @@ class DeliverySettler:
 
         return cb
 
+    def batch_callback(self, fut: Delivered, n: int) -> DeliveryCallback:
+        """One delivery callback for ``n`` messages whose joint outcome resolves ``fut``: to
+        ``(partition, offset)`` of the last acknowledged one once all ``n`` are acknowledged, or
+        :class:`DeliveryError` at the first failed report (one future per request instead of
+        one per record: the event collector's batches). The count is kept on the loop thread
+        (in the settle step), so reports served by several threads cannot race on it."""
+        batch = _Batch(fut, n)
+
+        def cb(err: KafkaError | None, msg: Message) -> None:
+            self._batched.append((batch, err, msg))
+
+        return cb
+
+    def _settle_batches(self) -> None:
+        ready = self._batched
+        while ready:
+            batch, err, msg = ready.popleft()
+            fut = batch.fut
+            if fut.done():
+                continue
+            if err is not None:
+                fut.set_exception(DeliveryError(f"{msg.topic()}[{msg.partition()}]: {err.str()}"))
+                continue
+            batch.remaining -= 1
+            if batch.remaining <= 0:
+                fut.set_result((msg.partition() or 0, msg.offset() or 0))
+
     def _settle(self) -> None:
         self._scheduled = False
+        if self._batched:
+            self._settle_batches()
         ready = self._ready
         while ready:
             fut, err, msg = ready.popleft()
@@ -302,7 +346,7 @@ class DeliverySettler:
     def wake(self) -> None:
         """Schedule one settle on the loop when reports are waiting (safe from any thread;
         a report arriving after the loop closed is dropped: nobody awaits it any more)."""
-        if self._ready and not self._scheduled and self.loop is not None:
+        if (self._ready or self._batched) and not self._scheduled and self.loop is not None:
             self._scheduled = True
             with contextlib.suppress(RuntimeError):  # loop closed
                 self.loop.call_soon_threadsafe(self._settle)

@@ -80,6 +80,13 @@ def admin_client(bootstrap: str) -> AdminClient:
     return AdminClient(settings().kafka_config(bootstrap))  # + TLS/SASL of the settings
 
 
+def replicas(spec: TopicSpec) -> int:
+    """The replication factor ``spec`` is created with: its own ``replication_factor`` from
+    topology.yaml, else ``FEEDPIPE_KAFKA_REPLICATION_FACTOR`` (settings; 1 by default, 3 on
+    the local 3-broker cluster, whose brokers also set ``min.insync.replicas`` 2)."""
+    return spec.replication_factor or settings().kafka_replication_factor
+
+
 def format_changes(changes: Iterable[TopicChange]) -> str:
     """The changes one per line (``action  topic  detail``), sorted as given."""
     return "\n".join(str(c) for c in changes)
@@ -115,9 +122,9 @@ def _diff(name: str, spec: TopicSpec, partitions: int, rf: int, current: dict) -
             f"partitions {partitions} on the broker > {spec.partitions} declared "
             "(Kafka cannot remove partitions; recreate the topic by hand)"
         )
-    if rf != spec.replication_factor:
+    if rf != replicas(spec):
         errors.append(
-            f"replication factor {rf} on the broker != {spec.replication_factor} declared "
+            f"replication factor {rf} on the broker != {replicas(spec)} declared "
             "(not changed by apply)"
         )
     if errors:
@@ -168,7 +175,7 @@ def plan(topo: Topology, admin: AdminClient, timeout_s: float = 30) -> list[Topi
                 TopicChange(
                     "create",
                     name,
-                    f"{spec.partitions} partitions, rf {spec.replication_factor}, "
+                    f"{spec.partitions} partitions, rf {replicas(spec)}, "
                     + ", ".join(f"{k}={v}" for k, v in spec.configs().items()),
                     configs=tuple(spec.configs().items()),
                     partitions=spec.partitions,
@@ -247,7 +254,7 @@ def apply(topo: Topology, admin: AdminClient, timeout_s: float = 30) -> list[Top
             NewTopic(
                 c.topic,
                 num_partitions=topo.topics[c.topic].partitions,
-                replication_factor=topo.topics[c.topic].replication_factor,
+                replication_factor=replicas(topo.topics[c.topic]),
                 config=dict(c.configs),
             )
             for c in creates

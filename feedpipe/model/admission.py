@@ -131,12 +131,12 @@ def admit_events(profile: Profile, events: Sequence[Event], spec: ProfilesSpec) 
         elif ev.at >= start - gap_ms:
             profile["session_start"] = min(start, ev.at)
             profile["session_last"] = max(last, ev.at)
+        if ev.type in ("click", "dwell") and ev.dwell_ms:  # a dwell event reports it later
+            profile["dwell_ms_total"] = profile.get("dwell_ms_total", 0) + int(ev.dwell_ms)
         if ev.type == "click":
             if ev.at >= profile["session_start"] - gap_ms:
                 profile["session_clicks"] = profile.get("session_clicks", 0) + 1
             profile["session_clicks_total"] = profile.get("session_clicks_total", 0) + 1
-            if ev.dwell_ms:
-                profile["dwell_ms_total"] = profile.get("dwell_ms_total", 0) + int(ev.dwell_ms)
             if rate[0] == minute:
                 rate[1] += 1
             elif minute > rate[0]:

@@ -27,8 +27,12 @@ What is compared (:class:`Outcome`):
   ``max(lag just before the fault, rate * 1 s)`` (the worker caught up with the steady input).
 
 Scenarios (:mod:`ops.faults.scenarios`): ``worker-kill`` (SIGKILL a worker mid-batch,
-restart it), ``rebalance`` (two workers in one consumer group, one SIGKILLed: the survivor
-takes its partitions over; then it is restarted), ``broker-restart`` (SIGTERM the Kafka broker,
+restart it), ``two-worker-kill`` (two workers share the partitions from the start; one is
+SIGKILLed and not restarted: the survivor takes its partitions over), ``broker-kill`` (only on
+the 3-broker cluster, ``--brokers 3``: SIGKILL the broker leading most of the click path's
+partitions; restarted after the drain, every replica back in sync), ``rebalance`` (two
+workers in one consumer group, one SIGKILLed: the survivor takes its partitions over; then it
+is restarted), ``broker-restart`` (SIGTERM the Kafka broker,
 start it again 5 s later), ``redis-outage`` (SIGTERM redis-server, start it again on its
 append-only file 30 s later: the stages must wait and retry, neither die nor drop what they
 held), ``redis-flush`` (the same outage, then ``FLUSHALL`` once Redis is back: the click path

@@ -31,6 +31,9 @@ class FaultConfig:
         rate: reader events/s of the steady replay.
         fault_at: fraction of the stream after which the fault hits.
         drain_timeout_s: seconds allowed for the pipeline to drain after the stream ends.
+        brokers: 1 (a single KRaft node) or 3 (:class:`ops.infra.KafkaCluster`, replication
+            factor 3, ``min.insync.replicas`` 2, ports kafka_port .. kafka_port + 5); the
+            scenarios of :data:`ops.faults.scenarios.CLUSTER_SCENARIOS` need 3.
     """
 
     kafka_port: int = 29192
@@ -40,6 +43,7 @@ class FaultConfig:
     rate: float = 4000.0
     fault_at: float = 0.4
     drain_timeout_s: float = 300.0
+    brokers: int = 1
 
 
 

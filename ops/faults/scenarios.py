@@ -244,8 +244,125 @@ def poison(
     return dict(sent)
 
 
+def two_worker_kill(
+    h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
+) -> dict[str, int]:
+    """Two workers share the partitions from the start (:data:`START_WORKERS`); SIGKILL the
+    second mid-stream and do not restart it: the survivor takes its partitions over once the
+    group notices (session timeout) and resumes from the last committed offsets."""
+    h.alive(workers)
+    victim = workers.pop()
+    victim.kill9()
+    h.log(f"  SIGKILLed worker {victim.name}; {len(workers)} left")
+    took = _wait_members(h.bootstrap, app_id, len(workers), timeout_s=60.0)
+    h.log(f"  the survivor owns every partition after {took:.1f} s")
+    return {}
+
+
+def _wait_members(bootstrap: str, app_id: str, members: int, timeout_s: float) -> float:
+    """Wait until every consumer group of the pipeline is stable with ``members`` members (the
+    group noticed a killed one and reassigned its partitions); return the seconds waited.
+
+    Raises:
+        RuntimeError: not so within ``timeout_s`` seconds.
+    """
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    from feedpipe.kafka.lag import pipeline_groups
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    groups = list(pipeline_groups(app_id))
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        with suppress(Exception):  # a group mid-rebalance may not describe
+            found = admin.describe_consumer_groups(groups)
+            descs = [f.result(timeout=5) for f in found.values()]
+            if all(len(d.members) == members and d.state == ConsumerGroupState.STABLE
+                   for d in descs):
+                return time.monotonic() - t0
+        time.sleep(0.5)
+    raise RuntimeError(f"groups {groups} not down to {members} member(s) in {timeout_s:.0f} s")
+
+
+def broker_kill(
+    h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
+) -> dict[str, int]:
+    """SIGKILL one node of the 3-broker cluster: the one leading most partitions of the click
+    path's input (it holds acknowledged records as leader; with ``min.insync.replicas`` 2 a
+    follower has them too). It stays down until the stream has drained; a post-check then
+    restarts it and waits until every replica of the pipeline's topics is in sync again."""
+    from ops.infra import KafkaCluster
+
+    cluster = h.stack.kafka
+    if not isinstance(cluster, KafkaCluster):
+        raise RuntimeError("broker-kill needs the 3-broker cluster (--brokers 3)")
+    leaders = _leaders(h.bootstrap, topology().stages["clickpath"].input)
+    node_id = max(sorted(leaders), key=lambda n: leaders[n]) if leaders else 1
+    node = cluster.nodes[node_id - 1]
+    pid = node.pid()
+    if pid is None:
+        raise RuntimeError(f"cluster node {node_id} is not running")
+    os.killpg(pid, signal.SIGKILL)
+    node.stop(timeout_s=10)  # reaps the JVM and removes its pid file
+    h.log(f"  SIGKILLed broker node {node_id} (leader of {leaders.get(node_id, 0)} partitions)")
+    h.post_checks.append(lambda: _rejoin(h, node_id, leaders.get(node_id, 0)))
+    return {}
+
+
+def _leaders(bootstrap: str, topic_name: str) -> Counter[int]:
+    """Partitions of ``topic_name`` led by each broker id."""
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic_name, timeout=10)
+    return Counter(p.leader for p in md.topics[topic_name].partitions.values())
+
+
+def _rejoin(h: Harness, node_id: int, led: int) -> tuple[int, int, str]:
+    """Restart killed node ``node_id`` and wait until every partition of topology.yaml's
+    topics has all its replicas in sync; (0, 0, detail) -- the counts are judged elsewhere.
+
+    Raises:
+        RuntimeError: the replicas were not back in sync within 120 s.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    from ops.infra import KafkaCluster
+
+    cluster = h.stack.kafka
+    assert isinstance(cluster, KafkaCluster)
+    t0 = time.monotonic()
+    cluster.nodes[node_id - 1].start(timeout_s=120)
+    admin = AdminClient({"bootstrap.servers": h.bootstrap})
+    names = list(topology().topics)
+    while True:
+        md = admin.list_topics(timeout=10)
+        short = [
+            f"{t}[{pid}]" for t in names for pid, p in md.topics[t].partitions.items()
+            if len(p.isrs) < len(p.replicas)
+        ]
+        if not short:
+            break
+        if time.monotonic() - t0 > 120:
+            raise RuntimeError(f"replicas not in sync 120 s after the restart: {short[:5]}")
+        time.sleep(1.0)
+    return 0, 0, (
+        f"killed node {node_id} (leader of {led} {topology().stages['clickpath'].input} "
+        f"partitions) ran 2 of 3 brokers until the drain; restarted, all replicas in sync "
+        f"after {time.monotonic() - t0:.1f} s"
+    )
+
+
+START_WORKERS: dict[str, int] = {"two-worker-kill": 2}
+"""Workers started before the stream, per scenario (1 when not named)."""
+
+CLUSTER_SCENARIOS = ("broker-kill",)
+"""Scenarios that need the 3-broker cluster (``feedpipe faults --brokers 3``)."""
+
 FAULTS: dict[str, Fault] = {
     "worker-kill": worker_kill,
+    "two-worker-kill": two_worker_kill,
+    "broker-kill": broker_kill,
     "rebalance": rebalance,
     "broker-restart": broker_restart,
     "redis-outage": redis_outage,
@@ -253,4 +370,5 @@ FAULTS: dict[str, Fault] = {
     "connector-kill": connector_kill,
     "poison": poison,
 }
-SCENARIOS = tuple(FAULTS)
+SCENARIOS = tuple(name for name in FAULTS if name not in CLUSTER_SCENARIOS)
+"""The scenarios ``feedpipe faults`` runs by default (on a single broker)."""

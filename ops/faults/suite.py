@@ -18,7 +18,7 @@ from ops.faults.drivers import FaultConfig, Stream, Worker
 from ops.faults.inputs import behaviors_subset
 from ops.faults.reads import dead_letters, topic_mismatches, wait_feeds_converged
 from ops.faults.report import Outcome, compare, reference_counts
-from ops.faults.scenarios import FAULTS, SCENARIOS
+from ops.faults.scenarios import CLUSTER_SCENARIOS, FAULTS, START_WORKERS
 
 
 class Suite:
@@ -39,12 +39,13 @@ class Suite:
         self.config = config
         self.data_dir = data_dir or settings().data_dir
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.bootstrap = f"127.0.0.1:{config.kafka_port}"
         self.redis_url = f"redis://127.0.0.1:{config.redis_port}/0"
         self.settings = Settings(
-            state_dir=config.state_dir, kafka_bootstrap=self.bootstrap, redis_url=self.redis_url
+            state_dir=config.state_dir, kafka_bootstrap=f"127.0.0.1:{config.kafka_port}",
+            redis_url=self.redis_url, kafka_replication_factor=min(3, config.brokers),
         )
-        self.stack = LocalStack(self.settings)
+        self.stack = LocalStack(self.settings, brokers=config.brokers)
+        self.bootstrap = self.stack.kafka.bootstrap
         self.source = behaviors_subset(self.data_dir, config.rows, config.state_dir / "input")
         self.input_dir = config.state_dir / "input"
         self.post_checks: list[Callable[[], tuple[int, int, str]]] = []
@@ -85,8 +86,10 @@ class Suite:
             RuntimeError: a process did not start, the stream failed, or the pipeline did not
                 drain in ``drain_timeout_s``.
         """
-        if scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
+        if scenario not in FAULTS:
+            raise ValueError(f"unknown scenario {scenario!r}; known: {', '.join(FAULTS)}")
+        if scenario in CLUSTER_SCENARIOS and self.config.brokers < 3:
+            raise ValueError(f"scenario {scenario!r} needs a 3-broker cluster (--brokers 3)")
         fault = FAULTS[scenario]
         out = Outcome(scenario)
         t_start = time.monotonic()
@@ -95,10 +98,12 @@ class Suite:
             "FEEDPIPE_KAFKA_BOOTSTRAP": self.bootstrap,
             "FEEDPIPE_REDIS_URL": self.redis_url,
             "FEEDPIPE_APP_ID": app_id,
+            "FEEDPIPE_KAFKA_REPLICATION_FACTOR": str(self.settings.kafka_replication_factor),
         }
         self._fresh()
         with self._workers(env, app_id) as workers:
-            workers.append(self.worker(env, app_id, "w0"))
+            for i in range(START_WORKERS.get(scenario, 1)):
+                workers.append(self.worker(env, app_id, f"w{i}"))
             self.log(f"[{scenario}] catalogue replay")
             self._replay_catalogue()
             self._drain(app_id, workers)
@@ -162,10 +167,14 @@ class Suite:
     def _fresh(self) -> None:
         from confluent_kafka.admin import AdminClient
 
+        from feedpipe import settings as settings_module
         from feedpipe.kafka.topics import recreate
         from feedpipe.store.client import sync_client
 
-        recreate(topology(), AdminClient({"bootstrap.servers": self.bootstrap}))
+        with _replication(self.settings.kafka_replication_factor):
+            settings_module.settings.cache_clear()
+            recreate(topology(), AdminClient({"bootstrap.servers": self.bootstrap}))
+        settings_module.settings.cache_clear()
         sync_client(self.redis_url).flushall()
 
     def _replay_catalogue(self) -> None:
@@ -244,3 +253,20 @@ class Suite:
             time.sleep(1.0)
         raise RuntimeError(f"pipeline did not drain in {self.config.drain_timeout_s:.0f} s "
                            f"(lag {lag})")
+
+
+@contextmanager
+def _replication(factor: int) -> Iterator[None]:
+    """``FEEDPIPE_KAFKA_REPLICATION_FACTOR`` = ``factor`` in this process for the block: the
+    topics the suite creates get the replication factor of its own stack."""
+    import os
+
+    old = os.environ.get("FEEDPIPE_KAFKA_REPLICATION_FACTOR")
+    os.environ["FEEDPIPE_KAFKA_REPLICATION_FACTOR"] = str(factor)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("FEEDPIPE_KAFKA_REPLICATION_FACTOR", None)
+        else:
+            os.environ["FEEDPIPE_KAFKA_REPLICATION_FACTOR"] = old

@@ -1,5 +1,6 @@
-"""Local infrastructure without Docker: a single-node Kafka broker (jars fetched by Maven, run
-with Java 17+) and a Redis server (system ``redis-server``), state under ``settings().state_dir``.
+"""Local infrastructure without Docker: a single-node Kafka broker or a 3-node KRaft cluster
+(jars fetched by Maven, run with Java 17+; :mod:`ops.infra.kafka_cluster`) and a Redis server
+(system ``redis-server``), state under ``settings().state_dir``.
 
 :class:`LocalStack` is what ``feedpipe up|down|status`` use; the tests use
 :class:`~ops.infra.kafka.KafkaBroker` and :class:`~ops.infra.redis.RedisServer`
@@ -16,11 +17,13 @@ from urllib.parse import urlsplit
 from feedpipe.settings import Settings
 from ops.infra._proc import InfraError
 from ops.infra.kafka import KafkaBroker, ensure_jars, lib_dir, pinned_version
+from ops.infra.kafka_cluster import KafkaCluster
 from ops.infra.redis import RedisClusterNodes, RedisServer
 
 __all__ = [
     "InfraError",
     "KafkaBroker",
+    "KafkaCluster",
     "LocalStack",
     "RedisClusterNodes",
     "RedisServer",
@@ -84,15 +87,29 @@ class LocalStack:
     three-master Redis Cluster from that port on, :class:`RedisClusterNodes`), state in
     ``settings.state_dir``.
 
+    Args:
+        settings: where things run.
+        brokers: 1 (a single combined node) or 3 (:class:`KafkaCluster`: replication factor
+            3, ``min.insync.replicas`` 2; node i on the first bootstrap port + 2 (i - 1)).
+            None: the cluster when one runs under the state directory, else the single node
+            (so ``feedpipe down`` and ``status`` find what ``up`` started).
+
     Raises:
         InfraError: (from the constructor) the bootstrap or Redis URL is not a local address.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, brokers: int | None = None) -> None:
         self.settings = settings
         self.state_dir = Path(settings.state_dir)
         kport = _kafka_port(settings.kafka_bootstrap)
-        self.kafka = KafkaBroker(self.state_dir, port=kport, controller_port=kport + 1)
+        cluster = KafkaCluster(self.state_dir, port=kport)
+        if brokers is None:
+            brokers = len(cluster.nodes) if cluster.pid() is not None else 1
+        self.kafka: KafkaBroker | KafkaCluster = (
+            KafkaBroker(self.state_dir, port=kport, controller_port=kport + 1)
+            if brokers == 1
+            else KafkaCluster(self.state_dir, port=kport, brokers=brokers)
+        )
         self.redis: RedisServer | RedisClusterNodes = (
             RedisClusterNodes(self.state_dir, port=_redis_port(settings.redis_url))
             if settings.redis_cluster
@@ -104,7 +121,8 @@ class LocalStack:
         jars first if needed.
 
         Returns:
-            ``(kafka_bootstrap, redis_url)`` as given in the settings.
+            ``(kafka_bootstrap, redis_url)``: the broker's (or every cluster node's) address
+            and the settings' Redis URL.
 
         Raises:
             InfraError: see :meth:`KafkaBroker.start` and :meth:`RedisServer.start`.
@@ -112,7 +130,7 @@ class LocalStack:
         ensure_jars(self.state_dir)
         self.redis.start()
         self.kafka.start(timeout_s=timeout_s)
-        return self.settings.kafka_bootstrap, self.settings.redis_url
+        return self.kafka.bootstrap, self.settings.redis_url
 
     def stop(self, timeout_s: float = 30) -> None:
         """Stop Kafka then Redis (each SIGTERM, SIGKILL after ``timeout_s`` s); no-op if stopped."""
@@ -139,7 +157,7 @@ class LocalStack:
         """Whether each service runs (pid file alive and port answering), with pids."""
         return StackStatus(
             state_dir=self.state_dir,
-            kafka_bootstrap=self.settings.kafka_bootstrap,
+            kafka_bootstrap=self.kafka.bootstrap,
             kafka_running=self.kafka.is_running(),
             kafka_pid=self.kafka.pid(),
             redis_url=self.settings.redis_url,

@@ -4,6 +4,8 @@ No Docker and no Kafka distribution: ``infra/kafka/pom.xml`` pins ``org.apache.k
 and Maven copies it and its runtime dependencies into ``<state_dir>/kafka/lib``. The broker runs
 ``java ... kafka.Kafka server.properties`` (what ``kafka-server-start.sh`` does) after a one-time
 ``kafka.tools.StorageTool format --standalone`` (what ``kafka-storage.sh format`` does).
+The same class runs each node of the 3-node cluster (:mod:`ops.infra.kafka_cluster`), given a
+:class:`ClusterNode`: a static controller quorum, formatted without ``--standalone``.
 
 Layout under ``<state_dir>/kafka/``::
 
@@ -28,6 +30,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
@@ -163,6 +166,32 @@ def broker_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
     return bool(md.brokers)
 
 
+@dataclass(frozen=True)
+class ClusterNode:
+    """A broker's place in a KRaft cluster of combined broker+controller nodes.
+
+    Attributes:
+        node_id: ``node.id`` (1..n).
+        voters: ``controller.quorum.voters``, e.g. ``1@127.0.0.1:19093,2@127.0.0.1:19095``
+            (a static quorum: every node formats its storage with the same cluster id and no
+            ``--standalone``).
+        cluster_id: the KRaft cluster id shared by every node.
+        home: the node's directory (data, logs, properties, pid file).
+        replication: replication factor of the internal topics (offsets, transactions).
+        min_isr: ``min.insync.replicas`` (broker default for every topic) and the transaction
+            log's min ISR.
+        heap: JVM ``-Xmx``/``-Xms``.
+    """
+
+    node_id: int
+    voters: str
+    cluster_id: str
+    home: Path
+    replication: int
+    min_isr: int
+    heap: str = "256M"
+
+
 class KafkaBroker(ManagedProcess):
     """A single-node KRaft broker on 127.0.0.1 with its state under ``<state_dir>/kafka``.
 
@@ -173,6 +202,8 @@ class KafkaBroker(ManagedProcess):
         lib: jar directory; default ``<state_dir>/kafka/lib`` (fetched by :func:`ensure_jars`
             on start when it is the default and missing). Pass another state dir's lib to share
             jars (the tests do).
+        node: this broker's place in a multi-node cluster (:class:`ClusterNode`, used by
+            :class:`ops.infra.kafka_cluster.KafkaCluster`); None for the single combined node.
 
     Topic auto-creation is off: topics come from topology.yaml (``feedpipe topics apply``).
     """
@@ -183,11 +214,13 @@ class KafkaBroker(ManagedProcess):
         port: int = 19092,
         controller_port: int = 19093,
         lib: Path | None = None,
+        node: ClusterNode | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.port = port
         self.controller_port = controller_port
-        self.home = self.state_dir / "kafka"
+        self.node = node
+        self.home = self.state_dir / "kafka" if node is None else node.home
         self.lib = Path(lib) if lib is not None else lib_dir(self.state_dir)
         self.data_dir = self.home / "data"
         self.log_dir = self.home / "logs"
@@ -210,10 +243,17 @@ class KafkaBroker(ManagedProcess):
         return self.pid() is not None and port_open("127.0.0.1", self.port)
 
     def _server_properties(self) -> str:
+        n = self.node
+        rf, isr = (str(n.replication), str(n.min_isr)) if n is not None else ("1", "1")
+        quorum = (
+            {"controller.quorum.voters": n.voters}
+            if n is not None
+            else {"controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}"}
+        )
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"127.0.0.1:{self.controller_port}",
+            "node.id": str(n.node_id) if n is not None else "1",
+            **quorum,
             "listeners": (
                 f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
             ),
@@ -223,11 +263,13 @@ class KafkaBroker(ManagedProcess):
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "offsets.topic.replication.factor": rf,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
         }
@@ -271,11 +313,12 @@ class KafkaBroker(ManagedProcess):
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            _cluster_id(),
+            _cluster_id() if self.node is None else self.node.cluster_id,
             "-c",
             str(self.properties_file),
-            "--standalone",
         ]
+        if self.node is None:
+            cmd.append("--standalone")
         res = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=self.home)
         if res.returncode != 0:
             raise InfraError(
@@ -296,6 +339,17 @@ class KafkaBroker(ManagedProcess):
             InfraError: Java or jars missing, the port is taken by another process, formatting
                 failed, the JVM exited, or it did not answer within ``timeout_s`` seconds (the
                 message carries the tail of ``logs/server.log``).
+        """
+        self.launch()
+        return self.wait_ready(timeout_s)
+
+    def launch(self) -> int:
+        """Spawn the broker's JVM unless it runs (formatting storage on the first start) and
+        return its pid without waiting for it to serve: the nodes of a cluster are launched
+        together, since none answers before a quorum of controllers runs.
+
+        Raises:
+            InfraError: Java or jars missing, the port is taken, or formatting failed.
         """
         pid = self.pid()
         if pid is None:
@@ -318,10 +372,11 @@ class KafkaBroker(ManagedProcess):
             self.log4j_file.write_text(self._log4j_properties())
             if not self._formatted():
                 self._format(java)
+            heap = HEAP if self.node is None else self.node.heap
             args = [
                 java,
-                f"-Xmx{HEAP}",
-                f"-Xms{HEAP}",
+                f"-Xmx{heap}",
+                f"-Xms{heap}",
                 "-XX:+UseG1GC",
                 "-XX:MaxGCPauseMillis=20",
                 "-XX:InitiatingHeapOccupancyPercent=35",
@@ -336,6 +391,21 @@ class KafkaBroker(ManagedProcess):
             ]
             self._proc = spawn(args, self.home, self.log_dir / "stdout.log", self.pid_file)
             pid = self._proc.pid
+        return pid
+
+    def wait_ready(self, timeout_s: float = 60) -> str:
+        """Wait until the launched broker serves metadata; return its bootstrap address.
+
+        Raises:
+            InfraError: the JVM exited, or it did not answer within ``timeout_s`` seconds
+                (the message carries the tail of ``logs/server.log``).
+        """
+        pid = self.pid()
+        if pid is None:
+            raise InfraError(
+                f"Kafka broker in {self.home} is not running; last log lines:\n"
+                f"{tail(self.log_dir / 'server.log')}\n{tail(self.log_dir / 'stdout.log', 10)}"
+            )
         deadline = time.monotonic() + timeout_s
         while True:
             if broker_answers(self.bootstrap, timeout_s=2.0):

@@ -24,7 +24,7 @@ from streams.runtime import dead_letter_value, ms
 STAGE = "profiles"
 """The stage name in the click path's offset watermark keys (``fp:wm:profiles:reader.events:
 {partition}``), DLQ records and metrics: part of the stored key layout."""
-TYPES = frozenset({"impression", "click", "resolve", "erase", "fanout"})
+TYPES = frozenset({"impression", "click", "dwell", "resolve", "erase", "fanout"})
 """Reader event types the click path applies; any other goes to the DLQ (``unknown_type``)."""
 
 Send = Callable[[str, bytes, bytes | None], Awaitable[Any]]

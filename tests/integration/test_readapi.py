@@ -19,11 +19,11 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from feedpipe.apikeys import create_key
 from feedpipe.store.feeds import MAGIC, encode_feed
 from feedpipe.store.keys import keys
 from feedpipe.topology import topology
 from readapi.app import create_app
-from readapi.keys import create_key
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import pytest
 from starlette.testclient import TestClient
 from test_readapi import Tokens, World, tokens, world  # noqa: F401  (fixtures)
 
+from feedpipe.apikeys import create_key, revoke_key
 from readapi.app import create_app
-from readapi.keys import create_key, revoke_key
 
 pytestmark = pytest.mark.integration
 

@@ -21,10 +21,10 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from feedpipe.apikeys import create_key
 from feedpipe.store.keys import keys
 from ops.infra import RedisServer
 from readapi.app import create_app
-from readapi.keys import create_key
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from feedpipe.settings import Settings
 REPO = Path(__file__).resolve().parent.parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
-APP_SERVICES = ("topics", "worker", "api", "replay")
+APP_SERVICES = ("topics", "worker", "api", "collector", "replay")
 OBSERVABILITY = ("prometheus", "grafana")
 DEPLOY = REPO / "deploy"
 
@@ -38,6 +38,7 @@ def test_services_and_images() -> None:
     assert SERVICES["topics"]["command"] == ["feedpipe", "topics", "apply"]
     assert SERVICES["worker"]["command"] == ["feedpipe", "worker"]
     assert SERVICES["api"]["command"] == ["feedpipe", "api"]
+    assert SERVICES["collector"]["command"] == ["feedpipe", "collector"]
     assert SERVICES["replay"]["command"] == ["feedpipe", "replay"]
     assert SERVICES["replay"]["profiles"] == ["replay"]
     assert all("profiles" not in SERVICES[s] for s in SERVICES if s != "replay")
@@ -81,6 +82,26 @@ def test_host_ports_match_local_defaults() -> None:
     assert f"127.0.0.1:{kafka_port}:{kafka_port}" in SERVICES["kafka"]["ports"]
     assert f"127.0.0.1:{redis_port}:6379" in SERVICES["redis"]["ports"]
     assert f"127.0.0.1:{defaults['api_port'].default}:8080" in SERVICES["api"]["ports"]
+    port = defaults["collector_port"].default
+    assert f"127.0.0.1:{port}:{port}" in SERVICES["collector"]["ports"]
+
+
+def test_collector_shares_the_api_keys_and_scales_like_the_webhook_receiver() -> None:
+    """The collector binds all interfaces, runs several processes on its port, checks keys in
+    the file the read endpoint uses (one volume), and allows the read endpoint's origin (the
+    /demo page posts events to it)."""
+    api, col = _env("api"), _env("collector")
+    assert col["FEEDPIPE_COLLECTOR_HOST"] == "0.0.0.0"
+    assert int(col["FEEDPIPE_COLLECTOR_WORKERS"]) >= 2
+    assert col["FEEDPIPE_API_KEYS_FILE"] == api["FEEDPIPE_API_KEYS_FILE"]
+    keys_dir = col["FEEDPIPE_API_KEYS_FILE"].rsplit("/", 1)[0]
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in SERVICES["collector"]["volumes"]}
+    assert mounts[keys_dir] in [str(v).split(":")[0] for v in SERVICES["api"]["volumes"]]
+    assert f"http://127.0.0.1:{SERVICES['api']['ports'][0].split(':')[1]}" in col[
+        "FEEDPIPE_COLLECTOR_CORS_ORIGINS"
+    ].split(",")
+    collector_port = SERVICES["collector"]["ports"][0].split(":")[1]
+    assert api["FEEDPIPE_COLLECTOR_URL"] == f"http://127.0.0.1:{collector_port}"
 
 
 def test_ordering_and_data_mount() -> None:
@@ -138,7 +159,7 @@ def test_prometheus_scrapes_worker_and_api_where_they_listen() -> None:
         for sc in job["static_configs"]
         for t in sc["targets"]
     }
-    assert set(targets) == {"worker", "api"}
+    assert set(targets) == {"worker", "api", "collector"}
     worker_env = _env("worker")
     worker_port = worker_env.get(
         "FEEDPIPE_WORKER_WEB_PORT", str(Settings.model_fields["worker_web_port"].default)
@@ -148,7 +169,9 @@ def test_prometheus_scrapes_worker_and_api_where_they_listen() -> None:
     assert targets["worker"] == ("/metrics", f"worker:{worker_port}")
     api_container_port = SERVICES["api"]["ports"][0].rsplit(":", 1)[1]
     assert targets["api"] == ("/metrics", f"api:{api_container_port}")
-    for job in ("worker", "api"):
+    collector_port = SERVICES["collector"]["ports"][0].rsplit(":", 1)[1]
+    assert targets["collector"] == ("/metrics", f"collector:{collector_port}")
+    for job in ("worker", "api", "collector"):
         assert job in SERVICES["prometheus"]["depends_on"]
 
 

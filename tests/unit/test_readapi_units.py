@@ -11,10 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from readapi.caching import etag_of, if_none_match
-from readapi.gateway import classify
-from readapi.guards import CircuitBreaker, CircuitOpen, TokenBucket
-from readapi.keys import (
+from feedpipe.apikeys import (
     KeyFileError,
     KeyStore,
     create_key,
@@ -23,6 +20,9 @@ from readapi.keys import (
     load_keys,
     revoke_key,
 )
+from readapi.caching import etag_of, if_none_match
+from readapi.gateway import classify
+from readapi.guards import CircuitBreaker, CircuitOpen, TokenBucket
 from readapi.openapi import CURSOR_OR_EMPTY, openapi_document
 from readapi.params import (
     CURSOR_PATTERN,
@@ -230,19 +230,14 @@ def test_openapi_document_covers_every_route() -> None:
     assert doc["paths"]["/healthz"]["get"]["security"] == []
 
 
-def test_each_of_n_api_workers_enforces_its_share_of_a_keys_rate() -> None:
-    from prometheus_client import CollectorRegistry
+def test_each_of_n_api_workers_enforces_its_share_of_a_keys_rate(tmp_path: Path) -> None:
+    from feedpipe.apikeys import ApiKey, KeyAuthority, KeyStore
 
-    from readapi.gateway import Gateway
-    from readapi.keys import ApiKey
-
-    async def app(scope: object, receive: object, send: object) -> None:  # never called
-        raise AssertionError
-
+    store = KeyStore(tmp_path / "none.json")
     key = ApiKey("k_00000000", "t", "0" * 64, ("feeds:read",), rate_per_s=100.0, burst=9)
-    one = Gateway(app, None, CollectorRegistry())._bucket(key)
-    three = Gateway(app, None, CollectorRegistry(), workers=3)._bucket(key)
+    one = KeyAuthority(store).bucket(key)
+    three = KeyAuthority(store, workers=3).bucket(key)
     assert (one.rate_per_s, one.burst) == (100.0, 9.0)
     assert (three.rate_per_s, three.burst) == (100.0 / 3, 3.0)
     tiny = ApiKey("k_00000001", "t", "0" * 64, ("feeds:read",), rate_per_s=1.0, burst=1)
-    assert Gateway(app, None, CollectorRegistry(), workers=4)._bucket(tiny).burst == 1.0
+    assert KeyAuthority(store, workers=4).bucket(tiny).burst == 1.0
