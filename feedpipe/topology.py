@@ -6,6 +6,7 @@ sources); :mod:`feedpipe.settings` says *where* things run. Nothing else reads t
 
 from __future__ import annotations
 
+import math
 import re
 from functools import cache
 from pathlib import Path
@@ -187,8 +188,11 @@ class RankingSpec(_Strict):
 RANKER_COMPONENTS: dict[str, tuple[str, ...]] = {
     "affinity": ("a", "b", "c"),
     "editorial": ("category", "bias", "freshness"),
+    "learned": ("affinity", "recency", "ctr", "popularity", "trend_1h", "trend_24h", "ctr_24h",
+                "coread", "similarity"),
 }
-"""Weight keys of each named ranker (formulas in feedpipe/rank/components.py, docs/ranking.md)."""
+"""Weight keys of each named ranker (formulas in feedpipe/rank/components.py and
+feedpipe/rank/learned.py, docs/ranking.md)."""
 
 WEIGHT_SUM_TOLERANCE = 1e-6
 """A weight set's weights must sum to 1 within this tolerance."""
@@ -198,10 +202,12 @@ class WeightSet(_Strict):
     """A named, versioned set of weights for one ranker (``rankers.weight_sets``).
 
     ``weights`` has exactly the ranker's keys (:data:`RANKER_COMPONENTS`), each >= 0, summing
-    to 1. ``version`` is stamped on every feed item the set ranks (``name@vN``).
+    to 1; a ``learned`` set's weights are logistic-regression coefficients (any finite sign and
+    sum, fit by ``feedpipe evaluate --fit``). ``version`` is stamped on every feed item the set
+    ranks (``name@vN``).
     """
 
-    ranker: Literal["affinity", "editorial"]
+    ranker: Literal["affinity", "editorial", "learned"]
     version: int = Field(ge=1)
     weights: dict[str, float]
     note: str | None = None
@@ -214,6 +220,10 @@ class WeightSet(_Strict):
                 f"{self.ranker} weights need exactly the keys {sorted(want)}, "
                 f"got {sorted(self.weights)}"
             )
+        if self.ranker == "learned":
+            if not all(math.isfinite(v) for v in self.weights.values()):
+                raise ValueError("learned weights must be finite")
+            return self
         if any(v < 0 for v in self.weights.values()):
             raise ValueError("weights must be >= 0")
         total = sum(self.weights.values())

@@ -260,7 +260,8 @@ def evaluate(
     path: Annotated[
         str | None,
         typer.Argument(
-            help="MIND behaviors-format file [DATA_DIR/mind/derived_eval_impressions.tsv]"
+            help="MIND behaviors-format file or EB-NeRD split folder "
+            "[DATA_DIR/mind/derived_eval_impressions.tsv]"
         ),
     ] = None,
     news: Annotated[str | None, typer.Option(help="MIND news.tsv [DATA_DIR/mind/news.tsv]")] = None,
@@ -280,9 +281,15 @@ def evaluate(
         typer.Option(help="instead: grid-search this ranker's weights (affinity|editorial)"),
     ] = None,
     step: Annotated[float, typer.Option(help="grid step for --tune")] = 0.05,
+    fit: Annotated[
+        str | None,
+        typer.Option(help="instead: fit the learned ranker on PATH (minus --exclude) and write "
+                     "it as the next version of this weight set in topology.yaml"),
+    ] = None,
 ) -> None:
     """Offline evaluation: AUC, MRR, nDCG@5/10 (bootstrap 95% CIs) of every ranker and the
-    random, popularity and recency baselines on a MIND impression log (docs/evaluation.md)."""
+    random, popularity, recency and trending baselines on a MIND or EB-NeRD impression log;
+    ``--fit`` fits the learned ranker instead (docs/evaluation.md)."""
     from pathlib import Path
 
     import orjson
@@ -301,6 +308,20 @@ def evaluate(
             for auc, w in ev.tune(prepared, tune, topo, step)[:10]:
                 console.print(f"AUC {auc:.4f}  {w}")
             console.print(f"{cov.evaluated} impressions ({cov.excluded} excluded)")
+            return
+        if fit:
+            from feedpipe.topology import TOPOLOGY_PATH
+            from ops.evaluate.fit import fit as fit_learned
+            from ops.evaluate.fit import write_weight_set
+
+            prepared, cov, topo = ev.load(p, n, lg, None, ex)
+            weights = fit_learned(prepared, topo)
+            version = write_weight_set(
+                TOPOLOGY_PATH, fit, weights,
+                f"logistic fit on {p.name} minus {ex.name if ex else 'nothing'}, "
+                f"{cov.evaluated} impressions")
+            console.print(f"{fit}@v{version} {weights} ({cov.evaluated} impressions, "
+                          f"{cov.excluded} excluded)")
             return
         report = ev.evaluate(p, n, lg, n_boot=bootstrap, seed=seed, exclude=ex)
     except (ConfigError, ValueError, KeyError) as exc:

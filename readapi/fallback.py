@@ -29,6 +29,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from feedpipe.rank.components import contributions
 from feedpipe.rank.fanout import CelebrityCache, merge, score_celebrities
 from feedpipe.rank.weights import WeightsRegistry
 from feedpipe.topology import topology
@@ -131,6 +132,9 @@ async def _hydrate(
             if explain:
                 ex = {k: v for k, v in entry.items() if k not in ENTRY_NON_EXPLAIN}
                 ex["feed_rank"] = entry.get("rank")
+                contrib = contributions(entry)
+                if contrib is not None:
+                    ex["contributions"] = contrib
                 item["explain"] = ex
             items.append(item)
     return items, (pos if pos < n else None)

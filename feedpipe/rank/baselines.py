@@ -9,7 +9,7 @@ import numpy as np
 
 from feedpipe.rank.components import Array, Candidates
 
-BASELINES: tuple[str, ...] = ("random", "popularity", "recency")
+BASELINES: tuple[str, ...] = ("random", "popularity", "recency", "trending")
 """Names of the baselines (see :func:`baseline_scores`)."""
 
 
@@ -27,7 +27,8 @@ def baseline_scores(
 
     ``random``: uniform [0, 1) from ``rng`` (seed it for reproducible runs);
     ``popularity``: clicks before ranking time; ``recency``: newer first (``-age_hours``,
-    unknown age last).
+    unknown age last); ``trending``: trailing-window popularity, the clicks of the last day
+    exponentially decayed with a 24 h half-life (``cands.trend[..., 2]``, zeros without it).
 
     Raises:
         KeyError: unknown baseline; ValueError: ``random`` without ``rng``.
@@ -43,5 +44,10 @@ def baseline_scores(
     if name == "recency":
         age = np.asarray(cands.age_hours, dtype=float)
         return np.where(np.isnan(age), -np.inf, -age)
+    if name == "trending":
+        if cands.trend is None:
+            return np.zeros(clicks.shape)
+        out = np.asarray(cands.trend, dtype=float)[..., 2]
+        return out
     raise KeyError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
 

@@ -62,6 +62,7 @@ RANKERS: tuple[str, ...] = tuple(RANKER_COMPONENTS)
 COMPONENT_NAMES: dict[str, tuple[str, ...]] = {
     "affinity": ("affinity", "recency", "engagement"),
     "editorial": ("category", "bias", "freshness"),
+    "learned": RANKER_COMPONENTS["learned"],
 }
 """Score components of each ranker, in the order of its weight keys (RANKER_COMPONENTS)."""
 
@@ -79,6 +80,12 @@ class Candidates:
         category_weight: editorial category weight in [0, 1] (:func:`category_weights`).
         bias: item bias in [0, 1] (:func:`item_biases`).
         user_bias: the user's bias in [0, 1], a scalar or shape (m, 1) (:func:`user_bias`).
+        trend: decayed ``(clicks_1h, shown_1h, clicks_24h, shown_24h)`` per item, shape
+            (n, 4) (:func:`feedpipe.model.signals.trend_at`); None = zeros.
+        coread: co-read score per item, (n,) or (m, n)
+            (:func:`feedpipe.model.signals.coread_scores`); None = zeros.
+        similarity: content similarity per item in [0, 1], (n,) or (m, n)
+            (:func:`feedpipe.model.text.similarity`); None = zeros.
     """
 
     affinity: Array
@@ -88,6 +95,9 @@ class Candidates:
     category_weight: Array
     bias: Array
     user_bias: Array | float = 0.5
+    trend: Array | None = None
+    coread: Array | None = None
+    similarity: Array | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +304,52 @@ def components(
             "bias": bias_match(cands.bias, cands.user_bias),
             "freshness": freshness_component(cands.age_hours, editorial.freshness_per_hour),
         }
+    if ranker == "learned":
+        return learned_features(cands, ranking)
     raise KeyError(f"unknown ranker {ranker!r}; known: {', '.join(RANKERS)}")
+
+
+def contributions(item: Mapping[str, Any]) -> dict[str, float] | None:
+    """Each feature's contribution ``weight * value`` to a stored ``learned`` feed item's score
+    (``item["weights"]`` and the feature values, as :func:`feedpipe.rank.rankers.rank_users`
+    writes them); None for items of other rankers or missing fields."""
+    if item.get("ranker") != "learned":
+        return None
+    w = item.get("weights")
+    if not isinstance(w, Mapping):
+        return None
+    try:
+        return {k: float(w[k]) * float(item[k]) for k in RANKER_COMPONENTS["learned"]}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def learned_features(cands: Candidates, ranking: RankingSpec) -> dict[str, Array]:
+    """The ``learned`` ranker's features (names: ``RANKER_COMPONENTS["learned"]``).
+
+    ``affinity`` as the affinity ranker; ``recency`` = :func:`recency_component`; ``ctr`` =
+    :func:`engagement_component` of all-time counts; ``popularity`` = ``log(1 + clicks)``;
+    ``trend_1h``/``trend_24h`` = ``log(1 + decayed clicks)`` over 1 h / 24 h half-lives;
+    ``ctr_24h`` = :func:`engagement_component` of the 24 h decayed counts; ``coread`` and
+    ``similarity`` as given (0 when absent). Log counts: popularity is heavy-tailed, and the
+    log blend with affinity measured best (docs/evaluation.md). Arrays broadcast together.
+    """
+    clicks = np.asarray(cands.clicks, dtype=float)
+    trend = (np.zeros((*clicks.shape[-1:], 4)) if cands.trend is None
+             else np.asarray(cands.trend, dtype=float))
+    zero = np.zeros(clicks.shape[-1:])
+    return {
+        "affinity": np.asarray(cands.affinity, dtype=float),
+        "recency": recency_component(cands.age_hours, ranking.recency_half_life_hours),
+        "ctr": engagement_component(clicks, cands.impressions, ranking),
+        "popularity": np.log1p(clicks),
+        "trend_1h": np.log1p(trend[..., 0]),
+        "trend_24h": np.log1p(trend[..., 2]),
+        "ctr_24h": engagement_component(trend[..., 2], trend[..., 3], ranking),
+        "coread": zero if cands.coread is None else np.asarray(cands.coread, dtype=float),
+        "similarity": zero if cands.similarity is None
+        else np.asarray(cands.similarity, dtype=float),
+    }
 
 
 def score(

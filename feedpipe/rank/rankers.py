@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from feedpipe.model.item import CandidateMatrix
+from feedpipe.model.signals import TrendSums, trend_values
 from feedpipe.model.units import HOUR_MS
 from feedpipe.rank.candidates import (
     CandidateInputs,
@@ -30,16 +31,20 @@ from feedpipe.rank.candidates import (
 )
 from feedpipe.rank.components import (
     Array,
+    Candidates,
     affinity_scores,
     bias_match,
     category_weights,
     engagement_component,
     freshness_component,
+    learned_features,
     shares_and_cuts,
 )
 from feedpipe.rank.experiments import resolve
 from feedpipe.rank.weights import RankingConfig
-from feedpipe.topology import EditorialSpec, RankingSpec
+from feedpipe.topology import RANKER_COMPONENTS, EditorialSpec, RankingSpec
+
+_LEARNED = RANKER_COMPONENTS["learned"]
 
 _EDITORIAL_CACHE: dict[tuple[int, int, str, str], Array] = {}
 
@@ -71,6 +76,7 @@ def rank_users(
     config: RankingConfig,
     chunk: int = 512,
     sources: CandidateInputs | None = None,
+    trends: TrendSums | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Rank each profile's candidates with the ranker and weights serving it; feed items out.
 
@@ -96,6 +102,9 @@ def rank_users(
             proposes (fresh, trending, top affinities; ``matrix.fresh_at`` is the fresh
             source's clock) are scored, and each item carries ``sources`` (their names, e.g.
             ``["fresh", "affinity"]``). None: every allowed item is scored, no ``sources``.
+        trends: trending-window sums of the matrix rows (epoch -> (n, 4),
+            :func:`feedpipe.store.trends.read_trends`), for ``learned`` weight sets; None or
+            rows not matching the matrix: those features are 0.
 
     Returns:
         Per profile, the feed items: ``{"content_id", "brand", "rank", "score", <the ranker's
@@ -140,6 +149,7 @@ def rank_users(
         with np.errstate(invalid="ignore"):
             rec = np.where(has_pub[None, :], 2.0 ** (-age_h / ranking.recency_half_life_hours), 0.0)
         fresh: Array | None = None
+        learned: dict[str, Array] | None = None
         allowed = np.zeros((m, n), dtype=bool)
         score = np.full((m, n), -np.inf)
         # (row, brand code) -> assignment; rows grouped per (brand code, weight set)
@@ -166,6 +176,11 @@ def rank_users(
             idx = np.asarray(rows)
             if a.weights.ranker == "affinity":
                 s = ws["a"] * aff[idx] + ws["b"] * rec[idx] + ws["c"] * eng
+            elif a.weights.ranker == "learned":
+                if learned is None:
+                    learned = _learned_columns(aff, age_h, has_pub, clicks, imps, ranking,
+                                               trends, refs)
+                s = sum(ws[k] * learned[k][idx] for k in _LEARNED)
             else:
                 if fresh is None:
                     fresh = freshness_component(
@@ -239,6 +254,10 @@ def rank_users(
                     item["affinity"] = aff_l[j]
                     item["recency"] = rec_l[j]
                     item["engagement"] = eng_l[j]
+                elif a.weights.ranker == "learned":
+                    assert learned is not None
+                    for k in _LEARNED:
+                        item[k] = float(learned[k][row, i])
                 else:
                     assert fresh is not None
                     item["category"] = float(cat_cols[code][i])
@@ -269,6 +288,24 @@ def diversified(
         if got is not None:
             return got
     return diversify(top_rows(row_score, n_allowed).tolist(), primary, k, cap)
+
+
+def _learned_columns(aff: Array, age_h: Array, has_pub: npt.NDArray[np.bool_], clicks: Array,
+                     imps: Array, ranking: RankingSpec, trends: TrendSums | None,
+                     refs: Array) -> dict[str, Array]:
+    """The learned ranker's features (:func:`feedpipe.rank.components.learned_features`, the
+    evaluation's code) of a (users x items) chunk, each broadcast to (m, n). Trending windows
+    (:func:`feedpipe.model.signals.trend_values`) are read at each user's last event time
+    (``refs``, ms); without ``trends`` they are 0. The stream keeps no co-read or text state
+    yet, so ``coread`` and ``similarity`` are 0 here."""
+    n = aff.shape[1]
+    zeros = np.zeros(n)
+    usable = bool(trends) and all(a.shape == (n, 4) for a in (trends or {}).values())
+    trend = trend_values(trends, refs) if trends and usable else None
+    cands = Candidates(affinity=aff, age_hours=np.where(has_pub[None, :], age_h, np.nan),
+                       clicks=clicks, impressions=imps, category_weight=zeros, bias=zeros,
+                       trend=trend)
+    return {k: np.broadcast_to(v, aff.shape) for k, v in learned_features(cands, ranking).items()}
 
 
 def top_rows(row_score: Array, k: int) -> npt.NDArray[np.intp]:

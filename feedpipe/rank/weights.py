@@ -32,6 +32,15 @@ class RankingConfig:
     mtime_ns: int
     generation: int
 
+    def serves(self, ranker: str) -> bool:
+        """True when a weight set of ``ranker`` serves a brand (``rankers.brands``) or an arm of
+        an enabled experiment."""
+        names = set(self.rankers.brands.values()) | {
+            arm.weights for e in self.experiments.values() if e.enabled for arm in e.arms.values()
+        }
+        sets = self.rankers.weight_sets
+        return any(n in sets and sets[n].ranker == ranker for n in names)
+
 
 @dataclass
 class WeightsRegistry:

@@ -127,6 +127,12 @@ class Keys:
         (epoch = event ms // trending_epoch_hours)."""
         return self._fmt("trending_epoch", tag=self._part_tag(partition), brand=brand)
 
+    def trend_windows(self, epoch: int, partition: int) -> str:
+        """Hash: ``{content_id}:c1|i1|c24|i24`` -> forward-decayed sums of trending-window
+        ``epoch`` (feedpipe/model/signals.py) counted by ``partition``'s batches (the item's
+        sums are the sum over :meth:`partitions`)."""
+        return self._fmt("trend_windows", tag=self._part_tag(partition), epoch=epoch)
+
     def stats(self, content_id: str, partition: int) -> str:
         """Hash: impressions, clicks (live events only) counted by ``partition``'s batches
         (the item's stats are the sum over :meth:`partitions`)."""

@@ -19,6 +19,14 @@ return 0
 """KEYS: stats hashes; ARGV: impressions, clicks per key. HINCRBY of the non-zero counts
 (one call per batch instead of a HINCRBY per item: client cost)."""
 
+HINCRBYFLOAT_MANY = """
+for i = 2, #ARGV, 2 do redis.call('HINCRBYFLOAT', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 0
+"""
+"""KEYS: one hash; ARGV: TTL seconds, then field, increment pairs. HINCRBYFLOAT of each pair
+and the key's TTL refreshed (one call per batch and hash: client cost)."""
+
 STATS_READ = """
 local out = {}
 for i, key in ipairs(KEYS) do

@@ -12,6 +12,8 @@ import numpy as np
 from feedpipe.errors import ConfigError
 from feedpipe.model.item import CandidateMatrix, Meta
 from feedpipe.model.profile import Event, apply_events, new_profile
+from feedpipe.model.signals import CoReads, Trend, coread_add, coread_scores, trend_add, trend_at
+from feedpipe.model.text import SparseVec, encode, interest_add, similarity
 from feedpipe.model.units import HOUR_MS
 from feedpipe.rank.components import (
     Array,
@@ -101,13 +103,16 @@ def read_behaviors(path: Path) -> tuple[list[Impression], dict[int, str]]:
     return parse_behaviors(text.splitlines())
 
 
-def read_news(path: Path, topo: Topology, brand: str = "mind") -> tuple[dict[str, Meta], int]:
+def read_news(path: Path, topo: Topology, brand: str = "mind",
+              texts: dict[str, SparseVec] | None = None) -> tuple[dict[str, Meta], int]:
     """Ranking features of a MIND news.tsv, by news id, built as the pipeline builds them.
 
     Each row goes through the MIND normaliser (``streams.normalisers.mind.normalise_row``),
     the brand taxonomy (``Topology.map_categories``) and the enrichment's topic rule
     (``streams.metadata.topics``), so categories and topics equal those of the replayed
-    catalogue. ``published_at`` is None (MIND has none). Returns ``(metas, rejected rows)``.
+    catalogue. ``published_at`` is None (MIND has none). Returns ``(metas, rejected rows)``;
+    when ``texts`` is given, each item's text vector (:func:`feedpipe.model.text.encode` of
+    title and abstract, English) is stored in it by news id.
 
     Raises:
         ConfigError: the file cannot be read.
@@ -136,17 +141,21 @@ def read_news(path: Path, topo: Topology, brand: str = "mind") -> tuple[dict[str
         )
         metas[d.source_id] = Meta(d.source_id, brand, tuple(cats),
                                   tuple(topics(cats, src, d.tags)), None)
+        if texts is not None:
+            texts[d.source_id] = encode([d.title, d.summary, d.body], "en")
     return metas, rejected
 
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """One evaluable impression: labels and the rankers' inputs, leak-free."""
+    """One evaluable impression: labels, the rankers' inputs (leak-free) and, per candidate,
+    1.0 when it has metadata in the news file (``has_meta``, 0.0 otherwise)."""
 
     impression: Impression
     labels: Array
     cands: Candidates
+    has_meta: Array
 
 
 @dataclass
@@ -173,6 +182,8 @@ def prepare(
     topo: Topology,
     brand: str = "mind",
     source: str = "mind",
+    texts: Mapping[str, SparseVec] | None = None,
+    published: Mapping[str, int] | None = None,
 ) -> tuple[list[Prepared], Coverage]:
     """Build every impression's :class:`Candidates` without looking at its labels or the future.
 
@@ -185,6 +196,16 @@ def prepare(
         topo: profiles spec (half-life, spacing), ranking spec, rankers config.
         brand: the brand whose editorial category weights apply.
         source: the content source, for the editorial source bias.
+        texts: news id -> text vector (:func:`feedpipe.model.text.encode`); the user's
+            interest vector is the decayed sum of the vectors of the history items.
+        published: news id -> publication time (epoch ms); the age of an item with one is
+            counted from it, else from its first sighting in the log (the proxy).
+
+    The ``learned`` ranker's online signals are replayed from the log rows strictly before
+    the impression with the click path's functions: trending windows
+    (:func:`feedpipe.model.signals.trend_add` per shown candidate) and co-reads ("read X, then
+    Y": :func:`feedpipe.model.signals.coread_add` of each clicked candidate after the row's
+    history).
 
     Returns ``(prepared, coverage)``; impressions without a click or without a non-click are
     counted in ``coverage`` and not prepared (AUC is undefined for them).
@@ -201,6 +222,10 @@ def prepare(
     clicks: dict[str, int] = {}
     shown: dict[str, int] = {}
     first: dict[str, int] = {}
+    trends: dict[str, Trend] = {}
+    coreads: CoReads = {}
+    texts = texts or {}
+    published = published or {}
     pos = 0
     out: list[Prepared] = []
     for imp in sorted(impressions, key=lambda r: (r.at_ms, r.impression_id)):
@@ -211,6 +236,9 @@ def prepare(
                 shown[nid] = shown.get(nid, 0) + 1
                 clicks[nid] = clicks.get(nid, 0) + lab
                 first.setdefault(nid, row.at_ms)
+                trends[nid] = trend_add(trends.get(nid), lab > 0, row.at_ms)
+                if lab > 0:
+                    coread_add(coreads, row.history, nid)
             for nid in row.history:
                 first.setdefault(nid, row.at_ms)
         n_pos = sum(imp.labels)
@@ -243,7 +271,14 @@ def prepare(
         aff = affinity_scores(s_cat, s_top, item_cat, item_top)[0]
         seen = [first.get(nid) for nid in imp.candidates]
         cov.candidates_seen_before += sum(s is not None for s in seen)
-        first_ms = np.array([imp.at_ms if s is None else s for s in seen], dtype=float)
+        first_ms = np.array([published.get(nid, imp.at_ms if s is None else s)
+                             for nid, s in zip(imp.candidates, seen, strict=True)], dtype=float)
+        interest: SparseVec = {}
+        for i, nid in enumerate(imp.history):
+            vec = texts.get(nid)
+            if vec:
+                interest = interest_add(interest, vec, 2.0 ** ((i - h) * spacing_ms
+                                                               / (pspec.half_life_hours * HOUR_MS)))
         cand_metas = [metas.get(nid) for nid in imp.candidates]
         read_bias = item_biases([None] * h, [source] * h, editorial)
         cands = Candidates(
@@ -255,6 +290,10 @@ def prepare(
             bias=item_biases([None] * len(imp.candidates), [source] * len(imp.candidates),
                              editorial),
             user_bias=user_bias(list(read_bias), default=editorial.default_bias),
+            trend=np.array([trend_at(trends.get(n), imp.at_ms) for n in imp.candidates]),
+            coread=coread_scores(coreads, imp.history, imp.candidates),
+            similarity=similarity(interest, [texts.get(n) for n in imp.candidates]),
         )
-        out.append(Prepared(imp, np.array(imp.labels, dtype=float), cands))
+        out.append(Prepared(imp, np.array(imp.labels, dtype=float), cands,
+                            np.array([r is not None for r in rows], dtype=float)))
     return out, cov

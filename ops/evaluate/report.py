@@ -12,10 +12,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from feedpipe.model.text import SparseVec
 from feedpipe.rank.baselines import BASELINES, baseline_scores
 from feedpipe.rank.components import Array, score
 from feedpipe.topology import RankersSpec, Topology, WeightSet
-from ops.evaluate.data import Coverage, Prepared, prepare, read_behaviors, read_news
+from ops.evaluate.data import (
+    Coverage,
+    Impression,
+    Prepared,
+    prepare,
+    read_behaviors,
+    read_news,
+)
 from ops.evaluate.metrics import METRICS, bootstrap, impression_metrics
 
 Scorer = Callable[[Prepared], Array]
@@ -183,22 +191,38 @@ def load(
 ) -> tuple[list[Prepared], Coverage, Topology]:
     """Read the inputs and :func:`prepare` them (arguments as :func:`evaluate`).
 
+    ``path`` (and ``log``, ``exclude``) is a MIND behaviors.tsv-format file or an EB-NeRD split
+    folder (:mod:`ops.evaluate.ebnerd`; ``news`` is then unused: the split's articles.parquet
+    gives metadata, text and publication times, and the brand is ``ebnerd`` unless given).
+
     Raises:
         ConfigError: an unreadable input file; ValueError: no evaluable impression.
     """
     from feedpipe.topology import topology
+    from ops.evaluate.ebnerd import is_ebnerd, read_ebnerd
 
     topo = topo or topology()
-    imps, bad = read_behaviors(path)
-    log_rows = imps if log is None else read_behaviors(log)[0]
+    texts: dict[str, SparseVec] = {}
+    published: dict[str, int] = {}
+
+    def rows(p: Path) -> list[Impression]:
+        return read_ebnerd(p, topo, brand)[0] if is_ebnerd(p) else read_behaviors(p)[0]
+
+    if is_ebnerd(path):
+        brand = "ebnerd" if brand == "mind" else brand
+        imps, bad, metas, texts, published = read_ebnerd(path, topo, brand)
+    else:
+        imps, bad = read_behaviors(path)
+        metas, _ = read_news(news, topo, brand, texts)
+    log_rows = imps if log is None else rows(log)
     excluded = 0
     if exclude is not None:
-        drop = {r.impression_id for r in read_behaviors(exclude)[0]}
+        drop = {r.impression_id for r in rows(exclude)}
         before = len(imps)
         imps = [r for r in imps if r.impression_id not in drop]
         excluded = before - len(imps)
-    metas, _ = read_news(news, topo, brand)
-    prepared, cov = prepare(imps, metas, log_rows, topo, brand)
+    prepared, cov = prepare(imps, metas, log_rows, topo, brand, texts=texts,
+                            published=published)
     cov.malformed = len(bad)
     cov.excluded = excluded
     if not prepared:

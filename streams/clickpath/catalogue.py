@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from feedpipe.model.item import CandidateMatrix, Meta
+from feedpipe.model.signals import TrendSums, trend_epoch
 from feedpipe.rank.candidates import CandidateInputs
 from feedpipe.rank.fanout import digest
 from feedpipe.rank.weights import WeightsRegistry
 from feedpipe.store import content as content_store
 from feedpipe.store import stats as stats_store
+from feedpipe.store import trends as trends_store
 from feedpipe.topology import topology
 from streams.runtime import in_thread, redis_client
 
@@ -44,12 +46,21 @@ class Catalogue:
         self.stats_version: int | None = None
         self.stats: dict[str, tuple[int, int]] = {}
         self.trending: dict[str, list[str]] = {}
+        self.trends: TrendSums = {}
+        self.event_ms = 0
         self.stats_loaded_at = 0.0
 
-    async def refresh(self, stats_max_age_s: float = 0.0) -> None:
+    async def refresh(self, stats_max_age_s: float = 0.0, event_ms: int | None = None) -> None:
         """Reload metas when catalogue:version moved, and stats when stats:version moved and
-        the loaded stats are older than ``stats_max_age_s`` seconds."""
+        the loaded stats are older than ``stats_max_age_s`` seconds (or when ``event_ms``, the
+        newest event time seen, entered another trending-window epoch). Trending-window sums
+        (``trends``, rows = matrix rows) are read with the stats, for the epoch of the newest
+        event time and the one before, while a ``learned`` weight set serves."""
         r = redis_client()
+        if event_ms is not None and event_ms > self.event_ms:
+            if trend_epoch(event_ms) != trend_epoch(self.event_ms):
+                self.stats_version = None
+            self.event_ms = event_ms
         cat_version, stats_version = await content_store.versions(r)
         if cat_version != self.version:
             brands = sorted(await content_store.brands(r))
@@ -73,6 +84,9 @@ class Catalogue:
             top = spec.trending_k if spec is not None else 0
             brands = sorted({m.brand for m in self.matrix.metas})
             self.trending = await stats_store.read_trending(r, brands, top)
+            # Only a served learned set reads them (the writes always accumulate).
+            self.trends = (await trends_store.read_trends(r, ids, self.event_ms)
+                           if REGISTRY.current().serves("learned") else {})
 
     def sources(self) -> CandidateInputs | None:
         """Candidate generation inputs for :func:`feedpipe.rank.rankers.rank_users` (topology
@@ -129,8 +143,9 @@ def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
     (weight set name -> values); each item's ``weights`` is empty (a version 1 reader reads
     it as such). The Avro writer takes each schema field from the dicts (a missing field
     takes its schema default, extra keys such as ``stats_version`` and ``sources`` are
-    ignored), so an affinity item is a shallow copy with empty ``weights``; items of other
-    rankers get ``affinity``/``recency``/``engagement`` = 0.0 and their components in
+    ignored), so an affinity-ranker item (the only kind with an ``engagement`` field; a
+    ``learned`` item has an ``affinity`` feature too) is a shallow copy with empty ``weights``;
+    items of other rankers get ``affinity``/``recency``/``engagement`` = 0.0 and their components in
     ``components``.
     """
     sets: dict[str, dict[str, float]] = {}
@@ -139,7 +154,7 @@ def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
         ws = it.get("weight_set", "")
         if ws not in sets:
             sets[ws] = it.get("weights") or {}
-        if "affinity" in it:
+        if "engagement" in it:
             out.append({**it, "weights": _NO_WEIGHTS})
             continue
         comps = {k: it[k] for k in it.keys() - _AVRO_ITEM}

@@ -43,6 +43,7 @@ from typing import Any
 from feedpipe.model.admission import admit_events
 from feedpipe.model.item import Meta, add_item_signal
 from feedpipe.model.profile import Profile, apply_events, new_profile
+from feedpipe.model.signals import Trend, trend_add
 from feedpipe.rank.experiments import assign_arm, experiment_for
 from feedpipe.rank.fanout import AudienceWrites, audience_writes
 from feedpipe.rank.rankers import rank_users
@@ -129,6 +130,8 @@ class Plan:
     """content_id -> users whose click waits for it."""
     stats: dict[str, list[int]] = field(default_factory=dict)
     trending: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+    trends: dict[str, Trend] = field(default_factory=dict)
+    """content_id -> trending-window increments (feedpipe.model.signals.trend_add)."""
     ab: dict[str, dict[str, int]] = field(default_factory=dict)
     audience: AudienceWrites | None = None
     dead: list[tuple[bytes | None, bytes]] = field(default_factory=list)
@@ -255,12 +258,15 @@ def fold(
     plan.ab = ab_counts(live, cfg.experiments, metas)
     stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     trending: dict[tuple[str, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    trends: dict[str, Trend] = {}
     for rec in live:  # bots are left out of every other reader's signals
         cid = rec["content_id"]
-        add_item_signal(
-            stats, trending, rec["type"], cid, ms(rec["occurred_at"]) or 0,
-            item_metas.get(cid), epoch_ms, half_ms,
-        )
+        at = ms(rec["occurred_at"]) or 0
+        add_item_signal(stats, trending, rec["type"], cid, at, item_metas.get(cid), epoch_ms,
+                        half_ms)
+        click = rec["type"] != "impression"
+        trends[cid] = trend_add(trends.get(cid), click, at, shown=not click)
+    plan.trends = trends
     plan.stats = dict(stats)
     plan.trending = {key: dict(scores) for key, scores in trending.items()}
     ranked_users = sorted(u for u in plan.profiles if u not in plan.kept)
@@ -271,6 +277,7 @@ def fold(
         rspec,
         cfg,
         sources=catalogue.sources(),
+        trends=catalogue.trends,
     )
     stats_version = catalogue.stats_version or 0
     for u, items in zip(ranked_users, ranked, strict=True):

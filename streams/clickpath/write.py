@@ -44,6 +44,7 @@ from feedpipe.store import partitions as partition_store
 from feedpipe.store import pending as pending_store
 from feedpipe.store import profiles as profile_store
 from feedpipe.store import stats as stats_store
+from feedpipe.store import trends as trends_store
 from feedpipe.store.feeds import encode_feed
 from feedpipe.store.interning import ITEMS, ItemTableError, intern
 from feedpipe.store.keys import keys
@@ -52,7 +53,7 @@ from feedpipe.topology import Topology, topology
 from streams.clickpath.catalogue import CATALOGUE, REGISTRY
 from streams.clickpath.fold import Plan, Selection, fold, items_of, select, users_of
 from streams.clickpath.records import STAGE, Decoded, RecordLike, Rejected, StateLost, stage
-from streams.runtime import in_thread, log, redis_client
+from streams.runtime import in_thread, log, ms, redis_client
 
 STATS_MAX_AGE_S = 1.0
 """Seconds: the item stats a batch ranks with are at most this stale."""
@@ -106,6 +107,7 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
         pipe, partition, {u: plan.profiles[u].get("last_seen") or 0 for u in users}
     )
     stats_store.queue_signals(pipe, partition, plan.stats, plan.trending)
+    trends_store.queue_trends(pipe, partition, plan.trends)
     pending_store.queue_add(pipe, plan.pending)
     stats_store.queue_ab(pipe, partition, plan.ab)
     partition_store.queue_watermark(pipe, STAGE, stage().input, partition, plan.last_offset)
@@ -135,7 +137,8 @@ async def apply(
     topo = topology()
     topic = stage().input
     wm_key = k.watermark(STAGE, topic, partition)
-    await CATALOGUE.refresh(STATS_MAX_AGE_S)
+    await CATALOGUE.refresh(STATS_MAX_AGE_S,
+                            ms(decoded[-1][1].get("occurred_at")) if decoded else None)
     while True:
         async with r.pipeline(transaction=True) as pipe:
             await pipe.watch(wm_key)

@@ -102,7 +102,10 @@ def test_synthetic_log_by_hand(tmp_path: Path) -> None:
         for mean, lo, hi in metrics.values():
             assert lo - 1e-12 <= mean <= hi + 1e-12
     assert list(r.rows) == ["affinity:only-affinity@v1", "baseline:random",
-                            "baseline:popularity", "baseline:recency"]
+                            "baseline:popularity", "baseline:recency", "baseline:trending"]
+    # Trending (24 h decayed clicks strictly before): row 2 sees row 1's click on N2 a day
+    # earlier (weight 1/2), N3 and N4 none -> same order as popularity.
+    assert r.rows["baseline:trending"]["auc"][0] == pytest.approx((0.5 + 0.25) / 2)
 
 
 def test_real_derived_eval_file() -> None:
@@ -110,7 +113,8 @@ def test_real_derived_eval_file() -> None:
     r = evaluate(mind / "derived_eval_impressions.tsv", mind / "news.tsv", n_boot=300)
     names = {f"{ws.ranker}:{n}@v{ws.version}"
              for n, ws in topology().ranker_config().weight_sets.items()}
-    assert names | {"baseline:random", "baseline:popularity", "baseline:recency"} == set(r.rows)
+    assert names | {"baseline:random", "baseline:popularity", "baseline:recency",
+                    "baseline:trending"} == set(r.rows)
     assert r.coverage.evaluated == 119
     for metrics in r.rows.values():
         assert set(metrics) == set(METRICS)

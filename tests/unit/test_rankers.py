@@ -139,7 +139,7 @@ def test_without_a_rankers_section_weight_sets_come_from_ranking_weights() -> No
 
 def test_repository_topology_rankers() -> None:
     cfg = topology().ranker_config()
-    assert {ws.ranker for ws in cfg.weight_sets.values()} == {"affinity", "editorial"}
+    assert {ws.ranker for ws in cfg.weight_sets.values()} == {"affinity", "editorial", "learned"}
     assert cfg.for_brand("mind")[1].version >= 1
 
 
@@ -343,3 +343,53 @@ def test_rank_users_serves_each_user_their_experiment_arm() -> None:
         scores = [it["score"] for it in items]
         assert scores == sorted(scores, reverse=True)
     assert arms_seen == set(exp.arms)
+
+
+def test_rank_users_serves_a_learned_set_with_the_evaluation_s_features() -> None:
+    """A brand served by a ``learned`` weight set: each item's score is the weighted sum of
+    the features of :func:`feedpipe.rank.components.learned_features` (the evaluation's
+    code), every feature's value is on the item, and the UserFeed record carries them in
+    ``components``."""
+    from feedpipe.rank.components import learned_features
+    from streams.clickpath.catalogue import avro_feed
+
+    profiles, matrix, stats = _world(20)
+    feats = topology().ranker_config().weight_sets["learned-mind"].weights
+    ws = WeightSet(ranker="learned", version=3, weights=dict(feats))
+    cfg = _config(False)
+    rankers = cfg.rankers.model_copy(update={
+        "weight_sets": {**cfg.rankers.weight_sets, "learned-t": ws},
+        "brands": {"default": "learned-t", "mind": "learned-t"}})
+    got = rank_users(profiles, matrix, stats, RANKING,
+                     RankingConfig(rankers, cfg.experiments, 0, 1))
+    assert any(got)
+    for p, items in zip(profiles, got, strict=True):
+        for it in items:
+            served = (it["ranker"], it["weight_set"], it["weight_version"])
+            assert served == ("learned", "learned-t", 3)
+            assert it["score"] == pytest.approx(sum(feats[k] * it[k] for k in feats))
+            i = matrix.index[it["content_id"]]
+            m = matrix.metas[i]
+            age = np.nan if m.published_at is None else max(
+                0.0, (float(p["last_seen"]) - m.published_at) / HOUR_MS)  # type: ignore[arg-type]
+            one = learned_features(Candidates(
+                affinity=np.array([it["affinity"]]), age_hours=np.array([age]),
+                clicks=np.array([float(stats[m.content_id][1])]),
+                impressions=np.array([float(stats[m.content_id][0])]),
+                category_weight=np.zeros(1), bias=np.zeros(1)), RANKING)
+            for k in feats:
+                assert it[k] == pytest.approx(float(one[k][0]))
+        scores = [it["score"] for it in items]
+        assert scores == sorted(scores, reverse=True)
+    doc = {"user_id": "u", "profile_version": 1, "generated_at": 0, "ranker": "learned",
+           "items": got[0]}
+    rec = avro_feed(doc)["items"][0]
+    assert rec["components"]["ctr"] == got[0][0]["ctr"] and rec["engagement"] == 0.0
+
+
+def test_ranking_config_serves() -> None:
+    cfg = _config(False)
+    assert cfg.serves("affinity") and not cfg.serves("learned") and not cfg.serves("editorial")
+    assert _config(True).serves("editorial")  # an arm of the enabled experiment
+    rankers = cfg.rankers.model_copy(update={"brands": {"default": "learned-mind"}})
+    assert RankingConfig(rankers, cfg.experiments, 0, 1).serves("learned")
