@@ -188,6 +188,7 @@ def kafka_cluster() -> Iterator[KafkaCluster]:
         cluster.stop()
 
 
+@pytest.fixture(scope="session")
 def redis_cluster_url() -> Iterator[str]:
     """URL of a node of a local Redis Cluster (three masters, no replicas, local processes from
     TEST_REDIS_CLUSTER_PORT on, wiped first), e.g. redis://127.0.0.1:26382/0; stopped at

@@ -7,51 +7,12 @@ its score and score components (floats, e.g. ``score``, ``affinity``, ``recency`
 ``engagement``) and descriptive fields shared by many items (``brand``, ``weights``, ``ranker``,
 ``weight_version``, ``arm``). :func:`decode_feed` returns that same dict shape for both forms.
 
-Compact form (``ranking.feed_format: compact``), little-endian::
-
-    MAGIC (4 bytes, b"\\xffFP1": never the start of JSON, which is UTF-8 and starts with '{')
-    header length (uint32) + header (JSON): the document's top-level fields except ``items``,
-        plus ``_g``: the distinct item groups (descriptive fields + ``_n``, the names of the
-        float fields, in storage order), ``_q``: 1 when floats are quantised to uint16,
-        ``_h``: 1 when every content id is 64-char lower-case hex (stored as 32 raw bytes),
-        ``_c``: item count
-    per item: group index (uint8, only when there are >= 2 groups), content id (32 raw bytes,
-        or uint8 length + UTF-8), then the group's floats (uint16 each when quantised, else
-        float32)
-
-Quantisation: when every float of the feed lies in [0, 1] (all ranker scores and components
-do: weights sum to 1, components are in [0, 1], docs/ranking.md), a value v is stored as
-``round(v * 65535)``; the decoded value differs from v by at most 1/131070 (7.6e-6). Item order
-(the ranking) is stored exactly. Otherwise floats are stored as float32 (relative error
-<= 6e-8). A document the compact form cannot hold (an item with an unexpected field type,
-more than 255 groups, ranks that are not 1..n) is stored as JSON: :func:`encode_feed` never
-raises for a well-formed dict.
-
-Size (MIND, 100 items, one brand and weight set): 32 + 4 * 2 = 40 bytes per item plus a
-~360-byte header, ~4.4 KB, against ~34 KB of JSON.
-
-Interned form (the compact form when an :class:`feedpipe.store.interning.ItemTable` holding every
-content id of the feed is given; the ``compact`` default of the pipeline)::
-
-    MAGIC2 (b"\xffFP2") + item-table generation (uint32) + header length (uint32) + header
-        (as above, without ``_h``)
-    per item: group index (uint8, only when there are >= 2 groups), item ordinal (uint32,
-        feedpipe/store/interning.py), then the group's floats (as above)
-
-Interned form with a deflated header (MAGIC3, b"\xffFP3", what :func:`encode_feed` writes; MAGIC2
-values stay readable)::
-
-    MAGIC3 + generation (uint32) + deflated header length (uint32) + item count (uint32) +
-        floats per item (uint8) + flags (uint8: 1 = several groups, 2 = quantised)
-    header: raw DEFLATE (zlib, wbits -15) of the header JSON (without ``_q``/``_c``), with
-        the preset dictionary :data:`HEADER_ZDICT` (a typical header: field names, the
-        default weight set; RFC 1951/1950 preset dictionary), ~420 -> ~60 bytes
-    per item: as in MAGIC2
-
-Size: 4 + 4 * 2 = 12 bytes per item plus the header, ~1.3 KB for 100 items. Decoding needs the
-ordinals' ids in the table (:func:`feed_ordinals` lists them for
-:func:`feedpipe.store.interning.resolve`); a value written under another table generation, or naming
-an ordinal the table does not know, is a :class:`FeedFormatError`.
+The binary forms (compact ``MAGIC``, interned ``MAGIC2`` and ``MAGIC3`` with a deflated header
+using :data:`HEADER_ZDICT`): their byte layouts, the uint16 quantisation of floats in [0, 1]
+(error <= 1/131070), when a document falls back to JSON, and their sizes (~1.3 KB for 100
+items against ~34 KB of JSON) are in docs/redis-keys.md, "Feed values". :func:`encode_feed`
+never raises for a well-formed dict; a value written under another item-table generation, or
+naming an ordinal the table does not know, is a :class:`FeedFormatError`.
 """
 
 from __future__ import annotations
