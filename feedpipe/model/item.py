@@ -17,9 +17,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
+
+from feedpipe.model.interest import item_matrix
+from feedpipe.model.text import from_json, to_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,9 @@ class Meta:
         categories: brand taxonomy categories; the first is the item's *primary* category.
         topics: topic labels (categories, subcategories, tags as slugs).
         published_at: epoch ms UTC, or None when the source gives none.
+        text: the item's text vector (:func:`feedpipe.model.text.encode` at enrichment) as
+            ``(hashed term, weight)`` pairs; ``()`` when unknown. Stored as ``"text"``:
+            :func:`feedpipe.model.text.to_json` form, omitted when empty.
     """
 
     content_id: str
@@ -39,6 +46,7 @@ class Meta:
     categories: tuple[str, ...]
     topics: tuple[str, ...]
     published_at: int | None
+    text: tuple[tuple[int, float], ...] = ()
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Meta:
@@ -46,6 +54,7 @@ class Meta:
 
         Raises:
             KeyError: ``content_id``, ``brand``, ``categories`` or ``topics`` missing.
+            ValueError: ``text`` is not a list of ``[index, weight]`` pairs.
         """
         return cls(
             d["content_id"],
@@ -53,6 +62,7 @@ class Meta:
             tuple(d["categories"]),
             tuple(d["topics"]),
             d.get("published_at"),
+            tuple(from_json(d.get("text")).items()),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -63,6 +73,7 @@ class Meta:
             "categories": list(self.categories),
             "topics": list(self.topics),
             "published_at": self.published_at,
+            **({"text": to_json(dict(self.text))} if self.text else {}),
         }
 
 
@@ -139,6 +150,8 @@ class CandidateMatrix:
         fresh_at: (n,) the publication time, else the catalogue entry time, else NaN: the
             time the *fresh* candidate source measures age from
             (:func:`feedpipe.rank.candidates.candidate_sources`).
+        text: (n, DIM) sparse CSR matrix of the items' text vectors (empty rows for items
+            without one; :func:`feedpipe.model.interest.item_matrix`), built at first use.
     """
 
     def __init__(self, metas: Sequence[Meta], added_ms: Mapping[str, float] | None = None) -> None:
@@ -172,6 +185,11 @@ class CandidateMatrix:
                 for m in self.metas
             ]
         )
+
+    @cached_property
+    def text(self) -> Any:
+        """The items' text vectors, (n, DIM) scipy CSR (see the class docstring)."""
+        return item_matrix([dict(m.text) for m in self.metas])
 
     def __len__(self) -> int:
         return len(self.metas)

@@ -11,7 +11,9 @@ Time decay
     Because every term is decayed by the same factor, the update is commutative: events applied
     in any order, late or early, give the same profile (this is what makes replays and
     out-of-order delivery safe). H = ``profiles.half_life_hours`` in topology.yaml (7 days; see
-    docs/ranking.md for why).
+    docs/ranking.md for why). A click on an item with a text vector adds it, with the same
+    weight, to the profile's text interest vector (:mod:`feedpipe.model.interest`, key
+    ``interest``; top 32 terms, so that sum is order-independent only up to the cut).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from feedpipe.model import interest
 from feedpipe.model.item import Meta
 from feedpipe.topology import ProfilesSpec
 
@@ -92,6 +95,7 @@ def _rebase(profile: Profile, at_ms: int) -> None:
     factor = 2.0 ** (-exponent)
     for name in ("category_affinity", "topic_affinity"):
         profile[name] = {k: v * factor for k, v in profile[name].items() if v * factor > 0.0}
+    interest.rebase(profile, exponent)
     profile["landmark_ms"] = at_ms
 
 
@@ -106,6 +110,8 @@ def _add_affinity(profile: Profile, meta: Meta, at_ms: int) -> None:
         tops[t] = tops.get(t, 0.0) + w
     brands = profile["brands"]
     brands[meta.brand] = brands.get(meta.brand, 0) + 1
+    if meta.text:
+        interest.add_read(profile, dict(meta.text), at_ms)
 
 
 def apply_events(

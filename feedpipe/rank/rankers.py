@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from feedpipe.model.interest import interest_of, similarity_rows
 from feedpipe.model.item import CandidateMatrix
 from feedpipe.model.signals import TrendSums, trend_values
 from feedpipe.model.units import HOUR_MS
@@ -179,7 +180,7 @@ def rank_users(
             elif a.weights.ranker == "learned":
                 if learned is None:
                     learned = _learned_columns(aff, age_h, has_pub, clicks, imps, ranking,
-                                               trends, refs)
+                                               trends, refs, _similarity(part, matrix))
                 s = sum(ws[k] * learned[k][idx] for k in _LEARNED)
             else:
                 if fresh is None:
@@ -292,20 +293,26 @@ def diversified(
 
 def _learned_columns(aff: Array, age_h: Array, has_pub: npt.NDArray[np.bool_], clicks: Array,
                      imps: Array, ranking: RankingSpec, trends: TrendSums | None,
-                     refs: Array) -> dict[str, Array]:
+                     refs: Array, similarity: Array | None = None) -> dict[str, Array]:
     """The learned ranker's features (:func:`feedpipe.rank.components.learned_features`, the
     evaluation's code) of a (users x items) chunk, each broadcast to (m, n). Trending windows
     (:func:`feedpipe.model.signals.trend_values`) are read at each user's last event time
-    (``refs``, ms); without ``trends`` they are 0. The stream keeps no co-read or text state
-    yet, so ``coread`` and ``similarity`` are 0 here."""
+    (``refs``, ms); without ``trends`` they are 0. ``similarity``: (m, n) content similarity
+    (:func:`_similarity`), None = 0. The stream keeps no co-read state yet: ``coread`` is 0."""
     n = aff.shape[1]
     zeros = np.zeros(n)
     usable = bool(trends) and all(a.shape == (n, 4) for a in (trends or {}).values())
     trend = trend_values(trends, refs) if trends and usable else None
     cands = Candidates(affinity=aff, age_hours=np.where(has_pub[None, :], age_h, np.nan),
                        clicks=clicks, impressions=imps, category_weight=zeros, bias=zeros,
-                       trend=trend)
+                       trend=trend, similarity=similarity)
     return {k: np.broadcast_to(v, aff.shape) for k, v in learned_features(cands, ranking).items()}
+
+
+def _similarity(part: Sequence[Mapping[str, Any]], matrix: CandidateMatrix) -> Array:
+    """(m, n) cosine of each profile's text interest vector with each item's text vector
+    (:func:`feedpipe.model.interest.similarity_rows`; 0 without either)."""
+    return similarity_rows([interest_of(p) for p in part], matrix.text)
 
 
 def top_rows(row_score: Array, k: int) -> npt.NDArray[np.intp]:

@@ -23,6 +23,10 @@ Fields and how they are derived:
   keywords or entities, then keyword and entity slugs; unique, order kept, at most 20.
 - ``entities``: the source's entities unchanged, then persons, organisations and places found
   in the text by spaCy (:mod:`streams.metadata.entities`; English and French models).
+- ``text_vector``: the compact text vector of title + summary + body in the detected language
+  (:func:`feedpipe.model.text.encode`: Snowball stemmer of that language, hashed terms, the
+  48 heaviest, L2-normalised) as ``{"term", "weight"}`` records; the click path sums them into
+  readers' interest vectors (:mod:`feedpipe.model.interest`).
 - Mojibake: text that ftfy still scores as mis-decoded after the normalisers' repair is
   rejected (``RejectedInput('encoding')``, a DLQ record), never published.
 
@@ -50,6 +54,7 @@ from textstat.textstat import textstatistics
 from yake import KeywordExtractor
 
 from feedpipe.errors import RejectedInput
+from feedpipe.model.text import encode as text_encode
 from feedpipe.topology import slug, topology
 from streams.metadata import entities as ner
 from streams.metadata import tone
@@ -385,5 +390,15 @@ def _enrich(content: dict[str, Any], now: datetime, title: str, summary: str, bo
         "keywords": kws,
         "topics": (source_topics + derived)[:MAX_TOPICS],
         "entities": merged,
+        "text_vector": text_vector(title, summary, body, language),
         "enriched_at": now.astimezone(UTC),
     }
+
+
+def text_vector(title: str, summary: str, body: str, lang: str | None) -> list[dict[str, Any]]:
+    """The item's text vector (:func:`feedpipe.model.text.encode` of title, summary and body in
+    language ``lang``; ``und`` or None: not stemmed) as EnrichedContent ``text_vector`` records
+    ``{"term": hashed index, "weight": float}``, heaviest first; ``[]`` when no token remains."""
+    code = None if lang in (None, UNDETERMINED) else lang
+    vec = text_encode((title, summary, body), code)
+    return [{"term": k, "weight": v} for k, v in vec.items()]

@@ -88,18 +88,33 @@ def content_json(rec: dict[str, Any]) -> dict[str, Any]:
     ):
         out[k] = rec[k]
     out["enriched_at"] = ms(rec["enriched_at"])
+    # A version 1 record (no text_vector) reads as [] (the schema default).
+    out[TEXT_KEY] = [(t["term"], t["weight"]) for t in rec.get("text_vector") or ()]
     return out
 
 
+TEXT_KEY = "text_vector"
+"""Key of the text vector in :func:`content_json`'s document: it goes to the item's meta
+(:func:`meta_of`), not to the stored content JSON (:func:`stored_doc`)."""
+
+
 def meta_of(doc: dict[str, Any]) -> Meta:
-    """Ranking features of a content JSON document."""
+    """Ranking features of a content JSON document (its text vector, rounded to 4 decimals as
+    :func:`feedpipe.model.text.to_json`, included)."""
     return Meta(
         doc["content_id"],
         doc["brand"],
         tuple(doc["categories"]),
         tuple(doc["topics"]),
         doc["published_at"],
+        tuple((int(k), round(float(w), 4)) for k, w in doc.get(TEXT_KEY) or ()),
     )
+
+
+def stored_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """The content JSON stored in Redis and served by the read endpoint: ``doc`` without its
+    text vector."""
+    return {k: v for k, v in doc.items() if k != TEXT_KEY}
 
 
 def enrich_batch(values: Sequence[bytes | None]) -> list[dict[str, Any] | tuple[str, str]]:
@@ -202,7 +217,7 @@ async def materialise(
             else None
         )
         meta = meta_of(doc).to_json() if published else None
-        writes.append(ItemWrite(cid, doc, meta, celebrity if published else None))
+        writes.append(ItemWrite(cid, stored_doc(doc), meta, celebrity if published else None))
     published = await content_store.write_items(r, writes)
     _observe_publish_to_candidate([latest[cid] for cid in published])
     return published
