@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
 from test_clickpath import T0, Sent, apply, reader, records, stored_feed, with_path
 
+from feedpipe.ids import content_id
 from feedpipe.model import interest
 from feedpipe.model.text import similarity
 from feedpipe.rank.components import contributions
@@ -39,10 +40,21 @@ ITEMS = {
 }
 
 
+def _content(name: str, title: str, summary: str, at: datetime) -> dict[str, Any]:
+    """A feedpipe.Content record of brand mind, category news."""
+    return {
+        "content_id": content_id("simil", name), "source": "simil", "source_id": name,
+        "kind": "test", "brand": "mind", "status": "published", "title": title,
+        "summary": summary, "body": "", "url": None, "published_at": at, "updated_at": at,
+        "categories": ["news"], "language_hint": None, "content_hash": uuid.uuid4().hex * 2,
+        "raw_event_id": "0" * 64,
+        **{f: [] for f in ("authors", "source_categories", "tags", "media", "entities",
+                           "ingest_warnings")},
+    }
+
+
 def _materialise() -> dict[str, str]:
     """Enrich ``ITEMS`` and write them with the enrich stage's code; name -> content id."""
-    from test_enrichment import _content
-
     from streams import runtime
     from streams.metadata import enrich
     from streams.stages.enrich import content_json, materialise
@@ -50,9 +62,7 @@ def _materialise() -> dict[str, str]:
     now = T0 - timedelta(hours=2)
     docs, ids = [], {}
     for name, (title, summary) in ITEMS.items():
-        rec = enrich(_content("simil", name, title=title, summary=summary, brand="mind",
-                              categories=["news"], published_at=now, updated_at=now,
-                              content_hash=uuid.uuid4().hex * 2), now)
+        rec = enrich(_content(name, title, summary, now), now)
         assert rec["text_vector"], name
         docs.append(content_json(rec))
         ids[name] = rec["content"]["content_id"]
@@ -125,9 +135,10 @@ def test_clicks_about_a_subject_raise_an_unclicked_item_about_it(
     assert len(stored) <= 180
     item_vec = {int(k): w for k, w in redis_meta_text(redis_client, foot2)}
     want = similarity(interest.interest_of(profile), [item_vec])[0]
-    assert after[foot2]["similarity"] == pytest.approx(want)
-    assert (contributions(after[foot2]) or {})["similarity"] == pytest.approx(want)
-    assert after[foot2]["score"] == pytest.approx(want)
+    # (feed values are stored as float32 by the compact feed codec)
+    assert after[foot2]["similarity"] == pytest.approx(want, rel=1e-5)
+    assert (contributions(after[foot2]) or {})["similarity"] == pytest.approx(want, rel=1e-5)
+    assert after[foot2]["score"] == pytest.approx(want, rel=1e-5)
 
 
 def redis_meta_text(r: redis.Redis, cid: str) -> list[list[float]]:
