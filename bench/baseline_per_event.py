@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import os
 import subprocess
 import sys
@@ -47,14 +48,23 @@ def reader_topic() -> str:
 
 
 def catalogue_metas() -> list[Meta]:
-    """MIND news.tsv rows as ranking features (read in place)."""
+    """MIND news.tsv rows as ranking features (read in place), with the text vector of title
+    and abstract (:func:`feedpipe.model.text.encode`, English) when the checkout's ``Meta``
+    carries one (a checkout older than live similarity has no ``text`` field)."""
     out = []
     path = settings().data_dir / "mind" / "news.tsv"
+    with_text = "text" in getattr(Meta, "__dataclass_fields__", {})
     with path.open(encoding="utf-8", newline="") as fh:
         for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
             nid, cat, sub = row[0], row[1], row[2]
             cats = tuple(topology().map_categories("mind", [cat, sub]))
-            out.append(Meta(content_id("mind", nid), "mind", cats, (slug(cat), slug(sub)), None))
+            m = Meta(content_id("mind", nid), "mind", cats, (slug(cat), slug(sub)), None)
+            if with_text:
+                from feedpipe.model.text import encode
+
+                text = tuple((k, round(v, 4)) for k, v in encode(row[3:5], "en").items())
+                m = dataclasses.replace(m, text=text)
+            out.append(m)
     return out
 
 
