@@ -61,7 +61,7 @@ def main() -> None:
             t_add += time.perf_counter() - t0
             clicks += 1
         profiles.append(interest.interest_of(p))
-    matrix = interest.item_matrix(items)
+    matrix = interest.text_index(items)
     batch, loop = [], []
     for _ in range(args.repeat):
         t0 = time.perf_counter()

@@ -6,7 +6,8 @@ profile's landmark and H its half-life, as the category and topic affinities of
 :mod:`feedpipe.model.profile`), kept to its :data:`INTEREST_TERMS` heaviest terms. The
 similarity of an item is the cosine between that vector and the item's
 (:func:`feedpipe.model.text.similarity`; :func:`similarity_rows` computes the same numbers for a
-chunk of users against a whole catalogue with one sparse product).
+chunk of users against a whole catalogue with one sparse product over a
+:class:`TextIndex`).
 
 Stored form (profile key :data:`FIELD`, a base64 string, so the profile stays a JSON-serialisable
 dict for every profile codec): ``log2(scale)`` as a little-endian float32, then per term (heaviest
@@ -24,6 +25,7 @@ import binascii
 import math
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,22 +46,32 @@ _Q = 255
 
 def pack(vec: Mapping[int, float]) -> str:
     """The stored form of an interest vector (see the module docstring); ``""`` when empty.
+    Only positive weights are kept, at most the :data:`INTEREST_TERMS` heaviest (ties by index).
 
     Raises:
-        ValueError: a term index outside ``[0, DIM)`` or a negative or non-finite weight.
+        ValueError: a term index outside ``[0, DIM)`` or a non-finite weight.
     """
-    terms = sorted(((k, v) for k, v in vec.items() if v > 0), key=lambda kv: (-kv[1], kv[0]))
+    terms = [(k, v) for k, v in vec.items() if v > 0]
+    if len(terms) > INTEREST_TERMS:
+        terms = sorted(terms, key=_heaviest)[:INTEREST_TERMS]
     if not terms:
         return ""
-    top = terms[0][1]
-    if not math.isfinite(top) or any(not 0 <= k < DIM for k, _ in terms):
-        raise ValueError("interest vector: term index out of range or weight not finite")
-    out = bytearray(_SCALE.pack(math.log2(top)))
-    for k, v in terms[:INTEREST_TERMS]:
-        q = round(_Q * v / top)
-        if q > 0:
-            out += k.to_bytes(3, "little") + bytes((q,))
-    return base64.b64encode(bytes(out)).decode()
+    top = max(v for _, v in terms)
+    if not math.isfinite(top):
+        raise ValueError("interest vector: weight not finite")
+    scale = _Q / top
+    words = []
+    for k, v in terms:
+        if not 0 <= k < DIM:
+            raise ValueError(f"interest vector: term index {k} outside [0, {DIM})")
+        q = round(v * scale)
+        if q:
+            words.append(k | q << 24)  # little-endian: 3 index bytes, then the weight byte
+    return base64.b64encode(struct.pack(f"<f{len(words)}I", math.log2(top), *words)).decode()
+
+
+def _heaviest(kv: tuple[int, float]) -> tuple[float, int]:
+    return -kv[1], kv[0]
 
 
 def unpack(stored: str | None) -> SparseVec:
@@ -74,14 +86,12 @@ def unpack(stored: str | None) -> SparseVec:
         raw = base64.b64decode(stored, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"interest vector is not base64: {exc}") from exc
-    if len(raw) < _SCALE.size or (len(raw) - _SCALE.size) % 4:
+    n, rest = divmod(len(raw) - _SCALE.size, 4)
+    if n < 0 or rest:
         raise ValueError(f"interest vector of {len(raw)} bytes is not 4 + 4 * terms")
-    (log_scale,) = _SCALE.unpack_from(raw)
+    log_scale, *words = struct.unpack(f"<f{n}I", raw)
     scale = 2.0 ** float(log_scale) / _Q
-    return {
-        int.from_bytes(raw[i : i + 3], "little"): raw[i + 3] * scale
-        for i in range(_SCALE.size, len(raw), 4)
-    }
+    return {w & 0xFFFFFF: (w >> 24) * scale for w in words}
 
 
 def interest_of(profile: Mapping[str, Any]) -> SparseVec:
@@ -120,33 +130,66 @@ def rebase(profile: dict[str, Any], exponent: float) -> None:
     profile[FIELD] = base64.b64encode(bytes(raw)).decode()
 
 
-def item_matrix(vectors: Sequence[Mapping[int, float] | None]) -> sparse.csr_matrix:
-    """The item vectors as a sparse (n, DIM) float64 CSR matrix, one row per item (an empty
-    row for None or ``{}``)."""
-    indptr = [0]
-    indices: list[int] = []
+@dataclass(frozen=True, slots=True)
+class TextIndex:
+    """A catalogue's text vectors indexed by term, for :func:`similarity_rows`.
+
+    Attributes:
+        vocab: hashed term -> row of ``by_term`` (the catalogue's distinct terms, V of them).
+        by_term: (V, n) float64 CSR matrix: row ``vocab[t]`` holds term t's weight in each of
+            the n items (columns in catalogue row order). Rows are terms, not the 2**20 hashed
+            dimensions, so products never build DIM-long index arrays.
+    """
+
+    vocab: dict[int, int]
+    by_term: sparse.csr_matrix
+
+    @property
+    def items(self) -> int:
+        """n, the number of items (columns)."""
+        return int(self.by_term.shape[1])
+
+
+def text_index(vectors: Sequence[Mapping[int, float] | None]) -> TextIndex:
+    """The :class:`TextIndex` of n item vectors (unit length, :func:`feedpipe.model.text.encode`;
+    None or ``{}``: an item without text, similarity 0)."""
+    vocab: dict[int, int] = {}
+    rows: list[int] = []
+    cols: list[int] = []
     data: list[float] = []
-    for vec in vectors:
-        if vec:
-            indices += vec.keys()
-            data += vec.values()
-        indptr.append(len(indices))
-    return sparse.csr_matrix(
-        (np.asarray(data, dtype=float), np.asarray(indices, dtype=np.int64), indptr),
-        shape=(len(vectors), DIM),
-    )
+    for j, vec in enumerate(vectors):
+        for k, w in (vec or {}).items():
+            rows.append(vocab.setdefault(k, len(vocab)))
+            cols.append(j)
+            data.append(w)
+    by_term = sparse.csr_matrix((data, (rows, cols)), shape=(len(vocab), len(vectors)),
+                                dtype=float)
+    return TextIndex(vocab, by_term)
 
 
-def similarity_rows(interests: Sequence[Mapping[int, float]], items: sparse.csr_matrix
+def similarity_rows(interests: Sequence[Mapping[int, float]], index: TextIndex
                     ) -> npt.NDArray[np.float64]:
-    """Cosine of each interest vector with each item row of ``items`` (unit-length rows, from
-    :func:`item_matrix`), shape (len(interests), n), in [0, 1]; a row of 0 for an empty
-    interest. The same values as :func:`feedpipe.model.text.similarity` per user."""
-    m, n = len(interests), items.shape[0]
-    if m == 0 or n == 0 or items.nnz == 0:
+    """Cosine of each interest vector with each item of ``index``, shape (len(interests), n),
+    in [0, 1]; a row of 0 for an empty interest, a column of 0 for an item without text. The
+    same values as :func:`feedpipe.model.text.similarity` per user (the norm is the whole
+    interest vector's; terms no item has add nothing to the dot products)."""
+    m, n = len(interests), index.items
+    if m == 0 or n == 0 or index.by_term.nnz == 0:
         return np.zeros((m, n))
-    users = item_matrix(interests)
-    norms = np.sqrt(np.asarray(users.multiply(users).sum(axis=1)).ravel())
-    dots = np.asarray((users @ items.T).todense())
+    vocab = index.vocab
+    rows: list[int] = []
+    cols: list[int] = []
+    data: list[float] = []
+    norms = np.zeros(m)
+    for i, vec in enumerate(interests):
+        norms[i] = math.sqrt(sum(w * w for w in vec.values()))
+        for k, w in vec.items():
+            c = vocab.get(k)
+            if c is not None:
+                rows.append(i)
+                cols.append(c)
+                data.append(w)
+    users = sparse.csr_matrix((data, (rows, cols)), shape=(m, len(vocab)), dtype=float)
+    dots = (users @ index.by_term).toarray()
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norms[:, None] > 0, dots / norms[:, None], 0.0)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from feedpipe.model.interest import item_matrix
+from feedpipe.model.interest import TextIndex, text_index
 from feedpipe.model.text import from_json, to_json
 
 
@@ -150,8 +150,9 @@ class CandidateMatrix:
         fresh_at: (n,) the publication time, else the catalogue entry time, else NaN: the
             time the *fresh* candidate source measures age from
             (:func:`feedpipe.rank.candidates.candidate_sources`).
-        text: (n, DIM) sparse CSR matrix of the items' text vectors (empty rows for items
-            without one; :func:`feedpipe.model.interest.item_matrix`), built at first use.
+        text: the items' text vectors indexed by term
+            (:func:`feedpipe.model.interest.text_index`; columns = rows of this matrix), built
+            at first use.
     """
 
     def __init__(self, metas: Sequence[Meta], added_ms: Mapping[str, float] | None = None) -> None:
@@ -187,9 +188,9 @@ class CandidateMatrix:
         )
 
     @cached_property
-    def text(self) -> Any:
-        """The items' text vectors, (n, DIM) scipy CSR (see the class docstring)."""
-        return item_matrix([dict(m.text) for m in self.metas])
+    def text(self) -> TextIndex:
+        """The items' text vectors by term (see the class docstring)."""
+        return text_index([dict(m.text) for m in self.metas])
 
     def __len__(self) -> int:
         return len(self.metas)

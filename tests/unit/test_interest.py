@@ -76,7 +76,7 @@ def test_reads_sum_with_forward_decay_and_rebase_keeps_the_direction() -> None:
 def test_similarity_rows_equal_the_per_user_function() -> None:
     items = [_vec(10 + i) for i in range(6)] + [{}]
     users = [interest_add(interest_add({}, items[0], 1.0), items[3], 0.5), {}, items[5]]
-    rows = interest.similarity_rows(users, interest.item_matrix(items))
+    rows = interest.similarity_rows(users, interest.text_index(items))
     assert rows.shape == (3, 7)
     for u, row in zip(users, rows, strict=True):
         assert np.allclose(row, similarity(u, items))
