@@ -10,12 +10,13 @@ chunk of users against a whole catalogue with one sparse product over a
 :class:`TextIndex`).
 
 Stored form (profile key :data:`FIELD`, a base64 string, so the profile stays a JSON-serialisable
-dict for every profile codec): ``log2(scale)`` as a little-endian float32, then per term (heaviest
-first) its hashed index as 3 bytes (``DIM = 2**20`` fits in 24 bits) and its weight as one byte
-``q = round(255 * weight / scale)``, ``scale`` being the largest weight. 32 terms: 132 bytes,
-176 base64 characters, under 200 bytes with the key in the profile's JSON. Quantising to 8 bits
-moves a cosine by at most ~1/255 of the vector's largest weight; terms that round to 0 are
-dropped. The log scale keeps the forward-decay growth (``2 ** 400`` before a rebase) in range.
+dict for every profile codec): ``log2(scale)`` as a little-endian float32, then per term one
+little-endian uint32: its hashed index in the low 24 bits (``DIM = 2**20`` fits) and its weight
+``q = round(255 * weight / scale)`` in the high 8, ``scale`` being the largest weight. 32
+terms: 132 bytes, 176 base64 characters, under 200 bytes with the key in the profile's JSON.
+Quantising to 8 bits moves a cosine by at most ~1/255 of the vector's largest weight; terms
+that round to 0 are dropped. The log scale keeps the forward-decay growth (``2 ** 400`` before
+a rebase) in range.
 """
 
 from __future__ import annotations
