@@ -98,7 +98,7 @@ def test_a_coread_raises_the_item_for_another_reader_once(
     asyncio.run(with_path(kafka_bootstrap, restarted))
     assert stored_row(redis_client, a, x) == {y: 1.0, z: 1.0}
     assert stored_row(redis_client, a, y) == {z: 1.0}
-    assert 0 < redis_client.ttl(k.coreads(trend_epoch(T0.timestamp() * 1000), pa))
+    assert redis_client.ttl(k.coreads(trend_epoch(T0.timestamp() * 1000), pa)) > 0
 
 
 def test_rows_keep_at_most_the_neighbour_bound(
