@@ -35,6 +35,7 @@ What the fold decides, per user (offset order):
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -237,7 +238,7 @@ def fold(
             plan.kept.add(u)
         events = [reader_event(rec) for _, rec in evs]
         p = old or new_profile(u, min(ev.at for ev in events) // DAY_MS * DAY_MS, spec)
-        prior = [r["content_id"] for r in reversed(p["recent_reads"])]  # oldest first
+        prior = [(r["at"], r["content_id"]) for r in p["recent_reads"]]
         adm = admit_events(p, events, spec)
         plan.duplicates += len(adm.duplicates)
         late_ids = {id(ev) for ev in adm.late}
@@ -303,15 +304,27 @@ def fold(
     return plan
 
 
-def count_coreads(state: CoReadState, prior: list[str], clicks: Sequence[Any]) -> None:
-    """Count the clicks (events of one user, any order) as co-reads of the reads before each
-    (``prior``: the stored recent reads, oldest first; extended in place) with
-    :func:`feedpipe.model.signals.coread_add` on the partition's rows of the click's epoch."""
-    for ev in sorted(clicks, key=lambda ev: (ev.at, ev.content_id)):
+def count_coreads(state: CoReadState, reads: list[tuple[int, str]], clicks: Sequence[Any]
+                  ) -> None:
+    """Count a user's live clicks (reader events of one batch, any order) as co-reads with
+    :func:`feedpipe.model.signals.coread_add` on the partition's rows of the click's epoch.
+
+    A click's prior reads are the user's reads strictly before its event time (``reads``:
+    (at ms, content id) of the stored recent reads; the batch's clicks of any origin are added),
+    oldest first, ties by content id: as ``feedpipe evaluate`` counts a log row's clicks after
+    the row's history (clicks of one impression do not count each other), and independent of
+    how the events fall into batches. History clicks are prior reads only.
+    """
+    live = [ev for ev in clicks if ev.origin == "live"]
+    if not live:
+        return
+    timeline = sorted(set(reads) | {(ev.at, ev.content_id) for ev in clicks})
+    times = [at for at, _ in timeline]
+    for ev in sorted(live, key=lambda ev: (ev.at, ev.content_id)):
+        prior = [cid for _, cid in timeline[: bisect_left(times, ev.at)]][-COREAD_WINDOW:]
         e = trend_epoch(ev.at)
         coread_add(state.own(e), prior, ev.content_id)
-        state.changed.update((e, x) for x in prior[-COREAD_WINDOW:] if x != ev.content_id)
-        prior.append(ev.content_id)
+        state.changed.update((e, x) for x in prior if x != ev.content_id)
 
 
 def coread_maps(profiles: Sequence[Profile], state: CoReadState | None

@@ -75,6 +75,17 @@ def test_a_coread_raises_the_item_for_another_reader_once(
         await apply(path, records(a, a_clicks, 0, pa))  # redelivered: skipped
         await apply(path, records(b, [reader(b, "click", x, T0 + timedelta(minutes=2))], 1, pb))
         await apply(path, records(c, [reader(c, "click", z, T0 + timedelta(minutes=2))], 0, pc))
+        # the idle refresher ranks with the same co-reads: b's feed rebuilt by it
+        from streams.clickpath.refresh import rank_and_store
+
+        ranked = stored_feed(redis_client, b)["items"]
+        redis_client.delete(k.feed(b))
+        assert await rank_and_store([b], pb) == 1
+        again = stored_feed(redis_client, b)["items"]
+        def co(items: list[dict[str, Any]]) -> list[tuple[str, float, bool]]:
+            return [(it["content_id"], it["coread"], "coread" in it["sources"]) for it in items]
+
+        assert co(again) == co(ranked)  # trending moved meanwhile: other sources may differ
 
     asyncio.run(with_path(kafka_bootstrap, body))
     assert stored_row(redis_client, a, x) == {y: 1.0}

@@ -57,22 +57,32 @@ def _click(cid: str, at: int) -> Event:
     return Event("e" + cid + str(at), "click", cid, at, "live")
 
 
-def test_the_fold_counts_each_click_after_the_reads_before_it() -> None:
+def test_the_fold_counts_each_live_click_after_the_reads_before_it() -> None:
     e = trend_epoch(T0)
     state = CoReadState(partition=1, epochs=(e - 1, e))
     state.shards[(e, 1)] = {"a": {"b": 1.0}}
-    prior = ["x", "a"]  # stored reads, oldest first
-    count_coreads(state, prior, [_click("c", T0 + 2), _click("b", T0 + 1)])  # any order
+    stored = [(T0 - 2, "x"), (T0 - 1, "a")]
+    clicks = [_click("c", T0 + 2), _click("d", T0 + 2), _click("b", T0 + 1),
+              Event("h", "click", "h", T0 - 5, "history")]
+    count_coreads(state, stored, clicks)  # any order
     want: CoReads = {"a": {"b": 1.0}}
-    for p, item in [(["x", "a"], "b"), (["x", "a", "b"], "c")]:
+    # as the evaluation: clicks of one time do not count each other; history only as prior
+    for p, item in [(["h", "x", "a"], "b"), (["h", "x", "a", "b"], "c"),
+                    (["h", "x", "a", "b"], "d")]:
         coread_add(want, p, item)
     assert state.own(e) == want
-    assert prior == ["x", "a", "b", "c"]
-    assert state.changed == {(e, "x"), (e, "a"), (e, "b")}
+    assert state.changed == {(e, x) for x in ("h", "x", "a", "b")}
+    # the same events split over two batches count the same
+    split = CoReadState(partition=1, epochs=(e - 1, e))
+    split.shards[(e, 1)] = {"a": {"b": 1.0}}
+    count_coreads(split, stored, clicks[2:])
+    count_coreads(split, [*stored, (T0 + 1, "b"), (T0 - 5, "h")], clicks[:2])
+    assert split.own(e) == want
     # another partition's shard adds to the merged view the ranking uses
     state.shards[(e, 0)] = {"a": {"c": 2.0}}
     (scores,) = coread_maps([{"recent_reads": [{"content_id": "a", "at": T0}]}], state)
-    assert scores == pytest.approx({"b": 2 / 6, "c": 3 / 6})
+    a_total = 1 + sum(merge_rows([want["a"], {"c": 2.0}]).values())
+    assert scores == pytest.approx({"b": 2 / a_total, "c": 3 / a_total, "d": 1 / a_total})
 
 
 def _learned_cfg() -> RankingConfig:
