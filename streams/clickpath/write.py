@@ -192,18 +192,29 @@ async def apply(
 async def read_coreads(r: Any, partition: int, sel: Selection,
                        stored: Mapping[str, Any], event_ms: int) -> coreads_store.CoReadState:
     """The co-read rows the fold of ``sel`` counts into and ranks with: of the newest
-    :data:`feedpipe.model.signals.COREAD_WINDOW` stored reads of the batch's users and of the
+    :data:`feedpipe.model.signals.COREAD_WINDOW` stored reads of the batch's users it re-ranks
+    (those with an event other than an impression) and of the
     batch's clicked items, for the epoch of ``event_ms`` (the newest event time seen) and the
     one before, and for the epochs of the batch's clicks
     (:func:`feedpipe.store.coreads.read_state`)."""
     ids: set[str] = set()
     write_epochs: set[int] = set()
-    for p in stored.values():
-        if p is not None:
-            ids.update(rd["content_id"] for rd in p.get("recent_reads", [])[:COREAD_WINDOW])
+    first_click: dict[str, int] = {}  # user -> earliest click time of the batch
+    ranked: set[str] = set()  # users with only impressions are not re-ranked (fold.py)
     for _, rec in sel.fresh:
+        if rec["type"] != "impression":
+            ranked.add(rec["user_id"])
         if rec["type"] == "click" and rec["content_id"]:
+            at = ms(rec["occurred_at"]) or 0
             ids.add(rec["content_id"])
-            write_epochs.add(trend_epoch(ms(rec["occurred_at"]) or 0))
+            write_epochs.add(trend_epoch(at))
+            u = rec["user_id"]
+            first_click[u] = min(at, first_click.get(u, at))
+    for u in ranked:
+        reads = (stored.get(u) or {}).get("recent_reads", [])  # newest first
+        # a late click's prior reads can be older than the newest ones: read those too
+        t = first_click.get(u)
+        n = sum(1 for rd in reads if t is not None and rd["at"] >= t)
+        ids.update(rd["content_id"] for rd in reads[: n + COREAD_WINDOW])
     cur = trend_epoch(event_ms)
     return await coreads_store.read_state(r, partition, sorted(ids), write_epochs, (cur - 1, cur))
