@@ -113,23 +113,31 @@ def decode_row(raw: bytes | str | None) -> dict[str, float]:
 
 
 async def read_state(r: Any, partition: int, ids: Sequence[str], write_epochs: Iterable[int],
-                     epochs: tuple[int, int]) -> CoReadState:
-    """The rows of ``ids`` for a batch of ``partition``: every partition's shard of
-    ``epochs`` (ranking) and ``partition``'s shard of ``write_epochs`` (the epochs of the
-    batch's clicks). One pipeline of an HMGET per shard."""
+                     epochs: tuple[int, int], score_ids: Sequence[str] | None = None
+                     ) -> CoReadState:
+    """The rows a batch of ``partition`` needs: ``ids`` (the rows it may update) from its own
+    shard of ``write_epochs`` (the epochs of its clicks), and ``score_ids`` (the rows it ranks
+    with; None: ``ids``) from every partition's shard of ``epochs``. One pipeline of an HMGET
+    per shard."""
     state = CoReadState(partition, epochs)
-    if not ids:
-        return state
+    score = list(ids) if score_ids is None else list(score_ids)
     k = keys()
-    shards: list[Shard] = [(e, p) for e in epochs for p in k.partitions()]
-    shards += [(e, partition) for e in sorted(set(write_epochs)) if (e, partition) not in shards]
-    fields = list(ids)
+    wanted: dict[Shard, list[str]] = {}
+    if score:
+        wanted.update({(e, p): score for e in epochs for p in k.partitions()})
+    for e in sorted(set(write_epochs)):
+        if ids:
+            wanted[(e, partition)] = sorted({*ids, *wanted.get((e, partition), [])})
+    shards = [sh for sh in wanted if wanted[sh]]
+    if not shards:
+        return state
     async with r.pipeline(transaction=False) as pipe:
         for e, p in shards:
-            pipe.hmget(k.coreads(e, p), fields)
+            pipe.hmget(k.coreads(e, p), wanted[(e, p)])
         replies = await pipe.execute()
     for shard, got in zip(shards, replies, strict=True):
-        rows = {x: decode_row(raw) for x, raw in zip(fields, got, strict=True) if raw is not None}
+        rows = {x: decode_row(raw) for x, raw in zip(wanted[shard], got, strict=True)
+                if raw is not None}
         state.shards[shard] = {x: row for x, row in rows.items() if row}
     return state
 

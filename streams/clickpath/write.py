@@ -191,15 +191,17 @@ async def apply(
 
 async def read_coreads(r: Any, partition: int, sel: Selection,
                        stored: Mapping[str, Any], event_ms: int) -> coreads_store.CoReadState:
-    """The co-read rows the fold of ``sel`` counts into and ranks with: of the newest
-    :data:`feedpipe.model.signals.COREAD_WINDOW` stored reads of the batch's users it re-ranks
-    (those with an event other than an impression) and of the
-    batch's clicked items, for the epoch of ``event_ms`` (the newest event time seen) and the
-    one before, and for the epochs of the batch's clicks
-    (:func:`feedpipe.store.coreads.read_state`)."""
+    """The co-read rows the fold of ``sel`` counts into and ranks with
+    (:func:`feedpipe.store.coreads.read_state`): from the partition's shard of the epochs of the
+    batch's clicks, the rows the clicks may update (the clicked items and the stored reads of
+    the clicking users that can precede a click); from every shard of the epoch of ``event_ms``
+    (the newest event time seen) and the one before, the rows of the newest
+    :data:`feedpipe.model.signals.COREAD_WINDOW` reads of the users the batch re-ranks (those
+    with an event other than an impression) after the batch."""
     ids: set[str] = set()
     write_epochs: set[int] = set()
     first_click: dict[str, int] = {}  # user -> earliest click time of the batch
+    clicks: dict[str, list[tuple[int, str]]] = {}  # user -> (at, content id) of the batch
     ranked: set[str] = set()  # users with only impressions are not re-ranked (fold.py)
     for _, rec in sel.fresh:
         if rec["type"] != "impression":
@@ -210,11 +212,18 @@ async def read_coreads(r: Any, partition: int, sel: Selection,
             write_epochs.add(trend_epoch(at))
             u = rec["user_id"]
             first_click[u] = min(at, first_click.get(u, at))
+            clicks.setdefault(u, []).append((at, rec["content_id"]))
+    score: set[str] = set()  # the newest reads after the batch: what the users rank with
     for u in ranked:
         reads = (stored.get(u) or {}).get("recent_reads", [])  # newest first
         # a late click's prior reads can be older than the newest ones: read those too
         t = first_click.get(u)
-        n = sum(1 for rd in reads if t is not None and rd["at"] >= t)
-        ids.update(rd["content_id"] for rd in reads[: n + COREAD_WINDOW])
+        if t is not None:
+            n = sum(1 for rd in reads if rd["at"] >= t)
+            ids.update(rd["content_id"] for rd in reads[: n + COREAD_WINDOW])
+        newest = sorted({*((rd["at"], rd["content_id"]) for rd in reads[:COREAD_WINDOW]),
+                         *clicks.get(u, [])})[-COREAD_WINDOW:]
+        score.update(cid for _, cid in newest)
     cur = trend_epoch(event_ms)
-    return await coreads_store.read_state(r, partition, sorted(ids), write_epochs, (cur - 1, cur))
+    return await coreads_store.read_state(r, partition, sorted(ids), write_epochs, (cur - 1, cur),
+                                          sorted(score))
