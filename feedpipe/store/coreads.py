@@ -150,7 +150,9 @@ def queue_coreads(pipe: Any, state: CoReadState | None) -> None:
     k = keys()
     by_epoch: dict[int, dict[str, bytes]] = {}
     for e, x in sorted(state.changed):
-        by_epoch.setdefault(e, {})[x] = orjson.dumps(state.own(e).get(x, {}))
+        # sorted keys: the stored value does not depend on the order counts were added in
+        by_epoch.setdefault(e, {})[x] = orjson.dumps(state.own(e).get(x, {}),
+                                                     option=orjson.OPT_SORT_KEYS)
     for e in sorted(by_epoch):
         key = k.coreads(e, state.partition)
         pipe.hset(key, mapping=by_epoch[e])
