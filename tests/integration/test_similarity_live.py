@@ -86,9 +86,8 @@ def test_clicks_about_a_subject_raise_an_unclicked_item_about_it(
     redis_client: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import streams.clickpath.catalogue
-    import streams.clickpath.write
     from feedpipe.rank.weights import RankingConfig
+    from streams.clickpath.catalogue import REGISTRY
 
     ids = _materialise()
     assert b"text_vector" not in (redis_client.get(keys().content(ids["foot1"])) or b"")
@@ -100,13 +99,8 @@ def test_clicks_about_a_subject_raise_an_unclicked_item_about_it(
     rc = rc.model_copy(update={"weight_sets": {**rc.weight_sets, "simil": ws},
                                "brands": {"default": "simil", "mind": "simil"}})
     cfg = RankingConfig(rc, {}, 0, 1)
-
-    class Fixed:
-        def current(self) -> RankingConfig:
-            return cfg
-
-    monkeypatch.setattr(streams.clickpath.write, "REGISTRY", Fixed())
-    monkeypatch.setattr(streams.clickpath.catalogue, "REGISTRY", Fixed())
+    # the registry object every click-path module imported serves this config
+    monkeypatch.setattr(REGISTRY, "current", lambda: cfg)
     u = f"U{uuid.uuid4().hex[:8]}"
     first = [reader(u, "click", ids["vote1"], T0)]
     then = [reader(u, "click", ids["foot1"], T0 + timedelta(minutes=5)),
