@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from feedpipe.kafka.lag import pipeline_lag
@@ -23,6 +23,9 @@ from ops import services
 
 T = TypeVar("T")
 
+ROOT = Path(__file__).resolve().parents[1]
+PORT_OFFSET = int(os.environ.get("FEEDPIPE_TEST_PORT_OFFSET", "0"))
+"""Shift of every test port (tests/conftest.py), so checkouts can run their suites side by side."""
 ENV_KEYS = (
     "FEEDPIPE_STATE_DIR",
     "FEEDPIPE_APP_ID",
@@ -142,6 +145,85 @@ def high_watermarks(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict
                 time.sleep(0.5)
     finally:
         c.close()
+
+
+def consume_all(
+    bootstrap: str,
+    topic: str,
+    start: dict[int, int] | None = None,
+    end: dict[int, int] | None = None,
+    timeout_s: float = 60.0,
+) -> list[Message]:
+    """Every record of ``topic`` from ``start`` up to (excluding) ``end``, in offset order per
+    partition.
+
+    Args:
+        start: first offset per partition; partitions not named start at 0 (None: all at 0).
+        end: offset to stop at per partition; only these partitions are read (None: every
+            partition, up to its current high watermark, :func:`high_watermarks`).
+        timeout_s: AssertionError when the range is not read within this many seconds.
+
+    A partition is done once the consumer's position reaches its end offset: the position also
+    moves past offsets that hold no record for the application (transaction markers,
+    compacted-away records), which a count of ``end - start`` records would wait for in vain.
+    """
+    if end is None:
+        end = high_watermarks(bootstrap, topic)
+    begin = start or {}
+    todo = {p: e for p, e in end.items() if e > begin.get(p, 0)}
+    out: list[Message] = []
+    if not todo:
+        return out
+    c = kafka_consumer(bootstrap, "test-read")
+    try:
+        c.assign([TopicPartition(topic, p, begin.get(p, 0)) for p in todo])
+        deadline = time.monotonic() + timeout_s
+        while todo:
+            assert time.monotonic() < deadline, f"{topic}: not read up to {todo} in {timeout_s} s"
+            for msg in c.consume(500, timeout=0.5):
+                assert msg.error() is None, msg.error()
+                offset, partition = msg.offset(), msg.partition()
+                assert offset is not None and partition is not None
+                if partition in todo and offset < todo[partition]:
+                    out.append(msg)
+            for tp in c.position([TopicPartition(topic, p) for p in todo]):
+                if tp.offset >= todo[tp.partition]:
+                    del todo[tp.partition]
+    finally:
+        c.close()
+    return out
+
+
+def run_fault_suite(
+    out: Path, *args: str, kafka_port: str, redis_port: str
+) -> dict[str, dict[str, Any]]:
+    """Run ``feedpipe faults <args> --kafka-port --redis-port --rows --json out`` in a process
+    of its own (a fault that took down the process running it would otherwise take pytest
+    with it), with the test state directory; returns the JSON rows by scenario name.
+
+    ``--rows`` is ``FEEDPIPE_FAULTS_ROWS`` (default 600 MIND behaviours rows per run).
+
+    Raises:
+        AssertionError: the suite wrote no JSON (its exit code and output tails are in the
+            message). A failed scenario is not raised: its row says so.
+    """
+    import subprocess
+    import sys
+
+    import orjson
+
+    env = {**os.environ, "FEEDPIPE_STATE_DIR": str(ROOT / ".feedpipe-test"), "COLUMNS": "120"}
+    rows = os.environ.get("FEEDPIPE_FAULTS_ROWS", "600")
+    cmd = [sys.executable, "-m", "ops.cli", "faults", *args, "--kafka-port", kafka_port,
+           "--redis-port", redis_port, "--rows", rows, "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600, check=False
+    )
+    print(proc.stdout[-6000:])
+    assert out.exists(), f"feedpipe faults wrote no results (exit {proc.returncode}):\n" + (
+        proc.stdout[-3000:] + proc.stderr[-6000:]
+    )
+    return {row["scenario"]: row for row in orjson.loads(out.read_bytes())}
 
 
 def run_store(fn: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from confluent_kafka import TopicPartition
-from pipeline import high_watermarks, kafka_consumer
+from pipeline import consume_all, high_watermarks
 
 from connectors.collector.events import MAX_BODY_BYTES, MAX_EVENTS
 from connectors.collector.server import CollectorServer
@@ -86,25 +85,9 @@ def base_url(producer: IdempotentProducer, keys: Keys) -> Iterator[str]:
 
 def read_after(bootstrap: str, topic: str, start: dict[int, int]) -> list[tuple[bytes, Any]]:
     """(key, decoded value) of every record of ``topic`` after ``start``, in partition order."""
-    end = high_watermarks(bootstrap, topic)
-    want = sum(end[p] - start.get(p, 0) for p in end)
-    subject = "DeadLetter" if topic.endswith(".dlq") else "ReaderEvent"
-    decode = codec(subject).decode
-    out: list[tuple[bytes, Any]] = []
-    c = kafka_consumer(bootstrap, "test-collector")
-    try:
-        c.assign([TopicPartition(topic, p, start.get(p, 0)) for p in end])
-        deadline = time.monotonic() + 30
-        while len(out) < want:
-            assert time.monotonic() < deadline, f"only {len(out)} of {want} on {topic}"
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            out.append((msg.key() or b"", decode(msg.value() or b"")))
-    finally:
-        c.close()
-    return out
+    decode = codec("DeadLetter" if topic.endswith(".dlq") else "ReaderEvent").decode
+    msgs = consume_all(bootstrap, topic, start)
+    return [(m.key() or b"", decode(m.value() or b"")) for m in msgs]
 
 
 def now_ms() -> int:
