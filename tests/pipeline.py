@@ -226,6 +226,22 @@ def run_fault_suite(
     return {row["scenario"]: row for row in orjson.loads(out.read_bytes())}
 
 
+def clean_fault_row(row: dict[str, Any]) -> Any:
+    """The :class:`ops.faults.Outcome` of one scenario's JSON row, after the checks every
+    scenario must pass: the stream really flowed (> 10,000 events of > 100 users), nothing was
+    lost or applied twice (reader events and CMS items), the topics agree with Redis, and the
+    pipeline recovered. AssertionError (with the row) otherwise."""
+    from ops.faults import Outcome
+
+    out = Outcome(**row)
+    assert out.events > 10_000 and out.users > 100, row
+    assert out.lost == 0 and out.cms_lost == 0, row
+    assert out.doubled == 0 and out.cms_doubled == 0, row
+    assert out.topic_mismatches == 0, row
+    assert out.recover_s is not None, row
+    return out
+
+
 def run_store(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """``fn(client, *args)`` of an async reader of feedpipe.store (e.g. the shard sums of
     :mod:`feedpipe.store.stats`) on a fresh asyncio client of the configured Redis (a
