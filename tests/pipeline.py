@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from feedpipe.kafka.lag import pipeline_lag
 from feedpipe.kafka.topics import recreate
 from feedpipe.settings import Settings, settings
 from feedpipe.topology import topology
@@ -83,20 +82,41 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def drain(bootstrap: str, group: str, timeout_s: float = 600) -> None:
+def drain(bootstrap: str, app_id: str, timeout_s: float = 600) -> None:
     """Wait until the worker's consumer groups (topology.yaml ``stages``: the Faust group
-    ``group`` on the CMS topics, the click path's group on reader.events) have no lag three
-    polls in a row."""
-    deadline = time.monotonic() + timeout_s
-    quiet = 0
-    lag: dict[str, int] = {}
-    while time.monotonic() < deadline:
-        lag = pipeline_lag(bootstrap, group)
-        quiet = quiet + 1 if sum(lag.values()) == 0 else 0
-        if quiet >= 3:
-            return
-        time.sleep(1.0)
-    raise AssertionError(f"pipeline did not drain in {timeout_s} s: {lag}")
+    ``app_id`` on the CMS topics, the click path's group on reader.events) have no lag three
+    probes in a row; AssertionError after ``timeout_s`` seconds.
+
+    The probes run in a child process (:class:`feedpipe.monitoring.exporter.ProbeProcess`, as
+    the worker's exporter and the fault suite's): one long-lived
+    :class:`feedpipe.kafka.lag.LagProbe` (one AdminClient for the committed offsets, one
+    assign-only Consumer for the watermarks) serves every probe of the wait and is closed at
+    the end. A probe in this process that built and dropped a Consumer and an AdminClient per
+    group every second once took pytest down with a librdkafka 2.16.1 segfault
+    (``rd_kafka_cgrp_op``) under load; now no Kafka client is created per probe, and should
+    librdkafka still crash, only the child dies: that probe counts as not drained and the next
+    one starts a new child.
+    """
+    from feedpipe.kafka.lag import pipeline_groups
+    from feedpipe.monitoring.exporter import ProbeProcess
+
+    groups = pipeline_groups(app_id)
+    probe = ProbeProcess(bootstrap, timeout_s=5.0, deadline_s=30.0)
+    try:
+        deadline, quiet, lag = time.monotonic() + timeout_s, 0, -1
+        errors: list[str] = []
+        while quiet < 3:
+            assert time.monotonic() < deadline, (
+                f"pipeline did not drain in {timeout_s} s (lag {lag}; probe errors {errors[:3]})"
+            )
+            rows = probe.probe(groups)
+            errors = [r.sample.error for r in rows if r.sample.error]
+            lag = -1 if errors else sum(r.lag for r in rows)
+            quiet = quiet + 1 if lag == 0 else 0
+            if quiet < 3:
+                time.sleep(1.0)
+    finally:
+        probe.close()
 
 
 def wait_feeds_converged(redis_url: str, timeout_s: float = 120) -> None:
