@@ -91,11 +91,10 @@ def drain(bootstrap: str, app_id: str, timeout_s: float = 600) -> None:
     the worker's exporter and the fault suite's): one long-lived
     :class:`feedpipe.kafka.lag.LagProbe` (one AdminClient for the committed offsets, one
     assign-only Consumer for the watermarks) serves every probe of the wait and is closed at
-    the end. A probe in this process that built and dropped a Consumer and an AdminClient per
-    group every second once took pytest down with a librdkafka 2.16.1 segfault
-    (``rd_kafka_cgrp_op``) under load; now no Kafka client is created per probe, and should
-    librdkafka still crash, only the child dies: that probe counts as not drained and the next
-    one starts a new child.
+    the end. Why: librdkafka 2.16.1 can segfault (``rd_kafka_cgrp_op``) under load when
+    clients are created and destroyed every second, and in the test process that takes pytest
+    down. Here no Kafka client is created per probe, and a crash kills only the child: that
+    probe counts as not drained and the next one starts a new child.
     """
     from feedpipe.kafka.lag import pipeline_groups
     from feedpipe.monitoring.exporter import ProbeProcess

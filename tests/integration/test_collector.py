@@ -24,7 +24,6 @@ from connectors.collector.server import CollectorServer
 from feedpipe.apikeys import create_key
 from feedpipe.ids import event_id
 from feedpipe.kafka.producer import IdempotentProducer
-from feedpipe.kafka.topics import TopicChange
 from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
@@ -50,17 +49,6 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     _, reader = create_key(path, "reader", ["feeds:read"])
     _, slow = create_key(path, "slow", ["events:write"], 0.01, 2)
     return Keys(path, writer, reader, slow)
-
-
-@pytest.fixture(scope="module")
-def producer(
-    kafka_bootstrap: str, topics_applied: list[TopicChange]
-) -> Iterator[IdempotentProducer]:
-    p = IdempotentProducer(kafka_bootstrap, client_id="test-collector")
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 @contextmanager

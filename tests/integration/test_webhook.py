@@ -88,17 +88,6 @@ def serve(
 
 
 @pytest.fixture(scope="module")
-def producer(
-    kafka_bootstrap: str, topics_applied: list[TopicChange]
-) -> Iterator[IdempotentProducer]:
-    p = IdempotentProducer(kafka_bootstrap, client_id="test-webhook")
-    try:
-        yield p
-    finally:
-        p.close()
-
-
-@pytest.fixture(scope="module")
 def base_url(sources: dict[str, WebhookSource], producer: IdempotentProducer) -> Iterator[str]:
     with serve(sources, producer) as url:
         yield url
