@@ -24,8 +24,6 @@ from feedpipe.rank.candidates import (
     CandidateInputs,
     candidate_brands,
     candidate_sources,
-    diversify,
-    diversify_filled,
     sources_of,
     trending_rows,
 )
@@ -129,6 +127,7 @@ def rank_users(
     has_pub = ~np.isnan(published)
     editorial = config.rankers.editorial
     bias = bias_match(np.full(n, editorial.default_bias), 0.5)
+    primary = np.asarray(matrix.primary, dtype=np.int64)
     weights_dicts: dict[str, dict[str, float]] = {}  # one shared mapping per weight set
     trend_rows = (
         trending_rows(matrix.index, sources.trending, sources.spec.trending_k)
@@ -216,7 +215,7 @@ def rank_users(
                 results.append([])
                 continue
             if cap > 0:  # diversity: the allowed items in score order, then the cap
-                top = diversified(row_score, n_allowed, matrix.primary, ranking.feed_size, cap)
+                top = diversified(row_score, n_allowed, primary, ranking.feed_size, cap)
             else:
                 top = top_rows(row_score, min(ranking.feed_size, n_allowed)).tolist()
             # per item: values of the selected columns converted in bulk (``tolist``), the
@@ -276,18 +275,49 @@ PREFIX_FACTOR = 4
 
 
 def diversified(
-    row_score: Array, n_allowed: int, primary: Sequence[int], k: int, cap: int
+    row_score: Array, n_allowed: int, primary: Sequence[int] | npt.NDArray[np.int64], k: int,
+    cap: int,
 ) -> list[int]:
     """:func:`feedpipe.rank.candidates.diversify` of the ``n_allowed`` allowed items of
-    ``row_score`` in score order, sorting only the best ``PREFIX_FACTOR * k`` first (O(n)
-    partition, then a short sort) and the whole order only when that prefix does not settle
-    the caps (:func:`feedpipe.rank.candidates.diversify_filled`); same result either way."""
+    ``row_score`` in score order, with numpy instead of a Python walk over the order.
+
+    The walk of ``diversify`` picks the j-th item of a category (in score order) exactly when
+    j < ``cap`` (or the item has no category, -1), stopping at ``k`` picks; when fewer than
+    ``k`` qualify it appends the best capped-out items. So the result is the first ``k``
+    qualifying items of the order, then the first capped-out ones: computed here from each
+    item's rank within its category (a stable sort of the order by category). The best
+    ``PREFIX_FACTOR * k`` items are tried first (O(n) partition, then a short sort); the
+    whole order is sorted only when that prefix holds fewer than ``k`` qualifying items.
+    Same result as ``diversify`` on the full order (tests/unit/test_candidates.py).
+    """
+    prim = np.asarray(primary, dtype=np.int64)
     head = min(n_allowed, PREFIX_FACTOR * k)
     if head < n_allowed:
-        got = diversify_filled(top_rows(row_score, head).tolist(), primary, k, cap)
-        if got is not None:
-            return got
-    return diversify(top_rows(row_score, n_allowed).tolist(), primary, k, cap)
+        order = top_rows(row_score, head)
+        ok = _within_caps(prim[order], cap)
+        if int(ok.sum()) >= k:
+            return order[ok][:k].tolist()  # type: ignore[no-any-return]
+    order = top_rows(row_score, n_allowed)
+    ok = _within_caps(prim[order], cap)
+    picked = order[ok][:k]
+    if len(picked) < k:
+        picked = np.concatenate([picked, order[~ok][: k - len(picked)]])
+    return picked.tolist()  # type: ignore[no-any-return]
+
+
+def _within_caps(cats: npt.NDArray[np.int64], cap: int) -> npt.NDArray[np.bool_]:
+    """Per position of a score order with primary categories ``cats``: True when the item is
+    among the first ``cap`` of its category in that order, or has no category (-1); all
+    True when ``cap`` <= 0 (no cap)."""
+    if cap <= 0:
+        return np.ones(len(cats), dtype=bool)
+    by_cat = np.argsort(cats, kind="stable")  # positions grouped by category, order kept
+    grouped = cats[by_cat]
+    first = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    sizes = np.diff(np.r_[first, len(grouped)])
+    rank_in = np.empty(len(cats), dtype=np.int64)
+    rank_in[by_cat] = np.arange(len(cats)) - np.repeat(first, sizes)
+    return (rank_in < cap) | (cats < 0)
 
 
 def _learned_columns(aff: Array, age_h: Array, has_pub: npt.NDArray[np.bool_], clicks: Array,

@@ -145,8 +145,9 @@ def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
     takes its schema default, extra keys such as ``stats_version`` and ``sources`` are
     ignored), so an affinity-ranker item (the only kind with an ``engagement`` field; a
     ``learned`` item has an ``affinity`` feature too) is a shallow copy with empty ``weights``;
-    items of other rankers get ``affinity``/``recency``/``engagement`` = 0.0 and their components in
-    ``components``.
+    items of other rankers carry their components in ``components``, and in the
+    ``affinity``/``recency``/``engagement`` fields those of their components so named (a
+    ``learned`` item's ``affinity`` and ``recency`` features), 0.0 for the others.
     """
     sets: dict[str, dict[str, float]] = {}
     out = []
@@ -158,9 +159,8 @@ def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
             out.append({**it, "weights": _NO_WEIGHTS})
             continue
         comps = {k: it[k] for k in it.keys() - _AVRO_ITEM}
-        out.append(
-            {**it, "weights": _NO_WEIGHTS, "components": comps, **dict.fromkeys(_AFFINITY, 0.0)}
-        )
+        named = {k: comps.get(k, 0.0) for k in _AFFINITY}
+        out.append({**it, "weights": _NO_WEIGHTS, "components": comps, **named})
     return {**doc, "items": out, "weight_sets": sets}
 
 
