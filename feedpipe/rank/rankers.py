@@ -128,6 +128,7 @@ def rank_users(
     editorial = config.rankers.editorial
     bias = bias_match(np.full(n, editorial.default_bias), 0.5)
     primary = np.asarray(matrix.primary, dtype=np.int64)
+    cids = [meta.content_id for meta in matrix.metas]
     weights_dicts: dict[str, dict[str, float]] = {}  # one shared mapping per weight set
     trend_rows = (
         trending_rows(matrix.index, sources.trending, sources.spec.trending_k)
@@ -227,6 +228,30 @@ def rank_users(
             bits_l = bits[row, sel].tolist() if bits is not None else None
             tails: dict[int, dict[str, Any]] = {}
             items: list[dict[str, Any]] = []
+            a = assigned[(row, code_l[0])]
+            if bits_l is not None and a.weights.ranker == "affinity" and code_l.count(
+                code_l[0]
+            ) == len(code_l):
+                # one brand, the affinity ranker: the common case, built in one comprehension
+                # (same items, same key order as the loop below)
+                wd = weights_dicts.get(a.weight_set)
+                if wd is None:
+                    wd = weights_dicts[a.weight_set] = dict(a.weights.weights)
+                brand = brand_names[code_l[0]]
+                ranker, ws_name, ws_version = a.weights.ranker, a.weight_set, a.weights.version
+                arm, experiment = a.arm, a.experiment
+                results.append([
+                    {"content_id": cids[i], "brand": brand, "rank": rank_no, "score": sc,
+                     "affinity": af, "recency": rc, "engagement": en,
+                     "sources": _source_names(bt), "weights": wd, "ranker": ranker,
+                     "weight_set": ws_name, "weight_version": ws_version, "arm": arm,
+                     "experiment": experiment}
+                    for rank_no, i, sc, af, rc, en, bt in zip(
+                        range(1, len(top) + 1), top, score_l, aff_l, rec_l, eng_l, bits_l,
+                        strict=True,
+                    )
+                ])
+                continue
             for rank_no, (i, code) in enumerate(zip(top, code_l, strict=True), start=1):
                 a = assigned[(row, code)]
                 tail = tails.get(code)
@@ -244,7 +269,7 @@ def rank_users(
                     }
                 j = rank_no - 1
                 item: dict[str, Any] = {
-                    "content_id": matrix.metas[i].content_id,
+                    "content_id": cids[i],
                     "brand": brand_names[code],
                     "rank": rank_no,
                     "score": score_l[j],
@@ -296,13 +321,13 @@ def diversified(
         order = top_rows(row_score, head)
         ok = _within_caps(prim[order], cap)
         if int(ok.sum()) >= k:
-            return order[ok][:k].tolist()  # type: ignore[no-any-return]
+            return order[ok][:k].tolist()
     order = top_rows(row_score, n_allowed)
     ok = _within_caps(prim[order], cap)
     picked = order[ok][:k]
     if len(picked) < k:
         picked = np.concatenate([picked, order[~ok][: k - len(picked)]])
-    return picked.tolist()  # type: ignore[no-any-return]
+    return picked.tolist()
 
 
 def _within_caps(cats: npt.NDArray[np.int64], cap: int) -> npt.NDArray[np.bool_]:

@@ -13,6 +13,7 @@ Reads only; state: the in-process caches above.
 from __future__ import annotations
 
 import hashlib
+import operator
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -165,6 +166,8 @@ def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 _NO_WEIGHTS: dict[str, float] = {}
+_CONTENT_ID = operator.itemgetter("content_id")
+_SERVED = operator.itemgetter("weight_set", "weight_version", "arm")
 
 
 def feed_fingerprint(items: Sequence[dict[str, Any]]) -> str:
@@ -172,7 +175,12 @@ def feed_fingerprint(items: Sequence[dict[str, Any]]) -> str:
     versions and arms that ranked it. Scores are left out: they drift with every item-stats
     change, and a feed whose list did not move is not republished."""
     h = hashlib.blake2b(digest_size=8)
-    h.update("\x1f".join(it["content_id"] for it in items).encode())
-    served = {f"{it.get('weight_set')}@{it.get('weight_version')}/{it.get('arm')}" for it in items}
+    h.update("\x1f".join(map(_CONTENT_ID, items)).encode())
+    try:
+        triples = set(map(_SERVED, items))
+    except KeyError:  # an item without the served fields (absent fields read as None)
+        triples = {(it.get("weight_set"), it.get("weight_version"), it.get("arm"))
+                   for it in items}
+    served = {f"{ws}@{version}/{arm}" for ws, version, arm in triples}
     h.update("\x1e".join(sorted(served)).encode())
     return h.hexdigest()
