@@ -123,6 +123,7 @@ def candidate_sources(
     spec: CandidateSpec,
     kth_cat: FloatArray | None = None,
     kth_topic: FloatArray | None = None,
+    slots: tuple[IntArray, IntArray] | None = None,
 ) -> IntArray:
     """Per user and item, the bit set of the sources that propose the item (0 = not a candidate).
 
@@ -140,6 +141,8 @@ def candidate_sources(
             their labels (:func:`kth_share`), when some of their labels are not columns of
             the catalogue; None: taken from ``share_cat`` / ``share_topic``
             (:func:`top_columns`).
+        slots: :func:`label_slots` of ``item_cat`` and ``item_topic`` (the same result,
+            O(m n) gathers instead of (m x C) @ (C x n) products); None: the products.
 
     Returns:
         (m, n) int64 of :data:`FRESH` | :data:`TRENDING` | :data:`AFFINITY` bits, 0 where the
@@ -167,9 +170,38 @@ def candidate_sources(
         if kth_topic is None
         else columns_at_least(share_topic, kth_topic)
     ).astype(np.float64)
-    matches = (top_cat @ item_cat.T > 0) | (top_topic @ item_topic.T > 0)
+    if slots is None:
+        matches = (top_cat @ item_cat.T > 0) | (top_topic @ item_topic.T > 0)
+    else:  # the same test by gathering each item's few label columns
+        matches = (label_sums(top_cat, slots[0]) > 0) | (label_sums(top_topic, slots[1]) > 0)
     out |= np.where(matches, AFFINITY, 0)
     return np.where(allowed, out, 0)
+
+
+def label_slots(onehot: FloatArray) -> IntArray:
+    """(n, K) int: the label columns of each row of a one-hot (n x L) label matrix
+    (:class:`feedpipe.model.item.CandidateMatrix` ``cat`` / ``topic``), K = the most labels
+    of any row, padded with L (a column of zeros in :func:`label_sums`)."""
+    n, width = onehot.shape
+    counts = (onehot != 0).sum(axis=1)
+    k = max(1, int(counts.max())) if n else 1
+    out = np.full((n, k), width, dtype=np.int64)
+    rows, cols = np.nonzero(onehot)
+    pos = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[rows, pos] = cols
+    return out
+
+
+def label_sums(shares: FloatArray, slots: IntArray) -> FloatArray:
+    """(m, n): per user row of ``shares`` (m x L) and item, the sum of the user's values over
+    the item's labels (``slots`` from :func:`label_slots`): ``shares @ onehot.T`` for a 0/1
+    ``onehot``, in O(m n K) gathers instead of an (m x L) @ (L x n) product."""
+    m = shares.shape[0]
+    ext = np.concatenate([shares, np.zeros((m, 1), dtype=shares.dtype)], axis=1)
+    out = ext[:, slots[:, 0]]
+    for k in range(1, slots.shape[1]):
+        out = out + ext[:, slots[:, k]]
+    return out
 
 
 def sources_of(bits: int) -> list[str]:

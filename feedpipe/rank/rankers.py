@@ -24,13 +24,14 @@ from feedpipe.rank.candidates import (
     CandidateInputs,
     candidate_brands,
     candidate_sources,
+    label_slots,
     sources_of,
     trending_rows,
 )
 from feedpipe.rank.components import (
     Array,
     Candidates,
-    affinity_scores,
+    affinity_from_slots,
     bias_match,
     category_weights,
     engagement_component,
@@ -56,6 +57,22 @@ def _category_column(matrix: CandidateMatrix, brand: str, spec: EditorialSpec) -
         if len(_EDITORIAL_CACHE) > 16:
             _EDITORIAL_CACHE.clear()
         got = _EDITORIAL_CACHE[key] = category_weights(matrix.metas, brand, spec)
+    return got
+
+
+_SLOTS_CACHE: dict[tuple[int, int], tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
+
+
+def _slots(matrix: CandidateMatrix) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """:func:`feedpipe.rank.candidates.label_slots` of the matrix's categories and topics
+    (cached per matrix, at most 4 entries: the worker keeps one matrix until the catalogue
+    moves)."""
+    key = (id(matrix), len(matrix))
+    got = _SLOTS_CACHE.get(key)
+    if got is None:
+        if len(_SLOTS_CACHE) > 3:
+            _SLOTS_CACHE.clear()
+        got = _SLOTS_CACHE[key] = (label_slots(matrix.cat), label_slots(matrix.topic))
     return got
 
 
@@ -129,6 +146,7 @@ def rank_users(
     bias = bias_match(np.full(n, editorial.default_bias), 0.5)
     primary = np.asarray(matrix.primary, dtype=np.int64)
     cids = [meta.content_id for meta in matrix.metas]
+    slots = _slots(matrix)
     weights_dicts: dict[str, dict[str, float]] = {}  # one shared mapping per weight set
     trend_rows = (
         trending_rows(matrix.index, sources.trending, sources.spec.trending_k)
@@ -141,7 +159,7 @@ def rank_users(
         m = len(part)
         cut_n = sources.spec.top_affinities if sources is not None else 0
         s_cat, s_top, kth_cat, kth_top = shares_and_cuts(part, matrix, cut_n)
-        aff = affinity_scores(s_cat, s_top, matrix.cat, matrix.topic)
+        aff = affinity_from_slots(s_cat, s_top, *slots)
         refs = np.array([float(p.get("last_seen") or 0) for p in part])
         age_h = np.maximum(0.0, (refs[:, None] - published[None, :]) / HOUR_MS)
         # Recency with np.power (``2.0 **``, as feedpipe.rank.reference.recency), not
@@ -205,6 +223,7 @@ def rank_users(
                 spec=sources.spec,
                 kth_cat=kth_cat,
                 kth_topic=kth_top,
+                slots=slots,
             )
             allowed = np.asarray(bits > 0)
         score = np.where(allowed, score, -np.inf)
@@ -322,7 +341,8 @@ def diversified(
         ok = _within_caps(prim[order], cap)
         if int(ok.sum()) >= k:
             return order[ok][:k].tolist()
-    order = top_rows(row_score, n_allowed)
+    # the whole order: one stable sort (score descending, ties by index)
+    order = np.argsort(-row_score, kind="stable")[:n_allowed]
     ok = _within_caps(prim[order], cap)
     picked = order[ok][:k]
     if len(picked) < k:
@@ -370,5 +390,5 @@ def top_rows(row_score: Array, k: int) -> npt.NDArray[np.intp]:
     """
     n = len(row_score)
     kth = np.partition(row_score, n - k)[n - k]
-    idx = np.flatnonzero(row_score >= kth)
-    return idx[np.lexsort((idx, -row_score[idx]))][:k]
+    idx = np.flatnonzero(row_score >= kth)  # ascending: a stable sort keeps ties by index
+    return idx[np.argsort(-row_score[idx], kind="stable")][:k]
