@@ -262,29 +262,3 @@ def diversify(order: Sequence[int], primary: Sequence[int], k: int, per_category
         picked.extend(spill[: k - len(picked)])
     return picked
 
-
-def diversify_filled(
-    order: Sequence[int], primary: Sequence[int], k: int, per_category: int
-) -> list[int] | None:
-    """:func:`diversify` of a *prefix* of the full score order, or None when the prefix does
-    not settle it.
-
-    The walk of :func:`diversify` stops once ``k`` items are picked under the caps; items
-    after that point are never looked at. So when ``k`` items are picked inside ``order``
-    (a prefix of the full order), the result is the full order's; otherwise (the caps left
-    fewer than ``k`` picks in the prefix, and the spill rule would look further) this returns
-    None and the caller runs :func:`diversify` on the full order.
-    """
-    if per_category <= 0:
-        return list(order[:k]) if len(order) >= k else None
-    counts: dict[int, int] = {}
-    picked: list[int] = []
-    for row in order:
-        c = primary[row]
-        if c >= 0 and counts.get(c, 0) >= per_category:
-            continue
-        counts[c] = counts.get(c, 0) + 1
-        picked.append(row)
-        if len(picked) == k:
-            return picked
-    return None
