@@ -11,7 +11,10 @@ Recommendations", RecSys 2016: candidate generation, then ranking):
 * **trending**: the ``trending_k`` items with the highest time-decayed click counts per brand
   (the ``fp:trending:{brand}:{epoch}`` zsets the click path maintains);
 * **affinity**: items sharing a category or a topic with the user's ``top_affinities``
-  strongest categories/topics (ties at the cut kept: :func:`top_columns`).
+  strongest categories/topics (ties at the cut kept: :func:`top_columns`);
+* **coread**: items read after the user's recent reads by other readers (a positive
+  :func:`feedpipe.model.signals.coread_scores`; item-to-item co-reads, Linden, Smith, York,
+  IEEE Internet Computing 2003).
 
 :func:`feedpipe.rank.rankers.rank_users` scores only the candidates (the pipeline's click path
 passes :class:`CandidateInputs`); each feed item carries the names of its sources (``sources``).
@@ -46,7 +49,10 @@ TRENDING: int = 2
 """Source bit: the item is in its brand's trending list."""
 AFFINITY: int = 4
 """Source bit: the item shares a label with the user's top affinities."""
-SOURCE_NAMES: dict[int, str] = {FRESH: "fresh", TRENDING: "trending", AFFINITY: "affinity"}
+COREAD: int = 8
+"""Source bit: the item was co-read after one of the user's recent reads."""
+SOURCE_NAMES: dict[int, str] = {FRESH: "fresh", TRENDING: "trending", AFFINITY: "affinity",
+                                COREAD: "coread"}
 """Source bit -> name, in the order :func:`sources_of` lists them."""
 
 BoolArray = npt.NDArray[np.bool_]
@@ -124,6 +130,7 @@ def candidate_sources(
     kth_cat: FloatArray | None = None,
     kth_topic: FloatArray | None = None,
     slots: tuple[IntArray, IntArray] | None = None,
+    coread: FloatArray | None = None,
 ) -> IntArray:
     """Per user and item, the bit set of the sources that propose the item (0 = not a candidate).
 
@@ -143,10 +150,12 @@ def candidate_sources(
             (:func:`top_columns`).
         slots: :func:`label_slots` of ``item_cat`` and ``item_topic`` (the same result,
             O(m n) gathers instead of (m x C) @ (C x n) products); None: the products.
+        coread: (m x n) co-read scores (:func:`feedpipe.model.signals.coread_scores`); > 0
+            proposes the item (:data:`COREAD`). None: no co-read source.
 
     Returns:
-        (m, n) int64 of :data:`FRESH` | :data:`TRENDING` | :data:`AFFINITY` bits, 0 where the
-        item is not allowed.
+        (m, n) int64 of :data:`FRESH` | :data:`TRENDING` | :data:`AFFINITY` | :data:`COREAD`
+        bits, 0 where the item is not allowed.
     """
     m, n = allowed.shape
     out = np.zeros((m, n), dtype=np.int64)
@@ -175,6 +184,8 @@ def candidate_sources(
     else:  # the same test by gathering each item's few label columns
         matches = (label_sums(top_cat, slots[0]) > 0) | (label_sums(top_topic, slots[1]) > 0)
     out |= np.where(matches, AFFINITY, 0)
+    if coread is not None:
+        out |= np.where(coread > 0, COREAD, 0)
     return np.where(allowed, out, 0)
 
 
