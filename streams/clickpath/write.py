@@ -108,7 +108,9 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
     )
     stats_store.queue_signals(pipe, partition, plan.stats, plan.trending)
     trends_store.queue_trends(pipe, partition, plan.trends)
-    pending_store.queue_add(pipe, plan.pending)
+    pending_store.queue_add(pipe, plan.pending, int(spec.pending_ttl_hours * 3600))
+    for u, cids in sorted(plan.unpend.items()):
+        pending_store.queue_remove(pipe, u, cids)
     stats_store.queue_ab(pipe, partition, plan.ab)
     partition_store.queue_watermark(pipe, STAGE, stage().input, partition, plan.last_offset)
 

@@ -350,6 +350,41 @@ def test_clicks_on_unknown_items_wait_in_pending_sets(
     assert sorted(e["content_id"] for e in p["pending"]) == sorted(ghosts)
 
 
+def test_clicks_whose_item_never_arrives_expire_to_the_dlq(
+    kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
+) -> None:
+    k = keys()
+    spec = topology().profiles
+    (known,) = seed_catalogue(redis_client, ["sports"])
+    ghost, kept = (content_id("clickpath-test", f"ghost-{uuid.uuid4().hex[:6]}") for _ in "ab")
+    user = f"U{uuid.uuid4().hex[:8]}"
+    ttl = timedelta(hours=spec.pending_ttl_hours)
+    first = [reader(user, "click", ghost, T0)]
+    later = [
+        reader(user, "click", kept, T0 + ttl),  # waits: exactly at the bound
+        reader(user, "impression", known, T0 + ttl + timedelta(minutes=1)),
+    ]
+    part = k.partition_of(user)
+
+    async def body(path: Any, sent: Sent) -> None:
+        await apply(path, records(user, first, 0, partition=part))
+        ttl_s = redis_client.ttl(k.pending_users(ghost, part))
+        assert 0 < ttl_s <= spec.pending_ttl_hours * 3600
+        res = await apply(path, records(user, later, 1, partition=part))
+        assert res.dead_letters == 1
+
+    sent = asyncio.run(with_path(kafka_bootstrap, body))
+    p = stored_profile(redis_client, user)
+    assert [e["content_id"] for e in p["pending"]] == [kept]
+    assert not redis_client.exists(k.pending_users(ghost, part))  # the user left the set
+    assert redis_client.sismember(k.pending_users(kept, part), user)
+    dlq = [codec("DeadLetter").decode(v) for t, _, v in sent if t == "reader.events.dlq" and v]
+    assert [d["error_type"] for d in dlq] == ["pending_expired"]
+    assert (dlq[0]["offset"], dlq[0]["key"]) == (2, user.encode())
+    click = orjson.loads(dlq[0]["value"])
+    assert click == {"user_id": user, "content_id": ghost, "at": int(T0.timestamp() * 1000)}
+
+
 def test_feeds_updated_only_when_the_ranked_list_moves(
     kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
 ) -> None:
