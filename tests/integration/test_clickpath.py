@@ -70,9 +70,15 @@ def reader(
     )
 
 
-def records(user: str, values: list[bytes], first_offset: int, partition: int = 0) -> list[Record]:
-    """Records of ``values`` at consecutive offsets from ``first_offset``."""
+def records(
+    user: str, values: list[bytes], first_offset: int, partition: int | None = None
+) -> list[Record]:
+    """Records of ``values`` at consecutive offsets from ``first_offset``, in ``partition``
+    (default: the user's, as producers key them; a Redis Cluster run refuses the others)."""
     from streams.clickpath.records import Record  # after the fixtures (settings from env)
+
+    if partition is None:
+        partition = keys().partition_of(user)
 
     return [
         Record("reader.events", partition, first_offset + i, user.encode(), v)
@@ -326,7 +332,10 @@ def test_clicks_on_unknown_items_wait_in_pending_sets(
     k = keys()
     (known,) = seed_catalogue(redis_client, ["sports"])
     ghosts = [content_id("clickpath-test", f"ghost-{uuid.uuid4().hex[:6]}") for _ in range(2)]
-    u1, u2 = (f"U{uuid.uuid4().hex[:8]}" for _ in range(2))
+    # two users of partition 3 (a Redis Cluster run refuses records in another partition)
+    fresh = (f"U{uuid.uuid4().hex[:8]}" for _ in range(10_000))
+    in_p3 = (u for u in fresh if k.partition_of(u) == 3)
+    u1, u2 = next(in_p3), next(in_p3)
     clicks = [reader(u1, "click", c, T0) for c in (*ghosts, known)]
     recs = [
         *records(u1, clicks, 0, partition=3),
