@@ -86,6 +86,14 @@ def records(
     ]
 
 
+def user_in(partition: int) -> str:
+    """A fresh user id of reader.events ``partition`` (murmur2 of the id)."""
+    while True:
+        u = f"U{uuid.uuid4().hex[:8]}"
+        if keys().partition_of(u) == partition:
+            return u
+
+
 def seed_catalogue(r: redis.Redis, categories: list[str]) -> list[str]:
     """Write metas and a mind catalogue (one item per category); return the content ids."""
     k = keys()
@@ -232,7 +240,7 @@ def test_bots_are_flagged_and_left_out_of_stats_and_trending(
     kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
 ) -> None:
     (item,) = seed_catalogue(redis_client, ["sports"])
-    bot, human = f"B{uuid.uuid4().hex[:8]}", f"H{uuid.uuid4().hex[:8]}"
+    bot, human = user_in(0), user_in(1)
     limit = topology().profiles.bot_clicks_per_minute
     bot_values = [
         reader(bot, "click", item, T0 + timedelta(seconds=i % 50), eid=f"bot-{i}")
@@ -282,9 +290,11 @@ def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
     redis_client.delete(*[k.ab("mind-rankers", p) for p in k.partitions()])
     sports, news, travel = seed_catalogue(redis_client, ["sports", "news", "travel"])
     users: dict[str, str] = {}  # arm -> user
-    while len(users) < len(spec.arms):
+    while len(users) < len(spec.arms):  # the i-th arm's user in partition i (sorted arms)
         u = f"U{uuid.uuid4().hex[:8]}"
-        users.setdefault(assign_arm("mind-rankers", spec, u), u)
+        arm = assign_arm("mind-rankers", spec, u)
+        if keys().partition_of(u) == sorted(spec.arms).index(arm):
+            users.setdefault(arm, u)
     batches = {
         arm: records(
             u,
@@ -333,9 +343,7 @@ def test_clicks_on_unknown_items_wait_in_pending_sets(
     (known,) = seed_catalogue(redis_client, ["sports"])
     ghosts = [content_id("clickpath-test", f"ghost-{uuid.uuid4().hex[:6]}") for _ in range(2)]
     # two users of partition 3 (a Redis Cluster run refuses records in another partition)
-    fresh = (f"U{uuid.uuid4().hex[:8]}" for _ in range(10_000))
-    in_p3 = (u for u in fresh if k.partition_of(u) == 3)
-    u1, u2 = next(in_p3), next(in_p3)
+    u1, u2 = user_in(3), user_in(3)
     clicks = [reader(u1, "click", c, T0) for c in (*ghosts, known)]
     recs = [
         *records(u1, clicks, 0, partition=3),
@@ -427,7 +435,7 @@ def test_dlq_records_and_tombstones_are_acknowledged_before_the_watermark_moves(
     offsets: a DLQ record or an erase tombstone sent after it would be lost by a crash in
     between. Each is sent (and acknowledged) while the watermark still has its old value."""
     (item,) = seed_catalogue(redis_client, ["sports"])
-    user, gone = f"U{uuid.uuid4().hex[:8]}", f"U{uuid.uuid4().hex[:8]}"
+    user, gone = user_in(3), user_in(3)
     k = keys()
     wm_key = k.watermark("profiles", "reader.events", 3)
     redis_client.set(wm_key, 99)
@@ -476,7 +484,7 @@ def test_mixed_redelivery_republishes_users_whose_records_were_all_applied(
     profile and feed sent again (found by the fault suite's worker-kill scenario: the compacted
     profiles.updated lagged behind Redis for those users)."""
     (item,) = seed_catalogue(redis_client, ["sports"])
-    early, late_user = f"U{uuid.uuid4().hex[:8]}", f"U{uuid.uuid4().hex[:8]}"
+    early, late_user = user_in(2), user_in(2)
     first = records(early, [reader(early, "click", item, T0)], 0, partition=2)
     second = records(late_user, [reader(late_user, "click", item, T0)], 1, partition=2)
 
