@@ -96,7 +96,14 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
     users = sorted(plan.profiles)
     ttl_s = int(spec.ttl_days * 86_400)
     profile_store.queue_profiles(
-        pipe, {u: encode_profile(plan.profiles[u], spec.profile_format) for u in users}, ttl_s
+        pipe,
+        {
+            u: encode_profile(
+                plan.profiles[u], spec.profile_format, deflate=spec.profile_deflate
+            )
+            for u in users
+        },
+        ttl_s,
     )
     ranked = sorted(plan.feeds)
     feed_store.queue_feeds(

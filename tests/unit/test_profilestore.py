@@ -159,3 +159,21 @@ def test_corrupt_minute_runs_are_refused() -> None:
     struct.pack_into("<I", raw, runs_at, 0)  # zero runs
     with pytest.raises(ProfileFormatError):
         decode_profile(bytes(raw), _table(p))
+
+
+def test_rest_is_deflated_when_smaller_and_round_trips() -> None:
+    p = _profile()
+    small = encode_profile(p, "compact", _table(p))
+    plain = encode_profile(p, "compact", _table(p), deflate=False)
+    assert small[24] & 64 and not plain[24] & 64
+    assert len(small) < len(plain)
+    assert decode_profile(small, _table(p)) == decode_profile(plain, _table(p)) == p
+
+
+def test_corrupt_deflated_rest_is_refused() -> None:
+    p = _profile()
+    raw = bytearray(encode_profile(p, "compact", _table(p)))
+    hlen = struct.unpack_from("<I", raw, 8)[0]
+    raw[25 : 25 + hlen] = b"\xff" * hlen  # not a deflate stream of the dictionary
+    with pytest.raises(ProfileFormatError):
+        decode_profile(bytes(raw), _table(p))
