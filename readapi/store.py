@@ -38,6 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from feedpipe.model.item import Meta
 from feedpipe.rank.fanout import CelebrityCache
 from feedpipe.store import stats as stats_store
+from feedpipe.store import trends as trends_store
 from feedpipe.store.client import mget
 from feedpipe.store.feeds import FeedFormatError, decode_feed
 from feedpipe.store.interning import ITEMS, resolve
@@ -323,7 +324,10 @@ class Store:
         if len(cache) and sv != cache.stats_version:
             ids = [m.content_id for m in cache.metas]
             stats = await self.call(stats_store.read_stats, self.client, ids)
-            cache.set_stats(sv, stats)
+            # trending windows at the wall clock's epoch (live events carry about that time)
+            trends = await self.call(trends_store.read_trends, self.client, ids,
+                                     time.time() * 1000)
+            cache.set_stats(sv, stats, trends)
 
     # -- trending and latest -------------------------------------------------------------------
 

@@ -136,8 +136,17 @@ def coread_add(table: CoReads, prior_reads: Sequence[str], item: str,
         row = table.setdefault(x, {})
         row[item] = row.get(item, 0.0) + 1.0
         if len(row) > neighbours:
-            drop = min(row.items(), key=lambda kv: (kv[1], _neg(kv[0])))[0]
-            del row[drop]
+            del row[_evicted(row)]
+
+
+def _evicted(row: Mapping[str, float]) -> str:
+    """The entry :func:`coread_add` evicts: the smallest count, among equal counts the first by
+    :func:`_neg` (the largest id; a proper prefix of it before it), without building a key per
+    entry (a full row is 50 ids of 64 characters, evicted at every new neighbour)."""
+    lo = min(row.values())
+    tied = [k for k, v in row.items() if v == lo]
+    top = max(tied)
+    return min((k for k in tied if top.startswith(k)), key=len)
 
 
 def _neg(s: str) -> tuple[int, ...]:

@@ -11,7 +11,10 @@ Recommendations", RecSys 2016: candidate generation, then ranking):
 * **trending**: the ``trending_k`` items with the highest time-decayed click counts per brand
   (the ``fp:trending:{brand}:{epoch}`` zsets the click path maintains);
 * **affinity**: items sharing a category or a topic with the user's ``top_affinities``
-  strongest categories/topics (ties at the cut kept: :func:`top_columns`).
+  strongest categories/topics (ties at the cut kept: :func:`top_columns`);
+* **coread**: items read after the user's recent reads by other readers (a positive
+  :func:`feedpipe.model.signals.coread_scores`; item-to-item co-reads, Linden, Smith, York,
+  IEEE Internet Computing 2003).
 
 :func:`feedpipe.rank.rankers.rank_users` scores only the candidates (the pipeline's click path
 passes :class:`CandidateInputs`); each feed item carries the names of its sources (``sources``).
@@ -46,7 +49,10 @@ TRENDING: int = 2
 """Source bit: the item is in its brand's trending list."""
 AFFINITY: int = 4
 """Source bit: the item shares a label with the user's top affinities."""
-SOURCE_NAMES: dict[int, str] = {FRESH: "fresh", TRENDING: "trending", AFFINITY: "affinity"}
+COREAD: int = 8
+"""Source bit: the item was co-read after one of the user's recent reads."""
+SOURCE_NAMES: dict[int, str] = {FRESH: "fresh", TRENDING: "trending", AFFINITY: "affinity",
+                                COREAD: "coread"}
 """Source bit -> name, in the order :func:`sources_of` lists them."""
 
 BoolArray = npt.NDArray[np.bool_]
@@ -123,6 +129,7 @@ def candidate_sources(
     spec: CandidateSpec,
     kth_cat: FloatArray | None = None,
     kth_topic: FloatArray | None = None,
+    coread: FloatArray | None = None,
 ) -> IntArray:
     """Per user and item, the bit set of the sources that propose the item (0 = not a candidate).
 
@@ -140,10 +147,12 @@ def candidate_sources(
             their labels (:func:`kth_share`), when some of their labels are not columns of
             the catalogue; None: taken from ``share_cat`` / ``share_topic``
             (:func:`top_columns`).
+        coread: (m x n) co-read scores (:func:`feedpipe.model.signals.coread_scores`); > 0
+            proposes the item (:data:`COREAD`). None: no co-read source.
 
     Returns:
-        (m, n) int64 of :data:`FRESH` | :data:`TRENDING` | :data:`AFFINITY` bits, 0 where the
-        item is not allowed.
+        (m, n) int64 of :data:`FRESH` | :data:`TRENDING` | :data:`AFFINITY` | :data:`COREAD`
+        bits, 0 where the item is not allowed.
     """
     m, n = allowed.shape
     out = np.zeros((m, n), dtype=np.int64)
@@ -169,6 +178,8 @@ def candidate_sources(
     ).astype(np.float64)
     matches = (top_cat @ item_cat.T > 0) | (top_topic @ item_topic.T > 0)
     out |= np.where(matches, AFFINITY, 0)
+    if coread is not None:
+        out |= np.where(coread > 0, COREAD, 0)
     return np.where(allowed, out, 0)
 
 

@@ -33,9 +33,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from feedpipe.ids import event_id as make_event_id
 from feedpipe.model.item import CandidateMatrix, Meta
 from feedpipe.model.profile import affinity_at
+from feedpipe.model.signals import TrendSums
 from feedpipe.model.units import HOUR_MS
 from feedpipe.rank.candidates import candidate_brands, diversify, primary_codes
 from feedpipe.rank.rankers import rank_users
@@ -209,6 +212,7 @@ def digest(
     ranking: RankingSpec,
     spec: FanoutSpec,
     celebrities: Iterable[str] = (),
+    coreads: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The user digest stored in the feed document (key ``digest``) for the read-time merge.
 
@@ -217,7 +221,10 @@ def digest(
     ``interest_categories`` / ``interest_topics`` normalised shares
     (:func:`feedpipe.model.profile.affinity_at`) rounded to :data:`SHARE_DECIMALS`, the candidate
     brands (:func:`feedpipe.rank.candidates.candidate_brands`), at most :data:`READ_MAX` read
-    celebrity items. ~150-200 bytes as JSON.
+    celebrity items. ~150-200 bytes as JSON. With ``coreads`` (the user's co-read scores,
+    :func:`feedpipe.store.coreads.user_coreads`) ``"co": {12-hex prefix: score}`` holds the
+    :data:`READ_MAX` best-scored celebrity items (scores rounded to :data:`SHARE_DECIMALS`):
+    the read endpoint has no co-read state and scores them from here (+~25 bytes each).
     """
     shares = affinity_at(profile, 0)
     cats = top_labels(shares["category"], spec.interest_categories)
@@ -239,6 +246,24 @@ def digest(
     }
     if read:
         out["cr"] = read
+    if celeb and coreads:
+        co = sorted(((-v, c) for c, v in coreads.items() if c in celeb and v > 0))[:READ_MAX]
+        if co:
+            out["co"] = {c[:READ_PREFIX]: round(-v, SHARE_DECIMALS) for v, c in co}
+    return out
+
+
+def digest_coreads(dg: Mapping[str, Any], read_ids: Mapping[str, str]) -> dict[str, float]:
+    """The co-read scores of a digest's ``"co"`` (:func:`digest`) by full content id
+    (``read_ids``: prefix -> content id); malformed entries are left out."""
+    co = dg.get("co") or {}
+    if not isinstance(co, Mapping):
+        return {}
+    out: dict[str, float] = {}
+    for pre, v in co.items():
+        full = read_ids.get(str(pre))
+        if full is not None and isinstance(v, int | float) and v > 0:
+            out[full] = float(v)
     return out
 
 
@@ -305,6 +330,7 @@ class CelebrityCache:
         self.metas: list[Meta] = []
         self.matrix = CandidateMatrix([])
         self.stats: dict[str, tuple[int, int]] = {}
+        self.trends: TrendSums = {}
         self.by_prefix: dict[str, str] = {}
         self.gen = 0
         self._ranking: tuple[int, RankingSpec] | None = None
@@ -321,15 +347,25 @@ class CelebrityCache:
             self.matrix = CandidateMatrix(ordered)
             self.by_prefix = {m.content_id[:READ_PREFIX]: m.content_id for m in ordered}
             self.stats = {k: v for k, v in self.stats.items() if k in self.matrix.index}
+            self.trends = {}
             self.gen += 1
 
-    def set_stats(self, stats_version: bytes | None, stats: Mapping[str, tuple[int, int]]) -> None:
-        """Replace the items' (impressions, clicks) read at ``stats_version``."""
+    def set_stats(self, stats_version: bytes | None, stats: Mapping[str, tuple[int, int]],
+                  trends: TrendSums | None = None) -> None:
+        """Replace the items' (impressions, clicks) read at ``stats_version``, and their
+        trending-window sums (epoch -> (n, 4), rows in :attr:`metas` order,
+        :func:`feedpipe.store.trends.read_trends`) when given."""
         self.stats_version = stats_version
         new = dict(stats)
         if new != self.stats:
             self.stats = new
             self.gen += 1
+        if trends is not None:
+            same = trends.keys() == self.trends.keys() and all(
+                np.array_equal(v, self.trends[e]) for e, v in trends.items())
+            if not same:
+                self.trends = dict(trends)
+                self.gen += 1
 
     def ranking_for(self, ranking: RankingSpec) -> RankingSpec:
         """``ranking`` with feed_size = every cached item and no category cap (scores only;
@@ -351,7 +387,8 @@ def score_celebrities(
     ``"celebrity"`` and the same explanation fields as stored items.
 
     Scored by :func:`feedpipe.rank.rankers.rank_users` (the stored feeds' code) over the cached
-    celebrity matrix for the digest's :func:`pseudo_profile`; brands outside the digest's and
+    celebrity matrix for the digest's :func:`pseudo_profile`, with the cached trending windows
+    and the digest's co-read scores (:func:`digest_coreads`); brands outside the digest's and
     items the digest lists as read are left out. ``config``: the weights in force
     (:meth:`feedpipe.rank.weights.WeightsRegistry.current`).
 
@@ -362,7 +399,8 @@ def score_celebrities(
         return []
     prof = pseudo_profile(user_id, dg, cache.by_prefix)
     (items,) = rank_users(
-        [prof], cache.matrix, cache.stats, cache.ranking_for(ranking), config
+        [prof], cache.matrix, cache.stats, cache.ranking_for(ranking), config,
+        trends=cache.trends or None, coreads=[digest_coreads(dg, cache.by_prefix)],
     )
     for it in items:
         it["source"] = SOURCE

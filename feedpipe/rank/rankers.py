@@ -77,6 +77,7 @@ def rank_users(
     chunk: int = 512,
     sources: CandidateInputs | None = None,
     trends: TrendSums | None = None,
+    coreads: Sequence[Mapping[str, float]] | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Rank each profile's candidates with the ranker and weights serving it; feed items out.
 
@@ -105,6 +106,11 @@ def rank_users(
         trends: trending-window sums of the matrix rows (epoch -> (n, 4),
             :func:`feedpipe.store.trends.read_trends`), for ``learned`` weight sets; None or
             rows not matching the matrix: those features are 0.
+        coreads: per profile, content id -> co-read score
+            (:func:`feedpipe.store.coreads.user_coreads`, i.e.
+            :func:`feedpipe.model.signals.coread_scores`; ids outside the matrix ignored): the
+            ``learned`` ranker's ``coread`` feature and, with ``sources``, the ``coread``
+            candidate source. None: 0 and no such source.
 
     Returns:
         Per profile, the feed items: ``{"content_id", "brand", "rank", "score", <the ranker's
@@ -150,6 +156,7 @@ def rank_users(
             rec = np.where(has_pub[None, :], 2.0 ** (-age_h / ranking.recency_half_life_hours), 0.0)
         fresh: Array | None = None
         learned: dict[str, Array] | None = None
+        co = coread_matrix(coreads[lo : lo + chunk], matrix.index, n) if coreads else None
         allowed = np.zeros((m, n), dtype=bool)
         score = np.full((m, n), -np.inf)
         # (row, brand code) -> assignment; rows grouped per (brand code, weight set)
@@ -179,7 +186,7 @@ def rank_users(
             elif a.weights.ranker == "learned":
                 if learned is None:
                     learned = _learned_columns(aff, age_h, has_pub, clicks, imps, ranking,
-                                               trends, refs)
+                                               trends, refs, co)
                 s = sum(ws[k] * learned[k][idx] for k in _LEARNED)
             else:
                 if fresh is None:
@@ -205,6 +212,7 @@ def rank_users(
                 spec=sources.spec,
                 kth_cat=kth_cat,
                 kth_topic=kth_top,
+                coread=co,
             )
             allowed = np.asarray(bits > 0)
         score = np.where(allowed, score, -np.inf)
@@ -292,20 +300,42 @@ def diversified(
 
 def _learned_columns(aff: Array, age_h: Array, has_pub: npt.NDArray[np.bool_], clicks: Array,
                      imps: Array, ranking: RankingSpec, trends: TrendSums | None,
-                     refs: Array) -> dict[str, Array]:
+                     refs: Array, coread: Array | None = None) -> dict[str, Array]:
     """The learned ranker's features (:func:`feedpipe.rank.components.learned_features`, the
     evaluation's code) of a (users x items) chunk, each broadcast to (m, n). Trending windows
     (:func:`feedpipe.model.signals.trend_values`) are read at each user's last event time
-    (``refs``, ms); without ``trends`` they are 0. The stream keeps no co-read or text state
-    yet, so ``coread`` and ``similarity`` are 0 here."""
+    (``refs``, ms); without ``trends`` they are 0. ``coread``: (m, n) co-read scores
+    (:func:`coread_matrix`; None: 0). The stream keeps no text state yet, so ``similarity``
+    is 0 here."""
     n = aff.shape[1]
     zeros = np.zeros(n)
     usable = bool(trends) and all(a.shape == (n, 4) for a in (trends or {}).values())
     trend = trend_values(trends, refs) if trends and usable else None
     cands = Candidates(affinity=aff, age_hours=np.where(has_pub[None, :], age_h, np.nan),
                        clicks=clicks, impressions=imps, category_weight=zeros, bias=zeros,
-                       trend=trend)
+                       trend=trend, coread=coread)
     return {k: np.broadcast_to(v, aff.shape) for k, v in learned_features(cands, ranking).items()}
+
+
+def coread_matrix(maps: Sequence[Mapping[str, float]], index: Mapping[str, int], n: int
+                  ) -> Array | None:
+    """(m, n) co-read scores of m users' maps (content id -> score) over the matrix rows
+    ``index``; None when no user has a co-read inside the matrix."""
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for row, got in enumerate(maps):
+        for cid, v in got.items():
+            i = index.get(cid)
+            if i is not None:
+                rows.append(row)
+                cols.append(i)
+                vals.append(v)
+    if not rows:
+        return None
+    out = np.zeros((len(maps), n))
+    out[rows, cols] = vals
+    return out
 
 
 def top_rows(row_score: Array, k: int) -> npt.NDArray[np.intp]:

@@ -133,6 +133,12 @@ class Keys:
         sums are the sum over :meth:`partitions`)."""
         return self._fmt("trend_windows", tag=self._part_tag(partition), epoch=epoch)
 
+    def coreads(self, epoch: int, partition: int) -> str:
+        """Hash: content id X -> JSON ``{Y: count}`` of "read X, then Y" counted by
+        ``partition``'s batches in trending-window ``epoch`` (at most 50 Y per X;
+        feedpipe/store/coreads.py; an item's co-reads are the sum over :meth:`partitions`)."""
+        return self._fmt("coreads", tag=self._part_tag(partition), epoch=epoch)
+
     def stats(self, content_id: str, partition: int) -> str:
         """Hash: impressions, clicks (live events only) counted by ``partition``'s batches
         (the item's stats are the sum over :meth:`partitions`)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from feedpipe.model.item import CandidateMatrix, Meta
@@ -116,12 +116,14 @@ def feed_json(
     items: list[dict[str, Any]],
     stats_version: int,
     catalogue: Catalogue = CATALOGUE,
+    coreads: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The feed document stored in Redis (:mod:`feedpipe.store.feeds`), sent via :func:`avro_feed`.
 
     ``items``: one user's list from :func:`feedpipe.rank.rankers.rank_users`. Top-level ``ranker``
     is the ranker of the first item (``affinity`` for an empty feed). ``digest``: the user's
-    digest for the read-time merge of celebrity items (:func:`feedpipe.rank.fanout.digest`).
+    digest for the read-time merge of celebrity items (:func:`feedpipe.rank.fanout.digest`;
+    ``coreads``: the user's co-read scores, for the celebrity items' ``coread`` feature).
     """
     topo = topology()
     return {
@@ -131,7 +133,7 @@ def feed_json(
         "catalogue_version": catalogue.version,
         "generated_at": profile.get("last_seen") or 0,
         "ranker": items[0].get("ranker", "affinity") if items else "affinity",
-        "digest": digest(profile, topo.ranking, topo.fanout, catalogue.celebrities),
+        "digest": digest(profile, topo.ranking, topo.fanout, catalogue.celebrities, coreads),
         "items": items,
     }
 

@@ -35,6 +35,7 @@ What the fold decides, per user (offset order):
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,11 +44,12 @@ from typing import Any
 from feedpipe.model.admission import admit_events
 from feedpipe.model.item import Meta, add_item_signal
 from feedpipe.model.profile import Profile, apply_events, expire_pending, new_profile
-from feedpipe.model.signals import Trend, trend_add
+from feedpipe.model.signals import COREAD_WINDOW, Trend, coread_add, trend_add, trend_epoch
 from feedpipe.rank.experiments import assign_arm, experiment_for
 from feedpipe.rank.fanout import AudienceWrites, audience_writes
 from feedpipe.rank.rankers import rank_users
 from feedpipe.rank.weights import RankingConfig
+from feedpipe.store.coreads import CoReadState, user_coreads
 from feedpipe.store.keys import Keys
 from feedpipe.store.profiles import profile_ids
 from feedpipe.topology import ExperimentSpec, Topology
@@ -133,6 +135,8 @@ class Plan:
     trends: dict[str, Trend] = field(default_factory=dict)
     """content_id -> trending-window increments (feedpipe.model.signals.trend_add)."""
     ab: dict[str, dict[str, int]] = field(default_factory=dict)
+    coreads: CoReadState | None = None
+    """Co-read rows read and updated by the batch's clicks (the changed ones are written)."""
     audience: AudienceWrites | None = None
     dead: list[tuple[bytes | None, bytes]] = field(default_factory=list)
     """Rejected records above the watermark: ``(key, DeadLetter value)``, sent to the DLQ."""
@@ -195,13 +199,16 @@ def fold(
     topo: Topology,
     keys: Keys,
     now_ms: int,
+    coreads: CoReadState | None = None,
 ) -> Plan:
     """Fold the fresh events of ``sel`` into ``stored`` (user -> stored profile or None; the
     profiles are updated in place) and rank the users; return the :class:`Plan`.
 
     ``metas``: ranking features of (at least) :func:`items_of` the fresh events; ``catalogue``:
     the candidate matrix, item stats and versions ranked with; ``now_ms``: wall clock of the
-    audience registrations.
+    audience registrations; ``coreads``: the co-read rows of the batch's reads
+    (:func:`feedpipe.store.coreads.read_state`), updated in place by the batch's non-bot clicks
+    (:func:`count_coreads`) and ranked with; None: no co-reads.
     """
     spec, rspec = topo.profiles, topo.ranking
     epoch_ms = rspec.trending_epoch_hours * 3_600_000
@@ -237,6 +244,7 @@ def fold(
             plan.kept.add(u)
         events = [reader_event(rec) for _, rec in evs]
         p = old or new_profile(u, min(ev.at for ev in events) // DAY_MS * DAY_MS, spec)
+        prior = [(r["at"], r["content_id"]) for r in p["recent_reads"]]
         adm = admit_events(p, events, spec)
         plan.duplicates += len(adm.duplicates)
         late_ids = {id(ev) for ev in adm.late}
@@ -255,6 +263,8 @@ def fold(
             pending[cid].add(u)
         p["version"] += 1
         plan.profiles[u] = p
+        if coreads is not None and not p.get("bot"):
+            count_coreads(coreads, prior, [ev for ev in adm.accepted if ev.type == "click"])
         if adm.accepted:
             accepted_ids = {id(ev) for ev in adm.accepted}
             bot = bool(p.get("bot"))
@@ -284,6 +294,8 @@ def fold(
     plan.stats = dict(stats)
     plan.trending = {key: dict(scores) for key, scores in trending.items()}
     ranked_users = sorted(u for u in plan.profiles if u not in plan.kept)
+    plan.coreads = coreads
+    co_maps = coread_maps([plan.profiles[u] for u in ranked_users], coreads)
     ranked = rank_users(
         [plan.profiles[u] for u in ranked_users],
         catalogue.matrix,
@@ -292,13 +304,50 @@ def fold(
         cfg,
         sources=catalogue.sources(),
         trends=catalogue.trends,
+        coreads=co_maps,
     )
     stats_version = catalogue.stats_version or 0
-    for u, items in zip(ranked_users, ranked, strict=True):
-        plan.feeds[u] = feed_json(u, plan.profiles[u], items, stats_version, catalogue)
+    for j, (u, items) in enumerate(zip(ranked_users, ranked, strict=True)):
+        co = co_maps[j] if co_maps is not None else None
+        plan.feeds[u] = feed_json(u, plan.profiles[u], items, stats_version, catalogue, co)
         fp = feed_fingerprint(items)
         if plan.profiles[u].get("feed_fp") != fp:
             plan.profiles[u]["feed_fp"] = fp
             plan.changed.add(u)
     plan.audience = audience_writes(plan.profiles, rspec, topo.fanout, keys, now_ms)
     return plan
+
+
+def count_coreads(state: CoReadState, reads: list[tuple[int, str]], clicks: Sequence[Any]
+                  ) -> None:
+    """Count a user's live clicks (reader events of one batch, any order) as co-reads with
+    :func:`feedpipe.model.signals.coread_add` on the partition's rows of the click's epoch.
+
+    A click's prior reads are the user's reads strictly before its event time (``reads``:
+    (at ms, content id) of the stored recent reads; the batch's clicks of any origin are added),
+    oldest first, ties by content id: as ``feedpipe evaluate`` counts a log row's clicks after
+    the row's history (clicks of one impression do not count each other), and independent of
+    how the events fall into batches. History clicks are prior reads only.
+    """
+    live = [ev for ev in clicks if ev.origin == "live"]
+    if not live:
+        return
+    timeline = sorted(set(reads) | {(ev.at, ev.content_id) for ev in clicks})
+    times = [at for at, _ in timeline]
+    for ev in sorted(live, key=lambda ev: (ev.at, ev.content_id)):
+        prior = [cid for _, cid in timeline[: bisect_left(times, ev.at)]][-COREAD_WINDOW:]
+        e = trend_epoch(ev.at)
+        coread_add(state.own(e), prior, ev.content_id)
+        state.changed.update((e, x) for x in prior if x != ev.content_id)
+
+
+def coread_maps(profiles: Sequence[Profile], state: CoReadState | None
+                ) -> list[dict[str, float]] | None:
+    """Per profile, its co-read scores (:func:`feedpipe.store.coreads.user_coreads` of its last
+    reads over the merged rows); None without co-read state."""
+    if state is None:
+        return None
+    reads = [[r["content_id"] for r in reversed(p["recent_reads"])][-COREAD_WINDOW:]
+             for p in profiles]
+    table = state.table({x for rs in reads for x in rs})
+    return [user_coreads(table, rs) for rs in reads]

@@ -19,8 +19,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from feedpipe.model.signals import COREAD_WINDOW, trend_epoch
 from feedpipe.rank.rankers import rank_users
 from feedpipe.store import audience as audience_store
+from feedpipe.store import coreads as coreads_store
 from feedpipe.store import feeds as feed_store
 from feedpipe.store import partitions as partition_store
 from feedpipe.store import profiles as profile_store
@@ -29,6 +31,7 @@ from feedpipe.store.interning import ITEMS, intern
 from feedpipe.store.profiles import ProfileFormatError, decode_profile
 from feedpipe.topology import topology
 from streams.clickpath.catalogue import CATALOGUE, REGISTRY, feed_json
+from streams.clickpath.fold import coread_maps
 from streams.runtime import in_thread, log, redis_client
 
 DAY_MS = 86_400_000
@@ -75,6 +78,12 @@ async def rank_and_store(user_ids: Sequence[str], partition: int) -> int:
     if not todo:
         return 0
     spec = topology().ranking
+    # the co-reads of the users' last reads, as the batch ranks with (streams/clickpath/fold.py)
+    cur = trend_epoch(CATALOGUE.event_ms or time.time() * 1000)
+    reads = sorted({rd["content_id"] for _, p in todo
+                    for rd in p.get("recent_reads", [])[:COREAD_WINDOW]})
+    co = coread_maps([p for _, p in todo],
+                     await coreads_store.read_state(r, partition, reads, (), (cur - 1, cur)))
     ranked = await in_thread(
         rank_users,
         [p for _, p in todo],
@@ -84,9 +93,12 @@ async def rank_and_store(user_ids: Sequence[str], partition: int) -> int:
         REGISTRY.current(),
         512,
         CATALOGUE.sources(),
+        CATALOGUE.trends,
+        co,
     )
     docs = [
-        feed_json(u, p, items, stats_version) for (u, p), items in zip(todo, ranked, strict=True)
+        feed_json(u, p, items, stats_version, CATALOGUE, c)
+        for (u, p), items, c in zip(todo, ranked, co or [{} for _ in todo], strict=True)
     ]
     await intern(r, [it["content_id"] for doc in docs for it in doc["items"]])
     async with r.pipeline(transaction=True) as pipe:

@@ -37,8 +37,10 @@ from typing import Any
 from redis.exceptions import WatchError
 
 from feedpipe.model.item import Meta
+from feedpipe.model.signals import COREAD_WINDOW, trend_epoch
 from feedpipe.store import audience as audience_store
 from feedpipe.store import content as content_store
+from feedpipe.store import coreads as coreads_store
 from feedpipe.store import feeds as feed_store
 from feedpipe.store import partitions as partition_store
 from feedpipe.store import pending as pending_store
@@ -115,6 +117,7 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
     )
     stats_store.queue_signals(pipe, partition, plan.stats, plan.trending)
     trends_store.queue_trends(pipe, partition, plan.trends)
+    coreads_store.queue_coreads(pipe, plan.coreads)
     pending_store.queue_add(pipe, plan.pending, int(spec.pending_ttl_hours * 3600))
     for u, cids in sorted(plan.unpend.items()):
         pending_store.queue_remove(pipe, u, cids)
@@ -172,10 +175,11 @@ async def apply(
             cfg = REGISTRY.current()
             found = await metas.get(items_of(sel.fresh, cfg.experiments))
             now_ms = int(time.time() * 1000)
+            co = await read_coreads(r, partition, sel, stored, CATALOGUE.event_ms or now_ms)
             # in a thread: a partition batch of many users ranks for seconds on a loaded
             # machine, and the consumer's heartbeats run on this event loop
             plan = await in_thread(
-                fold, partition, sel, stored, found, CATALOGUE, cfg, topo, k, now_ms
+                fold, partition, sel, stored, found, CATALOGUE, cfg, topo, k, now_ms, co
             )
             erased_from = await audience_store.user_keys(r, plan.erased)
             try:  # ordinals for the ids the profiles and feeds store
@@ -192,3 +196,43 @@ async def apply(
                 log.warning("clickpath: watermark of %s/%d moved; retrying", topic, partition)
                 continue
             return sel, plan
+
+
+async def read_coreads(r: Any, partition: int, sel: Selection,
+                       stored: Mapping[str, Any], event_ms: int) -> coreads_store.CoReadState:
+    """The co-read rows the fold of ``sel`` counts into and ranks with
+    (:func:`feedpipe.store.coreads.read_state`): from the partition's shard of the epochs of the
+    batch's clicks, the rows the clicks may update (the clicked items and the stored reads of
+    the clicking users that can precede a click); from every shard of the epoch of ``event_ms``
+    (the newest event time seen) and the one before, the rows of the newest
+    :data:`feedpipe.model.signals.COREAD_WINDOW` reads of the users the batch re-ranks (those
+    with an event other than an impression) after the batch."""
+    ids: set[str] = set()
+    write_epochs: set[int] = set()
+    first_click: dict[str, int] = {}  # user -> earliest click time of the batch
+    clicks: dict[str, list[tuple[int, str]]] = {}  # user -> (at, content id) of the batch
+    ranked: set[str] = set()  # users with only impressions are not re-ranked (fold.py)
+    for _, rec in sel.fresh:
+        if rec["type"] != "impression":
+            ranked.add(rec["user_id"])
+        if rec["type"] == "click" and rec["content_id"]:
+            at = ms(rec["occurred_at"]) or 0
+            ids.add(rec["content_id"])
+            write_epochs.add(trend_epoch(at))
+            u = rec["user_id"]
+            first_click[u] = min(at, first_click.get(u, at))
+            clicks.setdefault(u, []).append((at, rec["content_id"]))
+    score: set[str] = set()  # the newest reads after the batch: what the users rank with
+    for u in ranked:
+        reads = (stored.get(u) or {}).get("recent_reads", [])  # newest first
+        # a late click's prior reads can be older than the newest ones: read those too
+        t = first_click.get(u)
+        if t is not None:
+            n = sum(1 for rd in reads if rd["at"] >= t)
+            ids.update(rd["content_id"] for rd in reads[: n + COREAD_WINDOW])
+        newest = sorted({*((rd["at"], rd["content_id"]) for rd in reads[:COREAD_WINDOW]),
+                         *clicks.get(u, [])})[-COREAD_WINDOW:]
+        score.update(cid for _, cid in newest)
+    cur = trend_epoch(event_ms)
+    return await coreads_store.read_state(r, partition, sorted(ids), write_epochs, (cur - 1, cur),
+                                          sorted(score))

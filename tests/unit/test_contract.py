@@ -225,6 +225,7 @@ def test_state_families_match_what_the_stages_write() -> None:
     from feedpipe.store import content as content_store
     from feedpipe.store import pending as pending_store
     from feedpipe.store.content import ItemWrite
+    from feedpipe.store.coreads import CoReadState
     from streams.clickpath.fold import Plan
     from streams.clickpath.write import queue_plan
 
@@ -250,6 +251,7 @@ def test_state_families_match_what_the_stages_write() -> None:
         trending={("mind", 1): {"c3": 1.0}},
         trends={"c3": {2: [1.0, 1.0, 1.0, 1.0]}},
         ab={"exp": {"a:clicks": 1}},
+        coreads=CoReadState(0, (1, 2), {(2, 0): {"c1": {"c3": 1.0}}}, {(2, "c1")}),
         audience=AudienceWrites(
             add={k.audience("mind", "c:news", 0): {"U1": 1.0}},
             remove={k.audience("mind", "c:sports", 0): ["U1"]},

@@ -1,0 +1,155 @@
+"""Live co-reads, pure parts: the shard merge, the per-reader scores, the fold's counting, the
+``coread`` source and feature of ``rank_users`` and the celebrity digest's co-read scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from feedpipe.model.item import CandidateMatrix, Meta
+from feedpipe.model.profile import Event
+from feedpipe.model.signals import (
+    COREAD_NEIGHBOURS,
+    CoReads,
+    coread_add,
+    coread_scores,
+    trend_epoch,
+)
+from feedpipe.rank.candidates import COREAD, CandidateInputs, CandidateSpec, candidate_sources
+from feedpipe.rank.fanout import CelebrityCache, digest, digest_coreads, score_celebrities
+from feedpipe.rank.rankers import coread_matrix, rank_users
+from feedpipe.rank.weights import RankingConfig
+from feedpipe.store.coreads import CoReadState, decode_row, merge_rows, user_coreads
+from feedpipe.topology import WeightSet, topology
+from streams.clickpath.fold import coread_maps, count_coreads
+
+T0 = 1_573_550_000_000
+
+
+def test_merged_shards_sum_and_keep_the_largest() -> None:
+    a = {"y": 2.0, "z": 1.0}
+    b = {"y": 1.0, "w": 1.0}
+    assert merge_rows([a, None, b]) == {"y": 3.0, "z": 1.0, "w": 1.0}
+    rows = [{f"n{i:03d}": 1.0 for i in range(COREAD_NEIGHBOURS)}, {"a": 5.0, "n999": 1.0}]
+    got = merge_rows(rows)
+    assert len(got) == COREAD_NEIGHBOURS and got["a"] == 5.0
+    # equal counts: the smaller ids stay (coread_add evicts the largest)
+    assert "n999" not in got and "n049" not in got and "n048" in got
+
+
+def test_reader_scores_are_coread_scores() -> None:
+    table: CoReads = {}
+    for prior, item in [(["a", "b"], "c"), (["a"], "c"), (["b"], "d"), (["a"], "e")]:
+        coread_add(table, prior, item)
+    got = user_coreads(table, ["b", "a"])
+    want = coread_scores(table, ["b", "a"], ["c", "d", "e", "z"])
+    assert got == pytest.approx(dict(zip(["c", "d", "e"], want[:3].tolist(), strict=True)))
+    assert user_coreads(table, ["z"]) == {}
+
+
+def test_rows_decode_or_read_as_empty() -> None:
+    assert decode_row(b'{"y": 2.0, "z": 1}') == {"y": 2.0, "z": 1.0}
+    for bad in (b"not json", b"[1, 2]", b'{"y": "x", "z": -1}', None):
+        assert decode_row(bad) == {}
+
+
+def _click(cid: str, at: int) -> Event:
+    return Event("e" + cid + str(at), "click", cid, at, "live")
+
+
+def test_the_fold_counts_each_live_click_after_the_reads_before_it() -> None:
+    e = trend_epoch(T0)
+    state = CoReadState(partition=1, epochs=(e - 1, e))
+    state.shards[(e, 1)] = {"a": {"b": 1.0}}
+    stored = [(T0 - 2, "x"), (T0 - 1, "a")]
+    clicks = [_click("c", T0 + 2), _click("d", T0 + 2), _click("b", T0 + 1),
+              Event("h", "click", "h", T0 - 5, "history")]
+    count_coreads(state, stored, clicks)  # any order
+    want: CoReads = {"a": {"b": 1.0}}
+    # as the evaluation: clicks of one time do not count each other; history only as prior
+    for p, item in [(["h", "x", "a"], "b"), (["h", "x", "a", "b"], "c"),
+                    (["h", "x", "a", "b"], "d")]:
+        coread_add(want, p, item)
+    assert state.own(e) == want
+    assert state.changed == {(e, x) for x in ("h", "x", "a", "b")}
+    # the same events split over two batches count the same
+    split = CoReadState(partition=1, epochs=(e - 1, e))
+    split.shards[(e, 1)] = {"a": {"b": 1.0}}
+    count_coreads(split, stored, clicks[2:])
+    count_coreads(split, [*stored, (T0 + 1, "b"), (T0 - 5, "h")], clicks[:2])
+    assert split.own(e) == want
+    # another partition's shard adds to the merged view the ranking uses
+    state.shards[(e, 0)] = {"a": {"c": 2.0}}
+    (scores,) = coread_maps([{"recent_reads": [{"content_id": "a", "at": T0}]}], state)
+    a_total = 1 + sum(merge_rows([want["a"], {"c": 2.0}]).values())
+    assert scores == pytest.approx({"b": 2 / a_total, "c": 3 / a_total, "d": 1 / a_total})
+
+
+def _learned_cfg() -> RankingConfig:
+    cfg = topology().ranker_config()
+    names = cfg.weight_sets["learned-mind"].weights
+    ws = WeightSet(ranker="learned", version=1,
+                   weights={**dict.fromkeys(names, 0.0), "coread": 1.0})
+    cfg = cfg.model_copy(update={"weight_sets": {**cfg.weight_sets, "co": ws},
+                                 "brands": {"default": "co", "mind": "co"}})
+    return RankingConfig(cfg, {}, 0, 1)
+
+
+def _profile(reads: list[str]) -> dict[str, object]:
+    return {"user_id": "u", "last_seen": T0, "brands": {"mind": 1},
+            "recent_reads": [{"content_id": c, "at": T0} for c in reads],
+            "category_affinity": {"news": 1.0}, "topic_affinity": {},
+            "landmark_ms": T0, "half_life_s": 3600}
+
+
+def test_coread_is_a_candidate_source_and_a_learned_feature() -> None:
+    ids = ["i0", "i1", "i2", "i3"]
+    metas = [Meta(c, "mind", (cat,), (cat,), None) for c, cat in
+             zip(ids, ["news", "sports", "autos", "music"], strict=True)]
+    matrix = CandidateMatrix(metas)
+    # only the affinity source (news) and the co-read source propose items
+    spec = CandidateSpec(fresh_hours=0.001, top_affinities=1, trending_k=0)
+    sources = CandidateInputs(spec, {})
+    co = [{"i2": 0.25, "elsewhere": 1.0}]
+    (items,) = rank_users([_profile([])], matrix, {}, topology().ranking, _learned_cfg(),
+                          sources=sources, coreads=co)
+    by_id = {it["content_id"]: it for it in items}
+    assert set(by_id) == {"i0", "i2"}  # i1, i3: no source
+    assert by_id["i2"]["sources"] == ["coread"] and by_id["i2"]["coread"] == 0.25
+    assert items[0]["content_id"] == "i2" and items[0]["score"] == pytest.approx(0.25)
+    assert by_id["i0"]["coread"] == 0.0
+    (plain,) = rank_users([_profile([])], matrix, {}, topology().ranking, _learned_cfg(),
+                          sources=sources)
+    assert [it["content_id"] for it in plain] == ["i0"]
+    got = coread_matrix(co, matrix.index, len(matrix))
+    assert got is not None and got.tolist() == [[0.0, 0.0, 0.25, 0.0]]
+    assert coread_matrix([{"elsewhere": 1.0}], matrix.index, len(matrix)) is None
+
+
+def test_candidate_sources_mark_co_reads() -> None:
+    allowed = np.array([[True, True, False]])
+    bits = candidate_sources(
+        item_cat=np.zeros((3, 1)), item_topic=np.zeros((3, 1)), published_ms=np.full(3, np.nan),
+        allowed=allowed, share_cat=np.zeros((1, 1)), share_topic=np.zeros((1, 1)),
+        ref_ms=np.array([float(T0)]), trending_rows=[],
+        spec=CandidateSpec(fresh_hours=1, top_affinities=1), coread=np.array([[0.0, 0.5, 0.5]]),
+    )
+    assert bits.tolist() == [[0, COREAD, 0]]  # item 2 not allowed
+
+
+def test_the_celebrity_merge_scores_the_digest_co_reads() -> None:
+    celeb = "ab" * 32
+    other = "cd" * 32
+    p = {**_profile(["x"]), "version": 1}
+    topo = topology()
+    dg = digest(p, topo.ranking, topo.fanout, [celeb, other], {celeb: 0.123456, "x2": 0.9})
+    assert dg["co"] == {celeb[:12]: 0.1235}
+    cache = CelebrityCache()
+    cache.set_items(b"1", [Meta(celeb, "mind", ("news",), ("news",), None),
+                           Meta(other, "mind", ("news",), ("news",), None)])
+    cache.set_stats(b"1", {})
+    assert digest_coreads(dg, cache.by_prefix) == {celeb: 0.1235}
+    assert digest_coreads({"co": ["bad"]}, cache.by_prefix) == {}
+    items = score_celebrities("u", dg, cache, topo.ranking, _learned_cfg())
+    assert [it["content_id"] for it in items] == [celeb, other]
+    assert items[0]["coread"] == pytest.approx(0.1235) and items[1]["coread"] == 0.0
