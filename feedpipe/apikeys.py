@@ -31,8 +31,10 @@ local stack reuses it and can print how to call the API.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import math
 import os
 import secrets
@@ -54,6 +56,10 @@ DEV_KEY_NAME = "dev"
 DEV_RATE_PER_S = 5000.0
 DEV_BURST = 10000
 TOKEN_PREFIX = "fpk_"
+RELOAD_INTERVAL_S = 1.0
+"""How often a running service checks the keys file's mtime, s (a new key works within ~1 s)."""
+
+log = logging.getLogger("feedpipe.apikeys")
 
 
 class KeyFileError(ValueError):
@@ -245,6 +251,29 @@ class KeyStore:
         self._mtime = mtime
         self._loaded = True
         return True
+
+    def refresh(self) -> bool:
+        """:meth:`reload_if_changed` for a running service: a reload is logged at INFO; a
+        malformed file is logged at ERROR and the previous keys stay in force (never raises).
+
+        Returns:
+            True if the file was re-read.
+        """
+        try:
+            changed = self.reload_if_changed()
+        except KeyFileError as exc:
+            log.error("api keys not reloaded (previous keys stay): %s", exc)
+            return False
+        if changed:
+            log.info("api keys reloaded: %d keys", len(self))
+        return changed
+
+    async def watch(self, interval_s: float = RELOAD_INTERVAL_S) -> None:
+        """:meth:`refresh` every ``interval_s`` seconds until cancelled (the collector runs it
+        as a task of its lifespan; the read endpoint calls :meth:`refresh` from its own loop)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            self.refresh()
 
     def lookup(self, token: str) -> ApiKey | None:
         """The key whose hash matches ``token``, or None."""

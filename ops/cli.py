@@ -223,17 +223,19 @@ def evaluate(
             return
         if fit:
             from feedpipe.topology import TOPOLOGY_PATH
-            from ops.evaluate.fit import fit as fit_learned
-            from ops.evaluate.fit import write_weight_set
+            from ops.evaluate.fit import fit_cv, write_weight_set
 
             prepared, cov, topo = ev.load(p, n, lg, None, ex)
-            weights = fit_learned(prepared, topo)
+            result = fit_cv(prepared, topo)
+            weights = result.weights
             version = write_weight_set(
                 TOPOLOGY_PATH, fit, weights,
                 f"logistic fit on {p.name} minus {ex.name if ex else 'nothing'}, "
-                f"{cov.evaluated} impressions")
+                f"{cov.evaluated} impressions, C={result.c:g} by grouped CV")
+            for c, cv in result.cv_auc.items():
+                console.print(f"C={c:g}: cross-validated AUC {cv:.4f}")
             console.print(f"{fit}@v{version} {weights} ({cov.evaluated} impressions, "
-                          f"{cov.excluded} excluded)")
+                          f"{cov.excluded} excluded, C={result.c:g})")
             return
         report = ev.evaluate(p, n, lg, n_boot=bootstrap, seed=seed, exclude=ex)
     except (ConfigError, ValueError, KeyError) as exc:

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from feedpipe.settings import ROOT, Settings
-from ops.infra._proc import InfraError, pid_alive, spawn, tail, terminate
+from ops.infra._proc import http_answers, pid_alive, spawn, tail, terminate, wait_ready
 
 
 @dataclass(frozen=True)
@@ -108,19 +105,19 @@ def start(svc: Service, s: Settings, timeout_s: float = 90.0) -> int:
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         proc = spawn(svc.args, ROOT, svc.log_file(state), svc.pid_file(state))
         pid = proc.pid
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            raise InfraError(f"{svc.name} exited; log tail:\n{tail(svc.log_file(state))}")
-        try:
-            if httpx.get(svc.ready_url, timeout=1.0).status_code < 500:
-                return pid
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise InfraError(
-        f"{svc.name} not ready after {timeout_s:.0f} s; log tail:\n{tail(svc.log_file(state))}"
+    started = pid
+
+    def failed(why: str) -> str:
+        what = "exited" if why == "exited" else f"not ready after {timeout_s:.0f} s"
+        return f"{svc.name} {what}; log tail:\n{tail(svc.log_file(state))}"
+
+    wait_ready(
+        lambda: http_answers(svc.ready_url),
+        timeout_s,
+        exited=lambda: not pid_alive(started),
+        failed=failed,
     )
+    return pid
 
 
 def stop(svc: Service, s: Settings, timeout_s: float = 20.0) -> bool:

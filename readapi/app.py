@@ -46,7 +46,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from feedpipe.apikeys import KeyFileError, KeyStore, keys_file
+from feedpipe.apikeys import RELOAD_INTERVAL_S, KeyStore, keys_file
 from feedpipe.rank.fanout import CelebrityCache
 from feedpipe.rank.weights import WeightsRegistry
 from feedpipe.settings import settings
@@ -75,8 +75,6 @@ from readapi.store import REDIS_ERRORS, PageCache, Store
 POOL_MAX_CONNECTIONS = 64
 SNAPSHOT_INTERVAL_S = 5.0
 """How often the trending snapshots are re-read from Redis, s."""
-KEYS_RELOAD_INTERVAL_S = 1.0
-"""How often the keys file's mtime is checked, s (a new key works within ~1 s)."""
 
 log = logging.getLogger("readapi")
 
@@ -114,13 +112,9 @@ async def _maintain(app: Starlette) -> None:
     store: Store = st.store
     last_snapshot = time.monotonic()
     while True:
-        await asyncio.sleep(KEYS_RELOAD_INTERVAL_S)
+        await asyncio.sleep(RELOAD_INTERVAL_S)
         if st.keystore is not None:
-            try:
-                if st.keystore.reload_if_changed():
-                    log.info("api keys reloaded: %d keys", len(st.keystore))
-            except KeyFileError as exc:
-                log.error("api keys not reloaded (previous keys stay): %s", exc)
+            st.keystore.refresh()
         if time.monotonic() - last_snapshot >= SNAPSHOT_INTERVAL_S:
             last_snapshot = time.monotonic()
             await _refresh_snapshots(app)

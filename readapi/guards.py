@@ -1,5 +1,5 @@
-"""Two small in-process guards of the read endpoint: a circuit breaker on Redis and the per-key
-token bucket (:class:`feedpipe.apikeys.TokenBucket`, shared with the event collector).
+"""The read endpoint's in-process circuit breaker on Redis. (Its other guard, the per-key rate
+limit, is :class:`feedpipe.apikeys.TokenBucket`, shared with the event collector.)
 
 Circuit breaker (Nygard, *Release It!*, 2nd ed., ch. 5 "Circuit Breaker"), with three states::
 
@@ -13,7 +13,7 @@ refused; any success resets the consecutive count. Defaults: 5 consecutive failu
 (``FEEDPIPE_API_BREAKER_FAILURES`` / ``FEEDPIPE_API_BREAKER_RESET_S``). While open, callers
 fail fast with :class:`CircuitOpen` instead of waiting on Redis.
 
-Both are single-threaded asyncio objects (one API process): no locks.
+The breaker is a single-threaded asyncio object (one API process): no locks.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-
-from feedpipe.apikeys import TokenBucket
 
 CLOSED = "closed"
 OPEN = "open"
@@ -34,7 +32,6 @@ __all__ = [
     "STATE_CODES",
     "CircuitBreaker",
     "CircuitOpen",
-    "TokenBucket",
 ]
 STATE_CODES = {CLOSED: 0, OPEN: 1, HALF_OPEN: 2}
 """Numeric state for the ``feedpipe_api_redis_circuit_state`` gauge."""

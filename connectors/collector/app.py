@@ -26,7 +26,7 @@ from connectors.base import DLQ_VALUE_MAX
 from connectors.collector.events import MAX_BODY_BYTES, Parsed, Reject, parse_body
 from connectors.collector.openapi import openapi_document
 from connectors.reader_encoder import ReaderEventEncoder
-from feedpipe.apikeys import KeyAuthority, KeyFileError, KeyStore, presented_token
+from feedpipe.apikeys import KeyAuthority, KeyStore, presented_token
 from feedpipe.errors import RejectedInput
 from feedpipe.kafka.producer import Delivered, DeliveryError, DeliverySettler, IdempotentProducer
 from feedpipe.monitoring.collector import (
@@ -44,8 +44,6 @@ PATH: Final = "/v1/events"
 SCOPE: Final = "events:write"
 STAGE: Final = "collector"
 DEFAULT_ACK_TIMEOUT_S: Final = 10.0
-KEYS_RELOAD_INTERVAL_S: Final = 1.0
-"""How often the keys file's mtime is checked, s (a new key works within ~1 s)."""
 Json = dict[str, Any]
 _NO_STORE: Final = (b"cache-control", b"no-store")
 
@@ -248,19 +246,10 @@ class CollectorApp:
     async def _openapi(self, request: Request) -> Response:
         return Response(self.openapi, media_type="application/json")
 
-    async def _reload_keys(self) -> None:
-        while True:
-            await asyncio.sleep(KEYS_RELOAD_INTERVAL_S)
-            try:
-                if self.keystore.reload_if_changed():
-                    log.info("api keys reloaded: %d keys", len(self.keystore))
-            except KeyFileError as exc:
-                log.error("api keys not reloaded (previous keys stay): %s", exc)
-
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         self.settler.start(asyncio.get_running_loop())
-        task = asyncio.create_task(self._reload_keys())
+        task = asyncio.create_task(self.keystore.watch())
         try:
             yield
         finally:

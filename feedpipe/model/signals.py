@@ -149,6 +149,18 @@ def _evicted(row: Mapping[str, float]) -> str:
     return min((k for k in tied if top.startswith(k)), key=len)
 
 
+def coread_replay(table: CoReads, reads: Sequence[str], done: int = 0,
+                  window: int = COREAD_WINDOW, neighbours: int = COREAD_NEIGHBOURS) -> int:
+    """Count the co-reads of a reader's reads ``reads`` (oldest first) from position ``done`` on,
+    as if each were clicked in order: :func:`coread_add` of ``reads[i]`` after the ``window``
+    reads before it, for ``i >= done``. Returns ``max(done, len(reads))``, the ``done`` of the
+    next call with a longer read list of the same reader (a history replayed twice counts once).
+    """
+    for i in range(done, len(reads)):
+        coread_add(table, reads[max(0, i - window):i], reads[i], window, neighbours)
+    return max(done, len(reads))
+
+
 def _neg(s: str) -> tuple[int, ...]:
     """Sort key reversing string order (evict the largest id first among equal counts)."""
     return tuple(-ord(c) for c in s)

@@ -129,6 +129,7 @@ def candidate_sources(
     spec: CandidateSpec,
     kth_cat: FloatArray | None = None,
     kth_topic: FloatArray | None = None,
+    slots: tuple[IntArray, IntArray] | None = None,
     coread: FloatArray | None = None,
 ) -> IntArray:
     """Per user and item, the bit set of the sources that propose the item (0 = not a candidate).
@@ -147,6 +148,8 @@ def candidate_sources(
             their labels (:func:`kth_share`), when some of their labels are not columns of
             the catalogue; None: taken from ``share_cat`` / ``share_topic``
             (:func:`top_columns`).
+        slots: :func:`label_slots` of ``item_cat`` and ``item_topic`` (the same result,
+            O(m n) gathers instead of (m x C) @ (C x n) products); None: the products.
         coread: (m x n) co-read scores (:func:`feedpipe.model.signals.coread_scores`); > 0
             proposes the item (:data:`COREAD`). None: no co-read source.
 
@@ -176,11 +179,40 @@ def candidate_sources(
         if kth_topic is None
         else columns_at_least(share_topic, kth_topic)
     ).astype(np.float64)
-    matches = (top_cat @ item_cat.T > 0) | (top_topic @ item_topic.T > 0)
+    if slots is None:
+        matches = (top_cat @ item_cat.T > 0) | (top_topic @ item_topic.T > 0)
+    else:  # the same test by gathering each item's few label columns
+        matches = (label_sums(top_cat, slots[0]) > 0) | (label_sums(top_topic, slots[1]) > 0)
     out |= np.where(matches, AFFINITY, 0)
     if coread is not None:
         out |= np.where(coread > 0, COREAD, 0)
     return np.where(allowed, out, 0)
+
+
+def label_slots(onehot: FloatArray) -> IntArray:
+    """(n, K) int: the label columns of each row of a one-hot (n x L) label matrix
+    (:class:`feedpipe.model.item.CandidateMatrix` ``cat`` / ``topic``), K = the most labels
+    of any row, padded with L (a column of zeros in :func:`label_sums`)."""
+    n, width = onehot.shape
+    counts = (onehot != 0).sum(axis=1)
+    k = max(1, int(counts.max())) if n else 1
+    out = np.full((n, k), width, dtype=np.int64)
+    rows, cols = np.nonzero(onehot)
+    pos = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[rows, pos] = cols
+    return out
+
+
+def label_sums(shares: FloatArray, slots: IntArray) -> FloatArray:
+    """(m, n): per user row of ``shares`` (m x L) and item, the sum of the user's values over
+    the item's labels (``slots`` from :func:`label_slots`): ``shares @ onehot.T`` for a 0/1
+    ``onehot``, in O(m n K) gathers instead of an (m x L) @ (L x n) product."""
+    m = shares.shape[0]
+    ext = np.concatenate([shares, np.zeros((m, 1), dtype=shares.dtype)], axis=1)
+    out = ext[:, slots[:, 0]]
+    for k in range(1, slots.shape[1]):
+        out = out + ext[:, slots[:, k]]
+    return out
 
 
 def sources_of(bits: int) -> list[str]:
@@ -241,29 +273,3 @@ def diversify(order: Sequence[int], primary: Sequence[int], k: int, per_category
         picked.extend(spill[: k - len(picked)])
     return picked
 
-
-def diversify_filled(
-    order: Sequence[int], primary: Sequence[int], k: int, per_category: int
-) -> list[int] | None:
-    """:func:`diversify` of a *prefix* of the full score order, or None when the prefix does
-    not settle it.
-
-    The walk of :func:`diversify` stops once ``k`` items are picked under the caps; items
-    after that point are never looked at. So when ``k`` items are picked inside ``order``
-    (a prefix of the full order), the result is the full order's; otherwise (the caps left
-    fewer than ``k`` picks in the prefix, and the spill rule would look further) this returns
-    None and the caller runs :func:`diversify` on the full order.
-    """
-    if per_category <= 0:
-        return list(order[:k]) if len(order) >= k else None
-    counts: dict[int, int] = {}
-    picked: list[int] = []
-    for row in order:
-        c = primary[row]
-        if c >= 0 and counts.get(c, 0) >= per_category:
-            continue
-        counts[c] = counts.get(c, 0) + 1
-        picked.append(row)
-        if len(picked) == k:
-            return picked
-    return None

@@ -51,7 +51,7 @@ import numpy.typing as npt
 
 from feedpipe.model.item import CandidateMatrix, Meta
 from feedpipe.model.profile import affinity_at
-from feedpipe.rank.candidates import kth_share
+from feedpipe.rank.candidates import kth_share, label_sums
 from feedpipe.topology import RANKER_COMPONENTS, EditorialSpec, RankingSpec, WeightSet
 
 Array = npt.NDArray[np.float64]
@@ -194,6 +194,16 @@ def affinity_scores(s_cat: Array, s_top: Array, item_cat: Array, item_top: Array
     """
     cat: Array = np.minimum(s_cat @ item_cat.T, 1.0)
     top: Array = np.minimum(s_top @ item_top.T, 1.0)
+    return 0.5 * cat + 0.5 * top
+
+
+def affinity_from_slots(s_cat: Array, s_top: Array, cat_slots: npt.NDArray[np.int64],
+                        top_slots: npt.NDArray[np.int64]) -> Array:
+    """:func:`affinity_scores` with the items' labels as
+    :func:`feedpipe.rank.candidates.label_slots` (an item has a few of the catalogue's
+    hundreds of labels): O(m n) gathers instead of two dense matrix products."""
+    cat: Array = np.minimum(label_sums(s_cat, cat_slots), 1.0)
+    top: Array = np.minimum(label_sums(s_top, top_slots), 1.0)
     return 0.5 * cat + 0.5 * top
 
 

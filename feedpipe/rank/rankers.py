@@ -24,15 +24,14 @@ from feedpipe.rank.candidates import (
     CandidateInputs,
     candidate_brands,
     candidate_sources,
-    diversify,
-    diversify_filled,
+    label_slots,
     sources_of,
     trending_rows,
 )
 from feedpipe.rank.components import (
     Array,
     Candidates,
-    affinity_scores,
+    affinity_from_slots,
     bias_match,
     category_weights,
     engagement_component,
@@ -58,6 +57,22 @@ def _category_column(matrix: CandidateMatrix, brand: str, spec: EditorialSpec) -
         if len(_EDITORIAL_CACHE) > 16:
             _EDITORIAL_CACHE.clear()
         got = _EDITORIAL_CACHE[key] = category_weights(matrix.metas, brand, spec)
+    return got
+
+
+_SLOTS_CACHE: dict[tuple[int, int], tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
+
+
+def _slots(matrix: CandidateMatrix) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """:func:`feedpipe.rank.candidates.label_slots` of the matrix's categories and topics
+    (cached per matrix, at most 4 entries: the worker keeps one matrix until the catalogue
+    moves)."""
+    key = (id(matrix), len(matrix))
+    got = _SLOTS_CACHE.get(key)
+    if got is None:
+        if len(_SLOTS_CACHE) > 3:
+            _SLOTS_CACHE.clear()
+        got = _SLOTS_CACHE[key] = (label_slots(matrix.cat), label_slots(matrix.topic))
     return got
 
 
@@ -135,6 +150,9 @@ def rank_users(
     has_pub = ~np.isnan(published)
     editorial = config.rankers.editorial
     bias = bias_match(np.full(n, editorial.default_bias), 0.5)
+    primary = np.asarray(matrix.primary, dtype=np.int64)
+    cids = [meta.content_id for meta in matrix.metas]
+    slots = _slots(matrix)
     weights_dicts: dict[str, dict[str, float]] = {}  # one shared mapping per weight set
     trend_rows = (
         trending_rows(matrix.index, sources.trending, sources.spec.trending_k)
@@ -147,7 +165,7 @@ def rank_users(
         m = len(part)
         cut_n = sources.spec.top_affinities if sources is not None else 0
         s_cat, s_top, kth_cat, kth_top = shares_and_cuts(part, matrix, cut_n)
-        aff = affinity_scores(s_cat, s_top, matrix.cat, matrix.topic)
+        aff = affinity_from_slots(s_cat, s_top, *slots)
         refs = np.array([float(p.get("last_seen") or 0) for p in part])
         age_h = np.maximum(0.0, (refs[:, None] - published[None, :]) / HOUR_MS)
         # Recency with np.power (``2.0 **``, as feedpipe.rank.reference.recency), not
@@ -212,6 +230,7 @@ def rank_users(
                 spec=sources.spec,
                 kth_cat=kth_cat,
                 kth_topic=kth_top,
+                slots=slots,
                 coread=co,
             )
             allowed = np.asarray(bits > 0)
@@ -224,7 +243,7 @@ def rank_users(
                 results.append([])
                 continue
             if cap > 0:  # diversity: the allowed items in score order, then the cap
-                top = diversified(row_score, n_allowed, matrix.primary, ranking.feed_size, cap)
+                top = diversified(row_score, n_allowed, primary, ranking.feed_size, cap)
             else:
                 top = top_rows(row_score, min(ranking.feed_size, n_allowed)).tolist()
             # per item: values of the selected columns converted in bulk (``tolist``), the
@@ -236,6 +255,30 @@ def rank_users(
             bits_l = bits[row, sel].tolist() if bits is not None else None
             tails: dict[int, dict[str, Any]] = {}
             items: list[dict[str, Any]] = []
+            a = assigned[(row, code_l[0])]
+            if bits_l is not None and a.weights.ranker == "affinity" and code_l.count(
+                code_l[0]
+            ) == len(code_l):
+                # one brand, the affinity ranker: the common case, built in one comprehension
+                # (same items, same key order as the loop below)
+                wd = weights_dicts.get(a.weight_set)
+                if wd is None:
+                    wd = weights_dicts[a.weight_set] = dict(a.weights.weights)
+                brand = brand_names[code_l[0]]
+                ranker, ws_name, ws_version = a.weights.ranker, a.weight_set, a.weights.version
+                arm, experiment = a.arm, a.experiment
+                results.append([
+                    {"content_id": cids[i], "brand": brand, "rank": rank_no, "score": sc,
+                     "affinity": af, "recency": rc, "engagement": en,
+                     "sources": _source_names(bt), "weights": wd, "ranker": ranker,
+                     "weight_set": ws_name, "weight_version": ws_version, "arm": arm,
+                     "experiment": experiment}
+                    for rank_no, i, sc, af, rc, en, bt in zip(
+                        range(1, len(top) + 1), top, score_l, aff_l, rec_l, eng_l, bits_l,
+                        strict=True,
+                    )
+                ])
+                continue
             for rank_no, (i, code) in enumerate(zip(top, code_l, strict=True), start=1):
                 a = assigned[(row, code)]
                 tail = tails.get(code)
@@ -253,7 +296,7 @@ def rank_users(
                     }
                 j = rank_no - 1
                 item: dict[str, Any] = {
-                    "content_id": matrix.metas[i].content_id,
+                    "content_id": cids[i],
                     "brand": brand_names[code],
                     "rank": rank_no,
                     "score": score_l[j],
@@ -284,18 +327,50 @@ PREFIX_FACTOR = 4
 
 
 def diversified(
-    row_score: Array, n_allowed: int, primary: Sequence[int], k: int, cap: int
+    row_score: Array, n_allowed: int, primary: Sequence[int] | npt.NDArray[np.int64], k: int,
+    cap: int,
 ) -> list[int]:
     """:func:`feedpipe.rank.candidates.diversify` of the ``n_allowed`` allowed items of
-    ``row_score`` in score order, sorting only the best ``PREFIX_FACTOR * k`` first (O(n)
-    partition, then a short sort) and the whole order only when that prefix does not settle
-    the caps (:func:`feedpipe.rank.candidates.diversify_filled`); same result either way."""
+    ``row_score`` in score order, with numpy instead of a Python walk over the order.
+
+    The walk of ``diversify`` picks the j-th item of a category (in score order) exactly when
+    j < ``cap`` (or the item has no category, -1), stopping at ``k`` picks; when fewer than
+    ``k`` qualify it appends the best capped-out items. So the result is the first ``k``
+    qualifying items of the order, then the first capped-out ones: computed here from each
+    item's rank within its category (a stable sort of the order by category). The best
+    ``PREFIX_FACTOR * k`` items are tried first (O(n) partition, then a short sort); the
+    whole order is sorted only when that prefix holds fewer than ``k`` qualifying items.
+    Same result as ``diversify`` on the full order (tests/unit/test_candidates.py).
+    """
+    prim = np.asarray(primary, dtype=np.int64)
     head = min(n_allowed, PREFIX_FACTOR * k)
     if head < n_allowed:
-        got = diversify_filled(top_rows(row_score, head).tolist(), primary, k, cap)
-        if got is not None:
-            return got
-    return diversify(top_rows(row_score, n_allowed).tolist(), primary, k, cap)
+        order = top_rows(row_score, head)
+        ok = _within_caps(prim[order], cap)
+        if int(ok.sum()) >= k:
+            return order[ok][:k].tolist()
+    # the whole order: one stable sort (score descending, ties by index)
+    order = np.argsort(-row_score, kind="stable")[:n_allowed]
+    ok = _within_caps(prim[order], cap)
+    picked = order[ok][:k]
+    if len(picked) < k:
+        picked = np.concatenate([picked, order[~ok][: k - len(picked)]])
+    return picked.tolist()
+
+
+def _within_caps(cats: npt.NDArray[np.int64], cap: int) -> npt.NDArray[np.bool_]:
+    """Per position of a score order with primary categories ``cats``: True when the item is
+    among the first ``cap`` of its category in that order, or has no category (-1); all
+    True when ``cap`` <= 0 (no cap)."""
+    if cap <= 0:
+        return np.ones(len(cats), dtype=bool)
+    by_cat = np.argsort(cats, kind="stable")  # positions grouped by category, order kept
+    grouped = cats[by_cat]
+    first = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    sizes = np.diff(np.r_[first, len(grouped)])
+    rank_in = np.empty(len(cats), dtype=np.int64)
+    rank_in[by_cat] = np.arange(len(cats)) - np.repeat(first, sizes)
+    return (rank_in < cap) | (cats < 0)
 
 
 def _learned_columns(aff: Array, age_h: Array, has_pub: npt.NDArray[np.bool_], clicks: Array,
@@ -345,5 +420,5 @@ def top_rows(row_score: Array, k: int) -> npt.NDArray[np.intp]:
     """
     n = len(row_score)
     kth = np.partition(row_score, n - k)[n - k]
-    idx = np.flatnonzero(row_score >= kth)
-    return idx[np.lexsort((idx, -row_score[idx]))][:k]
+    idx = np.flatnonzero(row_score >= kth)  # ascending: a stable sort keeps ties by index
+    return idx[np.argsort(-row_score[idx], kind="stable")][:k]

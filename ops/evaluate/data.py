@@ -12,7 +12,15 @@ import numpy as np
 from feedpipe.errors import ConfigError
 from feedpipe.model.item import CandidateMatrix, Meta
 from feedpipe.model.profile import Event, apply_events, new_profile
-from feedpipe.model.signals import CoReads, Trend, coread_add, coread_scores, trend_add, trend_at
+from feedpipe.model.signals import (
+    CoReads,
+    Trend,
+    coread_add,
+    coread_replay,
+    coread_scores,
+    trend_add,
+    trend_at,
+)
 from feedpipe.model.text import SparseVec, encode, interest_add, similarity
 from feedpipe.model.units import HOUR_MS
 from feedpipe.rank.components import (
@@ -205,7 +213,8 @@ def prepare(
     the impression with the click path's functions: trending windows
     (:func:`feedpipe.model.signals.trend_add` per shown candidate) and co-reads ("read X, then
     Y": :func:`feedpipe.model.signals.coread_add` of each clicked candidate after the row's
-    history).
+    history, and :func:`feedpipe.model.signals.coread_replay` of the history itself, each
+    user's history items counted once, as the replay connector sends them to the click path).
 
     Returns ``(prepared, coverage)``; impressions without a click or without a non-click are
     counted in ``coverage`` and not prepared (AUC is undefined for them).
@@ -224,6 +233,7 @@ def prepare(
     first: dict[str, int] = {}
     trends: dict[str, Trend] = {}
     coreads: CoReads = {}
+    replayed: dict[str, int] = {}
     texts = texts or {}
     published = published or {}
     pos = 0
@@ -241,6 +251,8 @@ def prepare(
                     coread_add(coreads, row.history, nid)
             for nid in row.history:
                 first.setdefault(nid, row.at_ms)
+            replayed[row.user_id] = coread_replay(coreads, row.history,
+                                                  replayed.get(row.user_id, 0))
         n_pos = sum(imp.labels)
         if n_pos == 0:
             cov.skipped_no_positive += 1

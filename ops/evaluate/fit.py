@@ -7,21 +7,42 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from feedpipe.errors import ConfigError
-from feedpipe.rank.components import learned_features
+from feedpipe.rank.components import Array, learned_features
 from feedpipe.topology import RANKER_COMPONENTS, Topology, load_topology
 from ops.evaluate.data import Prepared
+from ops.evaluate.metrics import auc
 
 FEATURES: tuple[str, ...] = RANKER_COMPONENTS["learned"]
 """The learned ranker's features, in weight-key order."""
 
-C_REGULARISATION = 1.0
-"""Inverse L2 strength of scikit-learn's LogisticRegression on standardised features (its
-default; the features are few and the fit split has ~180,000 candidates)."""
+C_GRID: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)
+"""Inverse L2 strengths of scikit-learn's LogisticRegression (on standardised features) tried by
+the grouped cross-validation of :func:`fit_cv`; 1.0 is scikit-learn's default."""
+
+CV_FOLDS = 5
+"""Folds of the cross-validation, grouped by impression (an impression's candidates are never
+split between fitting and validation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """Result of :func:`fit_cv`.
+
+    Attributes:
+        weights: feature -> weight (raw feature scale, rounded to 4 decimals).
+        c: the inverse L2 strength chosen.
+        cv_auc: C -> mean per-impression AUC over the held-out folds.
+    """
+
+    weights: dict[str, float]
+    c: float
+    cv_auc: dict[float, float]
 
 
 def design(prepared: Sequence[Prepared], topo: Topology) -> tuple[np.ndarray, np.ndarray]:
@@ -35,13 +56,53 @@ def design(prepared: Sequence[Prepared], topo: Topology) -> tuple[np.ndarray, np
     return np.vstack(xs), np.concatenate([p.labels for p in prepared])
 
 
-def fit(prepared: Sequence[Prepared], topo: Topology) -> dict[str, float]:
+def centre(x: Array, groups: np.ndarray) -> Array:
+    """``x`` (n, k) minus the mean of its impression (``groups`` (n,) ints 0..g-1) per column.
+
+    A linear score shifted by a constant per impression ranks every impression the same, so
+    the fitted weights rank as a fit on raw features would; what centring removes is the
+    variation *between* impressions (how many clicks an impression has, which log sample it
+    came from), which per-impression metrics (AUC, MRR, nDCG) never reward.
+    """
+    g = int(groups.max()) + 1 if len(groups) else 0
+    counts = np.bincount(groups, minlength=g).astype(float)
+    out = np.array(x, dtype=float)
+    for j in range(out.shape[1]):
+        out[:, j] -= (np.bincount(groups, weights=out[:, j], minlength=g) / counts)[groups]
+    return out
+
+
+def _coefficients(z: Array, y: np.ndarray, c: float) -> Array:
+    """Logistic-regression coefficients on standardised, centred ``z`` (no intercept: the
+    columns have mean 0 in every impression)."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, max_iter=1000, fit_intercept=False).fit(z, y)
+    return np.asarray(model.coef_[0], dtype=float)
+
+
+def _mean_auc(score: Array, y: np.ndarray, groups: np.ndarray) -> float:
+    """Mean per-impression AUC of ``score`` over the impressions (``groups``, rows of one
+    impression adjacent) that have both labels; NaN when none has."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    vals = []
+    for s, e in zip(starts, np.r_[starts[1:], len(groups)], strict=True):
+        yy = y[s:e]
+        if 0 < yy.sum() < len(yy):
+            vals.append(auc(yy, score[s:e]))
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def fit_cv(prepared: Sequence[Prepared], topo: Topology,
+           grid: Sequence[float] = C_GRID, folds: int = CV_FOLDS) -> Fit:
     """Logistic-regression weights per feature (raw feature scale), rounded to 4 decimals.
 
-    Fit with scikit-learn's ``LogisticRegression`` (lbfgs, L2, C = :data:`C_REGULARISATION`)
-    on standardised features; the coefficients are divided by the features' standard
-    deviations so that ``score = sum(w_k * x_k)`` ranks as the fitted model (the intercept and
-    the means shift every candidate's score equally, so they are dropped). A constant feature
+    scikit-learn's ``LogisticRegression`` (lbfgs, L2) on features centred per impression
+    (:func:`centre`) and standardised; the L2 strength ``C`` is the one of ``grid`` with the
+    best mean per-impression AUC in a ``folds``-fold cross-validation grouped by impression
+    (scikit-learn ``GroupKFold``; Hastie, Tibshirani, Friedman, "The Elements of Statistical
+    Learning", 2nd ed., section 7.10). The coefficients are divided by the features' standard
+    deviations so that ``score = sum(w_k * x_k)`` ranks as the fitted model. A constant feature
     gets weight 0.
 
     A nuisance column, "the candidate has metadata in the news file", is fit and then dropped:
@@ -51,22 +112,43 @@ def fit(prepared: Sequence[Prepared], topo: Topology) -> dict[str, float]:
     is constant there and dropping it changes no ranking.
 
     Raises:
-        ValueError: no positive or no negative label.
+        ValueError: no positive or no negative label, or an empty ``grid``.
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
 
+    if not grid:
+        raise ValueError("the C grid is empty")
     x, y = design(prepared, topo)
     if y.min() == y.max():
         raise ValueError("fitting needs clicked and not-clicked candidates")
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
-    live = std > 0
-    z = (x[:, live] - mean[live]) / std[live]
-    model = LogisticRegression(C=C_REGULARISATION, max_iter=1000).fit(z, y)
+    groups = np.repeat(np.arange(len(prepared)), [len(p.labels) for p in prepared])
+    xc = centre(x, groups)
+    std = xc.std(axis=0)
+    live = std > 1e-12
+    z = xc[:, live] / std[live]
+    cv_auc: dict[float, float] = {}
+    k = min(folds, len(prepared))
+    if k >= 2 and len(grid) > 1:
+        splits = list(GroupKFold(n_splits=k).split(z, y, groups))
+        for c in grid:
+            aucs = []
+            for tr, te in splits:
+                if y[tr].min() == y[tr].max():
+                    continue
+                coef = _coefficients(z[tr], y[tr], c)
+                aucs.append(_mean_auc(z[te] @ coef, y[te], groups[te]))
+            cv_auc[c] = float(np.nanmean(aucs)) if aucs else math.nan
+    best = max(grid, key=lambda c: (cv_auc.get(c, -math.inf), c)) if cv_auc else grid[-1]
     w = np.zeros(x.shape[1])
-    w[live] = model.coef_[0] / std[live]
+    w[live] = _coefficients(z, y, best) / std[live]
     w = w[: len(FEATURES)]
-    return {k: round(float(v), 4) for k, v in zip(FEATURES, w, strict=True)}
+    weights = {k: round(float(v), 4) for k, v in zip(FEATURES, w, strict=True)}
+    return Fit(weights, best, cv_auc)
+
+
+def fit(prepared: Sequence[Prepared], topo: Topology) -> dict[str, float]:
+    """The weights of :func:`fit_cv` (same arguments, errors and method)."""
+    return fit_cv(prepared, topo).weights
 
 
 _SET_LINE = re.compile(r"^(\s+)([A-Za-z0-9_.-]+):\s*\{ranker:\s*(\w+),\s*version:\s*(\d+)")

@@ -14,10 +14,9 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from feedpipe.settings import ROOT
 from feedpipe.topology import SourceSpec, topology
+from ops.infra._proc import http_answers, wait_ready
 
 
 @dataclass(frozen=True)
@@ -77,7 +76,7 @@ class Worker:
         """Spawn the worker and wait until its web server answers.
 
         Raises:
-            RuntimeError: it exited or did not answer within ``timeout_s`` s (with its log tail).
+            InfraError: it exited or did not answer within ``timeout_s`` s (with its log tail).
         """
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
@@ -87,15 +86,18 @@ class Worker:
                 cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited:\n{self.tail()}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.port}/", timeout=1.0).status_code < 500:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError(f"worker {self.name} not ready in {timeout_s:.0f} s:\n{self.tail()}")
+        proc = self.proc
+
+        def failed(why: str) -> str:
+            what = "exited" if why == "exited" else f"not ready in {timeout_s:.0f} s"
+            return f"worker {self.name} {what}:\n{self.tail()}"
+
+        wait_ready(
+            lambda: http_answers(f"http://127.0.0.1:{self.port}/"),
+            timeout_s,
+            exited=lambda: proc.poll() is not None,
+            failed=failed,
+        )
 
     def kill9(self) -> None:
         """SIGKILL the worker's process group (no shutdown, no commit) and reap it."""

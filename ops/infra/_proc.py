@@ -1,4 +1,5 @@
-"""Process helpers shared by the local Kafka broker and Redis server (pid files, signals)."""
+"""Process helpers shared by the local Kafka broker, the Redis server and the pipeline's own
+services (pid files, signals, waiting until a started process serves)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from feedpipe.errors import FeedpipeError
@@ -70,6 +72,16 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
+def http_answers(url: str, timeout_s: float = 1.0) -> bool:
+    """True when a GET of ``url`` gets any answer below 500 within ``timeout_s`` seconds."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=timeout_s).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
 def spawn(args: list[str], cwd: Path, log_file: Path, pid_file: Path) -> subprocess.Popen[bytes]:
     """Start ``args`` detached in its own session (process group), stdout+stderr appended to
     ``log_file``, and write its pid to ``pid_file``."""
@@ -118,6 +130,36 @@ def terminate(pid: int, timeout_s: float, proc: subprocess.Popen[bytes] | None =
     return False
 
 
+def wait_ready(
+    ready: Callable[[], bool],
+    timeout_s: float,
+    *,
+    exited: Callable[[], bool] = lambda: False,
+    failed: Callable[[str], str],
+    interval_s: float = 0.3,
+) -> None:
+    """Poll ``ready()`` every ``interval_s`` seconds until it is True.
+
+    Args:
+        ready: True once the process serves (a PING, a metadata request, an HTTP answer).
+        timeout_s: seconds to wait.
+        exited: True once the process is gone (checked after each failed ``ready()``).
+        failed: the error message for ``"exited"`` or ``"timeout"`` (the caller adds what it
+            knows: pid, address, log tail).
+
+    Raises:
+        InfraError: ``failed("exited")`` as soon as ``exited()``; ``failed("timeout")`` after
+            ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if exited():
+            raise InfraError(failed("exited"))
+        if time.monotonic() > deadline:
+            raise InfraError(failed("timeout"))
+        time.sleep(interval_s)
+
+
 def tail(path: Path, lines: int = 30) -> str:
     """The last ``lines`` lines of a text file ('' when missing)."""
     try:
@@ -140,6 +182,42 @@ class ManagedProcess:
         """Pid of the running process (from the pid file), or None."""
         raise NotImplementedError
 
+    def await_serving(
+        self,
+        pid: int,
+        ready: Callable[[], bool],
+        timeout_s: float,
+        what: str,
+        logs: Sequence[Path],
+        interval_s: float = 0.1,
+    ) -> None:
+        """Wait (:func:`wait_ready`) until ``ready()`` once ``pid`` was spawned.
+
+        The process counts as exited when it is this object's child and the kernel reports
+        it gone (``Popen.poll``, which also gives its exit status), else when the pid file no
+        longer names a live process.
+
+        Raises:
+            InfraError: ``what (pid N) exited during start-up (exit status S)`` or ``did not
+                answer within T s``, followed by the tails of ``logs`` (30 lines of the first,
+                10 of the others). A pid file of an exited process is removed.
+        """
+        own = self._proc if self._proc is not None and self._proc.pid == pid else None
+
+        def exited() -> bool:
+            return own.poll() is not None if own is not None else self.pid() is None
+
+        def failed(why: str) -> str:
+            lines = "\n".join(tail(f, 30 if i == 0 else 10) for i, f in enumerate(logs))
+            lines_of = f"last log lines of {logs[0]}:\n{lines}"
+            if why == "timeout":
+                return f"{what} (pid {pid}) did not answer within {timeout_s:.0f} s; {lines_of}"
+            self.pid_file.unlink(missing_ok=True)
+            status = own.returncode if own is not None else "unknown"
+            return f"{what} (pid {pid}) exited during start-up (exit status {status}); {lines_of}"
+
+        wait_ready(ready, timeout_s, exited=exited, failed=failed, interval_s=interval_s)
+
     def stop(self, timeout_s: float = 30) -> bool:
         """SIGTERM the process group (the server shuts down cleanly), SIGKILL after
         ``timeout_s`` seconds; remove the pid file.
@@ -147,12 +225,21 @@ class ManagedProcess:
         Returns:
             True when a running process was stopped, False when none was running.
         """
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        proc = self._proc if self._proc is not None and self._proc.pid == pid else None
-        terminate(pid, timeout_s, proc)
-        self._proc = None
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return stop_all([self], timeout_s)
+
+
+def stop_all(procs: Sequence[ManagedProcess], timeout_s: float = 30) -> bool:
+    """Stop several processes together: SIGTERM to every running one first, then wait for each
+    (SIGKILL after ``timeout_s`` seconds), so none waits on a peer that already left (a KRaft
+    controller quorum, a Redis Cluster); every pid file is removed. True when one was running."""
+    running = [(p, pid) for p, pid in ((p, p.pid()) for p in procs) if pid is not None]
+    for _, pid in running:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    for p, pid in running:
+        own = p._proc if p._proc is not None and p._proc.pid == pid else None
+        terminate(pid, timeout_s, own)
+        p._proc = None
+    for p in procs:
+        p.pid_file.unlink(missing_ok=True)
+    return bool(running)

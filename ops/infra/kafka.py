@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -406,27 +405,15 @@ class KafkaBroker(ManagedProcess):
                 f"Kafka broker in {self.home} is not running; last log lines:\n"
                 f"{tail(self.log_dir / 'server.log')}\n{tail(self.log_dir / 'stdout.log', 10)}"
             )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if broker_answers(self.bootstrap, timeout_s=2.0):
-                return self.bootstrap
-            # our own child: ask the kernel (Popen.poll); a broker started elsewhere: pid file
-            own = self._proc if self._proc is not None and self._proc.pid == pid else None
-            if (own.poll() is not None) if own is not None else self.pid() is None:
-                self.pid_file.unlink(missing_ok=True)
-                raise InfraError(
-                    f"Kafka broker (pid {pid}) exited during start-up (exit status "
-                    f"{own.returncode if own is not None else 'unknown'}); last log lines of "
-                    f"{self.log_dir / 'server.log'}:\n{tail(self.log_dir / 'server.log')}\n"
-                    f"{tail(self.log_dir / 'stdout.log', 10)}"
-                )
-            if time.monotonic() > deadline:
-                raise InfraError(
-                    f"Kafka broker (pid {pid}) did not answer on {self.bootstrap} within "
-                    f"{timeout_s:.0f} s; see {self.log_dir / 'server.log'}:\n"
-                    f"{tail(self.log_dir / 'server.log')}"
-                )
-            time.sleep(0.3)
+        self.await_serving(
+            pid,
+            lambda: broker_answers(self.bootstrap, timeout_s=2.0),
+            timeout_s,
+            f"Kafka broker on {self.bootstrap}",
+            [self.log_dir / "server.log", self.log_dir / "stdout.log"],
+            interval_s=0.3,
+        )
+        return self.bootstrap
 
     def wipe_data(self) -> None:
         """Delete the broker's data and logs (keeps the jars). Stop the broker first.

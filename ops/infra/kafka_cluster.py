@@ -16,15 +16,12 @@ Heaps are small (:data:`NODE_HEAP`): the cluster shares a development machine.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
-from ops.infra._proc import InfraError, terminate
+from ops.infra._proc import InfraError, stop_all, wait_ready
 from ops.infra.kafka import ClusterNode, KafkaBroker, _cluster_id, broker_answers, lib_dir
 
 NODE_HEAP = "256M"  # -Xmx/-Xms per node; enough for test and development traffic
@@ -141,13 +138,15 @@ class KafkaCluster:
         deadline = time.monotonic() + timeout_s
         for n in self.nodes:
             n.wait_ready(max(1.0, deadline - time.monotonic()))
-        while not self._all_registered():
-            if time.monotonic() > deadline:
-                raise InfraError(
-                    f"Kafka cluster on {self.bootstrap}: not every broker registered within "
-                    f"{timeout_s:.0f} s; see {self.home}/node-*/logs/server.log"
-                )
-            time.sleep(0.5)
+        wait_ready(
+            self._all_registered,
+            max(1.0, deadline - time.monotonic()),
+            interval_s=0.5,
+            failed=lambda _: (
+                f"Kafka cluster on {self.bootstrap}: not every broker registered within "
+                f"{timeout_s:.0f} s; see {self.home}/node-*/logs/server.log"
+            ),
+        )
         return self.bootstrap
 
     def _all_registered(self) -> bool:
@@ -163,16 +162,9 @@ class KafkaCluster:
 
     def stop(self, timeout_s: float = 30) -> bool:
         """Stop every node (SIGTERM, SIGKILL after ``timeout_s`` s), all at once so none waits
-        on a controller that already left. True when a node was running."""
-        running = [(n, p) for n, p in ((n, n.pid()) for n in self.nodes) if p is not None]
-        for _, pid in running:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGTERM)
-        for n, pid in running:
-            terminate(pid, timeout_s)
-            n.pid_file.unlink(missing_ok=True)
-            n._proc = None
-        return bool(running)
+        on a controller that already left (:func:`~ops.infra._proc.stop_all`). True when a
+        node was running."""
+        return stop_all(self.nodes, timeout_s)
 
     def wipe_data(self) -> None:
         """Delete every node's data, logs and the cluster id (keeps the jars).

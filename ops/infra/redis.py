@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from ops.infra._proc import InfraError, ManagedProcess, port_open, read_pid, spawn, tail
+from ops.infra._proc import (
+    InfraError,
+    ManagedProcess,
+    port_open,
+    read_pid,
+    spawn,
+    stop_all,
+    wait_ready,
+)
 
 _FALLBACK = Path("/usr/bin/redis-server")
 BUS_PORT_SHIFT = 20
@@ -148,22 +155,14 @@ class RedisServer(ManagedProcess):
                 ]
             self._proc = spawn(args, self.home, self.home / "stdout.log", self.pid_file)
             pid = self._proc.pid
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if redis_answers(self.port, timeout_s=0.5):
-                return self.url
-            if self.pid() is None:
-                self.pid_file.unlink(missing_ok=True)
-                raise InfraError(
-                    f"redis-server (pid {pid}) exited during start-up; {self.log_file}:\n"
-                    f"{tail(self.log_file)}\n{tail(self.home / 'stdout.log', 10)}"
-                )
-            if time.monotonic() > deadline:
-                raise InfraError(
-                    f"redis-server (pid {pid}) did not answer PING on port {self.port} within "
-                    f"{timeout_s:.0f} s; {self.log_file}:\n{tail(self.log_file)}"
-                )
-            time.sleep(0.1)
+        self.await_serving(
+            pid,
+            lambda: redis_answers(self.port, timeout_s=0.5),
+            timeout_s,
+            f"redis-server on port {self.port}",
+            [self.log_file, self.home / "stdout.log"],
+        )
+        return self.url
 
     def wipe_data(self) -> None:
         """Delete the server's data and logs. Stop it first.
@@ -260,19 +259,21 @@ class RedisClusterNodes:
             )
             if done.returncode != 0:
                 raise InfraError(f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}")
-        deadline = time.monotonic() + timeout_s
-        while not self.healthy():
-            if time.monotonic() > deadline:
-                raise InfraError(
-                    f"Redis Cluster on ports {self.port}-{self.port + CLUSTER_MASTERS - 1} not ok "
-                    f"within {timeout_s:.0f} s: {_cluster_info(self.port)}"
-                )
-            time.sleep(0.2)
+        wait_ready(
+            self.healthy,
+            timeout_s,
+            interval_s=0.2,
+            failed=lambda _: (
+                f"Redis Cluster on ports {self.port}-{self.port + CLUSTER_MASTERS - 1} not ok "
+                f"within {timeout_s:.0f} s: {_cluster_info(self.port)}"
+            ),
+        )
         return self.url
 
     def stop(self, timeout_s: float = 30) -> bool:
-        """Stop every node; True when one was running."""
-        return any([n.stop(timeout_s=timeout_s) for n in self.nodes])
+        """Stop every node, all at once (:func:`~ops.infra._proc.stop_all`); True when one
+        was running."""
+        return stop_all(self.nodes, timeout_s)
 
     def wipe_data(self) -> None:
         """Delete every node's data and ``nodes.conf``. Stop them first.

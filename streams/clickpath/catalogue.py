@@ -13,6 +13,7 @@ Reads only; state: the in-process caches above.
 from __future__ import annotations
 
 import hashlib
+import operator
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -147,8 +148,9 @@ def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
     takes its schema default, extra keys such as ``stats_version`` and ``sources`` are
     ignored), so an affinity-ranker item (the only kind with an ``engagement`` field; a
     ``learned`` item has an ``affinity`` feature too) is a shallow copy with empty ``weights``;
-    items of other rankers get ``affinity``/``recency``/``engagement`` = 0.0 and their components in
-    ``components``.
+    items of other rankers carry their components in ``components``, and in the
+    ``affinity``/``recency``/``engagement`` fields those of their components so named (a
+    ``learned`` item's ``affinity`` and ``recency`` features), 0.0 for the others.
     """
     sets: dict[str, dict[str, float]] = {}
     out = []
@@ -160,13 +162,14 @@ def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
             out.append({**it, "weights": _NO_WEIGHTS})
             continue
         comps = {k: it[k] for k in it.keys() - _AVRO_ITEM}
-        out.append(
-            {**it, "weights": _NO_WEIGHTS, "components": comps, **dict.fromkeys(_AFFINITY, 0.0)}
-        )
+        named = {k: comps.get(k, 0.0) for k in _AFFINITY}
+        out.append({**it, "weights": _NO_WEIGHTS, "components": comps, **named})
     return {**doc, "items": out, "weight_sets": sets}
 
 
 _NO_WEIGHTS: dict[str, float] = {}
+_CONTENT_ID = operator.itemgetter("content_id")
+_SERVED = operator.itemgetter("weight_set", "weight_version", "arm")
 
 
 def feed_fingerprint(items: Sequence[dict[str, Any]]) -> str:
@@ -174,7 +177,12 @@ def feed_fingerprint(items: Sequence[dict[str, Any]]) -> str:
     versions and arms that ranked it. Scores are left out: they drift with every item-stats
     change, and a feed whose list did not move is not republished."""
     h = hashlib.blake2b(digest_size=8)
-    h.update("\x1f".join(it["content_id"] for it in items).encode())
-    served = {f"{it.get('weight_set')}@{it.get('weight_version')}/{it.get('arm')}" for it in items}
+    h.update("\x1f".join(map(_CONTENT_ID, items)).encode())
+    try:
+        triples = set(map(_SERVED, items))
+    except KeyError:  # an item without the served fields (absent fields read as None)
+        triples = {(it.get("weight_set"), it.get("weight_version"), it.get("arm"))
+                   for it in items}
+    served = {f"{ws}@{version}/{arm}" for ws, version, arm in triples}
     h.update("\x1e".join(sorted(served)).encode())
     return h.hexdigest()

@@ -1,9 +1,10 @@
-"""Fixtures of the live CMS connector tests (``test_http_connectors_*``; helpers in
-``http_connectors_support``): a module-scoped idempotent producer, a :class:`Tap` on
-``cms.raw`` and a :class:`~connectors.simulator.FixtureServer` per test.
+"""Fixtures of the integration tests: a module-scoped idempotent producer (the collector,
+webhook and live CMS connector tests); for the live connector tests (``test_http_connectors_*``,
+helpers in ``http_connectors_support``) a :class:`Tap` on ``cms.raw`` and a
+:class:`~connectors.simulator.FixtureServer` per test.
 
-Modules that define a fixture of the same name (``test_webhook``'s ``producer``,
-``test_readapi_hardening``'s ``server``) keep their own: a module's fixture takes precedence.
+Modules that define a fixture of the same name (``test_readapi_hardening``'s ``server``) keep
+their own: a module's fixture takes precedence.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from feedpipe.kafka.topics import TopicChange
 
 @pytest.fixture(scope="module")
 def producer(
-    kafka_bootstrap: str, topics_applied: list[TopicChange]
+    request: pytest.FixtureRequest, kafka_bootstrap: str, topics_applied: list[TopicChange]
 ) -> Iterator[IdempotentProducer]:
-    prod = IdempotentProducer(kafka_bootstrap, client_id="test-http-connectors")
-    yield prod
-    prod.close()
+    """One idempotent producer per test module (client id ``test-<module>``), closed after it."""
+    prod = IdempotentProducer(kafka_bootstrap, client_id=f"test-{request.module.__name__}")
+    try:
+        yield prod
+    finally:
+        prod.close()
 
 
 @pytest.fixture()

@@ -7,14 +7,12 @@ them (``producer``, ``tap``, ``server``) are in this directory's ``conftest.py``
 from __future__ import annotations
 
 import copy
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
-from pipeline import high_watermarks
+from pipeline import consume_all, high_watermarks
 
 from connectors.config import LiveSourceSpec
 from feedpipe.wire.codec import codec
@@ -33,49 +31,18 @@ class Tap:
         self.bootstrap = bootstrap
         self.start = self._watermarks()
 
-    def _consumer(self) -> Consumer:
-        return Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"test-http-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            }
-        )
-
     def _watermarks(self) -> dict[int, int]:
         return high_watermarks(self.bootstrap, TOPIC)
 
     def records(self, source: str) -> list[dict[str, Any]]:
         """Decoded records of ``source`` between the start and the current high watermarks."""
-        end = self._watermarks()
-        want = sum(end[p] - self.start.get(p, 0) for p in end)
-        out: list[dict[str, Any]] = []
-        if want == 0:
-            return out
         decode = codec("RawCmsEvent").decode
-        c = self._consumer()
-        try:
-            c.assign([TopicPartition(TOPIC, p, self.start.get(p, 0)) for p in end])
-            got = 0
-            deadline = time.monotonic() + 30
-            while got < want:
-                assert time.monotonic() < deadline, f"only {got} of {want} records on {TOPIC}"
-                msg = c.poll(0.5)
-                if msg is None:
-                    continue
-                assert msg.error() is None, msg.error()
-                offset, part = msg.offset(), msg.partition()
-                assert offset is not None and part is not None
-                if offset >= end[part]:
-                    continue
-                got += 1
-                rec = decode(msg.value())
-                if rec["source"] == source:
-                    rec["_key"] = msg.key()
-                    out.append(rec)
-        finally:
-            c.close()
+        out: list[dict[str, Any]] = []
+        for msg in consume_all(self.bootstrap, TOPIC, self.start):
+            rec = decode(msg.value())
+            if rec["source"] == source:
+                rec["_key"] = msg.key()
+                out.append(rec)
         return out
 
 

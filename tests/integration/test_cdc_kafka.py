@@ -10,7 +10,6 @@ acknowledged, and resumes from the committed offsets.
 from __future__ import annotations
 
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from pipeline import high_watermarks, kafka_consumer
+from pipeline import consume_all, high_watermarks
 
 from connectors.cdc.connector import CdcConnector
 from feedpipe.kafka.producer import DeliveryError, IdempotentProducer
@@ -83,48 +82,16 @@ def produce_raw(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes | 
     assert p.flush(30) == 0
 
 
-def read_new(bootstrap: str, topic: str, start: dict[int, int]) -> list[Any]:
-    """Every message of ``topic`` between ``start`` and the current high watermarks."""
-    end = high_watermarks(bootstrap, topic)
-    want = sum(end[p] - start.get(p, 0) for p in end)
-    out: list[Any] = []
-    c = kafka_consumer(bootstrap, "test-cdc-read")
-    try:
-        c.assign([TopicPartition(topic, p, start.get(p, 0)) for p in end])
-        deadline = time.monotonic() + 30
-        while len(out) < want:
-            assert time.monotonic() < deadline, f"only {len(out)} of {want} on {topic}"
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            offset, partition = msg.offset(), msg.partition()
-            assert offset is not None and partition is not None
-            if offset < end[partition]:
-                out.append(msg)
-    finally:
-        c.close()
-    return out
-
-
 def raw_events(bootstrap: str, start: dict[int, int], source: str) -> list[dict[str, Any]]:
-    return [
-        r
-        for r in (
-            codec("RawCmsEvent").decode(m.value()) for m in read_new(bootstrap, "cms.raw", start)
-        )
-        if r["source"] == source
-    ]
+    decode = codec("RawCmsEvent").decode
+    recs = (decode(m.value()) for m in consume_all(bootstrap, "cms.raw", start))
+    return [r for r in recs if r["source"] == source]
 
 
 def dead_letters(bootstrap: str, start: dict[int, int], topic: str) -> list[dict[str, Any]]:
-    return [
-        d
-        for d in (
-            codec("DeadLetter").decode(m.value()) for m in read_new(bootstrap, "cms.raw.dlq", start)
-        )
-        if d["source_topic"] == topic
-    ]
+    decode = codec("DeadLetter").decode
+    recs = (decode(m.value()) for m in consume_all(bootstrap, "cms.raw.dlq", start))
+    return [d for d in recs if d["source_topic"] == topic]
 
 
 def connector(bootstrap: str, topic: str, source: str, **kw: Any) -> CdcConnector:

@@ -17,15 +17,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from confluent_kafka import TopicPartition
-from pipeline import high_watermarks, kafka_consumer
+from pipeline import consume_all, high_watermarks
 
 from connectors.collector.events import MAX_BODY_BYTES, MAX_EVENTS
 from connectors.collector.server import CollectorServer
 from feedpipe.apikeys import create_key
 from feedpipe.ids import event_id
 from feedpipe.kafka.producer import IdempotentProducer
-from feedpipe.kafka.topics import TopicChange
 from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
@@ -53,17 +51,6 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     return Keys(path, writer, reader, slow)
 
 
-@pytest.fixture(scope="module")
-def producer(
-    kafka_bootstrap: str, topics_applied: list[TopicChange]
-) -> Iterator[IdempotentProducer]:
-    p = IdempotentProducer(kafka_bootstrap, client_id="test-collector")
-    try:
-        yield p
-    finally:
-        p.close()
-
-
 @contextmanager
 def serve(producer: IdempotentProducer, keys_path: Path, **kw: Any) -> Iterator[CollectorServer]:
     srv = CollectorServer(producer, keys_path, cors_origins=[ORIGIN], **kw)
@@ -86,25 +73,9 @@ def base_url(producer: IdempotentProducer, keys: Keys) -> Iterator[str]:
 
 def read_after(bootstrap: str, topic: str, start: dict[int, int]) -> list[tuple[bytes, Any]]:
     """(key, decoded value) of every record of ``topic`` after ``start``, in partition order."""
-    end = high_watermarks(bootstrap, topic)
-    want = sum(end[p] - start.get(p, 0) for p in end)
-    subject = "DeadLetter" if topic.endswith(".dlq") else "ReaderEvent"
-    decode = codec(subject).decode
-    out: list[tuple[bytes, Any]] = []
-    c = kafka_consumer(bootstrap, "test-collector")
-    try:
-        c.assign([TopicPartition(topic, p, start.get(p, 0)) for p in end])
-        deadline = time.monotonic() + 30
-        while len(out) < want:
-            assert time.monotonic() < deadline, f"only {len(out)} of {want} on {topic}"
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            out.append((msg.key() or b"", decode(msg.value() or b"")))
-    finally:
-        c.close()
-    return out
+    decode = codec("DeadLetter" if topic.endswith(".dlq") else "ReaderEvent").decode
+    msgs = consume_all(bootstrap, topic, start)
+    return [(m.key() or b"", decode(m.value() or b"")) for m in msgs]
 
 
 def now_ms() -> int:

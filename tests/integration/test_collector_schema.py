@@ -19,7 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
-from test_collector import Keys, keys, producer, serve  # noqa: F401  (fixtures)
+from test_collector import Keys, keys, serve  # noqa: F401  (fixtures)
 
 from feedpipe.kafka.producer import IdempotentProducer
 

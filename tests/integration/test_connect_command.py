@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
-from pipeline import free_port, high_watermarks
+from pipeline import consume_all, free_port, high_watermarks
 
 from connectors.simulator import FixtureServer
 from connectors.webhook.signature import sign
@@ -31,24 +31,8 @@ SECRET_ENV = "FEEDPIPE_TEST_CONNECT_SECRET"
 
 
 def _cms_raw_since(bootstrap: str, start: dict[int, int]) -> list[dict[str, Any]]:
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"t-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        c.assign([TopicPartition("cms.raw", p, o) for p, o in start.items()])
-        out = []
-        while True:
-            msg = c.poll(1.0)
-            if msg is None:
-                return out
-            if not msg.error():
-                out.append(codec("RawCmsEvent").decode(msg.value()))
-    finally:
-        c.close()
+    decode = codec("RawCmsEvent").decode
+    return [decode(m.value()) for m in consume_all(bootstrap, "cms.raw", start)]
 
 
 def test_connect_runs_pollers_webhooks_and_cdc(

@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from pipeline import consume_all
 
 from feedpipe.kafka.producer import AsyncProducer, DeliveryError
 
@@ -21,17 +21,8 @@ TOPIC = "profiles.updated"  # compacted, keyed by user id (topology.yaml)
 
 def read_back(bootstrap: str, partition: int, offset: int) -> tuple[bytes | None, bytes | None]:
     """Key and value of the record at ``TOPIC[partition]@offset``."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False})
-    try:
-        c.assign([TopicPartition(TOPIC, partition, offset)])
-        for _ in range(100):
-            msg = c.poll(0.5)
-            if msg is not None and msg.error() is None:
-                return msg.key(), msg.value()
-        raise AssertionError(f"no record at {TOPIC}[{partition}]@{offset}")
-    finally:
-        c.close()
+    (msg,) = consume_all(bootstrap, TOPIC, {partition: offset}, {partition: offset + 1})
+    return msg.key(), msg.value()
 
 
 def test_records_land_where_aiokafka_would_put_them(

@@ -5,8 +5,10 @@ the collector, the page shows the reader's re-ranked feed, and leaving the page 
 event by ``navigator.sendBeacon``.
 
 Chromium is driven over the DevTools protocol (a websocket; aiohttp is a pinned dependency),
-because a click needs a live page, not ``--dump-dom``. Screenshots: docs/demo.png (after the
-click, the moved stories marked) and docs/demo-before.png (the new reader's feed).
+because a click needs a live page, not ``--dump-dom``; it picks its own DevTools port (port 0,
+read back from ``DevToolsActivePort``). Screenshots go to tests/artifacts/ (git-ignored):
+demo.png (after the click, the moved stories marked) and demo-before.png (the new reader's feed);
+the docs' copies (docs/demo.png, docs/demo-before.png) are refreshed from them by hand.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -26,7 +27,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
-from pipeline import api_headers, drain, running_pipeline
+from pipeline import api_headers, drain, free_port, running_pipeline
 from test_ops_page import chromium
 
 from connectors.replay import replay_all
@@ -35,23 +36,11 @@ from ops import services
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "docs" / "demo.png"
-SCREENSHOT_BEFORE = ROOT / "docs" / "demo-before.png"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+SCREENSHOT = ARTIFACTS / "demo.png"
+SCREENSHOT_BEFORE = ARTIFACTS / "demo-before.png"
 SOURCES = ["frontity-wp", "umami-drupal"]  # real WordPress and Drupal content (Apache-2.0, GPL)
 BRAND = "frontity"  # a travel blog whose posts share categories: the click's affinity shows
-PORTS = range(42100, 42200)  # this suite's own port range for the browser's DevTools socket
-
-
-def free_port(candidates: range) -> int:
-    for port in candidates:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port in {candidates}")
 
 
 class Page:
@@ -108,11 +97,12 @@ class Page:
 
 @asynccontextmanager
 async def browser(tmp: Path) -> AsyncIterator[Page]:
-    port = free_port(PORTS)
+    profile = tmp / "chromium"
+    active = profile / "DevToolsActivePort"  # the port Chromium chose, on its first line
     proc = subprocess.Popen(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--window-size=1360,1000", f"--remote-debugging-port={port}",
-         f"--user-data-dir={tmp / 'chromium'}", "about:blank"],
+         "--window-size=1360,1000", "--remote-debugging-port=0",
+         f"--user-data-dir={profile}", "about:blank"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -120,13 +110,14 @@ async def browser(tmp: Path) -> AsyncIterator[Page]:
             deadline = time.monotonic() + 30
             while True:
                 try:
+                    port = int(active.read_text().split()[0])
                     async with http.get(f"http://127.0.0.1:{port}/json/list") as r:
                         targets = await r.json()
                     pages = [t for t in targets if t["type"] == "page"]
                     if pages:
                         break
-                except aiohttp.ClientError:
-                    pass
+                except (OSError, ValueError, IndexError, aiohttp.ClientError):
+                    pass  # no port file yet, or DevTools not serving yet
                 assert time.monotonic() < deadline, "chromium DevTools did not answer"
                 await asyncio.sleep(0.2)
             async with http.ws_connect(pages[0]["webSocketDebuggerUrl"], max_msg_size=0) as ws:
@@ -188,7 +179,10 @@ async def drive(base: str, collector: str, key: str, user: str, tmp: Path) -> di
 def test_a_click_in_the_demo_page_reranks_the_readers_feed(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path, data_dir: Path
 ) -> None:
-    os.environ["FEEDPIPE_COLLECTOR_PORT"] = str(free_port(range(42200, 42300)))
+    ARTIFACTS.mkdir(exist_ok=True)
+    for shot in (SCREENSHOT, SCREENSHOT_BEFORE):
+        shot.unlink(missing_ok=True)  # the PNG checks below see this run's pictures only
+    os.environ["FEEDPIPE_COLLECTOR_PORT"] = str(free_port())
     try:
         with running_pipeline(kafka_bootstrap, redis_url, tmp_path / "state") as s:
             base = f"http://{s.api_host}:{s.api_port}"
@@ -235,4 +229,5 @@ def test_a_click_in_the_demo_page_reranks_the_readers_feed(
     assert seen["profile"]["clicks"] == 1
     assert seen["profile"]["impressions"] == len(before["order"])
     assert [r["content_id"] for r in seen["profile"]["recent_reads"]] == [clicked]
-    assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for shot in (SCREENSHOT, SCREENSHOT_BEFORE):
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

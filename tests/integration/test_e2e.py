@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import random
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -29,8 +28,7 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from pipeline import api_headers, drain, running_pipeline, wait_feeds_converged
+from pipeline import api_headers, consume_all, drain, running_pipeline, wait_feeds_converged
 
 from connectors.replay import replay_all
 from feedpipe.ids import content_id
@@ -42,38 +40,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 CMS_SOURCES = ["mind", "frontity-wp", "umami-drupal", "feeds-realworld", "feeds-edge"]
 SAMPLE_USERS = 40
-
-
-def _consume_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
-    """Every record of ``topic`` from the beginning to the current end."""
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"e2e-read-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        md = c.list_topics(topic, timeout=10).topics[topic]
-        ends = {
-            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in md.partitions
-        }
-        c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
-        got: dict[int, int] = dict.fromkeys(md.partitions, 0)
-        out: list[tuple[bytes | None, bytes]] = []
-        deadline = time.monotonic() + 60
-        while any(got[p] < ends[p] for p in md.partitions):
-            assert time.monotonic() < deadline, f"timed out reading {topic}"
-            msg = c.poll(1.0)
-            if msg is None or msg.error():
-                continue
-            got[msg.partition()] = msg.offset() + 1
-            out.append((msg.key(), msg.value()))
-        return out
-    finally:
-        c.close()
 
 
 @pytest.fixture(scope="module")
@@ -274,9 +240,9 @@ def test_every_valid_article_materialised_once(pipeline: dict[str, Any], data_di
     )
 
     bootstrap = pipeline["settings"].kafka_bootstrap
-    normalised = _consume_all(bootstrap, "content.normalised")
+    normalised = consume_all(bootstrap, "content.normalised")
     dec = codec("Content").decode
-    ids = Counter(dec(v)["content_id"] for _, v in normalised)
+    ids = Counter(dec(m.value())["content_id"] for m in normalised)
     r = sync_client(pipeline["redis_url"])
     k = keys()
     in_catalogue: set[str] = set()
@@ -285,7 +251,7 @@ def test_every_valid_article_materialised_once(pipeline: dict[str, Any], data_di
     # exactly once: one catalogue entry and one content key per distinct valid item
     assert in_catalogue == set(ids)
     assert sum(1 for _ in r.scan_iter(match=k.content("*"), count=1000)) == len(ids)
-    brands = Counter(dec(v)["brand"] for _, v in normalised)
+    brands = Counter(dec(m.value())["brand"] for m in normalised)
     assert brands["frontity"] >= 8 and brands["umami"] >= 8 and brands["feeds"] >= 100
 
 
@@ -338,7 +304,7 @@ def test_profiles_and_feeds_match_reference(pipeline: dict[str, Any], data_dir: 
 
 def test_malformed_inputs_in_dlq_with_reason(pipeline: dict[str, Any], data_dir: Path) -> None:
     bootstrap = pipeline["settings"].kafka_bootstrap
-    dlq = [codec("DeadLetter").decode(v) for _, v in _consume_all(bootstrap, "cms.raw.dlq")]
+    dlq = [codec("DeadLetter").decode(m.value()) for m in consume_all(bootstrap, "cms.raw.dlq")]
     assert dlq, "no DLQ records"
     assert all(d["reason"].strip() and d["error_type"] for d in dlq)
     origins_rejected = {Path(d["origin"]).name for d in dlq if d["origin"]}
@@ -354,9 +320,9 @@ def test_malformed_inputs_in_dlq_with_reason(pipeline: dict[str, Any], data_dir:
     )
     assert "is not a valid relationship field name" in include_err["reason"]
     normalised = [
-        codec("Content").decode(v) for _, v in _consume_all(bootstrap, "content.normalised")
+        codec("Content").decode(m.value()) for m in consume_all(bootstrap, "content.normalised")
     ]
-    raw = [codec("RawCmsEvent").decode(v) for _, v in _consume_all(bootstrap, "cms.raw")]
+    raw = [codec("RawCmsEvent").decode(m.value()) for m in consume_all(bootstrap, "cms.raw")]
     origins_parsed = {Path(c["raw_event_id"]).name for c in normalised}
     del origins_parsed
     parsed_events = {c["raw_event_id"] for c in normalised}
@@ -373,11 +339,11 @@ def test_malformed_inputs_in_dlq_with_reason(pipeline: dict[str, Any], data_dir:
 
 def test_counts_reconcile(pipeline: dict[str, Any], data_dir: Path) -> None:
     bootstrap = pipeline["settings"].kafka_bootstrap
-    raw = [codec("RawCmsEvent").decode(v) for _, v in _consume_all(bootstrap, "cms.raw")]
+    raw = [codec("RawCmsEvent").decode(m.value()) for m in consume_all(bootstrap, "cms.raw")]
     normalised = [
-        codec("Content").decode(v) for _, v in _consume_all(bootstrap, "content.normalised")
+        codec("Content").decode(m.value()) for m in consume_all(bootstrap, "content.normalised")
     ]
-    dlq = [codec("DeadLetter").decode(v) for _, v in _consume_all(bootstrap, "cms.raw.dlq")]
+    dlq = [codec("DeadLetter").decode(m.value()) for m in consume_all(bootstrap, "cms.raw.dlq")]
     produced = {c["raw_event_id"] for c in normalised}
     rejected = {d["raw_event_id"] for d in dlq}
     assert not produced & rejected
@@ -404,7 +370,7 @@ def test_counts_reconcile(pipeline: dict[str, Any], data_dir: Path) -> None:
         clicks += p["clicks"]
     assert (imps, clicks) == (total_imps, total_clicks)
     reader_dlq = [
-        codec("DeadLetter").decode(v) for _, v in _consume_all(bootstrap, "reader.events.dlq")
+        codec("DeadLetter").decode(v) for _, v in consume_all(bootstrap, "reader.events.dlq")
     ]
     # pending_expired records are clicks already counted (their item never arrived), not
     # rejected input events

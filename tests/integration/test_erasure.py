@@ -4,15 +4,13 @@ real Kafka (the click path, streams/clickpath/)."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import TopicPartition
-from pipeline import kafka_consumer, run_store
+from pipeline import consume_all, run_store
 from test_clickpath import T0, Sent, apply, reader, records, seed_catalogue, with_path
 
 from feedpipe.ids import content_id, event_id
@@ -72,25 +70,7 @@ def readable_mentions(r: redis.Redis, needle: bytes) -> list[str]:
 
 def last_values(bootstrap: str, topic: str, key: bytes) -> list[bytes | None]:
     """Values of every record of ``topic`` with ``key``, oldest first."""
-    c = kafka_consumer(bootstrap, "test-erasure")
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        c.assign([TopicPartition(topic, p, 0) for p in parts])
-        got = dict.fromkeys(parts, 0)
-        out: list[bytes | None] = []
-        deadline = time.monotonic() + 60
-        while any(got[p] < ends[p] for p in parts):
-            assert time.monotonic() < deadline, f"timed out reading {topic}"
-            msg = c.poll(1.0)
-            if msg is None or msg.error():
-                continue
-            got[msg.partition()] = msg.offset() + 1
-            if msg.key() == key:
-                out.append(msg.value())
-        return out
-    finally:
-        c.close()
+    return [m.value() for m in consume_all(bootstrap, topic) if m.key() == key]
 
 
 def test_erase_leaves_nothing_of_the_user_readable(

@@ -7,15 +7,13 @@ own replay added (high watermarks before and after).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
-from confluent_kafka import TopicPartition
-from pipeline import high_watermarks, kafka_consumer
+from pipeline import consume_all, high_watermarks
 
 from connectors.files.cms import wordpress_events
 from connectors.replay import ReplayConnector, replay_all
@@ -25,32 +23,6 @@ from feedpipe.topology import SourceSpec, topology
 from feedpipe.wire.codec import codec
 
 pytestmark = pytest.mark.integration
-
-
-def _read_range(
-    bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int]
-) -> Iterator[Any]:
-    """Messages of ``topic`` between the ``start`` and ``end`` offsets of each partition."""
-    want = sum(end[p] - start.get(p, 0) for p in end)
-    c = kafka_consumer(bootstrap, "test-replay")
-    try:
-        c.assign([TopicPartition(topic, p, start.get(p, 0)) for p in end])
-        got = 0
-        deadline = time.monotonic() + 30
-        while got < want:
-            assert time.monotonic() < deadline, f"only {got} of {want} records on {topic}"
-            msg = c.poll(1.0)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            offset, partition = msg.offset(), msg.partition()
-            assert offset is not None and partition is not None
-            if offset >= end[partition]:
-                continue
-            got += 1
-            yield msg
-    finally:
-        c.close()
 
 
 def _source(name: str) -> SourceSpec:
@@ -75,7 +47,7 @@ def test_wordpress_replay_round_trip(
     assert producer.acked == 9 and producer.failed == 0
 
     after = high_watermarks(kafka_bootstrap, "cms.raw")
-    msgs = list(_read_range(kafka_bootstrap, "cms.raw", before, after))
+    msgs = list(consume_all(kafka_bootstrap, "cms.raw", before, after))
     assert len(msgs) == 9
     dec = codec("RawCmsEvent")
     partitioner = DefaultPartitioner()
@@ -132,7 +104,7 @@ def test_malformed_behaviour_rows_reach_the_dlq(
 
     events = [
         codec("ReaderEvent").decode(m.value())
-        for m in _read_range(
+        for m in consume_all(
             kafka_bootstrap,
             "reader.events",
             before,
@@ -147,7 +119,7 @@ def test_malformed_behaviour_rows_reach_the_dlq(
     ]
     dead = [
         (m.key(), codec("DeadLetter").decode(m.value()))
-        for m in _read_range(
+        for m in consume_all(
             kafka_bootstrap,
             "reader.events.dlq",
             dlq_before,

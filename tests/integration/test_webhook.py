@@ -12,7 +12,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +20,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
-from pipeline import high_watermarks
+from pipeline import consume_all, high_watermarks
 
 from connectors.webhook.app import create_webhook_app
 from connectors.webhook.server import WebhookConnector
@@ -90,17 +88,6 @@ def serve(
 
 
 @pytest.fixture(scope="module")
-def producer(
-    kafka_bootstrap: str, topics_applied: list[TopicChange]
-) -> Iterator[IdempotentProducer]:
-    p = IdempotentProducer(kafka_bootstrap, client_id="test-webhook")
-    try:
-        yield p
-    finally:
-        p.close()
-
-
-@pytest.fixture(scope="module")
 def base_url(sources: dict[str, WebhookSource], producer: IdempotentProducer) -> Iterator[str]:
     with serve(sources, producer) as url:
         yield url
@@ -121,39 +108,20 @@ def signed_headers(body: bytes, secret: str, ts: int | None = None) -> dict[str,
     }
 
 
-def _consumer(bootstrap: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"test-webhook-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-
-
 def watermarks(bootstrap: str) -> dict[int, int]:
     return high_watermarks(bootstrap, TOPIC)
 
 
 def read_events(bootstrap: str, start: dict[int, int], event_ids: set[str]) -> dict[str, Any]:
-    """Decoded cms.raw records (with their Kafka key) found after ``start`` by event id."""
+    """Decoded cms.raw records (with their Kafka key) found after ``start`` by event id; every
+    id must be there (the receiver answers once Kafka acknowledged)."""
+    decode = codec("RawCmsEvent").decode
     found: dict[str, Any] = {}
-    c = _consumer(bootstrap)
-    try:
-        c.assign([TopicPartition(TOPIC, p, o) for p, o in start.items()])
-        deadline = time.monotonic() + 30
-        while set(found) != event_ids:
-            assert time.monotonic() < deadline, f"missing {event_ids - set(found)} on {TOPIC}"
-            msg = c.poll(0.5)
-            if msg is None:
-                continue
-            assert msg.error() is None, msg.error()
-            rec = codec("RawCmsEvent").decode(msg.value())
-            if rec["event_id"] in event_ids:
-                found[rec["event_id"]] = {**rec, "_key": msg.key()}
-    finally:
-        c.close()
+    for msg in consume_all(bootstrap, TOPIC, start):
+        rec = decode(msg.value())
+        if rec["event_id"] in event_ids:
+            found[rec["event_id"]] = {**rec, "_key": msg.key()}
+    assert set(found) == event_ids, f"missing {event_ids - set(found)} on {TOPIC}"
     return found
 
 

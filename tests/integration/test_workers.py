@@ -40,6 +40,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pipeline import drain
 
 from feedpipe.kafka.topics import TopicChange
 from feedpipe.store.client import sync_client
@@ -182,28 +183,6 @@ def _members(bootstrap: str, group: str) -> list[int]:
     return [len(m.assignment.topic_partitions) for m in desc.members]
 
 
-def _drain(bootstrap: str, app_id: str, timeout_s: float = 600) -> None:
-    """Wait for lag 0 on every group of the pipeline, three probes in a row. The probes run in
-    a child process (:class:`~feedpipe.monitoring.exporter.ProbeProcess`, as the fault suite's):
-    librdkafka 2.16.1 segfaulted here in ``rd_kafka_cgrp_op`` under load, taking the test
-    process with it.
-    """
-    from feedpipe.kafka.lag import pipeline_groups
-    from feedpipe.monitoring.exporter import ProbeProcess
-
-    probe = ProbeProcess(bootstrap, timeout_s=5.0, deadline_s=30.0)
-    try:
-        deadline, quiet, lag = time.monotonic() + timeout_s, 0, -1
-        while quiet < 3:
-            assert time.monotonic() < deadline, f"pipeline did not drain (lag {lag})"
-            rows = probe.probe(pipeline_groups(app_id))
-            lag = -1 if any(r.sample.error for r in rows) else sum(r.lag for r in rows)
-            quiet = quiet + 1 if lag == 0 else 0
-            time.sleep(1.0)
-    finally:
-        probe.close()
-
-
 def _run(
     n: int, kafka_bootstrap: str, redis_url: str, data_dir: Path, tmp: Path
 ) -> tuple[dict[str, Any], dict[str, Any], list[list[int]]]:
@@ -226,7 +205,7 @@ def _run(
         for w in workers:
             w.start()
         replay_all(topology(), data_dir, ["mind"], bootstrap=kafka_bootstrap)
-        _drain(kafka_bootstrap, app_id)
+        drain(kafka_bootstrap, app_id)
         source = behaviors_subset(data_dir, ROWS, tmp / f"{n}-input")
         conn = ReplayConnector(source, tmp / f"{n}-input", topology().topics,
                                bootstrap=kafka_bootstrap, flush_timeout_s=120)
@@ -234,7 +213,7 @@ def _run(
             assert conn.run().published > 10_000
         finally:
             conn.stop()
-        _drain(kafka_bootstrap, app_id)
+        drain(kafka_bootstrap, app_id)
         wait_feeds_converged(redis_url)
         for w in workers:
             assert w.proc is not None and w.proc.poll() is None, w.tail()

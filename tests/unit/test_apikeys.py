@@ -3,7 +3,11 @@ token bucket with a cost."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
+
+import pytest
 
 from feedpipe.apikeys import (
     SCOPES,
@@ -51,3 +55,35 @@ def test_bucket_cost_is_all_or_nothing() -> None:
     assert bucket.take(1) == 0.0
     now[0] = 3.0
     assert bucket.take(3) == 0.0
+
+
+def test_refresh_keeps_the_previous_keys_on_a_malformed_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    _, token = create_key(path, "r", ["feeds:read"])
+    store = KeyStore(path)
+    assert not store.refresh()  # unchanged file: not re-read
+    path.write_text("{not json")
+    os.utime(path, (1, 1))  # make sure the mtime moves on coarse filesystems
+    assert not store.refresh()  # logged, not raised
+    assert store.lookup(token) is not None
+    create_key(path.with_name("other.json"), "w", ["events:write"])
+    path.write_bytes(path.with_name("other.json").read_bytes())
+    os.utime(path, (2, 2))
+    assert store.refresh()
+    assert store.lookup(token) is None and len(store) == 1
+
+
+def test_watch_refreshes_until_cancelled(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    store = KeyStore(path)
+    _, token = create_key(path, "r", ["feeds:read"])
+
+    async def run() -> None:
+        task = asyncio.create_task(store.watch(0.001))
+        while store.lookup(token) is None:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(run(), 5.0))

@@ -95,3 +95,25 @@ def test_diversified_prefix_agrees_with_the_full_order() -> None:
             continue
         full = diversify(top_rows(score, n_allowed).tolist(), primary, k, cap)
         assert diversified(score, n_allowed, primary, k, cap) == full, trial
+
+
+def test_label_sums_equal_the_one_hot_products() -> None:
+    """Gathering each item's label columns gives the dense products of the one-hot matrices
+    (affinity scores and the affinity source), including items without a label."""
+    import numpy as np
+
+    from feedpipe.rank.candidates import label_slots, label_sums
+    from feedpipe.rank.components import affinity_from_slots, affinity_scores
+
+    rng = np.random.default_rng(3)
+    for trial in range(50):
+        n, cats, topics, m = (int(rng.integers(1, 60)), int(rng.integers(1, 9)),
+                              int(rng.integers(1, 30)), int(rng.integers(1, 6)))
+        item_cat = (rng.random((n, cats)) < 0.2).astype(float)
+        item_top = (rng.random((n, topics)) < 0.1).astype(float)
+        s_cat, s_top = rng.random((m, cats)), rng.random((m, topics))
+        slots = label_slots(item_cat), label_slots(item_top)
+        assert np.allclose(label_sums(s_cat, slots[0]), s_cat @ item_cat.T, rtol=0, atol=1e-12)
+        got = affinity_from_slots(s_cat, s_top, *slots)
+        want = affinity_scores(s_cat, s_top, item_cat, item_top)
+        assert np.allclose(got, want, rtol=0, atol=1e-12), trial

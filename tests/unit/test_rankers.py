@@ -385,6 +385,9 @@ def test_rank_users_serves_a_learned_set_with_the_evaluation_s_features() -> Non
            "items": got[0]}
     rec = avro_feed(doc)["items"][0]
     assert rec["components"]["ctr"] == got[0][0]["ctr"] and rec["engagement"] == 0.0
+    # the learned item's affinity and recency features fill the record's named fields
+    assert rec["affinity"] == got[0][0]["affinity"] and rec["recency"] == got[0][0]["recency"]
+    assert any(it["affinity"] > 0 for it in avro_feed(doc)["items"])
 
 
 def test_ranking_config_serves() -> None:

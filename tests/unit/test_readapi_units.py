@@ -14,6 +14,7 @@ import pytest
 from feedpipe.apikeys import (
     KeyFileError,
     KeyStore,
+    TokenBucket,
     create_key,
     ensure_dev_key,
     hash_token,
@@ -22,7 +23,7 @@ from feedpipe.apikeys import (
 )
 from readapi.caching import etag_of, if_none_match
 from readapi.gateway import classify
-from readapi.guards import CircuitBreaker, CircuitOpen, TokenBucket
+from readapi.guards import CircuitBreaker, CircuitOpen
 from readapi.openapi import CURSOR_OR_EMPTY, openapi_document
 from readapi.params import (
     CURSOR_PATTERN,
