@@ -370,7 +370,7 @@ def test_counts_reconcile(pipeline: dict[str, Any], data_dir: Path) -> None:
         clicks += p["clicks"]
     assert (imps, clicks) == (total_imps, total_clicks)
     reader_dlq = [
-        codec("DeadLetter").decode(v) for _, v in consume_all(bootstrap, "reader.events.dlq")
+        codec("DeadLetter").decode(m.value()) for m in consume_all(bootstrap, "reader.events.dlq")
     ]
     # pending_expired records are clicks already counted (their item never arrived), not
     # rejected input events
