@@ -41,6 +41,20 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _free_port_pair() -> int:
+    """A free port p whose p + 1 is free too: LocalStack puts the KRaft controller on the
+    broker port + 1."""
+    for _ in range(100):
+        p = _free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 1))
+            except OSError:
+                continue
+        return p
+    raise RuntimeError("no two adjacent free ports")
+
+
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     b = KafkaBroker(
@@ -190,7 +204,7 @@ def test_local_stack_start_status_wipe(tmp_path: Path) -> None:
     lib = ensure_jars(DEV_STATE_DIR)
     (tmp_path / "kafka").mkdir()
     (tmp_path / "kafka" / "lib").symlink_to(lib)  # share the jars: no Maven run
-    kport, rport = _free_port(), _free_port()
+    kport, rport = _free_port_pair(), _free_port()
     s = Settings(
         state_dir=tmp_path,
         kafka_bootstrap=f"127.0.0.1:{kport}",
