@@ -41,8 +41,11 @@ def _in_sync(admin: AdminClient, topics: list[str], timeout_s: float = 120) -> N
     deadline = time.monotonic() + timeout_s
     while True:
         md = admin.list_topics(timeout=10)
-        short = [f"{t}[{i}]" for t in topics for i, p in md.topics[t].partitions.items()
-                 if len(p.isrs) < 3]
+        # a topic just created can be missing from a broker's metadata for a moment
+        short = [t for t in topics if t not in md.topics] + [
+            f"{t}[{i}]" for t in topics if t in md.topics
+            for i, p in md.topics[t].partitions.items() if len(p.isrs) < 3
+        ]
         if not short:
             return
         assert time.monotonic() < deadline, f"replicas not in sync: {short[:5]}"
@@ -60,6 +63,7 @@ def test_topics_get_replication_3_and_min_insync_2(
 ) -> None:
     admin = AdminClient({"bootstrap.servers": kafka_cluster.bootstrap})
     apply(topology(), admin, timeout_s=60)
+    _in_sync(admin, list(topology().topics))
     md = admin.list_topics(timeout=10)
     for name in topology().topics:
         assert all(len(p.replicas) == 3 for p in md.topics[name].partitions.values()), name
