@@ -168,6 +168,24 @@ def text_index(vectors: Sequence[Mapping[int, float] | None]) -> TextIndex:
     return TextIndex(vocab, by_term)
 
 
+def row_entries(maps: Sequence[Mapping[Any, float]], column: Mapping[Any, int]
+                ) -> tuple[list[int], list[int], list[float]]:
+    """Coordinate entries (row, column, value) of a sparse matrix whose row i is ``maps[i]``,
+    each key placed at ``column[key]``; keys without a column are left out (a term outside the
+    catalogue's vocabulary, an item outside the candidate matrix)."""
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for i, got in enumerate(maps):
+        for key, v in got.items():
+            c = column.get(key)
+            if c is not None:
+                rows.append(i)
+                cols.append(c)
+                vals.append(v)
+    return rows, cols, vals
+
+
 def similarity_rows(interests: Sequence[Mapping[int, float]], index: TextIndex
                     ) -> npt.NDArray[np.float64]:
     """Cosine of each interest vector with each item of ``index``, shape (len(interests), n),
@@ -177,20 +195,9 @@ def similarity_rows(interests: Sequence[Mapping[int, float]], index: TextIndex
     m, n = len(interests), index.items
     if m == 0 or n == 0 or index.by_term.nnz == 0:
         return np.zeros((m, n))
-    vocab = index.vocab
-    rows: list[int] = []
-    cols: list[int] = []
-    data: list[float] = []
-    norms = np.zeros(m)
-    for i, vec in enumerate(interests):
-        norms[i] = math.sqrt(sum(w * w for w in vec.values()))
-        for k, w in vec.items():
-            c = vocab.get(k)
-            if c is not None:
-                rows.append(i)
-                cols.append(c)
-                data.append(w)
-    users = sparse.csr_matrix((data, (rows, cols)), shape=(m, len(vocab)), dtype=float)
+    norms = np.array([math.sqrt(sum(w * w for w in vec.values())) for vec in interests])
+    rows, cols, data = row_entries(interests, index.vocab)
+    users = sparse.csr_matrix((data, (rows, cols)), shape=(m, len(index.vocab)), dtype=float)
     dots = (users @ index.by_term).toarray()
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(norms[:, None] > 0, dots / norms[:, None], 0.0)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from feedpipe.model.interest import interest_of, similarity_rows
+from feedpipe.model.interest import interest_of, row_entries, similarity_rows
 from feedpipe.model.item import CandidateMatrix
 from feedpipe.model.signals import TrendSums, trend_values
 from feedpipe.model.units import HOUR_MS
@@ -404,16 +404,7 @@ def coread_matrix(maps: Sequence[Mapping[str, float]], index: Mapping[str, int],
                   ) -> Array | None:
     """(m, n) co-read scores of m users' maps (content id -> score) over the matrix rows
     ``index``; None when no user has a co-read inside the matrix."""
-    rows: list[int] = []
-    cols: list[int] = []
-    vals: list[float] = []
-    for row, got in enumerate(maps):
-        for cid, v in got.items():
-            i = index.get(cid)
-            if i is not None:
-                rows.append(row)
-                cols.append(i)
-                vals.append(v)
+    rows, cols, vals = row_entries(maps, index)
     if not rows:
         return None
     out = np.zeros((len(maps), n))
