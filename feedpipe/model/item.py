@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from feedpipe.model.interest import TextIndex, text_index
 from feedpipe.model.text import from_json, to_json
@@ -188,9 +189,30 @@ class CandidateMatrix:
         )
 
     @cached_property
+    def slots(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """:func:`label_slots` of :attr:`cat` and :attr:`topic` (each item's few label
+        columns, for the gathers of :func:`feedpipe.rank.candidates.label_sums`), built at
+        first use."""
+        return label_slots(self.cat), label_slots(self.topic)
+
+    @cached_property
     def text(self) -> TextIndex:
         """The items' text vectors by term (see the class docstring)."""
         return text_index([dict(m.text) for m in self.metas])
 
     def __len__(self) -> int:
         return len(self.metas)
+
+
+def label_slots(onehot: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """(n, K) int: the label columns of each row of a one-hot (n x L) label matrix
+    (:class:`CandidateMatrix` ``cat`` / ``topic``), K = the most labels
+    of any row, padded with L (a column of zeros in :func:`feedpipe.rank.candidates.label_sums`)."""
+    n, width = onehot.shape
+    counts = (onehot != 0).sum(axis=1)
+    k = max(1, int(counts.max())) if n else 1
+    out = np.full((n, k), width, dtype=np.int64)
+    rows, cols = np.nonzero(onehot)
+    pos = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    out[rows, pos] = cols
+    return out

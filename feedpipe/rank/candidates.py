@@ -148,7 +148,7 @@ def candidate_sources(
             their labels (:func:`kth_share`), when some of their labels are not columns of
             the catalogue; None: taken from ``share_cat`` / ``share_topic``
             (:func:`top_columns`).
-        slots: :func:`label_slots` of ``item_cat`` and ``item_topic`` (the same result,
+        slots: :attr:`feedpipe.model.item.CandidateMatrix.slots` (the same result,
             O(m n) gathers instead of (m x C) @ (C x n) products); None: the products.
         coread: (m x n) co-read scores (:func:`feedpipe.model.signals.coread_scores`); > 0
             proposes the item (:data:`COREAD`). None: no co-read source.
@@ -189,24 +189,11 @@ def candidate_sources(
     return np.where(allowed, out, 0)
 
 
-def label_slots(onehot: FloatArray) -> IntArray:
-    """(n, K) int: the label columns of each row of a one-hot (n x L) label matrix
-    (:class:`feedpipe.model.item.CandidateMatrix` ``cat`` / ``topic``), K = the most labels
-    of any row, padded with L (a column of zeros in :func:`label_sums`)."""
-    n, width = onehot.shape
-    counts = (onehot != 0).sum(axis=1)
-    k = max(1, int(counts.max())) if n else 1
-    out = np.full((n, k), width, dtype=np.int64)
-    rows, cols = np.nonzero(onehot)
-    pos = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    out[rows, pos] = cols
-    return out
-
-
 def label_sums(shares: FloatArray, slots: IntArray) -> FloatArray:
     """(m, n): per user row of ``shares`` (m x L) and item, the sum of the user's values over
-    the item's labels (``slots`` from :func:`label_slots`): ``shares @ onehot.T`` for a 0/1
-    ``onehot``, in O(m n K) gathers instead of an (m x L) @ (L x n) product."""
+    the item's labels (``slots`` from :func:`feedpipe.model.item.label_slots`):
+    ``shares @ onehot.T`` for a 0/1 ``onehot``, in O(m n K) gathers instead of an
+    (m x L) @ (L x n) product."""
     m = shares.shape[0]
     ext = np.concatenate([shares, np.zeros((m, 1), dtype=shares.dtype)], axis=1)
     out = ext[:, slots[:, 0]]

@@ -200,7 +200,7 @@ def affinity_scores(s_cat: Array, s_top: Array, item_cat: Array, item_top: Array
 def affinity_from_slots(s_cat: Array, s_top: Array, cat_slots: npt.NDArray[np.int64],
                         top_slots: npt.NDArray[np.int64]) -> Array:
     """:func:`affinity_scores` with the items' labels as
-    :func:`feedpipe.rank.candidates.label_slots` (an item has a few of the catalogue's
+    :func:`feedpipe.model.item.label_slots` (an item has a few of the catalogue's
     hundreds of labels): O(m n) gathers instead of two dense matrix products."""
     cat: Array = np.minimum(label_sums(s_cat, cat_slots), 1.0)
     top: Array = np.minimum(label_sums(s_top, top_slots), 1.0)

@@ -25,7 +25,6 @@ from feedpipe.rank.candidates import (
     CandidateInputs,
     candidate_brands,
     candidate_sources,
-    label_slots,
     sources_of,
     trending_rows,
 )
@@ -58,22 +57,6 @@ def _category_column(matrix: CandidateMatrix, brand: str, spec: EditorialSpec) -
         if len(_EDITORIAL_CACHE) > 16:
             _EDITORIAL_CACHE.clear()
         got = _EDITORIAL_CACHE[key] = category_weights(matrix.metas, brand, spec)
-    return got
-
-
-_SLOTS_CACHE: dict[tuple[int, int], tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = {}
-
-
-def _slots(matrix: CandidateMatrix) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """:func:`feedpipe.rank.candidates.label_slots` of the matrix's categories and topics
-    (cached per matrix, at most 4 entries: the worker keeps one matrix until the catalogue
-    moves)."""
-    key = (id(matrix), len(matrix))
-    got = _SLOTS_CACHE.get(key)
-    if got is None:
-        if len(_SLOTS_CACHE) > 3:
-            _SLOTS_CACHE.clear()
-        got = _SLOTS_CACHE[key] = (label_slots(matrix.cat), label_slots(matrix.topic))
     return got
 
 
@@ -153,7 +136,7 @@ def rank_users(
     bias = bias_match(np.full(n, editorial.default_bias), 0.5)
     primary = np.asarray(matrix.primary, dtype=np.int64)
     cids = [meta.content_id for meta in matrix.metas]
-    slots = _slots(matrix)
+    slots = matrix.slots
     weights_dicts: dict[str, dict[str, float]] = {}  # one shared mapping per weight set
     trend_rows = (
         trending_rows(matrix.index, sources.trending, sources.spec.trending_k)

@@ -102,7 +102,8 @@ def test_label_sums_equal_the_one_hot_products() -> None:
     (affinity scores and the affinity source), including items without a label."""
     import numpy as np
 
-    from feedpipe.rank.candidates import label_slots, label_sums
+    from feedpipe.model.item import label_slots
+    from feedpipe.rank.candidates import label_sums
     from feedpipe.rank.components import affinity_from_slots, affinity_scores
 
     rng = np.random.default_rng(3)
