@@ -47,7 +47,7 @@ class Fit:
 
 def design(prepared: Sequence[Prepared], topo: Topology) -> tuple[np.ndarray, np.ndarray]:
     """``(X (n candidates, len(FEATURES) + 1), y (n,))`` of all candidates of ``prepared``;
-    the last column is ``has_meta`` (see :func:`fit`)."""
+    the last column is ``has_meta`` (see :func:`fit_cv`)."""
     xs = []
     for p in prepared:
         f = learned_features(p.cands, topo.ranking)
@@ -138,17 +138,16 @@ def fit_cv(prepared: Sequence[Prepared], topo: Topology,
                 coef = _coefficients(z[tr], y[tr], c)
                 aucs.append(_mean_auc(z[te] @ coef, y[te], groups[te]))
             cv_auc[c] = float(np.nanmean(aucs)) if aucs else math.nan
-    best = max(grid, key=lambda c: (cv_auc.get(c, -math.inf), c)) if cv_auc else grid[-1]
+    def cv_rank(c: float) -> tuple[float, float]:  # a NaN (no fold could score) ranks last
+        got = cv_auc.get(c, math.nan)
+        return (-math.inf if math.isnan(got) else got), c
+
+    best = max(grid, key=cv_rank) if cv_auc else grid[-1]
     w = np.zeros(x.shape[1])
     w[live] = _coefficients(z, y, best) / std[live]
     w = w[: len(FEATURES)]
     weights = {k: round(float(v), 4) for k, v in zip(FEATURES, w, strict=True)}
     return Fit(weights, best, cv_auc)
-
-
-def fit(prepared: Sequence[Prepared], topo: Topology) -> dict[str, float]:
-    """The weights of :func:`fit_cv` (same arguments, errors and method)."""
-    return fit_cv(prepared, topo).weights
 
 
 _SET_LINE = re.compile(r"^(\s+)([A-Za-z0-9_.-]+):\s*\{ranker:\s*(\w+),\s*version:\s*(\d+)")

@@ -28,7 +28,7 @@ from feedpipe.model.units import HOUR_MS
 from feedpipe.rank.components import Candidates, learned_features, score
 from feedpipe.topology import TOPOLOGY_PATH, WeightSet, load_topology, topology
 from ops.evaluate import evaluate
-from ops.evaluate.fit import FEATURES, fit, write_weight_set
+from ops.evaluate.fit import FEATURES, fit_cv, write_weight_set
 from ops.evaluate.report import load
 
 T0 = 1_573_000_000_000
@@ -173,7 +173,7 @@ def test_fit_learns_the_signal_and_writes_a_new_version(tmp_path: Path) -> None:
     # Co-reads replay only earlier rows: the first impression has none.
     assert np.all(prepared[0].cands.coread == 0)
     assert prepared[-1].cands.coread[0] > 0  # N1 -> N3 counted from earlier rows
-    w = fit(prepared, topo)
+    w = fit_cv(prepared, topo).weights
     assert set(w) == set(FEATURES) and all(math.isfinite(v) for v in w.values())
     path = tmp_path / "topology.yaml"
     shutil.copy(TOPOLOGY_PATH, path)
