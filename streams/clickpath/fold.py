@@ -306,21 +306,23 @@ def fold(
 
 def count_coreads(state: CoReadState, reads: list[tuple[int, str]], clicks: Sequence[Any]
                   ) -> None:
-    """Count a user's live clicks (reader events of one batch, any order) as co-reads with
-    :func:`feedpipe.model.signals.coread_add` on the partition's rows of the click's epoch.
+    """Count a user's clicks (reader events of one batch, any order, live or replayed history)
+    as co-reads with :func:`feedpipe.model.signals.coread_add` on the partition's rows of the
+    click's epoch.
 
     A click's prior reads are the user's reads strictly before its event time (``reads``:
-    (at ms, content id) of the stored recent reads; the batch's clicks of any origin are added),
-    oldest first, ties by content id: as ``feedpipe evaluate`` counts a log row's clicks after
-    the row's history (clicks of one impression do not count each other), and independent of
-    how the events fall into batches. History clicks are prior reads only.
+    (at ms, content id) of the stored recent reads, plus the batch's clicks), oldest first, ties
+    by content id: as ``feedpipe evaluate`` counts a log row's clicks after the row's history
+    (clicks of one impression do not count each other) and a replayed history item by item
+    (:func:`feedpipe.model.signals.coread_replay`); independent of how the events fall into
+    batches. A replayed history click is a click the reader made before the stream began, so it
+    counts like a live one; admission has already dropped a history replayed twice.
     """
-    live = [ev for ev in clicks if ev.origin == "live"]
-    if not live:
+    if not clicks:
         return
     timeline = sorted(set(reads) | {(ev.at, ev.content_id) for ev in clicks})
     times = [at for at, _ in timeline]
-    for ev in sorted(live, key=lambda ev: (ev.at, ev.content_id)):
+    for ev in sorted(clicks, key=lambda ev: (ev.at, ev.content_id)):
         prior = [cid for _, cid in timeline[: bisect_left(times, ev.at)]][-COREAD_WINDOW:]
         e = trend_epoch(ev.at)
         coread_add(state.own(e), prior, ev.content_id)

@@ -12,6 +12,7 @@ from feedpipe.model.signals import (
     COREAD_NEIGHBOURS,
     CoReads,
     coread_add,
+    coread_replay,
     coread_scores,
     trend_epoch,
 )
@@ -66,7 +67,7 @@ def test_the_fold_counts_each_live_click_after_the_reads_before_it() -> None:
               Event("h", "click", "h", T0 - 5, "history")]
     count_coreads(state, stored, clicks)  # any order
     want: CoReads = {"a": {"b": 1.0}}
-    # as the evaluation: clicks of one time do not count each other; history only as prior
+    # as the evaluation: clicks of one time do not count each other; "h" has no read before it
     for p, item in [(["h", "x", "a"], "b"), (["h", "x", "a", "b"], "c"),
                     (["h", "x", "a", "b"], "d")]:
         coread_add(want, p, item)
@@ -153,3 +154,16 @@ def test_the_celebrity_merge_scores_the_digest_co_reads() -> None:
     items = score_celebrities("u", dg, cache, topo.ranking, _learned_cfg())
     assert [it["content_id"] for it in items] == [celeb, other]
     assert items[0]["coread"] == pytest.approx(0.1235) and items[1]["coread"] == 0.0
+
+
+def test_a_replayed_history_counts_as_the_evaluation_replays_it() -> None:
+    e = trend_epoch(T0)
+    state = CoReadState(partition=1, epochs=(e - 1, e))
+    history = ["h1", "h2", "h3", "h4", "h5", "h6", "h7"]
+    clicks = [Event("ev" + h, "click", h, T0 + 60_000 * i, "history")
+              for i, h in enumerate(history)]
+    count_coreads(state, [], clicks[::-1])  # any order
+    want: CoReads = {}
+    assert coread_replay(want, history) == len(history)
+    assert want  # the history gave co-reads
+    assert state.own(e) == want
