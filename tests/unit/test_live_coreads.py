@@ -167,3 +167,17 @@ def test_a_replayed_history_counts_as_the_evaluation_replays_it() -> None:
     assert coread_replay(want, history) == len(history)
     assert want  # the history gave co-reads
     assert state.own(e) == want
+
+
+@pytest.mark.parametrize("cut", [1, 3, 6])
+def test_a_replayed_history_counts_the_same_however_it_is_batched(cut: int) -> None:
+    e = trend_epoch(T0)
+    history = ["h1", "h2", "h3", "h4", "h5", "h6", "h7"]
+    clicks = [Event("ev" + h, "click", h, T0 + 60_000 * i, "history")
+              for i, h in enumerate(history)] + [_click("live", T0 + 60_000 * 8)]
+    whole = CoReadState(partition=1, epochs=(e - 1, e))
+    count_coreads(whole, [], clicks)
+    split = CoReadState(partition=1, epochs=(e - 1, e))
+    count_coreads(split, [], clicks[:cut][::-1])  # any order within a batch
+    count_coreads(split, [(ev.at, ev.content_id) for ev in clicks[:cut]], clicks[cut:])
+    assert whole.own(e) and split.own(e) == whole.own(e)
