@@ -239,6 +239,7 @@ def fold(
         events = [reader_event(rec) for _, rec in evs]
         p = old or new_profile(u, min(ev.at for ev in events) // DAY_MS * DAY_MS, spec)
         prior = [(r["at"], r["content_id"]) for r in p["recent_reads"]]
+        was_bot = bool(p.get("bot"))
         adm = admit_events(p, events, spec)
         plan.duplicates += len(adm.duplicates)
         late_ids = {id(ev) for ev in adm.late}
@@ -249,8 +250,14 @@ def fold(
             pending[cid].add(u)
         p["version"] += 1
         plan.profiles[u] = p
-        if coreads is not None and not p.get("bot"):
-            count_coreads(coreads, prior, [ev for ev in adm.accepted if ev.type == "click"])
+        if coreads is not None and not was_bot:
+            # a user flagged by this batch: only the clicks admitted before the flag count
+            flagged = adm.flagged_by
+            upto = (len(adm.accepted) if flagged is None
+                    else next(i for i, ev in enumerate(adm.accepted) if ev is flagged))
+            count_coreads(coreads, prior,
+                          [ev for ev in adm.accepted[:upto] if ev.type == "click"],
+                          spec.recent_reads)
         if adm.accepted:
             accepted_ids = {id(ev) for ev in adm.accepted}
             bot = bool(p.get("bot"))
@@ -304,29 +311,40 @@ def fold(
     return plan
 
 
-def count_coreads(state: CoReadState, reads: list[tuple[int, str]], clicks: Sequence[Any]
-                  ) -> None:
-    """Count a user's clicks (reader events of one batch, any order, live or replayed history)
-    as co-reads with :func:`feedpipe.model.signals.coread_add` on the partition's rows of the
-    click's epoch.
+def count_coreads(state: CoReadState, reads: list[tuple[int, str]], clicks: Sequence[Any],
+                  keep: int) -> None:
+    """Count a user's clicks (reader events of one batch **in offset order**, live or replayed
+    history) as co-reads with :func:`feedpipe.model.signals.coread_add` on the partition's rows
+    of the click's epoch.
 
-    A click's prior reads are the user's reads strictly before its event time (``reads``:
-    (at ms, content id) of the stored recent reads, plus the batch's clicks), oldest first, ties
-    by content id: as ``feedpipe evaluate`` counts a log row's clicks after the row's history
-    (clicks of one impression do not count each other) and a replayed history item by item
-    (:func:`feedpipe.model.signals.coread_replay`); independent of how the events fall into
-    batches. A replayed history click is a click the reader made before the stream began, so it
-    counts like a live one; admission has already dropped a history replayed twice.
+    A click's prior reads are the :data:`feedpipe.model.signals.COREAD_WINDOW` newest reads
+    strictly before its event time among the reads the user's profile holds when the click is
+    admitted: ``reads`` ((at ms, content id) of the stored recent reads) and the batch's earlier
+    clicks, the ``keep`` newest (``profiles.recent_reads``, the profile's own cap; ties by
+    content id). That is a function of the user's events up to the click in offset order, so
+    it does not depend on where batches start or end, nor on which worker applies them: a
+    click arriving after a newer one (rows of a log out of time order, a late event) does not
+    become a prior of the newer click, in one batch as across two. Clicks of one time do not
+    count each other, as in ``feedpipe evaluate``; a replayed history click is a click the
+    reader made before the stream began, so it counts like a live one, as
+    :func:`feedpipe.model.signals.coread_replay` counts a history offline (admission has
+    already dropped a history replayed twice).
     """
     if not clicks:
         return
-    timeline = sorted(set(reads) | {(ev.at, ev.content_id) for ev in clicks})
-    times = [at for at, _ in timeline]
-    for ev in sorted(clicks, key=lambda ev: (ev.at, ev.content_id)):
-        prior = [cid for _, cid in timeline[: bisect_left(times, ev.at)]][-COREAD_WINDOW:]
+    timeline = sorted(set(reads))[-keep:] if keep > 0 else []
+    for ev in clicks:
+        read = (ev.at, ev.content_id)
+        prior = [cid for _, cid in timeline[: bisect_left(timeline, (ev.at, ""))]]
+        prior = prior[-COREAD_WINDOW:]
         e = trend_epoch(ev.at)
         coread_add(state.own(e), prior, ev.content_id)
         state.changed.update((e, x) for x in prior if x != ev.content_id)
+        at = bisect_left(timeline, read)
+        if at == len(timeline) or timeline[at] != read:
+            timeline.insert(at, read)
+            if keep > 0 and len(timeline) > keep:
+                del timeline[0]
 
 
 def coread_maps(profiles: Sequence[Profile], state: CoReadState | None
