@@ -335,8 +335,8 @@ def count_coreads(state: CoReadState, reads: list[tuple[int, str]], clicks: Sequ
     timeline = sorted(set(reads))[-keep:] if keep > 0 else []
     for ev in clicks:
         read = (ev.at, ev.content_id)
-        prior = [cid for _, cid in timeline[: bisect_left(timeline, (ev.at, ""))]]
-        prior = prior[-COREAD_WINDOW:]
+        before = bisect_left(timeline, (ev.at, ""))  # first read at or after the click's time
+        prior = [cid for _, cid in timeline[max(0, before - COREAD_WINDOW) : before]]
         e = trend_epoch(ev.at)
         coread_add(state.own(e), prior, ev.content_id)
         state.changed.update((e, x) for x in prior if x != ev.content_id)
