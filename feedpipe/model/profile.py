@@ -25,6 +25,7 @@ from typing import Any
 
 from feedpipe.model import interest
 from feedpipe.model.item import Meta
+from feedpipe.model.units import HOUR_MS
 from feedpipe.topology import ProfilesSpec
 
 _MAX_EXPONENT = 400.0
@@ -119,6 +120,7 @@ def apply_events(
     events: Iterable[Event],
     metas: Mapping[str, Meta | None],
     spec: ProfilesSpec,
+    dropped: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     """Apply ``events`` to ``profile`` in place; return content ids of clicks left pending.
 
@@ -131,7 +133,8 @@ def apply_events(
 
     A click on an unknown item counts as a click and a recent read now, and its affinity is
     applied when a ``resolve`` event for that item arrives (the item reached the catalogue).
-    The pending list keeps the newest ``spec.pending_max`` entries.
+    The pending list keeps the newest ``spec.pending_max`` entries; the older ones are appended
+    to ``dropped`` when given (the click path sends them to the DLQ, :func:`expire_pending`).
     """
     reads: list[dict[str, Any]] = profile["recent_reads"]
     pending: list[dict[str, Any]] = profile["pending"]
@@ -178,6 +181,8 @@ def apply_events(
             dedup.append(r)
     profile["recent_reads"] = dedup[: spec.recent_reads]
     pending.sort(key=lambda r: (r["at"], r["content_id"]), reverse=True)
+    if dropped is not None:
+        dropped += pending[spec.pending_max :]
     del pending[spec.pending_max :]
     imps = profile["impressions"]
     profile["engagement_rate"] = profile["clicks"] / imps if imps else 0.0
@@ -203,3 +208,25 @@ def affinity_at(profile: Mapping[str, Any], at_ms: int) -> dict[str, dict[str, f
         "category": normalised(profile.get("category_affinity", {})),
         "topic": normalised(profile.get("topic_affinity", {})),
     }
+
+
+def expire_pending(profile: Profile, spec: ProfilesSpec) -> list[dict[str, Any]]:
+    """Remove from ``profile["pending"]`` the clicks that waited longer than
+    ``spec.pending_ttl_hours`` for their item: ``at`` (ms) more than that behind the profile's
+    ``last_seen`` (event time, so a replay expires the same entries as live traffic did).
+    Returns the removed ``{"content_id", "at"}`` entries, newest first: the caller reports
+    them (DLQ reason ``pending_expired``), never drops them silently. The Redis side of a
+    pending click (its ``pending`` set) expires after the same time in wall-clock seconds
+    (feedpipe/store/pending.py).
+    """
+    pending: list[dict[str, Any]] = profile.get("pending") or []
+    last = profile.get("last_seen")
+    if not pending or last is None:
+        return []
+    floor = last - int(spec.pending_ttl_hours * HOUR_MS)
+    keep = [e for e in pending if e["at"] >= floor]
+    if len(keep) == len(pending):
+        return []
+    gone = [e for e in pending if e["at"] < floor]
+    profile["pending"] = keep
+    return gone

@@ -43,7 +43,7 @@ from typing import Any
 
 from feedpipe.model.admission import admit_events
 from feedpipe.model.item import Meta, add_item_signal
-from feedpipe.model.profile import Profile, apply_events, new_profile
+from feedpipe.model.profile import Profile, apply_events, expire_pending, new_profile
 from feedpipe.model.signals import COREAD_WINDOW, Trend, coread_add, trend_add, trend_epoch
 from feedpipe.rank.experiments import assign_arm, experiment_for
 from feedpipe.rank.fanout import AudienceWrites, audience_writes
@@ -142,6 +142,12 @@ class Plan:
     """Rejected records above the watermark: ``(key, DeadLetter value)``, sent to the DLQ."""
     late: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     """Events past the lateness bound: ``(offset, event)``, sent to the DLQ."""
+    expired: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    """Pending clicks whose item did not arrive within ``profiles.pending_ttl_hours`` (or
+    past ``pending_max``): ``(offset of the user's last record, user, {"content_id", "at"})``,
+    sent to the DLQ (reason ``pending_expired``)."""
+    unpend: dict[str, list[str]] = field(default_factory=dict)
+    """user -> content ids of expired clicks the user no longer waits for (pending sets)."""
     counted: list[tuple[dict[str, Any], bool]] = field(default_factory=list)
     """Admitted events and whether their user is a bot."""
     duplicates: int = 0
@@ -245,7 +251,15 @@ def fold(
         plan.late += [
             (off, rec) for (off, rec), ev in zip(evs, events, strict=True) if id(ev) in late_ids
         ]
-        for cid in apply_events(p, adm.accepted, item_metas, spec):
+        dropped: list[dict[str, Any]] = []
+        waiting = apply_events(p, adm.accepted, item_metas, spec, dropped)
+        dropped += expire_pending(p, spec)
+        if dropped:
+            plan.expired += [(evs[-1][0], u, e) for e in dropped]
+            left = {e["content_id"] for e in p["pending"]}
+            waiting = [c for c in waiting if c in left]
+            plan.unpend[u] = sorted({e["content_id"] for e in dropped} - left)
+        for cid in waiting:
             pending[cid].add(u)
         p["version"] += 1
         plan.profiles[u] = p

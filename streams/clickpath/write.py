@@ -98,7 +98,14 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
     users = sorted(plan.profiles)
     ttl_s = int(spec.ttl_days * 86_400)
     profile_store.queue_profiles(
-        pipe, {u: encode_profile(plan.profiles[u], spec.profile_format) for u in users}, ttl_s
+        pipe,
+        {
+            u: encode_profile(
+                plan.profiles[u], spec.profile_format, deflate=spec.profile_deflate
+            )
+            for u in users
+        },
+        ttl_s,
     )
     ranked = sorted(plan.feeds)
     feed_store.queue_feeds(
@@ -111,7 +118,9 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
     stats_store.queue_signals(pipe, partition, plan.stats, plan.trending)
     trends_store.queue_trends(pipe, partition, plan.trends)
     coreads_store.queue_coreads(pipe, plan.coreads)
-    pending_store.queue_add(pipe, plan.pending)
+    pending_store.queue_add(pipe, plan.pending, int(spec.pending_ttl_hours * 3600))
+    for u, cids in sorted(plan.unpend.items()):
+        pending_store.queue_remove(pipe, u, cids)
     stats_store.queue_ab(pipe, partition, plan.ab)
     partition_store.queue_watermark(pipe, STAGE, stage().input, partition, plan.last_offset)
 

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from feedpipe.model.item import Meta
-from feedpipe.model.profile import Event, apply_events, new_profile
+from feedpipe.model.profile import Event, apply_events, expire_pending, new_profile
 from feedpipe.model.units import HOUR_MS as HOUR
 from feedpipe.topology import topology
 
@@ -87,3 +87,18 @@ def test_pending_click_applied_on_resolve() -> None:
     again = copy.deepcopy(p)
     apply_events(p, [Event("r", "resolve", m.content_id, T0)], {m.content_id: m}, spec)
     assert p["category_affinity"] == again["category_affinity"]  # a second resolve is a no-op
+
+
+def test_pending_clicks_expire_after_the_ttl_and_the_cap_is_reported() -> None:
+    spec = topology().profiles.model_copy(update={"pending_max": 2, "pending_ttl_hours": 24.0})
+    ttl = int(spec.pending_ttl_hours * HOUR)
+    p = new_profile("u", T0, spec)
+    clicks = [Event(f"c{i}", "click", f"{i:064x}", T0 + i) for i in range(3)]
+    dropped: list[dict] = []
+    apply_events(p, clicks, {}, spec, dropped)
+    assert dropped == [{"content_id": f"{0:064x}", "at": T0}]  # the oldest, past pending_max
+    assert expire_pending(p, spec) == []  # nothing older than the TTL yet
+    apply_events(p, [Event("i", "impression", "x" * 64, T0 + 2 + ttl)], {}, spec)
+    assert expire_pending(p, spec) == [{"content_id": f"{1:064x}", "at": T0 + 1}]
+    assert p["pending"] == [{"content_id": f"{2:064x}", "at": T0 + 2}]  # exactly at the bound
+    assert p["clicks"] == 3  # an expired click still counts as a click
