@@ -148,6 +148,8 @@ class Plan:
     sent to the DLQ (reason ``pending_expired``)."""
     unpend: dict[str, list[str]] = field(default_factory=dict)
     """user -> content ids of expired clicks the user no longer waits for (pending sets)."""
+    newest_ms: int = 0
+    """Newest event time (epoch ms) of the live events counted in ``stats`` (0: none)."""
     counted: list[tuple[dict[str, Any], bool]] = field(default_factory=list)
     """Admitted events and whether their user is a bot."""
     duplicates: int = 0
@@ -292,6 +294,7 @@ def fold(
         trends[cid] = trend_add(trends.get(cid), click, at, shown=not click)
     plan.trends = trends
     plan.stats = dict(stats)
+    plan.newest_ms = max((ms(rec["occurred_at"]) or 0 for rec in live), default=0)
     plan.trending = {key: dict(scores) for key, scores in trending.items()}
     ranked_users = sorted(u for u in plan.profiles if u not in plan.kept)
     plan.coreads = coreads

@@ -115,7 +115,7 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
     partition_store.queue_active(
         pipe, partition, {u: plan.profiles[u].get("last_seen") or 0 for u in users}
     )
-    stats_store.queue_signals(pipe, partition, plan.stats, plan.trending)
+    stats_store.queue_signals(pipe, partition, plan.stats, plan.trending, plan.newest_ms)
     trends_store.queue_trends(pipe, partition, plan.trends)
     coreads_store.queue_coreads(pipe, plan.coreads)
     pending_store.queue_add(pipe, plan.pending, int(spec.pending_ttl_hours * 3600))
