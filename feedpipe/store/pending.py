@@ -24,7 +24,7 @@ def queue_add(pipe: Any, pending: Mapping[str, Iterable[str]], ttl_s: int) -> No
     """Queue SADDs of content_id -> users, each user to its partition's set, and an EXPIRE of
     ``ttl_s`` seconds on each set written (``profiles.pending_ttl_hours``: a set of an item that
     never arrives goes away; its clicks leave the profiles after the same time in event time,
-    to the DLQ, feedpipe.model.profile.expire_pending). One SADD_MANY call."""
+    to the DLQ, feedpipe.model.profile.apply_events). One SADD_MANY call."""
     if not pending:
         return
     k = keys()

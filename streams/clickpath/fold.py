@@ -43,7 +43,7 @@ from typing import Any
 
 from feedpipe.model.admission import admit_events
 from feedpipe.model.item import Meta, add_item_signal
-from feedpipe.model.profile import Profile, apply_events, expire_pending, new_profile
+from feedpipe.model.profile import Profile, apply_events, new_profile
 from feedpipe.model.signals import COREAD_WINDOW, Trend, coread_add, trend_add, trend_epoch
 from feedpipe.rank.experiments import assign_arm, experiment_for
 from feedpipe.rank.fanout import AudienceWrites, audience_writes
@@ -255,7 +255,6 @@ def fold(
         ]
         dropped: list[dict[str, Any]] = []
         waiting = apply_events(p, adm.accepted, item_metas, spec, dropped)
-        dropped += expire_pending(p, spec)
         if dropped:
             plan.expired += [(evs[-1][0], u, e) for e in dropped]
             left = {e["content_id"] for e in p["pending"]}
