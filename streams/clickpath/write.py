@@ -175,7 +175,14 @@ async def apply(
             cfg = REGISTRY.current()
             found = await metas.get(items_of(sel.fresh, cfg.experiments))
             now_ms = int(time.time() * 1000)
-            co = await read_coreads(r, partition, sel, stored, CATALOGUE.event_ms or now_ms)
+            # the windows' clock: the loaded stats' newest event time, or this batch's newest
+            # live event when later (its stats are not written yet; a feed ranked so is
+            # stamped with an older stats version, so the idle refresher re-ranks it)
+            live_ms = max((ms(rec["occurred_at"]) or 0 for _, rec in sel.fresh
+                           if rec["origin"] == "live" and rec["type"] in ("impression", "click")),
+                          default=0)
+            co = await read_coreads(r, partition, sel, stored,
+                                    max(CATALOGUE.event_ms, live_ms) or now_ms)
             # in a thread: a partition batch of many users ranks for seconds on a loaded
             # machine, and the consumer's heartbeats run on this event loop
             plan = await in_thread(
