@@ -16,11 +16,14 @@ from feedpipe.store import stats as stats_store
 pytestmark = pytest.mark.integration
 
 
-def _write(r: redis.Redis, partition: int, content_id: str, newest_ms: int) -> None:
-    """One partition batch's stats (one impression of ``content_id``), its own transaction."""
-    with r.pipeline(transaction=True) as pipe:
+async def _write(partition: int, content_id: str, newest_ms: int) -> None:
+    """One partition batch's stats (one impression of ``content_id``) in its own transaction,
+    through the worker's client (one slot on a Redis Cluster), as the click path writes them."""
+    from streams.runtime import redis_client
+
+    async with redis_client().pipeline(transaction=True) as pipe:
         stats_store.queue_signals(pipe, partition, {content_id: [1, 0]}, {}, newest_ms)
-        pipe.execute()
+        await pipe.execute()
 
 
 def test_workers_that_saw_different_batches_rank_with_one_clock(
@@ -31,13 +34,13 @@ def test_workers_that_saw_different_batches_rank_with_one_clock(
 
     boundary = 2602 * TREND_EPOCH_MS
     older, newer = boundary - 3_600_000, boundary + 3_600_000  # either side of an epoch start
-    _write(redis_client, 0, "c1", older)
-    _write(redis_client, 1, "c2", newer)
-    _write(redis_client, 1, "c2", older)  # a late event never moves the clock back
 
     async def load() -> tuple[Catalogue, Catalogue]:
         runtime.redis_client.cache_clear()
         try:
+            await _write(0, "c1", older)
+            await _write(1, "c2", newer)
+            await _write(1, "c2", older)  # a late event never moves the clock back
             one, two = Catalogue(), Catalogue()
             await one.refresh(event_ms=older)  # this worker's batches ended in the older epoch
             await two.refresh(event_ms=newer)
