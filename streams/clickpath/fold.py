@@ -142,6 +142,14 @@ class Plan:
     """Rejected records above the watermark: ``(key, DeadLetter value)``, sent to the DLQ."""
     late: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     """Events past the lateness bound: ``(offset, event)``, sent to the DLQ."""
+    expired: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    """Pending clicks whose item did not arrive within ``profiles.pending_ttl_hours`` (or
+    past ``pending_max``): ``(offset of the user's last record, user, {"content_id", "at"})``,
+    sent to the DLQ (reason ``pending_expired``)."""
+    unpend: dict[str, list[str]] = field(default_factory=dict)
+    """user -> content ids of expired clicks the user no longer waits for (pending sets)."""
+    newest_ms: int = 0
+    """Newest event time (epoch ms) of the live events counted in ``stats`` (0: none)."""
     counted: list[tuple[dict[str, Any], bool]] = field(default_factory=list)
     """Admitted events and whether their user is a bot."""
     duplicates: int = 0
@@ -246,7 +254,14 @@ def fold(
         plan.late += [
             (off, rec) for (off, rec), ev in zip(evs, events, strict=True) if id(ev) in late_ids
         ]
-        for cid in apply_events(p, adm.accepted, item_metas, spec):
+        dropped: list[dict[str, Any]] = []
+        waiting = apply_events(p, adm.accepted, item_metas, spec, dropped)
+        if dropped:
+            plan.expired += [(evs[-1][0], u, e) for e in dropped]
+            left = {e["content_id"] for e in p["pending"]}
+            waiting = [c for c in waiting if c in left]
+            plan.unpend[u] = sorted({e["content_id"] for e in dropped} - left)
+        for cid in waiting:
             pending[cid].add(u)
         p["version"] += 1
         plan.profiles[u] = p
@@ -285,6 +300,7 @@ def fold(
         trends[cid] = trend_add(trends.get(cid), click, at, shown=not click)
     plan.trends = trends
     plan.stats = dict(stats)
+    plan.newest_ms = max((ms(rec["occurred_at"]) or 0 for rec in live), default=0)
     plan.trending = {key: dict(scores) for key, scores in trending.items()}
     ranked_users = sorted(u for u in plan.profiles if u not in plan.kept)
     plan.coreads = coreads
@@ -341,10 +357,9 @@ def count_coreads(state: CoReadState, reads: list[tuple[int, str]], clicks: Sequ
         coread_add(state.own(e), prior, ev.content_id)
         state.changed.update((e, x) for x in prior if x != ev.content_id)
         at = bisect_left(timeline, read)
-        if at == len(timeline) or timeline[at] != read:
+        if keep > 0 and (at == len(timeline) or timeline[at] != read):
             timeline.insert(at, read)
-            if keep > 0 and len(timeline) > keep:
-                del timeline[0]
+            del timeline[:-keep]
 
 
 def coread_maps(profiles: Sequence[Profile], state: CoReadState | None
