@@ -11,6 +11,7 @@ candidates (:mod:`feedpipe.rank.candidates`) and returns explained feed items. T
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -65,6 +66,62 @@ def _source_names(bits: int) -> list[str]:
     """:func:`feedpipe.rank.candidates.sources_of`, one shared list per bit set (the compact feed
     store groups items by the identity of their descriptive values)."""
     return sources_of(bits)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemColumns:
+    """Per-item columns of one (matrix, stats, ranking spec, default bias) that every
+    :func:`rank_users` call on them shares: ``imps``/``clicks`` (n,) float from the stats,
+    ``eng`` the engagement component, ``brand_names`` (sorted) with ``brand_code`` (name ->
+    code), ``codes`` (n,) each item's brand code and ``col_masks`` one (n,) bool per code,
+    ``has_pub`` (n,) bool, ``bias`` (n,) the editorial bias match, ``primary`` (n,) int, ``cids``
+    the content ids in row order."""
+
+    key: tuple[Any, ...]
+    imps: Array
+    clicks: Array
+    eng: Array
+    brand_names: list[str]
+    brand_code: dict[str, int]
+    codes: npt.NDArray[np.int64]
+    col_masks: list[npt.NDArray[np.bool_]]
+    has_pub: npt.NDArray[np.bool_]
+    bias: Array
+    primary: npt.NDArray[np.int64]
+    cids: list[str]
+
+
+_COLUMNS: list[ItemColumns] = []  # the last one built (its key holds the objects, not ids)
+
+
+def item_columns(matrix: CandidateMatrix, stats: Mapping[str, tuple[int, int]],
+                 ranking: RankingSpec, default_bias: float) -> ItemColumns:
+    """The :class:`ItemColumns` of these inputs, built once and reused while the same objects
+    come back (the worker replaces its matrix and stats mappings when it reloads them, never
+    changes them in place; live-shaped batches rank a few users each, so these O(n) Python
+    loops would otherwise be paid per batch)."""
+    key = (matrix, stats, ranking, default_bias)
+    if _COLUMNS and all(a is b or a == b for a, b in zip(_COLUMNS[0].key, key, strict=True)):
+        return _COLUMNS[0]
+    n = len(matrix)
+    zero = (0, 0)
+    got = [stats.get(m.content_id, zero) for m in matrix.metas]
+    imps = np.array([g[0] for g in got], dtype=float)
+    clicks = np.array([g[1] for g in got], dtype=float)
+    brand_names = sorted(set(matrix.brands.tolist()))
+    brand_code = {b: i for i, b in enumerate(brand_names)}
+    codes = np.array([brand_code[b] for b in matrix.brands], dtype=np.int64)
+    cols = ItemColumns(
+        key=key, imps=imps, clicks=clicks, eng=engagement_component(clicks, imps, ranking),
+        brand_names=brand_names, brand_code=brand_code, codes=codes,
+        col_masks=[codes == i for i in range(len(brand_names))],
+        has_pub=~np.isnan(matrix.published),
+        bias=bias_match(np.full(n, default_bias), 0.5),
+        primary=np.asarray(matrix.primary, dtype=np.int64),
+        cids=[meta.content_id for meta in matrix.metas],
+    )
+    _COLUMNS[:] = [cols]
+    return cols
 
 
 def rank_users(
@@ -123,19 +180,13 @@ def rank_users(
     n = len(matrix)
     if n == 0:
         return [[] for _ in profiles]
-    imps = np.array([stats.get(m.content_id, (0, 0))[0] for m in matrix.metas], dtype=float)
-    clicks = np.array([stats.get(m.content_id, (0, 0))[1] for m in matrix.metas], dtype=float)
-    eng = engagement_component(clicks, imps, ranking)
-    brand_names = sorted(set(matrix.brands.tolist()))
-    brand_code = {b: i for i, b in enumerate(brand_names)}
-    codes = np.array([brand_code[b] for b in matrix.brands], dtype=np.int64)
-    col_masks = [codes == i for i in range(len(brand_names))]
-    published = matrix.published
-    has_pub = ~np.isnan(published)
     editorial = config.rankers.editorial
-    bias = bias_match(np.full(n, editorial.default_bias), 0.5)
-    primary = np.asarray(matrix.primary, dtype=np.int64)
-    cids = [meta.content_id for meta in matrix.metas]
+    cols = item_columns(matrix, stats, ranking, editorial.default_bias)
+    imps, clicks, eng = cols.imps, cols.clicks, cols.eng
+    brand_names, brand_code, codes, col_masks = (
+        cols.brand_names, cols.brand_code, cols.codes, cols.col_masks)
+    published, has_pub, bias, primary, cids = (
+        matrix.published, cols.has_pub, cols.bias, cols.primary, cols.cids)
     slots = matrix.slots
     weights_dicts: dict[str, dict[str, float]] = {}  # one shared mapping per weight set
     trend_rows = (
