@@ -384,6 +384,10 @@ def diversified(
         ok = _within_caps(prim[order], cap)
         if int(ok.sum()) >= k:
             return order[ok][:k].tolist()
+        if cap > 0:
+            got = _after_prefix(row_score, n_allowed, prim, k, cap, order, ok)
+            if got is not None:
+                return got
     # the whole order: one stable sort (score descending, ties by index)
     order = np.argsort(-row_score, kind="stable")[:n_allowed]
     ok = _within_caps(prim[order], cap)
@@ -393,19 +397,58 @@ def diversified(
     return picked.tolist()
 
 
-def _within_caps(cats: npt.NDArray[np.int64], cap: int) -> npt.NDArray[np.bool_]:
-    """Per position of a score order with primary categories ``cats``: True when the item is
-    among the first ``cap`` of its category in that order, or has no category (-1); all
-    True when ``cap`` <= 0 (no cap)."""
-    if cap <= 0:
-        return np.ones(len(cats), dtype=bool)
+def _after_prefix(
+    row_score: Array, n_allowed: int, prim: npt.NDArray[np.int64], k: int, cap: int,
+    order: npt.NDArray[np.intp], ok: npt.NDArray[np.bool_],
+) -> list[int] | None:
+    """:func:`diversified`'s picks when the best ``len(order)`` items (``order``, their
+    within-cap flags ``ok``) settle fewer than ``k``: the items after the prefix of a
+    category already holding ``cap`` items in it can never qualify, so only the other
+    categories' remaining items are sorted (a user concentrated on a few categories fills
+    them in the prefix; the rest of the catalogue is what is left). Their rank in their
+    category counts the prefix's items of it. None when the qualifying items are fewer than
+    ``k`` (the capped-out top-up needs the whole order) or the allowed items are not exactly
+    the finite scores."""
+    finite = row_score > -np.inf
+    if int(np.count_nonzero(finite)) != n_allowed:
+        return None
+    size = int(prim.max()) + 1 if len(prim) else 0
+    pref_cats = prim[order]
+    held = np.bincount(pref_cats[pref_cats >= 0], minlength=size)
+    rest = finite.copy()
+    rest[order] = False
+    if size:
+        rest &= (prim < 0) | (held[np.maximum(prim, 0)] < cap)
+    cand = np.flatnonzero(rest)
+    later = cand[np.argsort(-row_score[cand], kind="stable")]  # ties by index, as the order
+    cats = prim[later]
+    offset = np.where(cats >= 0, held[np.maximum(cats, 0)] if size else 0, 0)
+    qualify = (_rank_in_category(cats) + offset < cap) | (cats < 0)
+    picked = np.concatenate([order[ok], later[qualify]])
+    if len(picked) < k:
+        return None
+    return picked[:k].tolist()
+
+
+def _rank_in_category(cats: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Per position of an order with categories ``cats``: how many earlier positions have the
+    same category."""
     by_cat = np.argsort(cats, kind="stable")  # positions grouped by category, order kept
     grouped = cats[by_cat]
     first = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
     sizes = np.diff(np.r_[first, len(grouped)])
     rank_in = np.empty(len(cats), dtype=np.int64)
     rank_in[by_cat] = np.arange(len(cats)) - np.repeat(first, sizes)
-    return (rank_in < cap) | (cats < 0)
+    return rank_in
+
+
+def _within_caps(cats: npt.NDArray[np.int64], cap: int) -> npt.NDArray[np.bool_]:
+    """Per position of a score order with primary categories ``cats``: True when the item is
+    among the first ``cap`` of its category in that order, or has no category (-1); all
+    True when ``cap`` <= 0 (no cap)."""
+    if cap <= 0:
+        return np.ones(len(cats), dtype=bool)
+    return (_rank_in_category(cats) < cap) | (cats < 0)
 
 
 def _learned_columns(aff: Array, age_h: Array, has_pub: npt.NDArray[np.bool_], clicks: Array,
