@@ -403,42 +403,58 @@ def _after_prefix(
 ) -> list[int] | None:
     """:func:`diversified`'s picks when the best ``len(order)`` items (``order``, their
     within-cap flags ``ok``) settle fewer than ``k``: the items after the prefix of a
-    category already holding ``cap`` items in it can never qualify, so only the other
-    categories' remaining items are sorted (a user concentrated on a few categories fills
-    them in the prefix; the rest of the catalogue is what is left). Their rank in their
-    category counts the prefix's items of it. None when the qualifying items are fewer than
-    ``k`` (the capped-out top-up needs the whole order) or the allowed items are not exactly
-    the finite scores."""
+    category already holding ``cap`` items can never qualify, so only the other categories'
+    remaining items are ranked, again a head at a time (the best ``PREFIX_FACTOR`` x the
+    picks still missing, by :func:`top_rows`), each item's rank in its category counting
+    the items of it already passed. A user concentrated on a few categories fills them in
+    the first prefix; the rest of the catalogue is what is left. None when the qualifying
+    items are fewer than ``k`` (the capped-out top-up needs the whole order) or the allowed
+    items are not exactly the finite scores."""
     finite = row_score > -np.inf
     if int(np.count_nonzero(finite)) != n_allowed:
         return None
     size = int(prim.max()) + 1 if len(prim) else 0
-    pref_cats = prim[order]
-    held = np.bincount(pref_cats[pref_cats >= 0], minlength=size)
-    rest = finite.copy()
-    rest[order] = False
-    if size:
-        rest &= (prim < 0) | (held[np.maximum(prim, 0)] < cap)
-    cand = np.flatnonzero(rest)
-    later = cand[np.argsort(-row_score[cand], kind="stable")]  # ties by index, as the order
-    cats = prim[later]
-    offset = np.where(cats >= 0, held[np.maximum(cats, 0)] if size else 0, 0)
-    qualify = (_rank_in_category(cats) + offset < cap) | (cats < 0)
-    picked = np.concatenate([order[ok], later[qualify]])
-    if len(picked) < k:
-        return None
-    return picked[:k].tolist()
+    held = np.zeros(size + 1, dtype=np.int64)  # items passed per category (last: none)
+    slot = np.where(prim >= 0, prim, size)
+    remaining = finite
+    picked = [order[ok]]
+    need = k - int(ok.sum())
+    head = order
+    while True:
+        np.add.at(held, slot[head], 1)
+        remaining[head] = False
+        full = held >= cap
+        full[size] = False  # items without a category are never capped
+        remaining &= ~full[slot]
+        cand = np.flatnonzero(remaining)
+        if len(cand) == 0:
+            return None
+        head = cand[top_rows(row_score[cand], min(len(cand), PREFIX_FACTOR * need))]
+        cats = prim[head]
+        before = held[slot[head]]
+        qualify = (_rank_in_category(cats) + before < cap) | (cats < 0)
+        got = head[qualify]
+        picked.append(got)
+        need -= len(got)
+        if need <= 0:
+            return np.concatenate(picked)[:k].tolist()
 
 
 def _rank_in_category(cats: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """Per position of an order with categories ``cats``: how many earlier positions have the
     same category."""
+    n = len(cats)
     by_cat = np.argsort(cats, kind="stable")  # positions grouped by category, order kept
     grouped = cats[by_cat]
-    first = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-    sizes = np.diff(np.r_[first, len(grouped)])
-    rank_in = np.empty(len(cats), dtype=np.int64)
-    rank_in[by_cat] = np.arange(len(cats)) - np.repeat(first, sizes)
+    pos = np.arange(n)
+    starts = np.zeros(n, dtype=np.int64)  # each group's first position, carried forward
+    if n:
+        new = np.empty(n, dtype=bool)
+        new[0] = True
+        np.not_equal(grouped[1:], grouped[:-1], out=new[1:])
+        starts = np.maximum.accumulate(np.where(new, pos, 0))
+    rank_in = np.empty(n, dtype=np.int64)
+    rank_in[by_cat] = pos - starts
     return rank_in
 
 
