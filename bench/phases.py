@@ -8,8 +8,9 @@ thread of the process, so librdkafka's and the delivery settler's threads land i
 that was running, or in ``other`` (consumer fetch and record parsing, commits, asyncio).
 
 Phases: decode (Avro -> dicts, validation), fold (admission, profile update, signals),
-rank (candidate scoring and feed documents), encode (profile and feed codecs, the UserFeed record's build, Avro outputs),
-redis (reads, the MULTI/EXEC, the watermark, republish), produce (queueing output records).
+rank (candidate scoring and feed documents), encode (profile and feed codecs, the UserFeed
+record's build, Avro outputs), redis (reads, the MULTI/EXEC, the watermark, republish),
+produce (queueing output records).
 """
 
 from __future__ import annotations
