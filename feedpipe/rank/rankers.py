@@ -101,8 +101,9 @@ def item_columns(matrix: CandidateMatrix, stats: Mapping[str, tuple[int, int]],
     changes them in place; live-shaped batches rank a few users each, so these O(n) Python
     loops would otherwise be paid per batch)."""
     key = (matrix, stats, ranking, default_bias)
-    if _COLUMNS and all(a is b or a == b for a, b in zip(_COLUMNS[0].key, key, strict=True)):
-        return _COLUMNS[0]
+    last = _COLUMNS[0] if _COLUMNS else None  # one read: the refresher ranks in another thread
+    if last is not None and all(a is b or a == b for a, b in zip(last.key, key, strict=True)):
+        return last
     n = len(matrix)
     zero = (0, 0)
     got = [stats.get(m.content_id, zero) for m in matrix.metas]
