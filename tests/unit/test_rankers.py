@@ -397,3 +397,25 @@ def test_ranking_config_serves() -> None:
     assert _config(True).serves("editorial")  # an arm of the enabled experiment
     rankers = cfg.rankers.model_copy(update={"brands": {"default": "learned-mind"}})
     assert RankingConfig(rankers, cfg.experiments, 0, 1).serves("learned")
+
+
+def test_item_columns_follow_new_stats_and_matrices() -> None:
+    """The per-item columns are shared between calls on the same matrix and stats and rebuilt
+    when either is replaced: ranking with new stats equals ranking with them from scratch."""
+    from feedpipe.rank import rankers
+
+    profiles, matrix, stats = _world(12)
+    cfg = _config(False)
+    first = rank_users(profiles, matrix, stats, RANKING, cfg)
+    again = rankers.item_columns(matrix, stats, RANKING, cfg.rankers.editorial.default_bias)
+    assert rankers.item_columns(matrix, stats, RANKING,
+                                cfg.rankers.editorial.default_bias) is again
+    assert rank_users(profiles, matrix, stats, RANKING, cfg) == first
+    clicked = {c: (imps, clicks + 50) for c, (imps, clicks) in stats.items()}
+    got = rank_users(profiles, matrix, clicked, RANKING, cfg)
+    rankers._COLUMNS.clear()
+    assert got == rank_users(profiles, matrix, clicked, RANKING, cfg)
+    assert got != first  # the engagement moved: the cached columns were not reused
+    fresh = CandidateMatrix(list(matrix.metas))
+    assert rankers.item_columns(fresh, clicked, RANKING,
+                                cfg.rankers.editorial.default_bias) is not again
