@@ -25,6 +25,7 @@ from typing import Any
 
 from feedpipe.model import interest
 from feedpipe.model.item import Meta
+from feedpipe.model.units import HOUR_MS
 from feedpipe.topology import ProfilesSpec
 
 _MAX_EXPONENT = 400.0
@@ -119,23 +120,34 @@ def apply_events(
     events: Iterable[Event],
     metas: Mapping[str, Meta | None],
     spec: ProfilesSpec,
+    dropped: list[dict[str, Any]] | None = None,
 ) -> list[str]:
     """Apply ``events`` to ``profile`` in place; return content ids of clicks left pending.
 
     Args:
         profile: a profile from :func:`new_profile` or Redis.
-        events: the user's events of one batch, any order (the result does not depend on it).
+        events: the user's events of one batch, in arrival order.
         metas: ranking features by content id for every clicked or resolved item; None (or
             absent) when the item is not materialised yet.
-        spec: topology ``profiles`` section (recent-reads cap, pending cap).
+        spec: topology ``profiles`` section (recent-reads cap, pending cap and TTL).
+        dropped: receives the pending clicks removed by the cap or the TTL (below).
 
     A click on an unknown item counts as a click and a recent read now, and its affinity is
     applied when a ``resolve`` event for that item arrives (the item reached the catalogue).
-    The pending list keeps the newest ``spec.pending_max`` entries.
+    After each event (a resolve aside), the pending list drops the clicks more than
+    ``spec.pending_ttl_hours`` behind ``last_seen`` (event time, so a replay expires the same
+    entries as live traffic did) and keeps the newest ``spec.pending_max``; the removed
+    ``{"content_id", "at"}`` entries are appended to ``dropped`` when given (the click path
+    sends them to the DLQ, reason ``pending_expired``). Checked event by event, not once per
+    batch, so a resolve that arrives after the click expired finds nothing, whether the two
+    came in one batch or in two: the profile does not depend on how events fall into batches.
     """
     reads: list[dict[str, Any]] = profile["recent_reads"]
     pending: list[dict[str, Any]] = profile["pending"]
     newly_pending: list[str] = []
+    ttl_ms = int(spec.pending_ttl_hours * HOUR_MS)
+    gone: list[dict[str, Any]] = [] if dropped is None else dropped
+    oldest = min((e["at"] for e in pending), default=None)  # the bound's check stays O(1)
     for ev in events:
         if ev.type != "resolve":  # a resolve is pipeline bookkeeping, not reader activity
             seen = profile["last_seen"]
@@ -153,6 +165,7 @@ def apply_events(
             meta = metas.get(ev.content_id)
             if meta is None:
                 pending.append({"content_id": ev.content_id, "at": ev.at})
+                oldest = ev.at if oldest is None else min(oldest, ev.at)
                 newly_pending.append(ev.content_id)
             else:
                 _add_affinity(profile, meta, ev.at)
@@ -167,6 +180,13 @@ def apply_events(
                 else:
                     keep.append(p)
             pending[:] = keep
+            oldest = min((e["at"] for e in pending), default=None)
+            continue
+        if oldest is not None and (
+            oldest < profile["last_seen"] - ttl_ms or len(pending) > spec.pending_max
+        ):
+            _bound_pending(pending, profile["last_seen"] - ttl_ms, spec.pending_max, gone)
+            oldest = min((e["at"] for e in pending), default=None)
     # Deterministic caps: newest first, ties by content id.
     reads.sort(key=lambda r: (r["at"], r["content_id"]), reverse=True)
     dedup: list[dict[str, Any]] = []
@@ -178,7 +198,6 @@ def apply_events(
             dedup.append(r)
     profile["recent_reads"] = dedup[: spec.recent_reads]
     pending.sort(key=lambda r: (r["at"], r["content_id"]), reverse=True)
-    del pending[spec.pending_max :]
     imps = profile["impressions"]
     profile["engagement_rate"] = profile["clicks"] / imps if imps else 0.0
     return newly_pending
@@ -203,3 +222,16 @@ def affinity_at(profile: Mapping[str, Any], at_ms: int) -> dict[str, dict[str, f
         "category": normalised(profile.get("category_affinity", {})),
         "topic": normalised(profile.get("topic_affinity", {})),
     }
+
+
+def _bound_pending(
+    pending: list[dict[str, Any]], floor_ms: int, cap: int, gone: list[dict[str, Any]]
+) -> None:
+    """Move from ``pending`` to ``gone`` the entries with ``at`` below ``floor_ms`` (ms), then
+    the oldest (ties: the smallest content id) beyond ``cap`` entries."""
+    gone += [e for e in pending if e["at"] < floor_ms]
+    pending[:] = [e for e in pending if e["at"] >= floor_ms]
+    if len(pending) > cap:
+        pending.sort(key=lambda r: (r["at"], r["content_id"]), reverse=True)
+        gone += pending[cap:]
+        del pending[cap:]

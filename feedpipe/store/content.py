@@ -140,12 +140,18 @@ async def all_metas(r: Any) -> list[dict[str, Any]]:
     return out
 
 
-async def versions(r: Any) -> tuple[int, int]:
-    """(catalogue_version, stats_version), 0 when unset; the stats version is the sum of its
-    shards (:func:`feedpipe.store.stats.stats_version`)."""
+async def versions(r: Any) -> tuple[int, int, int]:
+    """(catalogue_version, stats_version, stats_newest), 0 when unset, in one MGET: the stats
+    version is the sum of its shards (:func:`feedpipe.store.stats.stats_version`), the newest
+    event time (epoch ms) of the stats the max of theirs (``stats_newest``, written with the
+    version bump), so each version comes with the event time it was counted up to."""
     k = keys()
-    vals = await mget(r, [k.catalogue_version(), *(k.stats_version(p) for p in k.partitions())])
-    return int(vals[0] or 0), sum(int(v or 0) for v in vals[1:])
+    parts = k.partitions()
+    vals = await mget(r, [k.catalogue_version(), *(k.stats_version(p) for p in parts),
+                          *(k.stats_newest(p) for p in parts)])
+    n = len(parts)
+    return (int(vals[0] or 0), sum(int(v or 0) for v in vals[1 : 1 + n]),
+            max((int(v or 0) for v in vals[1 + n :]), default=0))
 
 
 async def brands(r: Any) -> set[str]:

@@ -149,6 +149,12 @@ class Keys:
         version is the sum over :meth:`partitions`)."""
         return self._fmt("stats_version", tag=self._part_tag(partition))
 
+    def stats_newest(self, partition: int) -> str:
+        """Int: the newest live event time (epoch ms) counted in ``partition``'s stats, moved
+        forward in the batch that bumps :meth:`stats_version` (the newest event time of the
+        stats is the max over :meth:`partitions`)."""
+        return self._fmt("stats_newest", tag=self._part_tag(partition))
+
     def active(self, partition: int) -> str:
         """Zset: user_id -> last_seen ms, for users of that reader.events partition."""
         return self._fmt("active", tag=self._part_tag(partition))

@@ -2,9 +2,10 @@
 reader.events partition N whose clicks wait for an item that is not materialised yet
 (docs/redis-keys.md).
 
-Writers: the click path adds (:func:`queue_add`) and removes erased users (:func:`queue_remove`)
-inside its partition transaction, each user in its own partition's set
-(:meth:`feedpipe.store.keys.Keys.partition_of`, the slot of that transaction); whoever releases
+Writers: the click path adds (:func:`queue_add`, with a TTL: ``profiles.pending_ttl_hours``)
+and removes erased users and expired clicks (:func:`queue_remove`) inside its partition
+transaction, each user in its own partition's set (:meth:`feedpipe.store.keys.Keys.partition_of`,
+the slot of that transaction); whoever releases
 the waiting clicks (the enrich stage after a materialise, the click path after its own write)
 takes the members (:func:`take`: SMEMBERS + DEL of one partition's sets in one script call
 per partition, so each waiting user is released once).
@@ -19,9 +20,11 @@ from feedpipe.store import scripts
 from feedpipe.store.keys import keys
 
 
-def queue_add(pipe: Any, pending: Mapping[str, Iterable[str]]) -> None:
-    """Queue SADDs of content_id -> users, each user to its partition's set (one SADD_MANY
-    call)."""
+def queue_add(pipe: Any, pending: Mapping[str, Iterable[str]], ttl_s: int) -> None:
+    """Queue SADDs of content_id -> users, each user to its partition's set, and an EXPIRE of
+    ``ttl_s`` seconds on each set written (``profiles.pending_ttl_hours``: a set of an item that
+    never arrives goes away; its clicks leave the profiles after the same time in event time,
+    to the DLQ, feedpipe.model.profile.apply_events). One SADD_MANY call."""
     if not pending:
         return
     k = keys()
@@ -34,6 +37,7 @@ def queue_add(pipe: Any, pending: Mapping[str, Iterable[str]]) -> None:
         scripts.SADD_MANY,
         len(names),
         *names,
+        ttl_s,
         *[x for n in names for x in (str(len(groups[n])), *groups[n])],
     )
 

@@ -58,15 +58,17 @@ return 0
 """KEYS: string keys; ARGV[1]: TTL in seconds, then one value per key. SET ... EX of each."""
 
 SADD_MANY = """
-local j = 1
+local j = 2
 for _, key in ipairs(KEYS) do
   local n = tonumber(ARGV[j])
   redis.call('SADD', key, unpack(ARGV, j + 1, j + n))
+  redis.call('EXPIRE', key, ARGV[1])
   j = j + n + 1
 end
 return 0
 """
-"""KEYS: sets; ARGV: per key, the member count then the members. SADD of each group."""
+"""KEYS: sets; ARGV[1]: TTL in seconds, then per key the member count then the members. SADD
+of each group, then EXPIRE of its set (renewed by every add)."""
 
 TAKE_SETS = """
 local out = {}

@@ -1,5 +1,5 @@
-"""Storage of the item-signal families: ``stats``, ``stats_version``, ``trending``,
-``trending_epoch``, ``ab``, ``ab_experiments`` (docs/redis-keys.md).
+"""Storage of the item-signal families: ``stats``, ``stats_version``, ``stats_newest``,
+``trending``, ``trending_epoch``, ``ab``, ``ab_experiments`` (docs/redis-keys.md).
 
 Each family is sharded by reader.events partition (feedpipe/store/keys.py): a click path
 batch of partition N writes shard N inside its partition transaction (:func:`queue_signals`,
@@ -34,11 +34,14 @@ def queue_signals(
     partition: int,
     stats: Mapping[str, Sequence[int]],
     trending: Mapping[tuple[str, int], Mapping[str, float]],
+    newest_ms: int = 0,
 ) -> None:
     """Queue the item stats (content_id -> [impressions, clicks]: one STATS_INCR call) and the
     trending increments ((brand, epoch) -> content_id -> weight: one ZINCR_MANY call per
     epoch zset, the brand's newest epoch moved forward by SET_MAX) on ``partition``'s shards;
-    bump its ``stats_version`` when stats moved."""
+    when stats moved, bump its ``stats_version`` and move its ``stats_newest`` forward to
+    ``newest_ms`` (the newest event time, epoch ms, of the counted events; SET_MAX), so a
+    stats version names one newest event time whichever process reads it."""
     k = keys()
     if stats:
         ids = sorted(stats)
@@ -58,6 +61,8 @@ def queue_signals(
         )
         pipe.eval(scripts.SET_MAX, 1, k.trending_epoch(brand, partition), epoch)
     if stats:
+        if newest_ms > 0:
+            pipe.eval(scripts.SET_MAX, 1, k.stats_newest(partition), int(newest_ms))
         pipe.incr(k.stats_version(partition))
 
 

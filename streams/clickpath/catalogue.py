@@ -50,20 +50,27 @@ class Catalogue:
         self.trending: dict[str, list[str]] = {}
         self.trends: TrendSums = {}
         self.event_ms = 0
+        """Newest live event time (epoch ms) counted in the loaded stats (``stats_newest``, read
+        with their version): the "now" of the co-read and trending windows. Taken from Redis,
+        not from the records this process saw, so every worker ranks a stats version with
+        the same windows however the partitions are spread and the events batched."""
+        self.batch_ms = 0
+        """Newest batch event time passed to :meth:`refresh` (a new epoch forces a reload)."""
         self.stats_loaded_at = 0.0
 
     async def refresh(self, stats_max_age_s: float = 0.0, event_ms: int | None = None) -> None:
         """Reload metas when catalogue:version moved, and stats when stats:version moved and
         the loaded stats are older than ``stats_max_age_s`` seconds (or when ``event_ms``, the
-        newest event time seen, entered another trending-window epoch). Trending-window sums
-        (``trends``, rows = matrix rows) are read with the stats, for the epoch of the newest
-        event time and the one before, while a ``learned`` weight set serves."""
+        newest event time of the caller's batch, entered another trending-window epoch).
+        Trending-window sums (``trends``, rows = matrix rows) are read with the stats, for the
+        epoch of :attr:`event_ms` (the stats' newest event time) and the one before, while a
+        ``learned`` weight set serves."""
         r = redis_client()
-        if event_ms is not None and event_ms > self.event_ms:
-            if trend_epoch(event_ms) != trend_epoch(self.event_ms):
+        if event_ms is not None and event_ms > self.batch_ms:
+            if trend_epoch(event_ms) != trend_epoch(self.batch_ms):
                 self.stats_version = None
-            self.event_ms = event_ms
-        cat_version, stats_version = await content_store.versions(r)
+            self.batch_ms = event_ms
+        cat_version, stats_version, newest_ms = await content_store.versions(r)
         if cat_version != self.version:
             brands = sorted(await content_store.brands(r))
             ids, added, celebrities = await content_store.read_catalogue(r, brands)
@@ -81,6 +88,7 @@ class Catalogue:
             ids = [m.content_id for m in self.matrix.metas]
             self.stats = await stats_store.read_stats(r, ids)
             self.stats_version = stats_version
+            self.event_ms = newest_ms
             self.stats_loaded_at = time.monotonic()
             spec = topology().ranking.candidates
             top = spec.trending_k if spec is not None else 0

@@ -142,6 +142,14 @@ class Plan:
     """Rejected records above the watermark: ``(key, DeadLetter value)``, sent to the DLQ."""
     late: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     """Events past the lateness bound: ``(offset, event)``, sent to the DLQ."""
+    expired: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    """Pending clicks whose item did not arrive within ``profiles.pending_ttl_hours`` (or
+    past ``pending_max``): ``(offset of the user's last record, user, {"content_id", "at"})``,
+    sent to the DLQ (reason ``pending_expired``)."""
+    unpend: dict[str, list[str]] = field(default_factory=dict)
+    """user -> content ids of expired clicks the user no longer waits for (pending sets)."""
+    newest_ms: int = 0
+    """Newest event time (epoch ms) of the live events counted in ``stats`` (0: none)."""
     counted: list[tuple[dict[str, Any], bool]] = field(default_factory=list)
     """Admitted events and whether their user is a bot."""
     duplicates: int = 0
@@ -245,12 +253,20 @@ def fold(
         plan.late += [
             (off, rec) for (off, rec), ev in zip(evs, events, strict=True) if id(ev) in late_ids
         ]
-        for cid in apply_events(p, adm.accepted, item_metas, spec):
+        dropped: list[dict[str, Any]] = []
+        waiting = apply_events(p, adm.accepted, item_metas, spec, dropped)
+        if dropped:
+            plan.expired += [(evs[-1][0], u, e) for e in dropped]
+            left = {e["content_id"] for e in p["pending"]}
+            waiting = [c for c in waiting if c in left]
+            plan.unpend[u] = sorted({e["content_id"] for e in dropped} - left)
+        for cid in waiting:
             pending[cid].add(u)
         p["version"] += 1
         plan.profiles[u] = p
         if coreads is not None and not p.get("bot"):
-            count_coreads(coreads, prior, [ev for ev in adm.accepted if ev.type == "click"])
+            count_coreads(coreads, prior, [ev for ev in adm.accepted if ev.type == "click"],
+                          spec.recent_reads)
         if adm.accepted:
             accepted_ids = {id(ev) for ev in adm.accepted}
             bot = bool(p.get("bot"))
@@ -278,6 +294,7 @@ def fold(
         trends[cid] = trend_add(trends.get(cid), click, at, shown=not click)
     plan.trends = trends
     plan.stats = dict(stats)
+    plan.newest_ms = max((ms(rec["occurred_at"]) or 0 for rec in live), default=0)
     plan.trending = {key: dict(scores) for key, scores in trending.items()}
     ranked_users = sorted(u for u in plan.profiles if u not in plan.kept)
     plan.coreads = coreads
@@ -304,27 +321,37 @@ def fold(
     return plan
 
 
-def count_coreads(state: CoReadState, reads: list[tuple[int, str]], clicks: Sequence[Any]
-                  ) -> None:
-    """Count a user's live clicks (reader events of one batch, any order) as co-reads with
-    :func:`feedpipe.model.signals.coread_add` on the partition's rows of the click's epoch.
+def count_coreads(state: CoReadState, reads: list[tuple[int, str]], clicks: Sequence[Any],
+                  keep: int) -> None:
+    """Count a user's live clicks (reader events of one batch, in arrival order) as co-reads
+    with :func:`feedpipe.model.signals.coread_add` on the partition's rows of the click's epoch.
 
-    A click's prior reads are the user's reads strictly before its event time (``reads``:
-    (at ms, content id) of the stored recent reads; the batch's clicks of any origin are added),
-    oldest first, ties by content id: as ``feedpipe evaluate`` counts a log row's clicks after
-    the row's history (clicks of one impression do not count each other), and independent of
-    how the events fall into batches. History clicks are prior reads only.
+    A click's prior reads are the reads the user's profile held when the click arrived: the
+    stored recent reads (``reads``: (at ms, content id)) and the batch's clicks that arrived
+    before it (any origin), capped as the profile caps them (the newest ``keep``,
+    ``profiles.recent_reads``; feedpipe.model.profile.apply_events); of those, the ones
+    strictly before the click's event time, oldest first, ties by content id, the last
+    :data:`feedpipe.model.signals.COREAD_WINDOW`. Clicks of one time do not count each other
+    (as ``feedpipe evaluate`` counts a log row's clicks after the row's history). A read that
+    arrives after a click never counts as its predecessor, even with an older event time:
+    so a click counts the same whether the reads before it came in its own batch or in an
+    earlier one, and the counts do not depend on how the events fall into batches or which
+    worker applies them. History clicks are prior reads only.
     """
-    live = [ev for ev in clicks if ev.origin == "live"]
-    if not live:
+    if not any(ev.origin == "live" for ev in clicks):
         return
-    timeline = sorted(set(reads) | {(ev.at, ev.content_id) for ev in clicks})
-    times = [at for at, _ in timeline]
-    for ev in sorted(live, key=lambda ev: (ev.at, ev.content_id)):
-        prior = [cid for _, cid in timeline[: bisect_left(times, ev.at)]][-COREAD_WINDOW:]
-        e = trend_epoch(ev.at)
-        coread_add(state.own(e), prior, ev.content_id)
-        state.changed.update((e, x) for x in prior if x != ev.content_id)
+    known = sorted(set(reads))[-keep:] if keep > 0 else []  # oldest first, as the profile
+    for ev in clicks:
+        if ev.origin == "live":
+            prior = [cid for _, cid in known[: bisect_left(known, (ev.at, ""))]][-COREAD_WINDOW:]
+            e = trend_epoch(ev.at)
+            coread_add(state.own(e), prior, ev.content_id)
+            state.changed.update((e, x) for x in prior if x != ev.content_id)
+        read = (ev.at, ev.content_id)
+        i = bisect_left(known, read)
+        if keep > 0 and (i == len(known) or known[i] != read):
+            known.insert(i, read)
+            del known[:-keep]
 
 
 def coread_maps(profiles: Sequence[Profile], state: CoReadState | None

@@ -93,7 +93,7 @@ class ClickPath:
             if self.publish:
                 deliveries += await publish.republish(self.send, sel.users)
             return res, deliveries
-        res.dead_letters = len(sel.dead) + len(plan.late)
+        res.dead_letters = len(sel.dead) + len(plan.late) + len(plan.expired)
         res.applied = plan.fresh - len(plan.late) - plan.duplicates
         res.duplicates = plan.duplicates
         res.users = len(plan.profiles)

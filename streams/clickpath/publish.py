@@ -6,7 +6,8 @@ Outputs (topology.yaml ``stages.clickpath``; keys user_id):
   a null value (tombstone) per erased user;
 * ``outputs.feeds`` (feeds.updated, compacted): feedpipe.UserFeed when the ranked list moved,
   a tombstone per erased user;
-* ``dlq`` (reader.events.dlq): feedpipe.DeadLetter of rejected and late events;
+* ``dlq`` (reader.events.dlq): feedpipe.DeadLetter of rejected and late events and of clicks
+  whose item never arrived (``pending_expired``);
 * ``outputs.reader_events`` (reader.events, the click path's own input): 'resolve' events for
   clicks whose item arrived while they were written (:func:`release_arrived`).
 
@@ -20,7 +21,10 @@ from collections.abc import Awaitable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from feedpipe.model.profile import Profile
+from feedpipe.monitoring import metrics
 from feedpipe.store import content as content_store
 from feedpipe.store import pending as pending_store
 from feedpipe.store import profiles as profile_store
@@ -30,8 +34,8 @@ from feedpipe.topology import ProfilesSpec
 from feedpipe.wire.codec import codec
 from streams.clickpath.catalogue import avro_feed
 from streams.clickpath.fold import Plan
-from streams.clickpath.records import RecordLike, Send, dead_letter_record, stage
-from streams.runtime import redis_client, resolve_event
+from streams.clickpath.records import STAGE, RecordLike, Send, dead_letter_record, stage
+from streams.runtime import dead_letter_value, redis_client, resolve_event
 
 Deliveries = list[Awaitable[Any]]
 
@@ -44,8 +48,9 @@ async def dead_and_tombstones(
     spec: ProfilesSpec,
 ) -> Deliveries:
     """Send a batch's DLQ records (rejected: ``dead``; the plan's ``late`` events, reason
-    ``late``) and the tombstones of users the plan erased and who are not active again after
-    the erase; return their deliveries."""
+    ``late``; its ``expired`` pending clicks, :func:`expired_record`) and the tombstones of
+    users the plan erased and who are not active again after the erase; return their
+    deliveries."""
     st = stage()
     dlq = st.dead_letters()
     out: Deliveries = []
@@ -61,12 +66,36 @@ async def dead_and_tombstones(
         )
         value = dead_letter_record(by_offset[off], "late", reason, rec["event_id"])
         out.append(await send(dlq, rec["user_id"].encode(), value))
+    for off, user, entry in plan.expired:
+        value = expired_record(by_offset[off], user, entry, spec)
+        out.append(await send(dlq, user.encode(), value))
     for u in sorted(plan.erased):
         if u in plan.profiles:
             continue  # erased, then new activity in the same batch: the new state follows
         out.append(await send(st.output("profiles"), u.encode(), None))
         out.append(await send(st.output("feeds"), u.encode(), None))
     return out
+
+
+def expired_record(
+    rec: RecordLike, user: str, entry: Mapping[str, Any], spec: ProfilesSpec
+) -> bytes:
+    """The DeadLetter (reason code ``pending_expired``) of a click of ``user`` whose item never
+    reached the catalogue within ``spec.pending_ttl_hours``: ``rec`` is the user's record that
+    moved their event time past it; the value is the JSON of the waiting click
+    (``{"user_id", "content_id", "at"}``, ``at`` in epoch ms). Counted in
+    feedpipe_dlq_records_total{reason="pending_expired"}."""
+    metrics.observe_dlq(STAGE, "pending_expired")
+    click = {"user_id": user, "content_id": entry["content_id"], "at": entry["at"]}
+    reason = (
+        f"click on {entry['content_id']} at {_iso(entry['at'])}: the item did not reach the "
+        f"catalogue within {spec.pending_ttl_hours:g} h (or the user had more than "
+        f"{spec.pending_max} waiting clicks)"
+    )
+    return dead_letter_value(
+        STAGE, rec.topic, rec.partition, rec.offset, user.encode(), orjson.dumps(click),
+        "pending_expired", reason,
+    )
 
 
 def _iso(at: datetime | int) -> str:

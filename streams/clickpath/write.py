@@ -98,7 +98,14 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
     users = sorted(plan.profiles)
     ttl_s = int(spec.ttl_days * 86_400)
     profile_store.queue_profiles(
-        pipe, {u: encode_profile(plan.profiles[u], spec.profile_format) for u in users}, ttl_s
+        pipe,
+        {
+            u: encode_profile(
+                plan.profiles[u], spec.profile_format, deflate=spec.profile_deflate
+            )
+            for u in users
+        },
+        ttl_s,
     )
     ranked = sorted(plan.feeds)
     feed_store.queue_feeds(
@@ -108,10 +115,12 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
     partition_store.queue_active(
         pipe, partition, {u: plan.profiles[u].get("last_seen") or 0 for u in users}
     )
-    stats_store.queue_signals(pipe, partition, plan.stats, plan.trending)
+    stats_store.queue_signals(pipe, partition, plan.stats, plan.trending, plan.newest_ms)
     trends_store.queue_trends(pipe, partition, plan.trends)
     coreads_store.queue_coreads(pipe, plan.coreads)
-    pending_store.queue_add(pipe, plan.pending)
+    pending_store.queue_add(pipe, plan.pending, int(spec.pending_ttl_hours * 3600))
+    for u, cids in sorted(plan.unpend.items()):
+        pending_store.queue_remove(pipe, u, cids)
     stats_store.queue_ab(pipe, partition, plan.ab)
     partition_store.queue_watermark(pipe, STAGE, stage().input, partition, plan.last_offset)
 
@@ -166,7 +175,14 @@ async def apply(
             cfg = REGISTRY.current()
             found = await metas.get(items_of(sel.fresh, cfg.experiments))
             now_ms = int(time.time() * 1000)
-            co = await read_coreads(r, partition, sel, stored, CATALOGUE.event_ms or now_ms)
+            # the windows' clock: the loaded stats' newest event time, or this batch's newest
+            # live event when later (its stats are not written yet; a feed ranked so is
+            # stamped with an older stats version, so the idle refresher re-ranks it)
+            live_ms = max((ms(rec["occurred_at"]) or 0 for _, rec in sel.fresh
+                           if rec["origin"] == "live" and rec["type"] in ("impression", "click")),
+                          default=0)
+            co = await read_coreads(r, partition, sel, stored,
+                                    max(CATALOGUE.event_ms, live_ms) or now_ms)
             # in a thread: a partition batch of many users ranks for seconds on a loaded
             # machine, and the consumer's heartbeats run on this event loop
             plan = await in_thread(

@@ -70,14 +70,28 @@ def reader(
     )
 
 
-def records(user: str, values: list[bytes], first_offset: int, partition: int = 0) -> list[Record]:
-    """Records of ``values`` at consecutive offsets from ``first_offset``."""
+def records(
+    user: str, values: list[bytes], first_offset: int, partition: int | None = None
+) -> list[Record]:
+    """Records of ``values`` at consecutive offsets from ``first_offset``, in ``partition``
+    (default: the user's, as producers key them; a Redis Cluster run refuses the others)."""
     from streams.clickpath.records import Record  # after the fixtures (settings from env)
+
+    if partition is None:
+        partition = keys().partition_of(user)
 
     return [
         Record("reader.events", partition, first_offset + i, user.encode(), v)
         for i, v in enumerate(values)
     ]
+
+
+def user_in(partition: int) -> str:
+    """A fresh user id of reader.events ``partition`` (murmur2 of the id)."""
+    while True:
+        u = f"U{uuid.uuid4().hex[:8]}"
+        if keys().partition_of(u) == partition:
+            return u
 
 
 def seed_catalogue(r: redis.Redis, categories: list[str]) -> list[str]:
@@ -226,7 +240,7 @@ def test_bots_are_flagged_and_left_out_of_stats_and_trending(
     kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
 ) -> None:
     (item,) = seed_catalogue(redis_client, ["sports"])
-    bot, human = f"B{uuid.uuid4().hex[:8]}", f"H{uuid.uuid4().hex[:8]}"
+    bot, human = user_in(0), user_in(1)
     limit = topology().profiles.bot_clicks_per_minute
     bot_values = [
         reader(bot, "click", item, T0 + timedelta(seconds=i % 50), eid=f"bot-{i}")
@@ -276,9 +290,11 @@ def test_ab_counters_and_arm_feeds_in_the_batch_transaction(
     redis_client.delete(*[k.ab("mind-rankers", p) for p in k.partitions()])
     sports, news, travel = seed_catalogue(redis_client, ["sports", "news", "travel"])
     users: dict[str, str] = {}  # arm -> user
-    while len(users) < len(spec.arms):
+    while len(users) < len(spec.arms):  # the i-th arm's user in partition i (sorted arms)
         u = f"U{uuid.uuid4().hex[:8]}"
-        users.setdefault(assign_arm("mind-rankers", spec, u), u)
+        arm = assign_arm("mind-rankers", spec, u)
+        if keys().partition_of(u) == sorted(spec.arms).index(arm):
+            users.setdefault(arm, u)
     batches = {
         arm: records(
             u,
@@ -326,7 +342,8 @@ def test_clicks_on_unknown_items_wait_in_pending_sets(
     k = keys()
     (known,) = seed_catalogue(redis_client, ["sports"])
     ghosts = [content_id("clickpath-test", f"ghost-{uuid.uuid4().hex[:6]}") for _ in range(2)]
-    u1, u2 = (f"U{uuid.uuid4().hex[:8]}" for _ in range(2))
+    # two users of partition 3 (a Redis Cluster run refuses records in another partition)
+    u1, u2 = user_in(3), user_in(3)
     clicks = [reader(u1, "click", c, T0) for c in (*ghosts, known)]
     recs = [
         *records(u1, clicks, 0, partition=3),
@@ -348,6 +365,41 @@ def test_clicks_on_unknown_items_wait_in_pending_sets(
     assert redis_client.sismember(k.pending_users(ghosts[0], k.partition_of(u2)), u2)
     p = stored_profile(redis_client, u1)
     assert sorted(e["content_id"] for e in p["pending"]) == sorted(ghosts)
+
+
+def test_clicks_whose_item_never_arrives_expire_to_the_dlq(
+    kafka_bootstrap: str, topics_applied: Any, redis_client: redis.Redis
+) -> None:
+    k = keys()
+    spec = topology().profiles
+    (known,) = seed_catalogue(redis_client, ["sports"])
+    ghost, kept = (content_id("clickpath-test", f"ghost-{uuid.uuid4().hex[:6]}") for _ in "ab")
+    user = f"U{uuid.uuid4().hex[:8]}"
+    ttl = timedelta(hours=spec.pending_ttl_hours)
+    first = [reader(user, "click", ghost, T0)]
+    later = [
+        reader(user, "click", kept, T0 + ttl),  # waits: exactly at the bound
+        reader(user, "impression", known, T0 + ttl + timedelta(minutes=1)),
+    ]
+    part = k.partition_of(user)
+
+    async def body(path: Any, sent: Sent) -> None:
+        await apply(path, records(user, first, 0, partition=part))
+        ttl_s = redis_client.ttl(k.pending_users(ghost, part))
+        assert 0 < ttl_s <= spec.pending_ttl_hours * 3600
+        res = await apply(path, records(user, later, 1, partition=part))
+        assert res.dead_letters == 1
+
+    sent = asyncio.run(with_path(kafka_bootstrap, body))
+    p = stored_profile(redis_client, user)
+    assert [e["content_id"] for e in p["pending"]] == [kept]
+    assert not redis_client.exists(k.pending_users(ghost, part))  # the user left the set
+    assert redis_client.sismember(k.pending_users(kept, part), user)
+    dlq = [codec("DeadLetter").decode(v) for t, _, v in sent if t == "reader.events.dlq" and v]
+    assert [d["error_type"] for d in dlq] == ["pending_expired"]
+    assert (dlq[0]["offset"], dlq[0]["key"]) == (2, user.encode())
+    click = orjson.loads(dlq[0]["value"])
+    assert click == {"user_id": user, "content_id": ghost, "at": int(T0.timestamp() * 1000)}
 
 
 def test_feeds_updated_only_when_the_ranked_list_moves(
@@ -383,7 +435,7 @@ def test_dlq_records_and_tombstones_are_acknowledged_before_the_watermark_moves(
     offsets: a DLQ record or an erase tombstone sent after it would be lost by a crash in
     between. Each is sent (and acknowledged) while the watermark still has its old value."""
     (item,) = seed_catalogue(redis_client, ["sports"])
-    user, gone = f"U{uuid.uuid4().hex[:8]}", f"U{uuid.uuid4().hex[:8]}"
+    user, gone = user_in(3), user_in(3)
     k = keys()
     wm_key = k.watermark("profiles", "reader.events", 3)
     redis_client.set(wm_key, 99)
@@ -432,7 +484,7 @@ def test_mixed_redelivery_republishes_users_whose_records_were_all_applied(
     profile and feed sent again (found by the fault suite's worker-kill scenario: the compacted
     profiles.updated lagged behind Redis for those users)."""
     (item,) = seed_catalogue(redis_client, ["sports"])
-    early, late_user = f"U{uuid.uuid4().hex[:8]}", f"U{uuid.uuid4().hex[:8]}"
+    early, late_user = user_in(2), user_in(2)
     first = records(early, [reader(early, "click", item, T0)], 0, partition=2)
     second = records(late_user, [reader(late_user, "click", item, T0)], 1, partition=2)
 

@@ -248,6 +248,7 @@ def test_state_families_match_what_the_stages_write() -> None:
         erased={"U2": {"pending": [{"content_id": "c1", "at": 0}]}},
         pending={"c2": {"U1"}},
         stats={"c3": [1, 1]},
+        newest_ms=1,
         trending={("mind", 1): {"c3": 1.0}},
         trends={"c3": {2: [1.0, 1.0, 1.0, 1.0]}},
         ab={"exp": {"a:clicks": 1}},

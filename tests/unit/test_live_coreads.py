@@ -62,9 +62,9 @@ def test_the_fold_counts_each_live_click_after_the_reads_before_it() -> None:
     state = CoReadState(partition=1, epochs=(e - 1, e))
     state.shards[(e, 1)] = {"a": {"b": 1.0}}
     stored = [(T0 - 2, "x"), (T0 - 1, "a")]
-    clicks = [_click("c", T0 + 2), _click("d", T0 + 2), _click("b", T0 + 1),
-              Event("h", "click", "h", T0 - 5, "history")]
-    count_coreads(state, stored, clicks)  # any order
+    clicks = [Event("h", "click", "h", T0 - 5, "history"), _click("b", T0 + 1),
+              _click("c", T0 + 2), _click("d", T0 + 2)]  # arrival order
+    count_coreads(state, stored, clicks, 50)
     want: CoReads = {"a": {"b": 1.0}}
     # as the evaluation: clicks of one time do not count each other; history only as prior
     for p, item in [(["h", "x", "a"], "b"), (["h", "x", "a", "b"], "c"),
@@ -72,17 +72,38 @@ def test_the_fold_counts_each_live_click_after_the_reads_before_it() -> None:
         coread_add(want, p, item)
     assert state.own(e) == want
     assert state.changed == {(e, x) for x in ("h", "x", "a", "b")}
-    # the same events split over two batches count the same
-    split = CoReadState(partition=1, epochs=(e - 1, e))
-    split.shards[(e, 1)] = {"a": {"b": 1.0}}
-    count_coreads(split, stored, clicks[2:])
-    count_coreads(split, [*stored, (T0 + 1, "b"), (T0 - 5, "h")], clicks[:2])
-    assert split.own(e) == want
     # another partition's shard adds to the merged view the ranking uses
     state.shards[(e, 0)] = {"a": {"c": 2.0}}
     (scores,) = coread_maps([{"recent_reads": [{"content_id": "a", "at": T0}]}], state)
     a_total = 1 + sum(merge_rows([want["a"], {"c": 2.0}]).values())
     assert scores == pytest.approx({"b": 2 / a_total, "c": 3 / a_total, "d": 1 / a_total})
+
+
+def _batched(stored: list[tuple[int, str]], clicks: list[Event], cuts: list[int],
+             keep: int) -> CoReads:
+    """The co-reads of ``clicks`` (arrival order) applied in batches cut at ``cuts``, the
+    stored reads of each batch kept as the profile keeps them (newest ``keep``)."""
+    e = trend_epoch(T0)
+    state = CoReadState(partition=1, epochs=(e - 1, e))
+    reads = list(stored)
+    for lo, hi in zip([0, *cuts], [*cuts, len(clicks)], strict=True):
+        count_coreads(state, reads, clicks[lo:hi], keep)
+        reads = sorted({*reads, *((ev.at, ev.content_id) for ev in clicks[lo:hi])})[-keep:]
+    return state.own(e)
+
+
+@pytest.mark.parametrize("cuts", [[1], [2], [3], [1, 2], [1, 2, 3, 4]])
+def test_clicks_count_the_same_however_they_are_batched(cuts: list[int]) -> None:
+    # a reader's second session arrives after the first but happened before it (a replayed
+    # log out of time order, a late device): the early-arriving click never counts a read
+    # that arrived after it, in one batch as in two (one worker or two)
+    stored = [(T0 - 60_000 * i, f"s{i}") for i in range(1, 8)]
+    clicks = [_click("late", T0 + 3_600_000), Event("h1", "click", "h1", T0 - 1, "history"),
+              _click("a", T0), _click("b", T0), _click("c", T0 + 1)]
+    whole = _batched(stored, clicks, [], 6)
+    assert whole["h1"] == {"a": 1.0, "b": 1.0, "c": 1.0}  # not "late": h1 arrived after it
+    assert {x for x, row in whole.items() if "late" in row} == {"s1", "s2", "s3", "s4", "s5"}
+    assert _batched(stored, clicks, cuts, 6) == whole
 
 
 def _learned_cfg() -> RankingConfig:

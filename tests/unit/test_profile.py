@@ -87,3 +87,40 @@ def test_pending_click_applied_on_resolve() -> None:
     again = copy.deepcopy(p)
     apply_events(p, [Event("r", "resolve", m.content_id, T0)], {m.content_id: m}, spec)
     assert p["category_affinity"] == again["category_affinity"]  # a second resolve is a no-op
+
+
+def test_pending_clicks_expire_after_the_ttl_and_the_cap_is_reported() -> None:
+    spec = topology().profiles.model_copy(update={"pending_max": 2, "pending_ttl_hours": 24.0})
+    ttl = int(spec.pending_ttl_hours * HOUR)
+    p = new_profile("u", T0, spec)
+    clicks = [Event(f"c{i}", "click", f"{i:064x}", T0 + i) for i in range(3)]
+    dropped: list[dict] = []
+    apply_events(p, clicks, {}, spec, dropped)
+    assert dropped == [{"content_id": f"{0:064x}", "at": T0}]  # the oldest, past pending_max
+    apply_events(p, [Event("i", "impression", "x" * 64, T0 + 1 + ttl)], {}, spec, dropped)
+    assert len(dropped) == 1  # nothing older than the TTL yet
+    apply_events(p, [Event("j", "impression", "x" * 64, T0 + 2 + ttl)], {}, spec, dropped)
+    assert dropped[1:] == [{"content_id": f"{1:064x}", "at": T0 + 1}]
+    assert p["pending"] == [{"content_id": f"{2:064x}", "at": T0 + 2}]  # exactly at the bound
+    assert p["clicks"] == 3  # an expired click still counts as a click
+
+
+def test_pending_expiry_does_not_depend_on_how_events_are_batched() -> None:
+    # a click waits for its item; the reader comes back after the TTL, and the item arrives
+    # (its resolve follows): the click expired first, whether both came in one batch or two
+    spec = topology().profiles.model_copy(update={"pending_ttl_hours": 24.0})
+    m = Meta("e" * 64, "mind", ("sports",), ("sports", "nfl"), None)
+    ttl = int(spec.pending_ttl_hours * HOUR)
+    later = [Event("i", "impression", "x" * 64, T0 + ttl + 1),
+             Event("r", "resolve", m.content_id, T0 + ttl + 1)]
+    runs = []
+    for cut in range(len(later) + 1):
+        p, dropped = new_profile("u", T0, spec), []
+        apply_events(p, [Event("c", "click", m.content_id, T0)], {}, spec, dropped)
+        for part in (later[:cut], later[cut:]):
+            apply_events(p, part, {m.content_id: m}, spec, dropped)
+        runs.append((p, dropped))
+    p, dropped = runs[0]
+    assert dropped == [{"content_id": m.content_id, "at": T0}] and p["pending"] == []
+    assert not p["category_affinity"]  # the item came after the click expired
+    assert all(r == runs[0] for r in runs)

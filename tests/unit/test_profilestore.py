@@ -126,10 +126,54 @@ def test_generation_mismatch_unknown_ordinal_and_corruption_raise() -> None:
         decode_profile(b"garbage", t)
 
 
-def test_seen_bytes_are_stored_raw() -> None:
+def test_seen_is_stored_as_minute_runs() -> None:
     p = _profile(2, 0)
     seen = base64.b64decode(p["seen"])
     raw = encode_profile(p, "compact", _table(p))
-    assert raw.endswith(seen)
     _gen, _hlen, nr, npd, ns, flags = struct.unpack_from("<IIIIIB", raw, 4)
-    assert (nr, npd, ns, flags & 4) == (len(p["recent_reads"]), len(p["pending"]), len(seen), 4)
+    assert (nr, npd, flags & 4, flags & 32) == (len(p["recent_reads"]), len(p["pending"]), 4, 32)
+    n = len(seen) // 12
+    assert ns < len(seen)  # 40 live events in 40 s share a minute or two: ~8 bytes per id
+    fps = b"".join(seen[12 * i : 12 * i + 8] for i in range(n))
+    assert raw.endswith(fps)
+    assert decode_profile(raw, _table(p))["seen"] == p["seen"]
+
+
+def test_seen_in_distinct_minutes_or_unsorted_stays_raw() -> None:
+    p = _profile(2, 0)
+    spread = b"".join(struct.pack("<QI", 1000 + i, 9000 - 5 * i) for i in range(20))
+    unsorted = b"".join(struct.pack("<QI", 1000 + i, 9000 + (i % 2)) for i in range(20))
+    for seen in (spread, unsorted):
+        p["seen"] = base64.b64encode(seen).decode()
+        raw = encode_profile(p, "compact", _table(p))
+        assert raw.endswith(seen) and not raw[24] & 32
+        assert decode_profile(raw, _table(p))["seen"] == p["seen"]
+
+
+def test_corrupt_minute_runs_are_refused() -> None:
+    p = _profile(2, 0)
+    raw = bytearray(encode_profile(p, "compact", _table(p)))
+    assert raw[24] & 32
+    ns = struct.unpack_from("<I", raw, 20)[0]
+    runs_at = len(raw) - ns + 4
+    struct.pack_into("<I", raw, runs_at, 0)  # zero runs
+    with pytest.raises(ProfileFormatError):
+        decode_profile(bytes(raw), _table(p))
+
+
+def test_rest_is_deflated_when_smaller_and_round_trips() -> None:
+    p = _profile()
+    small = encode_profile(p, "compact", _table(p))
+    plain = encode_profile(p, "compact", _table(p), deflate=False)
+    assert small[24] & 64 and not plain[24] & 64
+    assert len(small) < len(plain)
+    assert decode_profile(small, _table(p)) == decode_profile(plain, _table(p)) == p
+
+
+def test_corrupt_deflated_rest_is_refused() -> None:
+    p = _profile()
+    raw = bytearray(encode_profile(p, "compact", _table(p)))
+    hlen = struct.unpack_from("<I", raw, 8)[0]
+    raw[25 : 25 + hlen] = b"\xff" * hlen  # not a deflate stream of the dictionary
+    with pytest.raises(ProfileFormatError):
+        decode_profile(bytes(raw), _table(p))
