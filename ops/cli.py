@@ -198,6 +198,10 @@ def evaluate(
         typer.Option(help="instead: fit the learned ranker on PATH (minus --exclude) and write "
                      "it as the next version of this weight set in topology.yaml"),
     ] = None,
+    objective: Annotated[
+        str, typer.Option(help="--fit objective: pointwise (click labels) or pairwise "
+                          "(clicked - not clicked differences)")
+    ] = "pointwise",
 ) -> None:
     """Offline evaluation: AUC, MRR, nDCG@5/10 (bootstrap 95% CIs) of every ranker and the
     random, popularity, recency and trending baselines on a MIND or EB-NeRD impression log;
@@ -226,11 +230,11 @@ def evaluate(
             from ops.evaluate.fit import fit_cv, write_weight_set
 
             prepared, cov, topo = ev.load(p, n, lg, None, ex)
-            result = fit_cv(prepared, topo)
+            result = fit_cv(prepared, topo, objective=objective)
             weights = result.weights
             version = write_weight_set(
                 TOPOLOGY_PATH, fit, weights,
-                f"logistic fit on {p.name} minus {ex.name if ex else 'nothing'}, "
+                f"{objective} logistic fit on {p.name} minus {ex.name if ex else 'nothing'}, "
                 f"{cov.evaluated} impressions, C={result.c:g} by grouped CV")
             for c, cv in result.cv_auc.items():
                 console.print(f"C={c:g}: cross-validated AUC {cv:.4f}")

@@ -4,12 +4,13 @@ candidates prepared leak-free for the rankers (see :mod:`ops.evaluate`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from feedpipe.errors import ConfigError
+from feedpipe.model.interest import interest_of
 from feedpipe.model.item import CandidateMatrix, Meta
 from feedpipe.model.profile import Event, apply_events, new_profile
 from feedpipe.model.signals import (
@@ -21,7 +22,7 @@ from feedpipe.model.signals import (
     trend_add,
     trend_at,
 )
-from feedpipe.model.text import SparseVec, encode, interest_add, similarity
+from feedpipe.model.text import SparseVec, encode, similarity
 from feedpipe.model.units import HOUR_MS
 from feedpipe.rank.components import (
     Array,
@@ -205,7 +206,8 @@ def prepare(
         brand: the brand whose editorial category weights apply.
         source: the content source, for the editorial source bias.
         texts: news id -> text vector (:func:`feedpipe.model.text.encode`); the user's
-            interest vector is the decayed sum of the vectors of the history items.
+            interest vector is the decayed sum of the vectors of the history items, built by
+            ``apply_events`` with the click path's codec (:mod:`feedpipe.model.interest`).
         published: news id -> publication time (epoch ms); the age of an item with one is
             counted from it, else from its first sighting in the log (the proxy).
 
@@ -236,6 +238,10 @@ def prepare(
     replayed: dict[str, int] = {}
     texts = texts or {}
     published = published or {}
+    # History items carry their text vector, so apply_events builds the interest vector with
+    # the click path's codec (feedpipe.model.interest: 32 terms at 8 bits).
+    with_text = {nid: replace(m, text=tuple(texts[nid].items())) if texts.get(nid) else m
+                 for nid, m in metas.items()}
     pos = 0
     out: list[Prepared] = []
     for imp in sorted(impressions, key=lambda r: (r.at_ms, r.impression_id)):
@@ -271,7 +277,7 @@ def prepare(
                   "history")
             for i, nid in enumerate(imp.history)
         ]
-        known = {nid: metas[nid] for nid in imp.history if nid in metas}
+        known = {nid: with_text[nid] for nid in imp.history if nid in with_text}
         apply_events(profile, events, known, pspec)
         if known:
             cov.histories_with_metadata += 1
@@ -285,12 +291,7 @@ def prepare(
         cov.candidates_seen_before += sum(s is not None for s in seen)
         first_ms = np.array([published.get(nid, imp.at_ms if s is None else s)
                              for nid, s in zip(imp.candidates, seen, strict=True)], dtype=float)
-        interest: SparseVec = {}
-        for i, nid in enumerate(imp.history):
-            vec = texts.get(nid)
-            if vec:
-                interest = interest_add(interest, vec, 2.0 ** ((i - h) * spacing_ms
-                                                               / (pspec.half_life_hours * HOUR_MS)))
+        interest = interest_of(profile)
         cand_metas = [metas.get(nid) for nid in imp.candidates]
         read_bias = item_biases([None] * h, [source] * h, editorial)
         cands = Candidates(

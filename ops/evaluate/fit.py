@@ -72,12 +72,50 @@ def centre(x: Array, groups: np.ndarray) -> Array:
     return out
 
 
-def _coefficients(z: Array, y: np.ndarray, c: float) -> Array:
+OBJECTIVES: tuple[str, ...] = ("pointwise", "pairwise")
+"""Fitting objectives of :func:`fit_cv`: ``pointwise`` = logistic regression on each
+candidate's click label; ``pairwise`` = logistic regression on within-impression
+(clicked - not clicked) feature differences (RankNet's loss with a linear scorer: Burges et al.,
+"Learning to Rank using Gradient Descent", ICML 2005; Joachims, "Optimizing Search Engines
+using Clickthrough Data", KDD 2002), each impression's pairs weighing 1 in total, so the loss
+is a smooth surrogate of the mean per-impression AUC."""
+
+
+def pair_differences(z: Array, y: np.ndarray, groups: np.ndarray) -> tuple[Array, Array]:
+    """``(d (p, k), w (p,))``: for every clicked/not-clicked pair of one impression (rows of an
+    impression adjacent in ``groups``), ``z[clicked] - z[not clicked]``, and the pair weight
+    ``1 / (pairs of its impression)``. Impressions without both labels give no pair."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    ds: list[Array] = [np.zeros((0, z.shape[1]))]
+    ws: list[Array] = [np.zeros(0)]
+    for s, e in zip(starts, np.r_[starts[1:], len(groups)], strict=True):
+        pos = np.flatnonzero(y[s:e] > 0) + s
+        neg = np.flatnonzero(y[s:e] <= 0) + s
+        if len(pos) and len(neg):
+            ds.append((z[pos][:, None, :] - z[neg][None, :, :]).reshape(-1, z.shape[1]))
+            ws.append(np.full(len(pos) * len(neg), 1.0 / (len(pos) * len(neg))))
+    return np.vstack(ds), np.concatenate(ws)
+
+
+def _coefficients(z: Array, y: np.ndarray, c: float, groups: np.ndarray,
+                  objective: str = "pointwise") -> Array:
     """Logistic-regression coefficients on standardised, centred ``z`` (no intercept: the
-    columns have mean 0 in every impression)."""
+    columns have mean 0 in every impression; a pair difference has no offset either)."""
     from sklearn.linear_model import LogisticRegression
 
-    model = LogisticRegression(C=c, max_iter=1000, fit_intercept=False).fit(z, y)
+    model = LogisticRegression(C=c, max_iter=1000, fit_intercept=False)
+    if objective == "pairwise":
+        d, w = pair_differences(z, y, groups)
+        if len(d) == 0:
+            return np.zeros(z.shape[1])
+        # Each pair once as (d, clicked first) and once as (-d, not): a symmetric problem
+        # whose unpenalised optimum has no intercept; weights rescaled to mean 1 so C keeps
+        # its meaning per example.
+        w = np.r_[w, w] * (len(w) / w.sum())
+        model.fit(np.vstack([d, -d]), np.r_[np.ones(len(d)), np.zeros(len(d))],
+                  sample_weight=w)
+    else:
+        model.fit(z, y)
     return np.asarray(model.coef_[0], dtype=float)
 
 
@@ -94,7 +132,8 @@ def _mean_auc(score: Array, y: np.ndarray, groups: np.ndarray) -> float:
 
 
 def fit_cv(prepared: Sequence[Prepared], topo: Topology,
-           grid: Sequence[float] = C_GRID, folds: int = CV_FOLDS) -> Fit:
+           grid: Sequence[float] = C_GRID, folds: int = CV_FOLDS,
+           objective: str = "pointwise") -> Fit:
     """Logistic-regression weights per feature (raw feature scale), rounded to 4 decimals.
 
     scikit-learn's ``LogisticRegression`` (lbfgs, L2) on features centred per impression
@@ -111,13 +150,20 @@ def fit_cv(prepared: Sequence[Prepared], topo: Topology,
     the content features carry it. Every catalogue item ranked live has metadata, so the column
     is constant there and dropping it changes no ranking.
 
+    ``objective`` (:data:`OBJECTIVES`): ``pointwise`` fits the click labels of the centred
+    candidates, ``pairwise`` the within-impression (clicked - not clicked) differences
+    (:func:`pair_differences`); both are scored by the same grouped cross-validation.
+
     Raises:
-        ValueError: no positive or no negative label, or an empty ``grid``.
+        ValueError: no positive or no negative label, an empty ``grid`` or an unknown
+            ``objective``.
     """
     from sklearn.model_selection import GroupKFold
 
     if not grid:
         raise ValueError("the C grid is empty")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
     x, y = design(prepared, topo)
     if y.min() == y.max():
         raise ValueError("fitting needs clicked and not-clicked candidates")
@@ -135,7 +181,7 @@ def fit_cv(prepared: Sequence[Prepared], topo: Topology,
             for tr, te in splits:
                 if y[tr].min() == y[tr].max():
                     continue
-                coef = _coefficients(z[tr], y[tr], c)
+                coef = _coefficients(z[tr], y[tr], c, groups[tr], objective)
                 aucs.append(_mean_auc(z[te] @ coef, y[te], groups[te]))
             cv_auc[c] = float(np.nanmean(aucs)) if aucs else math.nan
     def cv_rank(c: float) -> tuple[float, float]:  # a NaN (no fold could score) ranks last
@@ -144,7 +190,7 @@ def fit_cv(prepared: Sequence[Prepared], topo: Topology,
 
     best = max(grid, key=cv_rank) if cv_auc else grid[-1]
     w = np.zeros(x.shape[1])
-    w[live] = _coefficients(z, y, best) / std[live]
+    w[live] = _coefficients(z, y, best, groups, objective) / std[live]
     w = w[: len(FEATURES)]
     weights = {k: round(float(v), 4) for k, v in zip(FEATURES, w, strict=True)}
     return Fit(weights, best, cv_auc)

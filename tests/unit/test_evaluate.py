@@ -139,3 +139,24 @@ def test_cli_evaluate_json(tmp_path: Path) -> None:
     assert out.read_bytes().startswith(b"{")
     bad = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "missing.tsv"), "--news", str(news)])
     assert bad.exit_code == 2
+
+
+def test_interest_uses_the_live_codec() -> None:
+    """The evaluation's interest vector is the click path's (feedpipe.model.interest): at most
+    INTEREST_TERMS terms, so a term outside the reader's heaviest 32 scores 0."""
+    from feedpipe.model.interest import INTEREST_TERMS
+    from feedpipe.model.item import Meta
+    from ops.evaluate.data import Impression, prepare
+
+    # History item H: 48 terms, weights decreasing; term 0 heaviest, term 47 lightest.
+    raw = {k: 48.0 - k for k in range(48)}
+    norm = math.sqrt(sum(v * v for v in raw.values()))
+    texts = {"H": {k: v / norm for k, v in raw.items()}, "IN": {0: 1.0}, "OUT": {47: 1.0}}
+    metas = {n: Meta(n, "mind", ("news",), ("news",), None) for n in texts}
+    imp = Impression("1", "U1", 1_573_300_000_000, ("H",), ("IN", "OUT"), (1, 0))
+    (p,), _ = prepare([imp], metas, [imp], topology(), texts=texts)
+    assert INTEREST_TERMS < 48
+    assert p.cands.similarity is not None
+    sim = np.asarray(p.cands.similarity)
+    assert sim[0] > 0.1
+    assert sim[1] == 0.0

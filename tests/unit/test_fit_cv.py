@@ -10,7 +10,7 @@ from feedpipe.model.signals import CoReads, coread_add, coread_replay, coread_sc
 from feedpipe.rank.components import Candidates
 from feedpipe.topology import topology
 from ops.evaluate.data import Impression, Prepared, parse_behaviors, prepare
-from ops.evaluate.fit import C_GRID, centre, fit_cv
+from ops.evaluate.fit import C_GRID, centre, fit_cv, pair_differences
 
 
 def test_coread_replay_counts_each_history_item_once() -> None:
@@ -93,3 +93,22 @@ def test_coread_scores_of_a_replayed_history() -> None:
     coread_replay(table, ["a", "b", "c", "b"])
     s = coread_scores(table, ["a"], ["b", "c", "z"])
     assert s[0] > s[1] > 0 and s[2] == 0
+
+
+def test_pair_differences_weigh_each_impression_once() -> None:
+    z = np.array([[1.0], [0.0], [2.0], [5.0], [3.0], [4.0]])
+    y = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    d, w = pair_differences(z, y, groups)
+    assert d[:, 0].tolist() == [1.0, -1.0, 1.0, -1.0]
+    assert w.tolist() == [0.5, 0.5, 0.5, 0.5]
+
+
+def test_pairwise_objective_finds_the_within_impression_signal() -> None:
+    rng = np.random.default_rng(11)
+    res = fit_cv(_prepared(rng, 300), topology(), objective="pairwise")
+    assert res.cv_auc[res.c] > 0.6
+    assert res.weights["popularity"] > 0 or res.weights["ctr"] > 0
+    assert res.weights["affinity"] == 0.0
+    with pytest.raises(ValueError, match="objective"):
+        fit_cv(_prepared(rng, 10), topology(), objective="listwise")
