@@ -8,8 +8,9 @@ thread of the process, so librdkafka's and the delivery settler's threads land i
 that was running, or in ``other`` (consumer fetch and record parsing, commits, asyncio).
 
 Phases: decode (Avro -> dicts, validation), fold (admission, profile update, signals),
-rank (candidate scoring and feed documents), encode (profile and feed codecs, Avro outputs),
-redis (reads, the MULTI/EXEC, the watermark, republish), produce (queueing output records).
+rank (candidate scoring and feed documents), encode (profile and feed codecs, the UserFeed
+record's build, Avro outputs), redis (reads, the MULTI/EXEC, the watermark, republish),
+produce (queueing output records).
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def install() -> None:
         (fold, "rank_plan", "rank"),
         (write, "encode_profile", "encode"),
         (write, "encode_feed", "encode"),
+        (publish, "avro_feed", "encode"),
         (write, "apply", "redis"),
         (publish, "republish", "redis"),
         (publish, "release_arrived", "redis"),

@@ -27,6 +27,7 @@ from feedpipe.store import content as content_store
 from feedpipe.store import stats as stats_store
 from feedpipe.store import trends as trends_store
 from feedpipe.topology import topology
+from feedpipe.wire.user_feed import user_feed_record
 from streams.runtime import in_thread, redis_client
 
 
@@ -110,14 +111,6 @@ CATALOGUE = Catalogue()
 REGISTRY = WeightsRegistry()
 """The worker's weights and experiments (topology.yaml, re-read when the file changes)."""
 
-_AVRO_ITEM = frozenset(
-    ("content_id", "brand", "rank", "score", "weights", "ranker", "weight_set",
-     "weight_version", "arm", "experiment", "sources")
-)
-"""Feed item fields that are not score components (``sources``: candidate sources, kept in
-Redis and the API's explanation only; not a UserFeed field)."""
-_AFFINITY = ("affinity", "recency", "engagement")
-
 
 def feed_json(
     user_id: str,
@@ -148,34 +141,12 @@ def feed_json(
 
 
 def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
-    """A feed document as a feedpipe.UserFeed version 2 record (schemas/user_feed.v2.avsc).
-
-    The values of each weight set the items name go once into the feed's ``weight_sets``
-    (weight set name -> values); each item's ``weights`` is empty (a version 1 reader reads
-    it as such). The Avro writer takes each schema field from the dicts (a missing field
-    takes its schema default, extra keys such as ``stats_version`` and ``sources`` are
-    ignored), so an affinity-ranker item (the only kind with an ``engagement`` field; a
-    ``learned`` item has an ``affinity`` feature too) is a shallow copy with empty ``weights``;
-    items of other rankers carry their components in ``components``, and in the
-    ``affinity``/``recency``/``engagement`` fields those of their components so named (a
-    ``learned`` item's ``affinity`` and ``recency`` features), 0.0 for the others.
-    """
-    sets: dict[str, dict[str, float]] = {}
-    out = []
-    for it in doc["items"]:
-        ws = it.get("weight_set", "")
-        if ws not in sets:
-            sets[ws] = it.get("weights") or {}
-        if "engagement" in it:
-            out.append({**it, "weights": _NO_WEIGHTS})
-            continue
-        comps = {k: it[k] for k in it.keys() - _AVRO_ITEM}
-        named = {k: comps.get(k, 0.0) for k in _AFFINITY}
-        out.append({**it, "weights": _NO_WEIGHTS, "components": comps, **named})
-    return {**doc, "items": out, "weight_sets": sets}
+    """A feed document as a feedpipe.UserFeed version 3 record (schemas/user_feed.v3.avsc;
+    :func:`feedpipe.wire.user_feed.user_feed_record`: columnar, each weight set's values
+    once per feed)."""
+    return user_feed_record(doc)
 
 
-_NO_WEIGHTS: dict[str, float] = {}
 _CONTENT_ID = operator.itemgetter("content_id")
 _SERVED = operator.itemgetter("weight_set", "weight_version", "arm")
 

@@ -88,7 +88,10 @@ def test_diversified_prefix_agrees_with_the_full_order() -> None:
         cap = int(rng.integers(0, 12))
         cats = int(rng.integers(1, 8))
         primary = [int(c) for c in rng.integers(-1, cats, size=n)]
-        score = np.round(rng.random(n), 2)  # rounded: many ties
+        if trial % 2:  # a user concentrated on a category: it ranks first and fills its cap
+            score = np.round(rng.random(n), 2) + np.array([p == 0 for p in primary])
+        else:
+            score = np.round(rng.random(n), 2)  # rounded: many ties
         score[rng.random(n) < 0.3] = -np.inf  # not allowed
         n_allowed = int(np.isfinite(score).sum())
         if n_allowed == 0:

@@ -1,14 +1,17 @@
 """The live-shaped load and the click path's cheaper per-event steps: the simulated reader
-population, epoch-ms decoding, UserFeed version 2 and batch metrics without a per-event loop."""
+population, epoch-ms decoding, UserFeed version 3 and batch metrics without a per-event loop."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from feedpipe.monitoring.metrics import observe_many
-from feedpipe.wire.codec import codec
+from feedpipe.wire.codec import AvroCodec, codec
+from feedpipe.wire.user_feed import feed_items
 from ops.simulate import Population, Shape, collector_body
 from streams.clickpath.catalogue import avro_feed
 
@@ -52,23 +55,74 @@ def test_decode_plain_gives_epoch_ms_and_decode_datetimes() -> None:
     assert codec("ReaderEvent").decode_plain(raw)["occurred_at"] == int(at.timestamp() * 1000)
 
 
-def test_user_feed_v2_carries_each_weight_set_once() -> None:
+def _items(ids: list[str], **served: object) -> list[dict[str, Any]]:
     weights = {"a": 0.6, "b": 0.1, "c": 0.3}
-    items = [
-        {"content_id": c, "brand": "mind", "rank": i + 1, "score": 0.5, "affinity": 0.1,
-         "recency": 0.2, "engagement": 0.3, "sources": ["fresh"], "weights": weights,
-         "ranker": "affinity", "weight_set": "seed", "weight_version": 1, "arm": None,
-         "experiment": None}
-        for i, c in enumerate(ITEMS[:3])
+    base = {"ranker": "affinity", "weight_set": "seed", "weight_version": 1, "arm": None,
+            "experiment": None, **served}
+    return [
+        {"content_id": c, "brand": "mind", "rank": i + 1, "score": 0.5 - i / 8,
+         "affinity": 0.1 * i, "recency": 0.2, "engagement": 0.3, "sources": ["fresh"],
+         "weights": weights, **base}
+        for i, c in enumerate(ids)
     ]
+
+
+def _round_trip(items: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     doc = {"user_id": "u", "profile_version": 2, "stats_version": 1, "generated_at": 5,
            "ranker": "affinity", "items": items}
     got = codec("UserFeed").decode_plain(codec("UserFeed").encode(avro_feed(doc)))
-    assert codec("UserFeed").schema_id == 8
-    assert got["weight_sets"] == {"seed": weights}
-    assert [it["weights"] for it in got["items"]] == [{}, {}, {}]
-    assert [it["content_id"] for it in got["items"]] == ITEMS[:3]
-    assert items[0]["weights"] is weights  # the feed document itself is not changed
+    return got, feed_items(got)
+
+
+def test_user_feed_v3_is_columnar_and_round_trips_the_items() -> None:
+    items = _items(ITEMS[:3])
+    got, back = _round_trip(items)
+    assert codec("UserFeed").schema_id == 10
+    assert got["items"] == [] and got["weight_sets"] == {"seed": items[0]["weights"]}
+    assert got["content_digests"] == bytes.fromhex("".join(ITEMS[:3])) and not got["content_ids"]
+    assert got["feature_names"] == ["affinity", "recency", "engagement"]
+    assert got["brand_of"] == [] and got["served_of"] == [] and len(got["served"]) == 1
+    assert back == [{k: v for k, v in it.items() if k != "sources"} for it in items]
+    assert items[0]["sources"] == ["fresh"]  # the feed document itself is not changed
+
+
+def test_user_feed_v3_other_ids_mixed_servings_and_features() -> None:
+    ids = ["N1", "AB" * 32, "x y"]  # not 64 lowercase hex digits: ids as strings
+    items = [
+        *_items(ids[:2]),
+        {"content_id": ids[2], "brand": "other", "rank": 3, "score": 0.1, "category": 0.7,
+         "bias": 1.0, "freshness": 0.5, "weights": {"category": 1.0}, "ranker": "editorial",
+         "weight_set": "ed", "weight_version": 2, "arm": "b", "experiment": "e1"},
+    ]
+    got, back = _round_trip(items)
+    assert got["content_ids"] == ids and got["content_digests"] == b""
+    assert got["brands"] == ["mind", "other"] and got["brand_of"] == [0, 0, 1]
+    assert got["served_of"] == [0, 0, 1]
+    assert got["weight_sets"] == {"seed": items[0]["weights"], "ed": {"category": 1.0}}
+    assert [it["content_id"] for it in back] == ids
+    assert back[2]["ranker"] == "editorial" and back[2]["arm"] == "b"
+    assert back[2]["freshness"] == 0.5 and back[2]["affinity"] == 0.0  # absent: 0.0
+    assert back[0]["category"] == 0.0 and back[1]["affinity"] == 0.1
+
+
+def test_user_feed_v2_records_still_read() -> None:
+    v2 = AvroCodec("feedpipe.UserFeed")
+    v2.entry = v2.registry.by_id[8]
+    v2._header = b"\x00" + (8).to_bytes(4, "big")
+    rec = {"user_id": "u", "profile_version": 1, "generated_at": 5, "ranker": "affinity",
+           "weight_sets": {"seed": {"a": 1.0}},
+           "items": [{"content_id": "c", "brand": "mind", "rank": 1, "score": 0.5,
+                      "affinity": 0.1, "recency": 0.2, "engagement": 0.3, "weights": {},
+                      "weight_set": "seed", "components": {}}]}
+    back = feed_items(codec("UserFeed").decode_plain(v2.encode(rec)))
+    assert back[0]["content_id"] == "c" and back[0]["weights"] == {"a": 1.0}
+    assert back[0]["affinity"] == 0.1
+
+
+def test_a_bad_user_feed_v3_record_is_a_clear_error() -> None:
+    got, _ = _round_trip(_items(ITEMS[:2]))
+    with pytest.raises(ValueError, match="scores"):
+        feed_items({**got, "scores": got["scores"][:8]})
 
 
 def test_observe_many_equals_repeated_observe() -> None:

@@ -21,7 +21,7 @@ from feedpipe.wire.compat import check_pair, working_tree
 from streams.clickpath import publish
 
 T0 = 1_573_550_000_000
-V1, V2 = 5, 10
+V1, V2 = 5, 11
 
 
 def _published(profile: dict[str, Any]) -> bytes:

@@ -351,6 +351,8 @@ def test_rank_users_serves_a_learned_set_with_the_evaluation_s_features() -> Non
     code), every feature's value is on the item, and the UserFeed record carries them in
     ``components``."""
     from feedpipe.rank.components import learned_features
+    from feedpipe.wire.codec import codec
+    from feedpipe.wire.user_feed import feed_items
     from streams.clickpath.catalogue import avro_feed
 
     profiles, matrix, stats = _world(20)
@@ -383,11 +385,10 @@ def test_rank_users_serves_a_learned_set_with_the_evaluation_s_features() -> Non
         assert scores == sorted(scores, reverse=True)
     doc = {"user_id": "u", "profile_version": 1, "generated_at": 0, "ranker": "learned",
            "items": got[0]}
-    rec = avro_feed(doc)["items"][0]
-    assert rec["components"]["ctr"] == got[0][0]["ctr"] and rec["engagement"] == 0.0
-    # the learned item's affinity and recency features fill the record's named fields
-    assert rec["affinity"] == got[0][0]["affinity"] and rec["recency"] == got[0][0]["recency"]
-    assert any(it["affinity"] > 0 for it in avro_feed(doc)["items"])
+    user_feed = codec("UserFeed")
+    back = feed_items(user_feed.decode_plain(user_feed.encode(avro_feed(doc))))
+    assert back == [{k: v for k, v in it.items() if k != "sources"} for it in got[0]]
+    assert back[0]["ctr"] == got[0][0]["ctr"] and "engagement" not in back[0]
 
 
 def test_ranking_config_serves() -> None:
@@ -396,3 +397,25 @@ def test_ranking_config_serves() -> None:
     assert _config(True).serves("editorial")  # an arm of the enabled experiment
     rankers = cfg.rankers.model_copy(update={"brands": {"default": "learned-mind"}})
     assert RankingConfig(rankers, cfg.experiments, 0, 1).serves("learned")
+
+
+def test_item_columns_follow_new_stats_and_matrices() -> None:
+    """The per-item columns are shared between calls on the same matrix and stats and rebuilt
+    when either is replaced: ranking with new stats equals ranking with them from scratch."""
+    from feedpipe.rank import rankers
+
+    profiles, matrix, stats = _world(12)
+    cfg = _config(False)
+    first = rank_users(profiles, matrix, stats, RANKING, cfg)
+    again = rankers.item_columns(matrix, stats, RANKING, cfg.rankers.editorial.default_bias)
+    assert rankers.item_columns(matrix, stats, RANKING,
+                                cfg.rankers.editorial.default_bias) is again
+    assert rank_users(profiles, matrix, stats, RANKING, cfg) == first
+    clicked = {c: (imps, clicks + 50) for c, (imps, clicks) in stats.items()}
+    got = rank_users(profiles, matrix, clicked, RANKING, cfg)
+    rankers._COLUMNS.clear()
+    assert got == rank_users(profiles, matrix, clicked, RANKING, cfg)
+    assert got != first  # the engagement moved: the cached columns were not reused
+    fresh = CandidateMatrix(list(matrix.metas))
+    assert rankers.item_columns(fresh, clicked, RANKING,
+                                cfg.rankers.editorial.default_bias) is not again
