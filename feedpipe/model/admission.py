@@ -62,12 +62,15 @@ class Admitted:
         late: events older than the user's event-time watermark minus the lateness bound, or
             older than every remembered id when the dedup memory is full (DLQ reason ``late``).
         bot_flagged: True when this call flagged the user as a bot.
+        flagged_by: the accepted click that flagged the user (None when not flagged by this
+            call): what came before it in ``accepted`` was admitted from a non-bot.
     """
 
     accepted: list[Event]
     duplicates: list[Event]
     late: list[Event]
     bot_flagged: bool = False
+    flagged_by: Event | None = None
 
 
 def admit_events(profile: Profile, events: Sequence[Event], spec: ProfilesSpec) -> Admitted:
@@ -144,6 +147,7 @@ def admit_events(profile: Profile, events: Sequence[Event], spec: ProfilesSpec) 
             if rate[1] > spec.bot_clicks_per_minute and not profile.get("bot"):
                 profile["bot"] = True
                 out.bot_flagged = True
+                out.flagged_by = ev
     profile["rate"] = rate
     profile["event_wm"] = wm
     floor = (wm - lateness_ms) // MINUTE_MS if wm is not None else 0

@@ -104,6 +104,36 @@ def interest_of(profile: Mapping[str, Any]) -> SparseVec:
         return {}
 
 
+def to_wire(profile: Mapping[str, Any]) -> bytes:
+    """The profile's interest vector as the UserProfile v2 ``interest`` field
+    (schemas/user_profile.v2.avsc): the raw bytes behind the stored base64 form (layout in the
+    module docstring); ``b""`` when it has none or it is unreadable (as :func:`interest_of`).
+    :func:`from_wire` inverts it."""
+    stored = profile.get(FIELD)
+    if not stored:
+        return b""
+    try:
+        raw = base64.b64decode(stored, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        return b""
+    n, rest = divmod(len(raw) - _SCALE.size, 4)
+    return raw if n >= 0 and not rest else b""
+
+
+def from_wire(raw: bytes | str) -> SparseVec:
+    """The interest vector of a UserProfile v2 ``interest`` field (:func:`to_wire`); ``{}``
+    when empty (a version 1 record read with the version 2 schema has the default ``""``).
+
+    Raises:
+        ValueError: not a scale followed by whole 4-byte terms.
+    """
+    if not raw:
+        return {}
+    if isinstance(raw, str):
+        raise ValueError("interest vector: a non-empty string, not bytes")
+    return unpack(base64.b64encode(raw).decode())
+
+
 def add_read(profile: dict[str, Any], item: Mapping[int, float], at_ms: int) -> None:
     """Add the text vector ``item`` of a read at ``at_ms`` (epoch ms) to the profile's interest
     vector, in place, with the forward-decay weight ``2 ** ((at_ms - landmark_ms) /

@@ -21,9 +21,11 @@ Three parts, all pure except the Lua text run by the callers:
   and merged at read time.
 * **Read-time merge** (read endpoint): the click path stores a small *digest* of the user in the
   feed document (:func:`digest`, < ~200 bytes); the read endpoint scores its cached celebrity
-  items for the digest with :func:`feedpipe.rank.rankers.rank_users` itself
-  (:func:`score_celebrities`: the same code as the stored feeds) and merges them with the
-  stored items by score under ``ranking.max_per_category`` (:func:`merge`).
+  items for the digest and the user's stored interest vector (read from the profile, not
+  copied into the digest: no bytes added per feed) with
+  :func:`feedpipe.rank.rankers.rank_users` itself (:func:`score_celebrities`: the same code,
+  so the same content similarity, as the stored feeds) and merges them with the stored items
+  by score under ``ranking.max_per_category`` (:func:`merge`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from feedpipe.ids import event_id as make_event_id
+from feedpipe.model.interest import FIELD as INTEREST
 from feedpipe.model.item import CandidateMatrix, Meta
 from feedpipe.model.profile import affinity_at
 from feedpipe.model.signals import TrendSums
@@ -276,14 +279,18 @@ def _with_rest(shares: Mapping[str, Any]) -> dict[str, float]:
 
 
 def pseudo_profile(
-    user_id: str, dg: Mapping[str, Any], read_ids: Mapping[str, str] | None = None
+    user_id: str,
+    dg: Mapping[str, Any],
+    read_ids: Mapping[str, str] | None = None,
+    interest: str | None = None,
 ) -> dict[str, Any]:
     """A profile-shaped mapping for :func:`feedpipe.rank.rankers.rank_users` from a digest.
 
     Category/topic affinities are the digest shares plus the remainder under :data:`REST`
     (a label no item has), so ``affinity_at`` normalises back to the same shares; brands get
     one click each; ``recent_reads`` are the full ids (``read_ids``: prefix -> content id)
-    of the read celebrity items.
+    of the read celebrity items; ``interest``: the user's stored interest vector (the
+    profile's :data:`feedpipe.model.interest.FIELD` value, as stored) or None (similarity 0).
 
     Raises:
         ValueError: ``dg`` is not a mapping with the digest's shape.
@@ -304,7 +311,7 @@ def pseudo_profile(
         full = (read_ids or {}).get(str(pre))
         if full is not None:
             reads.append({"content_id": full, "at": 0})
-    return {
+    out = {
         "user_id": user_id,
         "category_affinity": _with_rest(cats),
         "topic_affinity": _with_rest(tops),
@@ -312,6 +319,9 @@ def pseudo_profile(
         "last_seen": ls,
         "recent_reads": reads,
     }
+    if interest:
+        out[INTEREST] = interest
+    return out
 
 
 # -- the read endpoint's celebrity cache and merge ------------------------------------------
@@ -382,22 +392,26 @@ def score_celebrities(
     cache: CelebrityCache,
     ranking: RankingSpec,
     config: RankingConfig,
+    interest: str | None = None,
 ) -> list[dict[str, Any]]:
     """Feed items for the user's celebrity candidates, best first, each with ``source``:
     ``"celebrity"`` and the same explanation fields as stored items.
 
     Scored by :func:`feedpipe.rank.rankers.rank_users` (the stored feeds' code) over the cached
-    celebrity matrix for the digest's :func:`pseudo_profile`, with the cached trending windows
-    and the digest's co-read scores (:func:`digest_coreads`); brands outside the digest's and
-    items the digest lists as read are left out. ``config``: the weights in force
-    (:meth:`feedpipe.rank.weights.WeightsRegistry.current`).
+    celebrity matrix for the digest's :func:`pseudo_profile`, with the cached trending windows,
+    the digest's co-read scores (:func:`digest_coreads`) and ``interest``, the user's stored
+    interest vector (the profile's ``interest`` value as :func:`feedpipe.store.profiles.
+    decode_profile` returns it; None: the ``similarity`` feature is 0), so ``similarity`` is
+    the click path's :func:`feedpipe.model.interest.similarity_rows` over the items' text
+    vectors. Brands outside the digest's and items the digest lists as read are left out.
+    ``config``: the weights in force (:meth:`feedpipe.rank.weights.WeightsRegistry.current`).
 
     Raises:
         ValueError: a malformed digest (the caller serves the stored feed unmerged).
     """
     if not len(cache):
         return []
-    prof = pseudo_profile(user_id, dg, cache.by_prefix)
+    prof = pseudo_profile(user_id, dg, cache.by_prefix, interest)
     (items,) = rank_users(
         [prof], cache.matrix, cache.stats, cache.ranking_for(ranking), config,
         trends=cache.trends or None, coreads=[digest_coreads(dg, cache.by_prefix)],

@@ -144,10 +144,14 @@ async def read_state(r: Any, partition: int, ids: Sequence[str], write_epochs: I
 
 def queue_coreads(pipe: Any, state: CoReadState | None) -> None:
     """Queue the changed rows of the batch's partition (HSET of the rows, EXPIRE :data:`TTL_S`
-    per epoch hash): in the partition transaction, before its watermark."""
+    per epoch hash) and a bump of the partition's ``stats_version``: in the partition
+    transaction, before its watermark. The bump tells the idle refreshers of every partition
+    (streams/clickpath/refresh.py) that feeds ranked with the previous rows are stale, as
+    moved item stats do: a batch of replayed history clicks changes co-reads and no stats."""
     if state is None or not state.changed:
         return
     k = keys()
+    pipe.incr(k.stats_version(state.partition))
     by_epoch: dict[int, dict[str, bytes]] = {}
     for e, x in sorted(state.changed):
         # sorted keys: the stored value does not depend on the order counts were added in

@@ -136,8 +136,10 @@ def profiles(redis_url: str, users: list[str]) -> dict[str, dict[str, Any] | Non
 def topic_mismatches(
     bootstrap: str, redis_url: str, stored: Mapping[str, dict[str, Any] | None]
 ) -> int:
-    """Users whose newest record on the click path's ``profiles`` output disagrees with the
-    profile in Redis (``stored``) on a counter, or who have no feed in Redis."""
+    """Users whose newest record on the click path's ``profiles`` output (UserProfile v1 or
+    v2) disagrees with the profile in Redis (``stored``) on a counter or on the interest vector
+    (v2; a record written with v1 reads as an empty vector), or who have no feed in Redis."""
+    from feedpipe.model.interest import from_wire, interest_of
     from feedpipe.store.client import sync_client
     from feedpipe.store.keys import keys
     from feedpipe.wire.codec import codec
@@ -159,6 +161,8 @@ def topic_mismatches(
         p, t = stored[u], newest.get(u)
         assert p is not None
         moved = t is None or any(int(t.get(c) or 0) != int(p.get(c) or 0) for c in COUNTERS)
+        if t is not None and "interest" in t and not moved:
+            moved = from_wire(t["interest"]) != interest_of(p)
         if moved or not has_feed[u]:
             bad += 1
     return bad

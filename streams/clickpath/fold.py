@@ -247,6 +247,7 @@ def fold(
         events = [reader_event(rec) for _, rec in evs]
         p = old or new_profile(u, min(ev.at for ev in events) // DAY_MS * DAY_MS, spec)
         prior = [(r["at"], r["content_id"]) for r in p["recent_reads"]]
+        was_bot = bool(p.get("bot"))
         adm = admit_events(p, events, spec)
         plan.duplicates += len(adm.duplicates)
         late_ids = {id(ev) for ev in adm.late}
@@ -264,8 +265,13 @@ def fold(
             pending[cid].add(u)
         p["version"] += 1
         plan.profiles[u] = p
-        if coreads is not None and not p.get("bot"):
-            count_coreads(coreads, prior, [ev for ev in adm.accepted if ev.type == "click"],
+        if coreads is not None and not was_bot:
+            # a user flagged by this batch: only the clicks admitted before the flag count
+            flagged = adm.flagged_by
+            upto = (len(adm.accepted) if flagged is None
+                    else next(i for i, ev in enumerate(adm.accepted) if ev is flagged))
+            count_coreads(coreads, prior,
+                          [ev for ev in adm.accepted[:upto] if ev.type == "click"],
                           spec.recent_reads)
         if adm.accepted:
             accepted_ids = {id(ev) for ev in adm.accepted}
@@ -323,35 +329,37 @@ def fold(
 
 def count_coreads(state: CoReadState, reads: list[tuple[int, str]], clicks: Sequence[Any],
                   keep: int) -> None:
-    """Count a user's live clicks (reader events of one batch, in arrival order) as co-reads
-    with :func:`feedpipe.model.signals.coread_add` on the partition's rows of the click's epoch.
+    """Count a user's clicks (reader events of one batch **in offset order**, live or replayed
+    history) as co-reads with :func:`feedpipe.model.signals.coread_add` on the partition's rows
+    of the click's epoch.
 
-    A click's prior reads are the reads the user's profile held when the click arrived: the
-    stored recent reads (``reads``: (at ms, content id)) and the batch's clicks that arrived
-    before it (any origin), capped as the profile caps them (the newest ``keep``,
-    ``profiles.recent_reads``; feedpipe.model.profile.apply_events); of those, the ones
-    strictly before the click's event time, oldest first, ties by content id, the last
-    :data:`feedpipe.model.signals.COREAD_WINDOW`. Clicks of one time do not count each other
-    (as ``feedpipe evaluate`` counts a log row's clicks after the row's history). A read that
-    arrives after a click never counts as its predecessor, even with an older event time:
-    so a click counts the same whether the reads before it came in its own batch or in an
-    earlier one, and the counts do not depend on how the events fall into batches or which
-    worker applies them. History clicks are prior reads only.
+    A click's prior reads are the :data:`feedpipe.model.signals.COREAD_WINDOW` newest reads
+    strictly before its event time among the reads the user's profile holds when the click is
+    admitted: ``reads`` ((at ms, content id) of the stored recent reads) and the batch's earlier
+    clicks, the ``keep`` newest (``profiles.recent_reads``, the profile's own cap; ties by
+    content id). That is a function of the user's events up to the click in offset order, so
+    it does not depend on where batches start or end, nor on which worker applies them: a
+    click arriving after a newer one (rows of a log out of time order, a late event) does not
+    become a prior of the newer click, in one batch as across two. Clicks of one time do not
+    count each other, as in ``feedpipe evaluate``; a replayed history click is a click the
+    reader made before the stream began, so it counts like a live one, as
+    :func:`feedpipe.model.signals.coread_replay` counts a history offline (admission has
+    already dropped a history replayed twice).
     """
-    if not any(ev.origin == "live" for ev in clicks):
+    if not clicks:
         return
-    known = sorted(set(reads))[-keep:] if keep > 0 else []  # oldest first, as the profile
+    timeline = sorted(set(reads))[-keep:] if keep > 0 else []
     for ev in clicks:
-        if ev.origin == "live":
-            prior = [cid for _, cid in known[: bisect_left(known, (ev.at, ""))]][-COREAD_WINDOW:]
-            e = trend_epoch(ev.at)
-            coread_add(state.own(e), prior, ev.content_id)
-            state.changed.update((e, x) for x in prior if x != ev.content_id)
         read = (ev.at, ev.content_id)
-        i = bisect_left(known, read)
-        if keep > 0 and (i == len(known) or known[i] != read):
-            known.insert(i, read)
-            del known[:-keep]
+        before = bisect_left(timeline, (ev.at, ""))  # first read at or after the click's time
+        prior = [cid for _, cid in timeline[max(0, before - COREAD_WINDOW) : before]]
+        e = trend_epoch(ev.at)
+        coread_add(state.own(e), prior, ev.content_id)
+        state.changed.update((e, x) for x in prior if x != ev.content_id)
+        at = bisect_left(timeline, read)
+        if keep > 0 and (at == len(timeline) or timeline[at] != read):
+            timeline.insert(at, read)
+            del timeline[:-keep]
 
 
 def coread_maps(profiles: Sequence[Profile], state: CoReadState | None

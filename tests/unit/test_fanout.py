@@ -190,3 +190,42 @@ def test_fanout_events_coalesce_one_record_per_user() -> None:
     assert changed[0]["event_id"] != got[0]["event_id"]  # a new content version: a new record
     assert changed[1:] == got[1:]
     assert fanout_events({}, at) == []
+
+
+def test_the_merge_scores_content_similarity_with_the_stored_interest_vector() -> None:
+    """The read endpoint passes the profile's stored interest vector: the celebrity items get
+    the click path's similarity (rank_users over the full profile), not 0."""
+    from feedpipe.model import interest
+    from feedpipe.model.text import encode
+    from feedpipe.rank.weights import RankingConfig
+    from feedpipe.topology import WeightSet
+
+    football = encode(["Football club wins the championship final",
+                       "The striker scored twice as the football club beat its rivals."], "en")
+    election = encode(["Parliament election results announced",
+                       "Voters elected a new parliament; turnout was the highest in decades."],
+                      "en")
+    metas = [Meta(cid(1), "mind", ("news",), ("newsus",), None, tuple(election.items())),
+             Meta(cid(2), "mind", ("news",), ("newsus",), None, tuple(football.items()))]
+    p = profile(landmark_ms=1_573_550_000_000, half_life_s=86_400.0)
+    interest.add_read(p, encode(["The football club won the final"], "en"), 1_573_550_000_000)
+    stored = p[interest.FIELD]
+    assert isinstance(stored, str)
+    topo = topology()
+    cfg = topo.ranker_config()
+    names = cfg.weight_sets["learned-mind"].weights
+    ws = WeightSet(ranker="learned", version=1,
+                   weights={**dict.fromkeys(names, 0.0), "similarity": 1.0})
+    config = RankingConfig(cfg.model_copy(update={"weight_sets": {**cfg.weight_sets, "sim": ws},
+                                                  "brands": {"default": "sim", "mind": "sim"}}),
+                           {}, 0, 1)
+    cache = _cache(metas, {})
+    dg = digest(p, topo.ranking, topo.fanout, {m.content_id for m in metas})
+    without = score_celebrities("U1", dg, cache, topo.ranking, config)
+    assert [it["similarity"] for it in without] == [0.0, 0.0]
+    got = score_celebrities("U1", dg, cache, topo.ranking, config, stored)
+    (want,) = rank_users([p], CandidateMatrix(metas), {}, cache.ranking_for(topo.ranking), config)
+    assert [it["content_id"] for it in got] == [it["content_id"] for it in want] == [cid(2), cid(1)]
+    for g, w in zip(got, want, strict=True):
+        assert g["similarity"] == pytest.approx(w["similarity"], abs=1e-9)
+    assert got[0]["similarity"] > 0.2 and got[0]["score"] > got[1]["score"]

@@ -12,6 +12,7 @@ from feedpipe.model.signals import (
     COREAD_NEIGHBOURS,
     CoReads,
     coread_add,
+    coread_replay,
     coread_scores,
     trend_epoch,
 )
@@ -24,6 +25,7 @@ from feedpipe.topology import WeightSet, topology
 from streams.clickpath.fold import coread_maps, count_coreads
 
 T0 = 1_573_550_000_000
+KEEP = topology().profiles.recent_reads
 
 
 def test_merged_shards_sum_and_keep_the_largest() -> None:
@@ -57,21 +59,27 @@ def _click(cid: str, at: int) -> Event:
     return Event("e" + cid + str(at), "click", cid, at, "live")
 
 
-def test_the_fold_counts_each_live_click_after_the_reads_before_it() -> None:
+def test_the_fold_counts_each_click_after_the_reads_before_it() -> None:
     e = trend_epoch(T0)
     state = CoReadState(partition=1, epochs=(e - 1, e))
     state.shards[(e, 1)] = {"a": {"b": 1.0}}
     stored = [(T0 - 2, "x"), (T0 - 1, "a")]
     clicks = [Event("h", "click", "h", T0 - 5, "history"), _click("b", T0 + 1),
-              _click("c", T0 + 2), _click("d", T0 + 2)]  # arrival order
-    count_coreads(state, stored, clicks, 50)
+              _click("c", T0 + 2), _click("d", T0 + 2)]  # offset order
+    count_coreads(state, stored, clicks, KEEP)
     want: CoReads = {"a": {"b": 1.0}}
-    # as the evaluation: clicks of one time do not count each other; history only as prior
+    # as the evaluation: clicks of one time do not count each other; "h" has no read before it
     for p, item in [(["h", "x", "a"], "b"), (["h", "x", "a", "b"], "c"),
                     (["h", "x", "a", "b"], "d")]:
         coread_add(want, p, item)
     assert state.own(e) == want
     assert state.changed == {(e, x) for x in ("h", "x", "a", "b")}
+    # the same events split over two batches count the same
+    split = CoReadState(partition=1, epochs=(e - 1, e))
+    split.shards[(e, 1)] = {"a": {"b": 1.0}}
+    count_coreads(split, stored, clicks[:2], KEEP)
+    count_coreads(split, [*stored, (T0 + 1, "b"), (T0 - 5, "h")], clicks[2:], KEEP)
+    assert split.own(e) == want
     # another partition's shard adds to the merged view the ranking uses
     state.shards[(e, 0)] = {"a": {"c": 2.0}}
     (scores,) = coread_maps([{"recent_reads": [{"content_id": "a", "at": T0}]}], state)
@@ -174,3 +182,62 @@ def test_the_celebrity_merge_scores_the_digest_co_reads() -> None:
     items = score_celebrities("u", dg, cache, topo.ranking, _learned_cfg())
     assert [it["content_id"] for it in items] == [celeb, other]
     assert items[0]["coread"] == pytest.approx(0.1235) and items[1]["coread"] == 0.0
+
+
+def test_a_replayed_history_counts_as_the_evaluation_replays_it() -> None:
+    e = trend_epoch(T0)
+    state = CoReadState(partition=1, epochs=(e - 1, e))
+    history = ["h1", "h2", "h3", "h4", "h5", "h6", "h7"]
+    clicks = [Event("ev" + h, "click", h, T0 + 60_000 * i, "history")
+              for i, h in enumerate(history)]
+    count_coreads(state, [], clicks, KEEP)
+    want: CoReads = {}
+    assert coread_replay(want, history) == len(history)
+    assert want  # the history gave co-reads
+    assert state.own(e) == want
+
+
+def _run(batches: list[list[Event]], keep: int = KEEP) -> CoReads:
+    """Count ``batches`` (one user's clicks, offset order) as the fold does: each batch after
+    the reads its predecessors left in the profile (the ``keep`` newest)."""
+    e = trend_epoch(T0)
+    state = CoReadState(partition=1, epochs=(e - 1, e))
+    reads: list[tuple[int, str]] = []
+    for batch in batches:
+        count_coreads(state, reads, batch, keep)
+        reads = sorted({*reads, *((ev.at, ev.content_id) for ev in batch)})[-keep:]
+    return state.own(e)
+
+
+def test_counts_do_not_depend_on_where_batches_end() -> None:
+    """A replayed history, live clicks, a row of an earlier time arriving later (MIND rows are
+    not in time order) and a click older than the profile's read cap: every split of the same
+    offset-ordered clicks counts the same co-reads."""
+    history = [Event(f"h{i}", "click", f"h{i}", T0 + 60_000 * i, "history") for i in range(7)]
+    later = [_click("l1", T0 + 3_600_000), _click("l2", T0 + 3_600_000)]
+    earlier_row = [_click("o1", T0 + 1_800_000), _click("o2", T0 + 1_800_000)]
+    oldest = [_click("z", T0 - 60_000)]  # older than every read: no prior, counted once
+    newest = [_click("l3", T0 + 7_200_000)]
+    clicks = history + later + earlier_row + newest + oldest
+    for keep in (KEEP, 4):  # 4: fewer reads kept than the window
+        whole = _run([clicks], keep)
+        assert whole
+        for cut in range(1, len(clicks)):
+            assert _run([clicks[:cut], clicks[cut:]], keep) == whole, (keep, cut)
+        assert _run([[ev] for ev in clicks], keep) == whole
+    # the earlier row's clicks are not co-reads of the later ones already counted, in one batch
+    got = _run([clicks])
+    assert got["l1"] == {"l3": 1.0} and got["o1"] == {"l3": 1.0}
+    assert {"l1", "l2", "o1", "o2"} <= got["h6"].keys()
+
+
+def test_a_bot_flagged_mid_batch_counts_the_clicks_before_the_flag() -> None:
+    from feedpipe.model.admission import admit_events
+    from feedpipe.model.profile import new_profile
+
+    spec = topology().profiles
+    n = spec.bot_clicks_per_minute + 2
+    events = [_click(f"b{i:03d}", T0 + i) for i in range(n)]  # one event-time minute
+    p = new_profile("u", T0, spec)
+    adm = admit_events(p, events, spec)
+    assert p["bot"] and adm.flagged_by is events[spec.bot_clicks_per_minute]
