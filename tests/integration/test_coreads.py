@@ -15,7 +15,16 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from test_clickpath import T0, Sent, apply, reader, records, seed_catalogue, stored_feed, with_path
+from clickpath_support import (
+    T0,
+    Sent,
+    apply,
+    reader,
+    records,
+    seed_catalogue,
+    stored_feed,
+    with_path,
+)
 
 from feedpipe.model.signals import COREAD_NEIGHBOURS, trend_epoch
 from feedpipe.rank.weights import RankingConfig

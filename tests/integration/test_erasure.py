@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import redis
+from clickpath_support import T0, Sent, apply, reader, records, seed_catalogue, with_path
 from pipeline import consume_all, run_store
-from test_clickpath import T0, Sent, apply, reader, records, seed_catalogue, with_path
 
 from feedpipe.ids import content_id, event_id
 from feedpipe.store import stats as stats_store

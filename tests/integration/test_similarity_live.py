@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from test_clickpath import T0, Sent, apply, reader, records, stored_feed, with_path
+from clickpath_support import T0, Sent, apply, reader, records, stored_feed, with_path
 
 from feedpipe.ids import content_id
 from feedpipe.model import interest
