@@ -84,7 +84,7 @@ def install() -> None:
         (fold, "rank_plan", "rank"),
         (write, "encode_profile", "encode"),
         (write, "encode_feed", "encode"),
-        (publish, "avro_feed", "encode"),
+        (publish, "user_feed_record", "encode"),
         (write, "apply", "redis"),
         (publish, "republish", "redis"),
         (publish, "release_arrived", "redis"),

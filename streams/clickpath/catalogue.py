@@ -5,8 +5,9 @@
 from Redis, reloading each when its version key moves (``catalogue_version``,
 ``stats_version``). :data:`REGISTRY` holds the ranking weights and experiments of topology.yaml,
 re-read when the file changes. :func:`feed_json` builds the feed document stored in Redis
-(feedpipe/store/feeds.py), :func:`avro_feed` its feeds.updated record, :func:`feed_fingerprint`
-the identity of a ranked list (a feed is republished only when it moves).
+(feedpipe/store/feeds.py; its feeds.updated record is
+:func:`feedpipe.wire.user_feed.user_feed_record`), :func:`feed_fingerprint` the identity
+of a ranked list (a feed is republished only when it moves).
 Reads only; state: the in-process caches above.
 """
 
@@ -27,7 +28,6 @@ from feedpipe.store import content as content_store
 from feedpipe.store import stats as stats_store
 from feedpipe.store import trends as trends_store
 from feedpipe.topology import topology
-from feedpipe.wire.user_feed import user_feed_record
 from streams.runtime import in_thread, redis_client
 
 
@@ -120,7 +120,8 @@ def feed_json(
     catalogue: Catalogue = CATALOGUE,
     coreads: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The feed document stored in Redis (:mod:`feedpipe.store.feeds`), sent via :func:`avro_feed`.
+    """The feed document stored in Redis (:mod:`feedpipe.store.feeds`), sent via
+    :func:`feedpipe.wire.user_feed.user_feed_record`.
 
     ``items``: one user's list from :func:`feedpipe.rank.rankers.rank_users`. Top-level ``ranker``
     is the ranker of the first item (``affinity`` for an empty feed). ``digest``: the user's
@@ -138,13 +139,6 @@ def feed_json(
         "digest": digest(profile, topo.ranking, topo.fanout, catalogue.celebrities, coreads),
         "items": items,
     }
-
-
-def avro_feed(doc: dict[str, Any]) -> dict[str, Any]:
-    """A feed document as a feedpipe.UserFeed version 3 record (schemas/user_feed.v3.avsc;
-    :func:`feedpipe.wire.user_feed.user_feed_record`: columnar, each weight set's values
-    once per feed)."""
-    return user_feed_record(doc)
 
 
 _CONTENT_ID = operator.itemgetter("content_id")

@@ -35,7 +35,7 @@ from feedpipe.store.feeds import decode_feed
 from feedpipe.store.profiles import decode_profile
 from feedpipe.topology import ProfilesSpec
 from feedpipe.wire.codec import codec
-from streams.clickpath.catalogue import avro_feed
+from feedpipe.wire.user_feed import user_feed_record
 from streams.clickpath.fold import Plan
 from streams.clickpath.records import STAGE, RecordLike, Send, dead_letter_record, stage
 from streams.runtime import dead_letter_value, redis_client, resolve_event
@@ -130,7 +130,7 @@ async def publish_state(
             out.append(await send(st.output("profiles"), key, enc_p(avro_profile(profile))))
         doc = feeds.get(u)
         if doc is not None:
-            out.append(await send(st.output("feeds"), key, enc_f(avro_feed(doc))))
+            out.append(await send(st.output("feeds"), key, enc_f(user_feed_record(doc))))
     return out
 
 

@@ -11,9 +11,8 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from feedpipe.monitoring.metrics import observe_many
 from feedpipe.wire.codec import AvroCodec, codec
-from feedpipe.wire.user_feed import feed_items
+from feedpipe.wire.user_feed import feed_items, user_feed_record
 from ops.simulate import Population, Shape, collector_body
-from streams.clickpath.catalogue import avro_feed
 
 ITEMS = [f"{i:064x}" for i in range(50)]
 
@@ -70,7 +69,7 @@ def _items(ids: list[str], **served: object) -> list[dict[str, Any]]:
 def _round_trip(items: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     doc = {"user_id": "u", "profile_version": 2, "stats_version": 1, "generated_at": 5,
            "ranker": "affinity", "items": items}
-    got = codec("UserFeed").decode_plain(codec("UserFeed").encode(avro_feed(doc)))
+    got = codec("UserFeed").decode_plain(codec("UserFeed").encode(user_feed_record(doc)))
     return got, feed_items(got)
 
 

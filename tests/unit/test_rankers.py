@@ -352,8 +352,7 @@ def test_rank_users_serves_a_learned_set_with_the_evaluation_s_features() -> Non
     ``components``."""
     from feedpipe.rank.components import learned_features
     from feedpipe.wire.codec import codec
-    from feedpipe.wire.user_feed import feed_items
-    from streams.clickpath.catalogue import avro_feed
+    from feedpipe.wire.user_feed import feed_items, user_feed_record
 
     profiles, matrix, stats = _world(20)
     feats = topology().ranker_config().weight_sets["learned-mind"].weights
@@ -386,7 +385,7 @@ def test_rank_users_serves_a_learned_set_with_the_evaluation_s_features() -> Non
     doc = {"user_id": "u", "profile_version": 1, "generated_at": 0, "ranker": "learned",
            "items": got[0]}
     user_feed = codec("UserFeed")
-    back = feed_items(user_feed.decode_plain(user_feed.encode(avro_feed(doc))))
+    back = feed_items(user_feed.decode_plain(user_feed.encode(user_feed_record(doc))))
     assert back == [{k: v for k, v in it.items() if k != "sources"} for it in got[0]]
     assert back[0]["ctr"] == got[0][0]["ctr"] and "engagement" not in back[0]
 
