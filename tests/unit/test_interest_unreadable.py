@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,16 @@ def test_the_wire_form_is_decoded_as_it_is_on_the_topic() -> None:
     p = new_profile("u-wire", T0, topology().profiles)
     interest.add_read(p, {5: 1.0, 2**20 - 1: 0.2}, T0)
     assert interest.from_wire(interest.to_wire(p)) == interest.interest_of(p)
+
+
+def test_the_read_endpoint_exposes_the_counter() -> None:
+    from readapi.app import create_app
+
+    app: Any = create_app("redis://127.0.0.1:1/0", require_keys=False)  # connects on start only
+    p = _broken("u-api")
+    before = _count("interest_of")
+    interest.interest_of(p)
+    names = metrics.metric_names(app.state.registry)
+    assert "feedpipe_interest_unreadable_total" in names
+    got = metrics.counter_values("feedpipe_interest_unreadable", app.state.registry)
+    assert got[("interest_of",)] == before + 1
