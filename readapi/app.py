@@ -47,6 +47,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from feedpipe.apikeys import RELOAD_INTERVAL_S, KeyStore, keys_file
+from feedpipe.monitoring import metrics as shared_metrics
 from feedpipe.rank.fanout import CelebrityCache
 from feedpipe.rank.weights import WeightsRegistry
 from feedpipe.settings import settings
@@ -126,10 +127,14 @@ async def _maintain(app: Starlette) -> None:
 
 
 class _Metrics:
-    """The app's own Prometheus metrics (the gateway adds the request histogram)."""
+    """The app's own Prometheus metrics (the gateway adds the request histogram), and
+    feedpipe_interest_unreadable_total (:func:`feedpipe.monitoring.metrics.
+    count_unreadable_interests`: interest vectors the celebrity merge could not read)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         ProcessCollector(registry=registry)
+        shared_metrics.count_unreadable_interests()
+        registry.register(shared_metrics.INTEREST_UNREADABLE)
         self.fallbacks = Counter(
             "feedpipe_api_feed_fallbacks_total",
             "Feeds served below the personalised level, by level served and reason",

@@ -29,7 +29,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from feedpipe.model.interest import FIELD as INTEREST
 from feedpipe.rank.components import contributions
 from feedpipe.rank.fanout import CelebrityCache, merge, score_celebrities
 from feedpipe.rank.weights import WeightsRegistry
@@ -152,17 +151,15 @@ async def merge_celebrities(
 ) -> list[Json]:
     """The stored feed ``entries`` with the process's cached celebrity items merged in
     (:mod:`feedpipe.rank.fanout`): each scored for the feed's ``digest`` and the user's stored
-    interest vector (one more read, the profile through :meth:`readapi.store.Store.profile`;
-    none or unreadable: similarity 0) by :func:`feedpipe.rank.rankers.rank_users` (the stored
-    feeds' code, current ``weights``),
+    interest vector (:meth:`readapi.store.Store.interest`: cached per profile version, else one
+    more read, the profile; none or unreadable: similarity 0) by
+    :func:`feedpipe.rank.rankers.rank_users` (the stored feeds' code, current ``weights``),
     merged by score under ``ranking.max_per_category`` (primary categories of stored items
     from the content summaries, cached under ``version``), ``ranking.feed_size`` kept. Merged
     items carry ``source: "celebrity"`` (shown by ``explain``). A malformed digest serves the
     stored entries unmerged (logged)."""
     spec = topology().ranking
-    profile = await store.profile(user_id)
-    stored_interest = (profile or {}).get(INTEREST)
-    interest = stored_interest if isinstance(stored_interest, str) else None
+    interest = await store.interest(user_id, feed)
     try:
         extra = score_celebrities(
             user_id, feed["digest"], cache, spec, weights.current(), interest

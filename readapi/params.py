@@ -63,7 +63,11 @@ def path_id(request: Request, name: str) -> str:
 
 
 def limit_param(qp: Mapping[str, str]) -> int:
-    """``limit`` (1..:data:`MAX_LIMIT`, default :data:`DEFAULT_LIMIT`)."""
+    """``limit`` (1..:data:`MAX_LIMIT`, default :data:`DEFAULT_LIMIT`).
+
+    Raises:
+        BadRequest: not an integer in that range (400).
+    """
     raw = qp.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
@@ -77,7 +81,11 @@ def limit_param(qp: Mapping[str, str]) -> int:
 
 
 def brand_param(qp: Mapping[str, str]) -> str | None:
-    """``brand`` checked by :func:`api_id`; ``None`` when absent or empty."""
+    """``brand`` checked by :func:`api_id`; ``None`` when absent or empty.
+
+    Raises:
+        BadRequest: not a valid id (400).
+    """
     raw = qp.get("brand")
     if raw is None or raw == "":
         return None
@@ -88,7 +96,11 @@ def brand_param(qp: Mapping[str, str]) -> str | None:
 
 
 def flag_param(qp: Mapping[str, str], name: str) -> bool:
-    """A boolean flag: one of :data:`FLAG_VALUES`; absent or empty is false."""
+    """A boolean flag: one of :data:`FLAG_VALUES`; absent or empty is false.
+
+    Raises:
+        BadRequest: any other value (400).
+    """
     raw = qp.get(name)
     if raw is None or raw == "":
         return False

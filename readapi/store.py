@@ -15,6 +15,8 @@ In-memory views (one API process):
   expire after :data:`SUMMARY_TTL_S` and the cache is cleared past :data:`SUMMARY_MAX` ids.
 * **Trending snapshots**, the last trending (or latest) list read per brand; served while
   Redis is down or the circuit is open.
+* **Interest vectors** of readers for the celebrity merge, per profile version
+  (:mod:`readapi.interests`, :meth:`Store.interest`).
 
 Errors: every Redis call goes through :meth:`Store.call`, which raises
 :class:`readapi.guards.CircuitOpen` without calling Redis while the circuit is open, and
@@ -35,6 +37,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from feedpipe.model.interest import FIELD as INTEREST
+from feedpipe.model.interest import interest_of
 from feedpipe.model.item import Meta
 from feedpipe.rank.fanout import CelebrityCache
 from feedpipe.store import stats as stats_store
@@ -45,6 +49,7 @@ from feedpipe.store.interning import ITEMS, resolve
 from feedpipe.store.keys import keys
 from feedpipe.store.profiles import ProfileFormatError, decode_profile, stored_ordinals
 from readapi.guards import CircuitBreaker, CircuitOpen
+from readapi.interests import InterestCache, interest_key
 
 Json = dict[str, Any]
 
@@ -194,6 +199,8 @@ class Store:
         client: an asyncio Redis client with ``decode_responses=False``.
         breaker: the circuit breaker every call goes through.
         on_error: called with an error kind ("timeout", "connection", "other") per failure.
+        interests: the interest-vector cache (default: :class:`readapi.interests.InterestCache`
+            with its default bounds).
     """
 
     def __init__(
@@ -201,10 +208,12 @@ class Store:
         client: aioredis.Redis,
         breaker: CircuitBreaker,
         on_error: Callable[[str], None] | None = None,
+        interests: InterestCache | None = None,
     ) -> None:
         self.client = client
         self.breaker = breaker
         self._on_error = on_error
+        self.interests = interests if interests is not None else InterestCache()
         self._summaries: dict[str, Json | None] = {}
         self._summaries_version: bytes | None = None
         self._summaries_at = 0.0
@@ -408,6 +417,25 @@ class Store:
             return decode_profile(raw)
         except ProfileFormatError:
             return None
+
+    async def interest(self, user_id: str, feed: Mapping[str, Any]) -> str | None:
+        """The reader's interest vector as stored (the profile's ``interest`` value, what
+        :func:`feedpipe.rank.fanout.score_celebrities` takes) for the stored ``feed`` just read;
+        ``None`` without a profile or a vector, or for an unreadable one (logged and counted by
+        :func:`feedpipe.model.interest.interest_of`). Cached per profile version
+        (:mod:`readapi.interests`): a hit reads nothing from Redis, a miss reads and decodes the
+        profile (:meth:`profile`). Raises what the store raises."""
+        key = interest_key(user_id, feed)
+        if key is not None:
+            hit, cached = self.interests.get(key)
+            if hit:
+                return cached
+        profile = await self.profile(user_id)
+        stored = profile.get(INTEREST) if profile is not None else None
+        value = stored if isinstance(stored, str) and profile and interest_of(profile) else None
+        if key is not None:
+            self.interests.put(key, value)
+        return value
 
     async def experiments(self) -> list[str]:
         """Names in any partition's ``fp:{pN}:ab:experiments``, sorted."""

@@ -23,6 +23,11 @@ raw bytes in the Confluent Avro framing (feedpipe.wire.codec); agents decode the
 an undecodable record goes to the DLQ instead of crashing the stream. State lives in Redis,
 written idempotently (see each stage's docstring); Faust tables are not used.
 
+Faust's data directory (it creates ``v1/tables`` there on the first start, although no table
+is used) is ``<state_dir>/<app id>-data`` (:func:`create_app`), not Faust's default
+``<app id>-data`` in the current directory, so running a worker or the tests leaves nothing in
+the checkout.
+
 Operations: the worker's web server (127.0.0.1:``worker_web_port``) serves Prometheus text at
 ``/metrics`` (feedpipe.monitoring.metrics; records sent per agent are counted by
 :class:`SendCounter`), and an ops timer probes consumer lag and publishes the ops snapshot to
@@ -77,11 +82,23 @@ def broker_credentials(s: Settings) -> faust.SASLCredentials | faust.SSLCredenti
     return faust.SSLCredentials(kw["ssl_context"])
 
 
+class App(faust.App):
+    """faust.App whose first start creates the data directory's parents too (Faust makes only
+    the last level; the settings' state_dir may not exist yet)."""
+
+    async def on_first_start(self) -> None:
+        """Create ``conf.datadir`` with its parents, then Faust's own directories."""
+        self.conf.datadir.mkdir(parents=True, exist_ok=True)
+        await super().on_first_start()
+
+
 def create_app() -> faust.App:
-    """Build the app from settings (broker, web port) and topology (nothing declared here)."""
+    """Build the app from settings (broker, web port, ``state_dir`` for Faust's data directory,
+    see the module docstring) and topology (nothing declared here)."""
     s = settings()
-    return faust.App(
+    return App(
         s.app_id,
+        datadir=s.state_dir / f"{s.app_id}-data",
         broker=_broker_url(s.kafka_bootstrap),
         broker_credentials=broker_credentials(s),
         store="memory://",
@@ -123,6 +140,7 @@ class SendCounter(faust.Sensor):
 
 app = create_app()
 app.sensors.add(SendCounter())
+metrics.count_unreadable_interests()
 
 
 @app.page("/metrics")

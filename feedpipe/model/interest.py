@@ -17,12 +17,21 @@ terms: 132 bytes, 176 base64 characters, under 200 bytes with the key in the pro
 Quantising to 8 bits moves a cosine by at most ~1/255 of the vector's largest weight; terms
 that round to 0 are dropped. The log scale keeps the forward-decay growth (``2 ** 400`` before
 a rebase) in range.
+
+An unreadable stored vector (not base64, or not a scale and whole terms) never stops a worker:
+:func:`interest_of` and :func:`to_wire` read it as empty, :func:`rebase` drops it, and each
+logs one error line on the ``feedpipe.model.interest`` logger naming the user and the reason,
+with the record attribute :data:`UNREADABLE_ATTR` set to where it was met; the worker counts
+those records in ``feedpipe_interest_unreadable_total``
+(:func:`feedpipe.monitoring.metrics.count_unreadable_interests`). The model stays free of
+metrics: logging is its only way out.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import math
 import struct
 from collections.abc import Mapping, Sequence
@@ -41,8 +50,14 @@ INTEREST_TERMS = 32
 FIELD = "interest"
 """Profile key of the stored interest vector."""
 
+UNREADABLE_ATTR = "interest_unreadable"
+"""Attribute of the log records of an unreadable stored vector: where it was met
+(``"interest_of"``, ``"to_wire"``, ``"rebase"``)."""
+
 _SCALE = struct.Struct("<f")
 _Q = 255
+
+log = logging.getLogger(__name__)
 
 
 def pack(vec: Mapping[int, float]) -> str:
@@ -75,6 +90,40 @@ def _heaviest(kv: tuple[int, float]) -> tuple[float, int]:
     return -kv[1], kv[0]
 
 
+def _raw(stored: str) -> bytes:
+    """The bytes behind a non-empty stored (base64) vector, checked for the layout.
+
+    Raises:
+        ValueError: not base64, or not a scale followed by whole 4-byte terms.
+    """
+    try:
+        raw = base64.b64decode(stored, validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise ValueError(f"interest vector is not base64: {exc}") from exc
+    _terms_in(raw)
+    return raw
+
+
+def _terms_in(raw: bytes) -> int:
+    """Number of terms of a raw vector (its layout in the module docstring).
+
+    Raises:
+        ValueError: not a scale followed by whole 4-byte terms.
+    """
+    n, rest = divmod(len(raw) - _SCALE.size, 4)
+    if n < 0 or rest:
+        raise ValueError(f"interest vector of {len(raw)} bytes is not 4 + 4 * terms")
+    return n
+
+
+def _decode(raw: bytes) -> SparseVec:
+    """The vector of raw bytes (:func:`_terms_in` checks them), weights to 8 bits."""
+    n = _terms_in(raw)
+    log_scale, *words = struct.unpack(f"<f{n}I", raw)
+    scale = 2.0 ** float(log_scale) / _Q
+    return {w & 0xFFFFFF: (w >> 24) * scale for w in words}
+
+
 def unpack(stored: str | None) -> SparseVec:
     """Inverse of :func:`pack` (weights to 8-bit precision); ``{}`` for None or ``""``.
 
@@ -83,55 +132,54 @@ def unpack(stored: str | None) -> SparseVec:
     """
     if not stored:
         return {}
-    try:
-        raw = base64.b64decode(stored, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"interest vector is not base64: {exc}") from exc
-    n, rest = divmod(len(raw) - _SCALE.size, 4)
-    if n < 0 or rest:
-        raise ValueError(f"interest vector of {len(raw)} bytes is not 4 + 4 * terms")
-    log_scale, *words = struct.unpack(f"<f{n}I", raw)
-    scale = 2.0 ** float(log_scale) / _Q
-    return {w & 0xFFFFFF: (w >> 24) * scale for w in words}
+    return _decode(_raw(stored))
+
+
+def _unreadable(profile: Mapping[str, Any], where: str, exc: Exception) -> None:
+    """Log an unreadable stored vector of ``profile`` (see the module docstring)."""
+    log.error("interest vector of user %s is unreadable (%s); %s reads it as empty",
+              profile.get("user_id"), exc, where, extra={UNREADABLE_ATTR: where})
 
 
 def interest_of(profile: Mapping[str, Any]) -> SparseVec:
     """The profile's interest vector (forward-decayed weights at its landmark); ``{}`` when
-    it has none or the stored value is unreadable (the next read starts it anew)."""
+    it has none, or when the stored value is unreadable (logged, see the module docstring;
+    the next read starts it anew)."""
     try:
         return unpack(profile.get(FIELD))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError) as exc:
+        _unreadable(profile, "interest_of", exc)
         return {}
 
 
 def to_wire(profile: Mapping[str, Any]) -> bytes:
     """The profile's interest vector as the UserProfile v2 ``interest`` field
     (schemas/user_profile.v2.avsc): the raw bytes behind the stored base64 form (layout in the
-    module docstring); ``b""`` when it has none or it is unreadable (as :func:`interest_of`).
-    :func:`from_wire` inverts it."""
+    module docstring), 4 + 4 * terms bytes; ``b""`` when it has none or when it is unreadable
+    (logged, as :func:`interest_of`). :func:`from_wire` inverts it."""
     stored = profile.get(FIELD)
     if not stored:
         return b""
     try:
-        raw = base64.b64decode(stored, validate=True)
-    except (binascii.Error, ValueError, TypeError):
+        return _raw(stored)
+    except ValueError as exc:
+        _unreadable(profile, "to_wire", exc)
         return b""
-    n, rest = divmod(len(raw) - _SCALE.size, 4)
-    return raw if n >= 0 and not rest else b""
 
 
 def from_wire(raw: bytes | str) -> SparseVec:
-    """The interest vector of a UserProfile v2 ``interest`` field (:func:`to_wire`); ``{}``
-    when empty (a version 1 record read with the version 2 schema has the default ``""``).
+    """The interest vector of a UserProfile v2 ``interest`` field (:func:`to_wire`), decoded
+    from the bytes as they are (every record on the topic has this layout); ``{}`` when empty
+    (a version 1 record read with the version 2 schema has the default ``""``).
 
     Raises:
-        ValueError: not a scale followed by whole 4-byte terms.
+        ValueError: a non-empty string, or not a scale followed by whole 4-byte terms.
     """
     if not raw:
         return {}
     if isinstance(raw, str):
         raise ValueError("interest vector: a non-empty string, not bytes")
-    return unpack(base64.b64encode(raw).decode())
+    return _decode(bytes(raw))
 
 
 def add_read(profile: dict[str, Any], item: Mapping[int, float], at_ms: int) -> None:
@@ -147,16 +195,18 @@ def add_read(profile: dict[str, Any], item: Mapping[int, float], at_ms: int) -> 
 
 def rebase(profile: dict[str, Any], exponent: float) -> None:
     """Scale the stored interest vector by ``2 ** -exponent`` (the landmark moved forward by
-    ``exponent`` half-lives), in place; only its stored scale changes."""
+    ``exponent`` half-lives), in place; only its stored scale changes. An unreadable one is
+    dropped (logged, see the module docstring)."""
     stored = profile.get(FIELD)
     if not stored:
         return
     try:
-        raw = bytearray(base64.b64decode(stored, validate=True))
-        (log_scale,) = _SCALE.unpack_from(raw)
-    except (binascii.Error, ValueError, struct.error):
+        raw = bytearray(_raw(stored))
+    except ValueError as exc:
+        _unreadable(profile, "rebase", exc)
         profile.pop(FIELD, None)
         return
+    (log_scale,) = _SCALE.unpack_from(raw)
     _SCALE.pack_into(raw, 0, log_scale - exponent)
     profile[FIELD] = base64.b64encode(bytes(raw)).decode()
 

@@ -32,6 +32,9 @@ Metrics (type; labels): meaning
   (one per item and audience user; feedpipe/rank/fanout.py)
 * feedpipe_celebrity_items_total (counter; brand): items whose audience exceeded
   ``fanout.celebrity_audience`` (merged at read time instead of fanned out)
+* feedpipe_interest_unreadable_total (counter; where): stored interest vectors that could not
+  be read and were used as empty (``interest_of``, ``to_wire``, ``rebase``): counted from the
+  error lines of feedpipe.model.interest once :func:`count_unreadable_interests` ran
 
 The ``observe_*`` functions are the only way code outside this module records values; they
 never raise on odd input (negative or NaN durations are clamped or ignored, see each one).
@@ -39,10 +42,13 @@ never raise on odd input (negative or NaN durations are clamped or ignored, see 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from feedpipe.model import interest
 
 PROCESSING_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -121,6 +127,12 @@ CELEBRITY_ITEMS = Counter(
     "feedpipe_celebrity_items",
     "Items whose audience exceeded fanout.celebrity_audience (merged at read time)",
     ["brand"],
+)
+
+INTEREST_UNREADABLE = Counter(
+    "feedpipe_interest_unreadable",
+    "Stored interest vectors that could not be read (used as empty), by where",
+    ["where"],
 )
 
 
@@ -227,6 +239,29 @@ def observe_click_to_feed(seconds: float) -> None:
     feedpipe_time_to_feed_backfill_total{path="click_to_feed"}.
     """
     _time_to_feed(CLICK_TO_FEED, "click_to_feed", seconds)
+
+
+class _UnreadableInterests(logging.Handler):
+    """Counts the log records of unreadable interest vectors (feedpipe.model.interest)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Count ``record`` when it carries :data:`feedpipe.model.interest.UNREADABLE_ATTR`."""
+        where = getattr(record, interest.UNREADABLE_ATTR, None)
+        if where is not None:
+            INTEREST_UNREADABLE.labels(str(where)).inc()
+
+
+def count_unreadable_interests() -> None:
+    """Count every unreadable stored interest vector the process meets in
+    feedpipe_interest_unreadable_total{where}: a handler on the ``feedpipe.model.interest``
+    logger (the domain model imports no metrics; it logs each one at ERROR level, which the
+    handler sees whatever the process's log level, unless logging is disabled). Idempotent:
+    one handler per process."""
+    logger = interest.log
+    if not any(isinstance(h, _UnreadableInterests) for h in logger.handlers):
+        logger.addHandler(_UnreadableInterests())
+    if logger.level == logging.NOTSET or logger.level > logging.ERROR:
+        logger.setLevel(logging.ERROR)
 
 
 def observe_redis_error(component: str, exc: BaseException) -> None:

@@ -17,7 +17,9 @@ from ops.faults.report import COUNTERS
 def wait_feeds_converged(redis_url: str, timeout_s: float = 120.0) -> None:
     """Wait until every partition of the click path's input has feeds that reflect the current
     catalogue and item stats versions (the click path's idle refresher marks
-    ``fp:feeds:refreshed:{p}``).
+    ``fp:feeds:refreshed:{p}``). Each poll reads the versions and every partition's mark in
+    one MGET (:func:`feedpipe.store.client.mget_sync`: on a Redis Cluster one MGET per slot,
+    sent in one pipeline per node), not one GET per partition.
 
     Raises:
         TimeoutError: not converged within ``timeout_s`` seconds.
@@ -29,12 +31,15 @@ def wait_feeds_converged(redis_url: str, timeout_s: float = 120.0) -> None:
     k = keys()
     topo = topology()
     parts = range(topo.topics[topo.stages["clickpath"].input].partitions)
+    names = [k.catalogue_version(), *(k.stats_version(p) for p in parts),
+             *(k.feeds_refreshed(p) for p in parts)]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        cv, *svs = mget_sync(r, [k.catalogue_version(), *(k.stats_version(p) for p in parts)])
+        cv, *rest = mget_sync(r, names)
+        svs, marks = rest[: len(parts)], rest[len(parts) :]
         sv = sum(int(v or 0) for v in svs)
         mark = f"{int(cv or 0)}:{int(sv or 0)}".encode()
-        if all(r.get(k.feeds_refreshed(p)) == mark for p in parts):
+        if all(m == mark for m in marks):
             return
         time.sleep(0.5)
     raise TimeoutError(f"feeds did not converge to the final catalogue and stats in {timeout_s} s")

@@ -78,7 +78,11 @@ def rebalance(
 def broker_restart(
     h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
 ) -> dict[str, int]:
-    """SIGTERM the Kafka broker, wait 5 s, start it again on the same data."""
+    """SIGTERM the Kafka broker, wait 5 s, start it again on the same data.
+
+    Raises:
+        RuntimeError: a worker died with the broker (with its log tail).
+    """
     h.stack.kafka.stop(timeout_s=30)
     time.sleep(5)
     h.stack.kafka.start(timeout_s=90)
@@ -103,7 +107,11 @@ def redis_outage(
 def redis_flush(
     h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
 ) -> dict[str, int]:
-    """The redis-outage fault, then ``FLUSHALL``, then ``feedpipe rebuild`` (a process)."""
+    """The redis-outage fault, then ``FLUSHALL``, then ``feedpipe rebuild`` (a process).
+
+    Raises:
+        RuntimeError: the rebuild process failed (its log path given).
+    """
     from feedpipe.store.client import sync_client
 
     redis_outage(h, workers, env, app_id)
@@ -129,7 +137,11 @@ def connector_kill(
     """A ``feedpipe connect`` process paginates the simulated WordPress API; SIGKILL it after
     a third of the pages, restart it; wait until every post is in the CMS ingest topic, then
     stop it. The check after the drain (``cms_lost`` / ``cms_doubled``) reads Redis and the
-    enrich stage's content output."""
+    enrich stage's content output.
+
+    Raises:
+        RuntimeError: the connector did not paginate, or posts never reached the ingest topic.
+    """
     from connectors.simulator import FixtureServer
 
     name = f"faults-wp-{app_id[-8:]}"
@@ -224,7 +236,11 @@ def _check_cms(
 def poison(
     h: Harness, workers: list[Worker], env: Mapping[str, str], app_id: str
 ) -> dict[str, int]:
-    """Produce the poison records (:func:`poison_records`) to every consumed topic."""
+    """Produce the poison records (:func:`poison_records`) to every consumed topic.
+
+    Raises:
+        RuntimeError: a consumed topic has no record to build poison from.
+    """
     from feedpipe.kafka.producer import IdempotentProducer
 
     p = IdempotentProducer(h.bootstrap, client_id="feedpipe-faults-poison",
@@ -291,7 +307,11 @@ def broker_kill(
     """SIGKILL one node of the 3-broker cluster: the one leading most partitions of the click
     path's input (it holds acknowledged records as leader; with ``min.insync.replicas`` 2 a
     follower has them too). It stays down until the stream has drained; a post-check then
-    restarts it and waits until every replica of the pipeline's topics is in sync again."""
+    restarts it and waits until every replica of the pipeline's topics is in sync again.
+
+    Raises:
+        RuntimeError: the stack is not the 3-broker cluster, or the chosen node is not running.
+    """
     from ops.infra import KafkaCluster
 
     cluster = h.stack.kafka

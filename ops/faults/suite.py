@@ -160,6 +160,13 @@ class Suite:
                 w.stop()
 
     def worker(self, env: Mapping[str, str], app_id: str, name: str) -> Worker:
+        """Start worker ``name`` of ``app_id`` with ``env`` over the process's environment, its
+        state under ``<state_dir>/workers/<app_id>/<name>`` (Faust's data directory too), and
+        return it once its web server answers.
+
+        Raises:
+            InfraError: it exited or did not answer in time (:meth:`Worker.start`).
+        """
         w = Worker(name, env, self.config.state_dir / "workers" / app_id / name)
         w.start()
         return w

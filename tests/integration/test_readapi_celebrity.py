@@ -122,3 +122,41 @@ def test_the_merged_celebrity_items_carry_the_users_content_similarity(
         assert ex["similarity"] == pytest.approx(want, abs=1e-6)
     assert items[ids["foot"]]["similarity"] > 0.2  # read football: similar to the final
     assert items[ids["vote"]]["similarity"] == 0.0
+
+
+def test_a_page_cache_miss_reuses_the_interest_of_the_same_profile_version(
+    world: dict[str, Any],
+) -> None:
+    """The merge reads the profile once per profile version (readapi/interests.py): a page-cache
+    miss with the same stored profile version reuses the vector read before, even when the
+    profile key changed meanwhile; a feed of a new profile version reads the profile again."""
+    r, k, user, ids = world["r"], keys(), world["user"], world["ids"]
+    app = create_app(world["redis_url"], default_brand="mind", keys_path=world["keys_path"])
+    with TestClient(app, headers={"X-API-Key": world["token"]}) as client:
+        cast(Any, app).state.weights = world["weights"]
+
+        def served(limit: int) -> dict[str, Any]:
+            got = client.get(f"/v1/feeds/{user}", params={"limit": limit, "explain": "true"})
+            assert got.status_code == 200, got.text
+            return {it["content_id"]: it["explain"] for it in got.json()["items"]}
+
+        deadline = time.monotonic() + 30
+        items = served(100)
+        while not set(ids.values()) <= items.keys() and time.monotonic() < deadline:
+            time.sleep(0.3)
+            items = served(100)
+        assert set(ids.values()) <= items.keys(), items
+        assert items[ids["foot"]]["similarity"] > 0.2 and items[ids["vote"]]["similarity"] == 0
+        # the reader now reads about the election: a new profile, the feed still of version 1
+        p = dict(world["profile"])
+        p.pop(interest.FIELD)
+        interest.add_read(p, encode(["Parliament election results"], "en"), NOW_MS)
+        r.set(k.profile(user), encode_profile(p, "json"))
+        again = served(99)  # another page key: a page-cache miss, same profile version
+        assert again[ids["foot"]]["similarity"] == items[ids["foot"]]["similarity"]
+        assert again[ids["vote"]]["similarity"] == 0.0
+        feed = orjson.loads(r.get(k.feed(user)))
+        r.set(k.feed(user), orjson.dumps({**feed, "profile_version": 2}))
+        newer = served(100)  # the feed of profile version 2: the profile is read again
+    assert newer[ids["vote"]]["similarity"] > 0.2
+    assert newer[ids["foot"]]["similarity"] == 0.0
