@@ -203,9 +203,10 @@ def evaluate(
                           "(clicked - not clicked differences)")
     ] = "pointwise",
     pseudo: Annotated[
-        bool, typer.Option(help="--fit: add pseudo-impressions from the fitting rows' "
-                           "histories (identify the content weights; docs/evaluation.md)")
-    ] = False,
+        str | None, typer.Option(help="--fit: add pseudo-impressions from the fitting rows' "
+                                 "histories, negatives from nearby rows' shown candidates "
+                                 "(shown) or histories (read) (docs/evaluation.md)")
+    ] = None,
     c: Annotated[
         float | None, typer.Option("--c", help="--fit: this inverse L2 strength instead of "
                                    "the grouped-CV choice")
@@ -216,6 +217,9 @@ def evaluate(
     oracle: Annotated[
         bool, typer.Option(help="add the leaky oracle popularity rows (whole log, later rows "
                            "included: an upper bound, never a ranker) and the MDE")
+    ] = False,
+    features: Annotated[
+        bool, typer.Option(help="add a row per learned-ranker feature alone")
     ] = False,
 ) -> None:
     """Offline evaluation: AUC, MRR, nDCG@5/10 (bootstrap 95% CIs) of every ranker and the
@@ -245,14 +249,14 @@ def evaluate(
             from ops.evaluate.fit import C_GRID, fit_cv, write_weight_set
 
             prepared, cov, topo = ev.load(p, n, lg, None, ex)
-            extra = ev.load_pseudo(p, n, topo, ex) if pseudo else []
+            extra = ev.load_pseudo(p, n, topo, ex, pool_from=pseudo) if pseudo else []
             grid = (c,) if c is not None else C_GRID
             result = fit_cv(prepared, topo, grid=grid, objective=objective, extra=extra,
                             without=without or ())
             weights = result.weights
             how = (f"{objective} logistic fit on {p.name} minus {ex.name if ex else 'nothing'}, "
                    f"{cov.evaluated} impressions"
-                   + (f" + {len(extra)} pseudo-impressions" if extra else "")
+                   + (f" + {len(extra)} pseudo-impressions ({pseudo})" if extra else "")
                    + (f" without {', '.join(without)}" if without else "")
                    + f", C={result.c:g}" + ("" if c is not None else " by grouped CV"))
             version = write_weight_set(TOPOLOGY_PATH, fit, weights, how)
@@ -263,7 +267,8 @@ def evaluate(
             console.print(f"{fit}@v{version} {weights} ({cov.evaluated} impressions, "
                           f"{cov.excluded} excluded, C={result.c:g})")
             return
-        report = ev.evaluate(p, n, lg, n_boot=bootstrap, seed=seed, exclude=ex, oracle=oracle)
+        report = ev.evaluate(p, n, lg, n_boot=bootstrap, seed=seed, exclude=ex, oracle=oracle,
+                             features=features)
     except (ConfigError, ValueError, KeyError) as exc:
         console.print(f"[red]evaluate: {exc}[/]")
         raise SystemExit(2) from None

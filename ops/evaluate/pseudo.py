@@ -11,10 +11,14 @@ with metadata, one pseudo-impression is built:
   :class:`ops.evaluate.data.ContentScorer` (the click path's profile and interest code);
 * time: MIND histories carry no click times; click *i* of *h* is placed at ``row time -
   (h - i) * profiles.history_click_spacing_s``, as ``connectors/replay.py`` places them;
-* negatives: :data:`NEGATIVES` items drawn uniformly (seeded) from the items with metadata
-  shown as candidates in fitting-log rows within :data:`POOL_WINDOW_H` hours of the row's time,
-  none of them in the reader's history (items the reader could have been shown then, and
-  did not read before the row);
+* negatives: :data:`NEGATIVES` items drawn uniformly (seeded) from a pool of items with
+  metadata of the fitting-log rows within :data:`POOL_WINDOW_H` hours of the row's time, none
+  of them in the reader's history. Pool ``shown``: the rows' candidates (items the reader could
+  have been shown then); pool ``read``: the rows' *histories* (items other readers had read),
+  the same kind of item as the positive: in MIND's sample the history items with metadata and
+  the candidates with metadata are nearly disjoint sets (583 and 277 items, 34 in both, on the
+  fitting split), so against shown negatives the content features can learn "an older,
+  already-read kind of item" instead of this reader's interest;
 * each reader counts once (the first fitting row of the user; later rows repeat the history).
 
 Only the content features vary within a pseudo-impression: counts, trending windows, co-reads
@@ -43,6 +47,10 @@ NEGATIVES = 4
 training (Wu et al., "Neural News Recommendation with Multi-Head Self-Attention", EMNLP 2019;
 Wu et al., "MIND: A Large-scale Dataset for News Recommendation", ACL 2020)."""
 
+POOLS: tuple[str, ...] = ("shown", "read")
+"""Where the negatives come from (module docstring): the nearby rows' candidates or their
+histories."""
+
 POOL_WINDOW_H = 24
 """Half-width in hours of the window of fitting-log rows whose candidates with metadata are
 the negatives' pool (a day: MIND's impressions of one day show one day's news)."""
@@ -57,6 +65,7 @@ def pseudo_impressions(
     negatives: int = NEGATIVES,
     window_h: float = POOL_WINDOW_H,
     seed: int = 0,
+    pool_from: str = "shown",
 ) -> list[Prepared]:
     """Pseudo-impressions (module docstring) of the fitting rows ``rows``.
 
@@ -65,16 +74,19 @@ def pseudo_impressions(
     ``"pseudo:<row id>:<i>"``. Deterministic for a given ``seed``.
 
     Raises:
-        ValueError: ``negatives`` < 1 or ``window_h`` < 0.
+        ValueError: ``negatives`` < 1, ``window_h`` < 0 or ``pool_from`` not in :data:`POOLS`.
     """
     if negatives < 1 or window_h < 0:
         raise ValueError("negatives must be >= 1 and window_h >= 0")
+    if pool_from not in POOLS:
+        raise ValueError(f"unknown negatives pool {pool_from!r}; known: {', '.join(POOLS)}")
     editorial = topo.ranker_config().editorial
     content = ContentScorer(metas, texts, topo)
     spacing_ms = topo.profiles.history_click_spacing_s * 1000
     ordered = sorted(rows, key=lambda r: (r.at_ms, r.impression_id))
     times = [r.at_ms for r in ordered]
-    shown = [[c for c in r.candidates if c in metas] for r in ordered]
+    pooled = [[c for c in (r.candidates if pool_from == "shown" else r.history) if c in metas]
+             for r in ordered]
     window_ms = int(window_h * HOUR_MS)
     rng = np.random.default_rng([seed, 2])
     seen_users: set[str] = set()
@@ -86,7 +98,7 @@ def pseudo_impressions(
         read = set(row.history)
         lo = bisect.bisect_left(times, row.at_ms - window_ms)
         hi = bisect.bisect_right(times, row.at_ms + window_ms)
-        pool = sorted({c for j in range(lo, hi) for c in shown[j]} - read)
+        pool = sorted({c for j in range(lo, hi) for c in pooled[j]} - read)
         if not pool:
             continue
         h = len(row.history)
@@ -120,9 +132,10 @@ def pseudo_impressions(
 
 
 def load_pseudo(path: Path, news: Path, topo: Topology, exclude: Path | None = None,
-                brand: str = "mind") -> list[Prepared]:
+                brand: str = "mind", pool_from: str = "shown") -> list[Prepared]:
     """:func:`pseudo_impressions` of the rows of ``path`` (MIND behaviors-format file or
-    EB-NeRD split folder) minus the impression ids of ``exclude``.
+    EB-NeRD split folder) minus the impression ids of ``exclude``, negatives from
+    ``pool_from``.
 
     Raises:
         ConfigError: an unreadable input file.
@@ -141,4 +154,4 @@ def load_pseudo(path: Path, news: Path, topo: Topology, exclude: Path | None = N
     if exclude is not None:
         drop = {r.impression_id for r in read_rows(exclude, topo, brand)}
         rows = [r for r in rows if r.impression_id not in drop]
-    return pseudo_impressions(rows, metas, texts, topo, brand)
+    return pseudo_impressions(rows, metas, texts, topo, brand, pool_from=pool_from)

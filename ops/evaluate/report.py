@@ -48,6 +48,19 @@ def scorers(topo: Topology, rankers: RankersSpec) -> dict[str, Scorer]:
     return out
 
 
+def feature_scorers(topo: Topology) -> dict[str, Scorer]:
+    """``feature:NAME`` -> the learned ranker's feature NAME alone as the score
+    (:func:`feedpipe.rank.components.learned_features`): single-feature rows, never a ranker."""
+    from feedpipe.rank.components import learned_features
+    from feedpipe.topology import RANKER_COMPONENTS
+
+    def one(name: str) -> Scorer:
+        return lambda p: np.broadcast_to(learned_features(p.cands, topo.ranking)[name],
+                                         p.labels.shape)
+
+    return {f"feature:{k}": one(k) for k in RANKER_COMPONENTS["learned"]}
+
+
 RANDOM_DRAWS = 32
 """Seeded random orders per impression whose metrics are averaged for the random baseline."""
 
@@ -129,6 +142,7 @@ class Report:
     best_minus_popularity_auc: tuple[float, float, float] | None = None
     mde: tuple[float, float] | None = None
     inputs: dict[str, str] = field(default_factory=dict)
+    minus_popularity_auc: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable mapping (metrics as ``{"mean", "lo", "hi"}``)."""
@@ -145,6 +159,10 @@ class Report:
             "best_minus_popularity_auc": None
             if self.best_minus_popularity_auc is None
             else dict(zip(("mean", "lo", "hi"), self.best_minus_popularity_auc, strict=True)),
+            "minus_popularity_auc": {
+                name: dict(zip(("mean", "lo", "hi"), d, strict=True))
+                for name, d in self.minus_popularity_auc.items()
+            },
             "minimum_detectable_effect": None if self.mde is None
             else dict(zip(("ci_lower_above_0", "power_80"), self.mde, strict=True)),
         }
@@ -168,6 +186,10 @@ class Report:
             f"{c.histories_with_metadata} histories with metadata; "
             f"{c.candidates_seen_before} candidates seen in the log before"
         )
+        for name, d in self.minus_popularity_auc.items():
+            if name != self.best:
+                lines.append(f"{name}: AUC - popularity AUC = {d[0]:+.3f} "
+                             f"[{d[1]:+.3f}, {d[2]:+.3f}] (paired bootstrap)")
         if self.best_minus_popularity_auc is not None:
             d = self.best_minus_popularity_auc
             lines.append(
@@ -263,6 +285,7 @@ def evaluate(
     exclude: Path | None = None,
     brand: str = "mind",
     oracle: bool = False,
+    features: bool = False,
 ) -> Report:
     """Evaluate every weight set and baseline on the impressions of ``path``.
 
@@ -279,6 +302,8 @@ def evaluate(
         oracle: add the leaky oracle rows of :func:`ops.evaluate.bounds.oracle_scorers`
             (never chosen as the best ranker) and the minimum detectable effect
             (:func:`ops.evaluate.bounds.min_detectable_effect`).
+        features: add a ``feature:NAME`` row per feature of the learned ranker, ranking by
+            that feature alone (:func:`feature_scorers`).
 
     Raises:
         ConfigError: an unreadable input file; ValueError: ``n_boot < 1`` or no evaluable
@@ -297,6 +322,8 @@ def evaluate(
         from ops.evaluate.bounds import oracle_scorers
 
         every |= oracle_scorers(read_rows(log or path, topo, brand), topo)
+    if features:
+        every |= feature_scorers(topo)
     for name, fn in every.items():
         m = per_impression(prepared, fn)
         auc_of[name] = m[:, 0]
@@ -304,11 +331,12 @@ def evaluate(
     m = random_baseline(prepared, seed)
     auc_of["baseline:random"] = m[:, 0]
     rows["baseline:random"] = {metric: bootstrap(m[:, j], idx) for j, metric in enumerate(METRICS)}
-    order = [n for n in rows if not n.startswith(("baseline:", "oracle:"))] + [
+    extra = ("baseline:", "oracle:", "feature:")
+    order = [n for n in rows if not n.startswith(extra)] + [
         f"baseline:{b}" for b in BASELINES
-    ] + [n for n in rows if n.startswith("oracle:")]
+    ] + [n for n in rows if n.startswith(extra[1:])]
     rows = {n: rows[n] for n in order}
-    ranker_rows = [n for n in rows if not n.startswith(("baseline:", "oracle:"))]
+    ranker_rows = [n for n in rows if not n.startswith(extra)]
     best = max(ranker_rows, key=lambda n: rows[n]["auc"][0]) if ranker_rows else None
     diff = mde = None
     if best is not None:
@@ -321,4 +349,6 @@ def evaluate(
         rows, cov, n_boot, seed, time.perf_counter() - t0, best, diff, mde,
         {"impressions": str(path), "news": str(news), "log": str(log or path),
          "exclude": str(exclude) if exclude else ""},
+        {n: bootstrap(auc_of[n] - auc_of["baseline:popularity"], idx)
+         for n in rows if not n.startswith("baseline:")},
     )

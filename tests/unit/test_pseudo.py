@@ -58,6 +58,18 @@ def test_pseudo_impressions_from_histories() -> None:
         pseudo_impressions(rows, METAS, {}, topo, negatives=0)
 
 
+def test_pseudo_negatives_from_other_readers_histories() -> None:
+    rows, _ = parse_behaviors(ROWS)
+    topo = topology()
+    (p,) = pseudo_impressions(rows, METAS, {}, topo, pool_from="read")
+    # The rows within 24 h of U1's read C (U2's history; X has no metadata); F, shown two
+    # days later, and U1's own reads are not in the pool.
+    assert p.impression.candidates == ("B", "C")
+    assert list(p.labels) == [1.0, 0.0]
+    with pytest.raises(ValueError, match="pool"):
+        pseudo_impressions(rows, METAS, {}, topo, pool_from="clicked")
+
+
 def _real(rng: np.random.Generator, n: int) -> list[Prepared]:
     """Impressions where popularity predicts the click and affinity is constant within each
     impression (the fitting split's situation: affinity is not identified)."""
@@ -155,3 +167,28 @@ def test_evaluate_with_oracle_rows(tmp_path: Path) -> None:
     assert "minimum detectable effect" in r.table()
     plain = evaluate(beh, news, n_boot=50)
     assert plain.mde is None and not any(n.startswith("oracle:") for n in plain.rows)
+    single = evaluate(beh, news, n_boot=50, features=True)
+    assert {f"feature:{k}" for k in FEATURES} <= set(single.rows)
+    assert single.best is not None and not single.best.startswith("feature:")
+    # log(1 + clicks before) ranks as the popularity baseline (clicks before).
+    assert single.rows["feature:popularity"]["auc"] == single.rows["baseline:popularity"]["auc"]
+
+
+def test_cli_oracle_json(tmp_path: Path) -> None:
+    import orjson
+    from typer.testing import CliRunner
+
+    from ops.cli import cli
+
+    news = tmp_path / "news.tsv"
+    news.write_text("".join(f"{n}\t{c}\t{c}\tTitle {n}\tAbstract\t\t[]\t[]\n"
+                            for n, c in CATS.items()), encoding="utf-8")
+    beh = tmp_path / "behaviors.tsv"
+    beh.write_text("\n".join(ROWS) + "\n", encoding="utf-8")
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(cli, ["evaluate", str(beh), "--news", str(news), "--bootstrap",
+                                   "20", "--oracle", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = orjson.loads(out.read_bytes())
+    assert set(data["minimum_detectable_effect"]) == {"ci_lower_above_0", "power_80"}
+    assert "oracle:ctr-whole-log" in data["minus_popularity_auc"]
