@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fit_support import popularity_impressions
 
 from feedpipe.model.item import Meta
 from feedpipe.rank.components import Candidates
@@ -71,22 +72,9 @@ def test_pseudo_negatives_from_other_readers_histories() -> None:
 
 
 def _real(rng: np.random.Generator, n: int) -> list[Prepared]:
-    """Impressions where popularity predicts the click and affinity is constant within each
-    impression (the fitting split's situation: affinity is not identified)."""
-    out = []
-    for i in range(n):
-        pop = rng.poisson(5.0, 6).astype(float)
-        p = np.exp(0.4 * pop)
-        labels = np.zeros(6)
-        labels[rng.choice(6, p=p / p.sum())] = 1.0
-        z = np.zeros(6)
-        cands = Candidates(affinity=np.full(6, rng.random()), age_hours=np.full(6, np.nan),
-                           clicks=pop, impressions=pop * 10 + 50, category_weight=z,
-                           bias=z + 0.5)
-        imp = Impression(str(i), f"U{i}", i, (), tuple(f"N{j}" for j in range(6)),
-                         tuple(int(v) for v in labels))
-        out.append(Prepared(imp, labels, cands, np.ones(6)))
-    return out
+    """Popularity predicts the click and affinity is constant within each impression (the
+    fitting split's situation: affinity is not identified)."""
+    return popularity_impressions(rng, n, lambda _: float(rng.random()))
 
 
 def _pseudo(rng: np.random.Generator, n: int) -> list[Prepared]:
@@ -154,12 +142,18 @@ def test_min_detectable_effect_matches_the_normal_approximation() -> None:
     assert mde_80 == pytest.approx(2.80 * se, rel=0.1)
 
 
-def test_evaluate_with_oracle_rows(tmp_path: Path) -> None:
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    """``(behaviors.tsv of ROWS, news.tsv of CATS)`` in ``tmp_path``."""
     news = tmp_path / "news.tsv"
     news.write_text("".join(f"{n}\t{c}\t{c}\tTitle {n}\tAbstract\t\t[]\t[]\n"
                             for n, c in CATS.items()), encoding="utf-8")
     beh = tmp_path / "behaviors.tsv"
     beh.write_text("\n".join(ROWS) + "\n", encoding="utf-8")
+    return beh, news
+
+
+def test_evaluate_with_oracle_rows(tmp_path: Path) -> None:
+    beh, news = _files(tmp_path)
     r = evaluate(beh, news, n_boot=50, oracle=True)
     assert "oracle:popularity-whole-log" in r.rows and "oracle:ctr-whole-log" in r.rows
     assert r.best is not None and not r.best.startswith("oracle:")
@@ -180,11 +174,7 @@ def test_cli_oracle_json(tmp_path: Path) -> None:
 
     from ops.cli import cli
 
-    news = tmp_path / "news.tsv"
-    news.write_text("".join(f"{n}\t{c}\t{c}\tTitle {n}\tAbstract\t\t[]\t[]\n"
-                            for n, c in CATS.items()), encoding="utf-8")
-    beh = tmp_path / "behaviors.tsv"
-    beh.write_text("\n".join(ROWS) + "\n", encoding="utf-8")
+    beh, news = _files(tmp_path)
     out = tmp_path / "r.json"
     res = CliRunner().invoke(cli, ["evaluate", str(beh), "--news", str(news), "--bootstrap",
                                    "20", "--oracle", "--json", str(out)])
