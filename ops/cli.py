@@ -205,7 +205,8 @@ def evaluate(
     pseudo: Annotated[
         str | None, typer.Option(help="--fit: add pseudo-impressions from the fitting rows' "
                                  "histories, negatives from nearby rows' shown candidates "
-                                 "(shown) or histories (read) (docs/evaluation.md)")
+                                 "(shown) or histories (read), or the reader's own rows' "
+                                 "candidates (own) (docs/evaluation.md)")
     ] = None,
     c: Annotated[
         float | None, typer.Option("--c", help="--fit: this inverse L2 strength instead of "

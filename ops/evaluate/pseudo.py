@@ -18,7 +18,9 @@ with metadata, one pseudo-impression is built:
   the same kind of item as the positive: in MIND's sample the history items with metadata and
   the candidates with metadata are nearly disjoint sets (583 and 277 items, 34 in both, on the
   fitting split), so against shown negatives the content features can learn "an older,
-  already-read kind of item" instead of this reader's interest;
+  already-read kind of item" instead of this reader's interest; pool ``own``: the candidates
+  with metadata of the reader's own fitting rows (any time): items the reader's feed
+  actually showed them, chosen for them, so the content contrast is the one a ranker faces;
 * each reader counts once (the first fitting row of the user; later rows repeat the history).
 
 Only the content features vary within a pseudo-impression: counts, trending windows, co-reads
@@ -47,9 +49,9 @@ NEGATIVES = 4
 training (Wu et al., "Neural News Recommendation with Multi-Head Self-Attention", EMNLP 2019;
 Wu et al., "MIND: A Large-scale Dataset for News Recommendation", ACL 2020)."""
 
-POOLS: tuple[str, ...] = ("shown", "read")
+POOLS: tuple[str, ...] = ("shown", "read", "own")
 """Where the negatives come from (module docstring): the nearby rows' candidates or their
-histories."""
+histories, or the reader's own rows' candidates."""
 
 POOL_WINDOW_H = 24
 """Half-width in hours of the window of fitting-log rows whose candidates with metadata are
@@ -89,6 +91,9 @@ def pseudo_impressions(
              for r in ordered]
     window_ms = int(window_h * HOUR_MS)
     rng = np.random.default_rng([seed, 2])
+    own: dict[str, set[str]] = {}
+    for r in ordered:
+        own.setdefault(r.user_id, set()).update(c for c in r.candidates if c in metas)
     seen_users: set[str] = set()
     out: list[Prepared] = []
     for row in ordered:
@@ -98,7 +103,9 @@ def pseudo_impressions(
         read = set(row.history)
         lo = bisect.bisect_left(times, row.at_ms - window_ms)
         hi = bisect.bisect_right(times, row.at_ms + window_ms)
-        pool = sorted({c for j in range(lo, hi) for c in pooled[j]} - read)
+        near = own[row.user_id] if pool_from == "own" else {
+            c for j in range(lo, hi) for c in pooled[j]}
+        pool = sorted(near - read)
         if not pool:
             continue
         h = len(row.history)

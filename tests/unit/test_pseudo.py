@@ -67,6 +67,10 @@ def test_pseudo_negatives_from_other_readers_histories() -> None:
     # days later, and U1's own reads are not in the pool.
     assert p.impression.candidates == ("B", "C")
     assert list(p.labels) == [1.0, 0.0]
+    # Pool "own": U1's own rows showed C, D, E (both rows), none read.
+    (o,) = pseudo_impressions(rows, METAS, {}, topo, pool_from="own", seed=1)
+    assert o.impression.candidates[0] == "B" and sorted(o.impression.candidates[1:]) == [
+        "C", "D", "E"]
     with pytest.raises(ValueError, match="pool"):
         pseudo_impressions(rows, METAS, {}, topo, pool_from="clicked")
 
