@@ -202,6 +202,26 @@ def evaluate(
         str, typer.Option(help="--fit objective: pointwise (click labels) or pairwise "
                           "(clicked - not clicked differences)")
     ] = "pointwise",
+    pseudo: Annotated[
+        str | None, typer.Option(help="--fit: add pseudo-impressions from the fitting rows' "
+                                 "histories, negatives from nearby rows' shown candidates "
+                                 "(shown) or histories (read), or the reader's own rows' "
+                                 "candidates (own) (docs/evaluation.md)")
+    ] = None,
+    c: Annotated[
+        float | None, typer.Option("--c", help="--fit: this inverse L2 strength instead of "
+                                   "the grouped-CV choice")
+    ] = None,
+    without: Annotated[
+        list[str] | None, typer.Option(help="--fit: leave this feature out (repeatable)")
+    ] = None,
+    oracle: Annotated[
+        bool, typer.Option(help="add the leaky oracle popularity rows (whole log, later rows "
+                           "included: an upper bound, never a ranker) and the MDE")
+    ] = False,
+    features: Annotated[
+        bool, typer.Option(help="add a row per learned-ranker feature alone")
+    ] = False,
 ) -> None:
     """Offline evaluation: AUC, MRR, nDCG@5/10 (bootstrap 95% CIs) of every ranker and the
     random, popularity, recency and trending baselines on a MIND or EB-NeRD impression log;
@@ -227,21 +247,29 @@ def evaluate(
             return
         if fit:
             from feedpipe.topology import TOPOLOGY_PATH
-            from ops.evaluate.fit import fit_cv, write_weight_set
+            from ops.evaluate.fit import C_GRID, fit_cv, write_weight_set
 
             prepared, cov, topo = ev.load(p, n, lg, None, ex)
-            result = fit_cv(prepared, topo, objective=objective)
+            extra = ev.load_pseudo(p, n, topo, ex, pool_from=pseudo) if pseudo else []
+            grid = (c,) if c is not None else C_GRID
+            result = fit_cv(prepared, topo, grid=grid, objective=objective, extra=extra,
+                            without=without or ())
             weights = result.weights
-            version = write_weight_set(
-                TOPOLOGY_PATH, fit, weights,
-                f"{objective} logistic fit on {p.name} minus {ex.name if ex else 'nothing'}, "
-                f"{cov.evaluated} impressions, C={result.c:g} by grouped CV")
-            for c, cv in result.cv_auc.items():
-                console.print(f"C={c:g}: cross-validated AUC {cv:.4f}")
+            how = (f"{objective} logistic fit on {p.name} minus {ex.name if ex else 'nothing'}, "
+                   f"{cov.evaluated} impressions"
+                   + (f" + {len(extra)} pseudo-impressions ({pseudo})" if extra else "")
+                   + (f" without {', '.join(without)}" if without else "")
+                   + f", C={result.c:g}" + ("" if c is not None else " by grouped CV"))
+            version = write_weight_set(TOPOLOGY_PATH, fit, weights, how)
+            for cc, cv in result.cv_auc.items():
+                more = (f", pseudo-impressions {result.cv_auc_extra[cc]:.4f}"
+                        if cc in result.cv_auc_extra else "")
+                console.print(f"C={cc:g}: cross-validated AUC {cv:.4f}{more}")
             console.print(f"{fit}@v{version} {weights} ({cov.evaluated} impressions, "
                           f"{cov.excluded} excluded, C={result.c:g})")
             return
-        report = ev.evaluate(p, n, lg, n_boot=bootstrap, seed=seed, exclude=ex)
+        report = ev.evaluate(p, n, lg, n_boot=bootstrap, seed=seed, exclude=ex, oracle=oracle,
+                             features=features)
     except (ConfigError, ValueError, KeyError) as exc:
         console.print(f"[red]evaluate: {exc}[/]")
         raise SystemExit(2) from None

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from ops.evaluate.data import Coverage, Impression, Prepared, parse_behaviors, prepare, read_news
 from ops.evaluate.metrics import METRICS, auc, bootstrap, impression_metrics, mrr, ndcg
+from ops.evaluate.pseudo import load_pseudo, pseudo_impressions
 from ops.evaluate.report import Report, evaluate, load, random_baseline, scorers, tune
 
 __all__ = [
@@ -49,10 +50,12 @@ __all__ = [
     "evaluate",
     "impression_metrics",
     "load",
+    "load_pseudo",
     "mrr",
     "ndcg",
     "parse_behaviors",
     "prepare",
+    "pseudo_impressions",
     "random_baseline",
     "read_news",
     "scorers",

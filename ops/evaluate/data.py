@@ -156,6 +156,51 @@ def read_news(path: Path, topo: Topology, brand: str = "mind",
 
 
 
+class ContentScorer:
+    """The content features of candidates for a reader with a given history: ``affinity``
+    (profile shares through the click path's profile code) and ``similarity`` (the interest
+    vector built by ``apply_events`` with the click path's codec), as :func:`prepare` and the
+    pseudo-impressions of :mod:`ops.evaluate.pseudo` compute them.
+
+    History clicks carry no time in MIND; as the replay connector does, click i of h is placed
+    at ``at_ms - (h - i) * profiles.history_click_spacing_s``.
+    """
+
+    def __init__(self, metas: Mapping[str, Meta], texts: Mapping[str, SparseVec],
+                 topo: Topology) -> None:
+        self.pspec = topo.profiles
+        self.spacing_ms = self.pspec.history_click_spacing_s * 1000
+        self.matrix = CandidateMatrix(list(metas.values()))
+        self.texts = texts
+        # History items carry their text vector, so apply_events builds the interest vector
+        # with the click path's codec (feedpipe.model.interest: 32 terms at 8 bits).
+        self.with_text = {nid: replace(m, text=tuple(texts[nid].items()))
+                          if texts.get(nid) else m for nid, m in metas.items()}
+        self.zero_cat = np.zeros(self.matrix.cat.shape[1])
+        self.zero_top = np.zeros(self.matrix.topic.shape[1])
+
+    def features(self, key: str, user_id: str, at_ms: int, history: Sequence[str],
+                 candidates: Sequence[str]) -> tuple[Array, Array, Array, bool]:
+        """``(affinity (n,), similarity (n,), has_meta (n,) of 0/1, the history has an item
+        with metadata)`` of ``candidates`` for a reader whose clicks before ``at_ms`` (epoch
+        ms) are ``history`` (oldest first); ``key`` names the replayed events."""
+        h = len(history)
+        profile = new_profile(user_id, at_ms - h * self.spacing_ms, self.pspec)
+        events = [Event(f"{key}:{i}", "click", nid, at_ms - (h - i) * self.spacing_ms,
+                        "history") for i, nid in enumerate(history)]
+        known = {nid: self.with_text[nid] for nid in history if nid in self.with_text}
+        apply_events(profile, events, known, self.pspec)
+        s_cat, s_top = profile_shares([profile], self.matrix)
+        rows = [self.matrix.index.get(nid) for nid in candidates]
+        item_cat = np.array([self.zero_cat if r is None else self.matrix.cat[r] for r in rows])
+        item_top = np.array([self.zero_top if r is None else self.matrix.topic[r]
+                             for r in rows])
+        aff = affinity_scores(s_cat, s_top, item_cat, item_top)[0]
+        sim = similarity(interest_of(profile), [self.texts.get(n) for n in candidates])
+        has_meta = np.array([r is not None for r in rows], dtype=float)
+        return aff, sim, has_meta, bool(known)
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """One evaluable impression: labels, the rankers' inputs (leak-free) and, per candidate,
@@ -221,13 +266,9 @@ def prepare(
     Returns ``(prepared, coverage)``; impressions without a click or without a non-click are
     counted in ``coverage`` and not prepared (AUC is undefined for them).
     """
-    pspec = topo.profiles
     editorial = topo.ranker_config().editorial
-    spacing_ms = pspec.history_click_spacing_s * 1000
-    matrix = CandidateMatrix(list(metas.values()))
+    content = ContentScorer(metas, texts or {}, topo)
     cov = Coverage(rows=len(impressions))
-    zero_cat = np.zeros(matrix.cat.shape[1])
-    zero_top = np.zeros(matrix.topic.shape[1])
 
     ordered = sorted(log, key=lambda r: r.at_ms)
     clicks: dict[str, int] = {}
@@ -236,12 +277,7 @@ def prepare(
     trends: dict[str, Trend] = {}
     coreads: CoReads = {}
     replayed: dict[str, int] = {}
-    texts = texts or {}
     published = published or {}
-    # History items carry their text vector, so apply_events builds the interest vector with
-    # the click path's codec (feedpipe.model.interest: 32 terms at 8 bits).
-    with_text = {nid: replace(m, text=tuple(texts[nid].items())) if texts.get(nid) else m
-                 for nid, m in metas.items()}
     pos = 0
     out: list[Prepared] = []
     for imp in sorted(impressions, key=lambda r: (r.at_ms, r.impression_id)):
@@ -271,27 +307,15 @@ def prepare(
         cov.clicks += n_pos
         # Profile from the history column only, through the click path's profile code.
         h = len(imp.history)
-        profile = new_profile(imp.user_id, imp.at_ms - h * spacing_ms, pspec)
-        events = [
-            Event(f"{imp.impression_id}:{i}", "click", nid, imp.at_ms - (h - i) * spacing_ms,
-                  "history")
-            for i, nid in enumerate(imp.history)
-        ]
-        known = {nid: with_text[nid] for nid in imp.history if nid in with_text}
-        apply_events(profile, events, known, pspec)
+        aff, sim, has_meta, known = content.features(imp.impression_id, imp.user_id,
+                                                     imp.at_ms, imp.history, imp.candidates)
         if known:
             cov.histories_with_metadata += 1
-        s_cat, s_top = profile_shares([profile], matrix)
-        rows = [matrix.index.get(nid) for nid in imp.candidates]
-        cov.candidates_without_metadata += sum(r is None for r in rows)
-        item_cat = np.array([zero_cat if r is None else matrix.cat[r] for r in rows])
-        item_top = np.array([zero_top if r is None else matrix.topic[r] for r in rows])
-        aff = affinity_scores(s_cat, s_top, item_cat, item_top)[0]
+        cov.candidates_without_metadata += int(len(has_meta) - has_meta.sum())
         seen = [first.get(nid) for nid in imp.candidates]
         cov.candidates_seen_before += sum(s is not None for s in seen)
         first_ms = np.array([published.get(nid, imp.at_ms if s is None else s)
                              for nid, s in zip(imp.candidates, seen, strict=True)], dtype=float)
-        interest = interest_of(profile)
         cand_metas = [metas.get(nid) for nid in imp.candidates]
         read_bias = item_biases([None] * h, [source] * h, editorial)
         cands = Candidates(
@@ -305,8 +329,7 @@ def prepare(
             user_bias=user_bias(list(read_bias), default=editorial.default_bias),
             trend=np.array([trend_at(trends.get(n), imp.at_ms) for n in imp.candidates]),
             coread=coread_scores(coreads, imp.history, imp.candidates),
-            similarity=similarity(interest, [texts.get(n) for n in imp.candidates]),
+            similarity=sim,
         )
-        out.append(Prepared(imp, np.array(imp.labels, dtype=float), cands,
-                            np.array([r is not None for r in rows], dtype=float)))
+        out.append(Prepared(imp, np.array(imp.labels, dtype=float), cands, has_meta))
     return out, cov

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from feedpipe.errors import ConfigError
 from feedpipe.rank.components import Array, learned_features
 from feedpipe.topology import RANKER_COMPONENTS, Topology, load_topology
 from ops.evaluate.data import Prepared
-from ops.evaluate.metrics import auc
+from ops.evaluate.metrics import mean_auc
 
 FEATURES: tuple[str, ...] = RANKER_COMPONENTS["learned"]
 """The learned ranker's features, in weight-key order."""
@@ -37,12 +37,14 @@ class Fit:
     Attributes:
         weights: feature -> weight (raw feature scale, rounded to 4 decimals).
         c: the inverse L2 strength chosen.
-        cv_auc: C -> mean per-impression AUC over the held-out folds.
+        cv_auc: C -> mean per-impression AUC over the held-out folds (real impressions).
+        cv_auc_extra: C -> the same over the held-out ``extra`` impressions (none: empty).
     """
 
     weights: dict[str, float]
     c: float
     cv_auc: dict[float, float]
+    cv_auc_extra: dict[float, float] = field(default_factory=dict)
 
 
 def design(prepared: Sequence[Prepared], topo: Topology) -> tuple[np.ndarray, np.ndarray]:
@@ -119,21 +121,10 @@ def _coefficients(z: Array, y: np.ndarray, c: float, groups: np.ndarray,
     return np.asarray(model.coef_[0], dtype=float)
 
 
-def _mean_auc(score: Array, y: np.ndarray, groups: np.ndarray) -> float:
-    """Mean per-impression AUC of ``score`` over the impressions (``groups``, rows of one
-    impression adjacent) that have both labels; NaN when none has."""
-    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-    vals = []
-    for s, e in zip(starts, np.r_[starts[1:], len(groups)], strict=True):
-        yy = y[s:e]
-        if 0 < yy.sum() < len(yy):
-            vals.append(auc(yy, score[s:e]))
-    return float(np.mean(vals)) if vals else math.nan
-
-
 def fit_cv(prepared: Sequence[Prepared], topo: Topology,
            grid: Sequence[float] = C_GRID, folds: int = CV_FOLDS,
-           objective: str = "pointwise") -> Fit:
+           objective: str = "pointwise", extra: Sequence[Prepared] = (),
+           without: Sequence[str] = ()) -> Fit:
     """Logistic-regression weights per feature (raw feature scale), rounded to 4 decimals.
 
     scikit-learn's ``LogisticRegression`` (lbfgs, L2) on features centred per impression
@@ -154,9 +145,14 @@ def fit_cv(prepared: Sequence[Prepared], topo: Topology,
     candidates, ``pairwise`` the within-impression (clicked - not clicked) differences
     (:func:`pair_differences`); both are scored by the same grouped cross-validation.
 
+    ``extra`` impressions (the pseudo-impressions of :mod:`ops.evaluate.pseudo`) are fit with
+    ``prepared`` and split into the same grouped folds; C is chosen by the held-out AUC of the
+    ``prepared`` impressions only (the task), the held-out AUC of ``extra`` is reported
+    beside it. Features named in ``without`` are left out (weight 0).
+
     Raises:
-        ValueError: no positive or no negative label, an empty ``grid`` or an unknown
-            ``objective``.
+        ValueError: no positive or no negative label, an empty ``grid``, an unknown
+            ``objective`` or an unknown feature in ``without``.
     """
     from sklearn.model_selection import GroupKFold
 
@@ -164,26 +160,39 @@ def fit_cv(prepared: Sequence[Prepared], topo: Topology,
         raise ValueError("the C grid is empty")
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
-    x, y = design(prepared, topo)
+    unknown = set(without) - set(FEATURES)
+    if unknown:
+        raise ValueError(f"unknown features {sorted(unknown)}; known: {', '.join(FEATURES)}")
+    everything = [*prepared, *extra]
+    x, y = design(everything, topo)
     if y.min() == y.max():
         raise ValueError("fitting needs clicked and not-clicked candidates")
-    groups = np.repeat(np.arange(len(prepared)), [len(p.labels) for p in prepared])
+    groups = np.repeat(np.arange(len(everything)), [len(p.labels) for p in everything])
+    is_extra = groups >= len(prepared)
     xc = centre(x, groups)
     std = xc.std(axis=0)
     live = std > 1e-12
+    for name in without:
+        live[FEATURES.index(name)] = False
     z = xc[:, live] / std[live]
     cv_auc: dict[float, float] = {}
-    k = min(folds, len(prepared))
-    if k >= 2 and len(grid) > 1:
+    cv_extra: dict[float, float] = {}
+    k = min(folds, len(everything))
+    if k >= 2:
         splits = list(GroupKFold(n_splits=k).split(z, y, groups))
         for c in grid:
-            aucs = []
+            aucs: list[float] = []
+            extra_aucs: list[float] = []
             for tr, te in splits:
                 if y[tr].min() == y[tr].max():
                     continue
                 coef = _coefficients(z[tr], y[tr], c, groups[tr], objective)
-                aucs.append(_mean_auc(z[te] @ coef, y[te], groups[te]))
+                for got, rows in ((aucs, te[~is_extra[te]]), (extra_aucs, te[is_extra[te]])):
+                    if len(rows):
+                        got.append(mean_auc(y[rows], z[rows] @ coef, groups[rows]))
             cv_auc[c] = float(np.nanmean(aucs)) if aucs else math.nan
+            if extra_aucs:
+                cv_extra[c] = float(np.nanmean(extra_aucs))
     def cv_rank(c: float) -> tuple[float, float]:  # a NaN (no fold could score) ranks last
         got = cv_auc.get(c, math.nan)
         return (-math.inf if math.isnan(got) else got), c
@@ -193,7 +202,7 @@ def fit_cv(prepared: Sequence[Prepared], topo: Topology,
     w[live] = _coefficients(z, y, best, groups, objective) / std[live]
     w = w[: len(FEATURES)]
     weights = {k: round(float(v), 4) for k, v in zip(FEATURES, w, strict=True)}
-    return Fit(weights, best, cv_auc)
+    return Fit(weights, best, cv_auc, cv_extra)
 
 
 _SET_LINE = re.compile(r"^(\s+)([A-Za-z0-9_.-]+):\s*\{ranker:\s*(\w+),\s*version:\s*(\d+)")

@@ -61,6 +61,16 @@ def ndcg(labels: Array, scores: Array, k: int) -> float:
     return dcg / best if best > 0 else 0.0
 
 
+def mean_auc(labels: Array, scores: Array, groups: npt.NDArray[Any]) -> float:
+    """Mean of :func:`auc` over the impressions of ``groups`` (one id per row, rows of an
+    impression adjacent) that have a positive and a negative label; NaN when none has."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    vals = [auc(labels[s:e], scores[s:e])
+            for s, e in zip(starts, np.r_[starts[1:], len(groups)], strict=True)
+            if 0 < np.sum(labels[s:e] > 0) < e - s]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
 def impression_metrics(labels: Array, scores: Array) -> tuple[float, float, float, float]:
     """``(AUC, MRR, nDCG@5, nDCG@10)`` of one impression."""
     return (auc(labels, scores), mrr(labels, scores), ndcg(labels, scores, 5),

@@ -48,6 +48,19 @@ def scorers(topo: Topology, rankers: RankersSpec) -> dict[str, Scorer]:
     return out
 
 
+def feature_scorers(topo: Topology) -> dict[str, Scorer]:
+    """``feature:NAME`` -> the learned ranker's feature NAME alone as the score
+    (:func:`feedpipe.rank.components.learned_features`): single-feature rows, never a ranker."""
+    from feedpipe.rank.components import learned_features
+    from feedpipe.topology import RANKER_COMPONENTS
+
+    def one(name: str) -> Scorer:
+        return lambda p: np.broadcast_to(learned_features(p.cands, topo.ranking)[name],
+                                         p.labels.shape)
+
+    return {f"feature:{k}": one(k) for k in RANKER_COMPONENTS["learned"]}
+
+
 RANDOM_DRAWS = 32
 """Seeded random orders per impression whose metrics are averaged for the random baseline."""
 
@@ -127,7 +140,9 @@ class Report:
     seconds: float
     best: str | None = None
     best_minus_popularity_auc: tuple[float, float, float] | None = None
+    mde: tuple[float, float] | None = None
     inputs: dict[str, str] = field(default_factory=dict)
+    minus_popularity_auc: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable mapping (metrics as ``{"mean", "lo", "hi"}``)."""
@@ -144,6 +159,12 @@ class Report:
             "best_minus_popularity_auc": None
             if self.best_minus_popularity_auc is None
             else dict(zip(("mean", "lo", "hi"), self.best_minus_popularity_auc, strict=True)),
+            "minus_popularity_auc": {
+                name: dict(zip(("mean", "lo", "hi"), d, strict=True))
+                for name, d in self.minus_popularity_auc.items()
+            },
+            "minimum_detectable_effect": None if self.mde is None
+            else dict(zip(("ci_lower_above_0", "power_80"), self.mde, strict=True)),
         }
 
     def table(self) -> str:
@@ -165,11 +186,21 @@ class Report:
             f"{c.histories_with_metadata} histories with metadata; "
             f"{c.candidates_seen_before} candidates seen in the log before"
         )
+        for name, d in self.minus_popularity_auc.items():
+            if name != self.best:
+                lines.append(f"{name}: AUC - popularity AUC = {d[0]:+.3f} "
+                             f"[{d[1]:+.3f}, {d[2]:+.3f}] (paired bootstrap)")
         if self.best_minus_popularity_auc is not None:
             d = self.best_minus_popularity_auc
             lines.append(
                 f"best ranker {self.best}: AUC - popularity AUC = {d[0]:+.3f} "
                 f"[{d[1]:+.3f}, {d[2]:+.3f}] (paired bootstrap)"
+            )
+        if self.mde is not None:
+            lines.append(
+                f"minimum detectable effect of this set (paired, best - popularity): "
+                f"{self.mde[0]:+.3f} (CI lower bound above 0 at the observed spread), "
+                f"{self.mde[1]:+.3f} (80% power)"
             )
         lines.append(f"95% percentile bootstrap, {self.n_boot} resamples, seed {self.seed}; "
                      f"{self.seconds:.2f} s")
@@ -179,6 +210,20 @@ class Report:
 def per_impression(prepared: Sequence[Prepared], scorer: Scorer) -> Array:
     """(n impressions, 4) metric matrix of one scorer (columns: :data:`METRICS`)."""
     return np.array([impression_metrics(p.labels, scorer(p)) for p in prepared]).reshape(-1, 4)
+
+
+def read_rows(path: Path, topo: Topology, brand: str = "mind") -> list[Impression]:
+    """The impressions of a MIND behaviors-format file or an EB-NeRD split folder (malformed
+    rows left out; :func:`load` counts them).
+
+    Raises:
+        ConfigError: an unreadable input.
+    """
+    from ops.evaluate.ebnerd import is_ebnerd, read_ebnerd
+
+    if is_ebnerd(path):
+        return read_ebnerd(path, topo, "ebnerd" if brand == "mind" else brand)[0]
+    return read_behaviors(path)[0]
 
 
 def load(
@@ -206,7 +251,7 @@ def load(
     published: dict[str, int] = {}
 
     def rows(p: Path) -> list[Impression]:
-        return read_ebnerd(p, topo, brand)[0] if is_ebnerd(p) else read_behaviors(p)[0]
+        return read_rows(p, topo, brand)
 
     if is_ebnerd(path):
         brand = "ebnerd" if brand == "mind" else brand
@@ -239,6 +284,8 @@ def evaluate(
     seed: int = 0,
     exclude: Path | None = None,
     brand: str = "mind",
+    oracle: bool = False,
+    features: bool = False,
 ) -> Report:
     """Evaluate every weight set and baseline on the impressions of ``path``.
 
@@ -252,6 +299,11 @@ def evaluate(
         exclude: a behaviors-format file whose impression ids are not evaluated (e.g. the
             report set, when tuning on the rest of a log).
         brand: brand of the content (taxonomy, editorial category weights).
+        oracle: add the leaky oracle rows of :func:`ops.evaluate.bounds.oracle_scorers`
+            (never chosen as the best ranker) and the minimum detectable effect
+            (:func:`ops.evaluate.bounds.min_detectable_effect`).
+        features: add a ``feature:NAME`` row per feature of the learned ranker, ranking by
+            that feature alone (:func:`feature_scorers`).
 
     Raises:
         ConfigError: an unreadable input file; ValueError: ``n_boot < 1`` or no evaluable
@@ -265,24 +317,38 @@ def evaluate(
     idx = boot_rng.integers(0, len(prepared), size=(n_boot, len(prepared)))
     rows: dict[str, dict[str, tuple[float, float, float]]] = {}
     auc_of: dict[str, Array] = {}
-    for name, fn in scorers(topo, topo.ranker_config()).items():
+    every = scorers(topo, topo.ranker_config())
+    if oracle:
+        from ops.evaluate.bounds import oracle_scorers
+
+        every |= oracle_scorers(read_rows(log or path, topo, brand), topo)
+    if features:
+        every |= feature_scorers(topo)
+    for name, fn in every.items():
         m = per_impression(prepared, fn)
         auc_of[name] = m[:, 0]
         rows[name] = {metric: bootstrap(m[:, j], idx) for j, metric in enumerate(METRICS)}
     m = random_baseline(prepared, seed)
     auc_of["baseline:random"] = m[:, 0]
     rows["baseline:random"] = {metric: bootstrap(m[:, j], idx) for j, metric in enumerate(METRICS)}
-    order = [n for n in rows if not n.startswith("baseline:")] + [
+    extra = ("baseline:", "oracle:", "feature:")
+    order = [n for n in rows if not n.startswith(extra)] + [
         f"baseline:{b}" for b in BASELINES
-    ]
+    ] + [n for n in rows if n.startswith(extra[1:])]
     rows = {n: rows[n] for n in order}
-    ranker_rows = [n for n in rows if not n.startswith("baseline:")]
+    ranker_rows = [n for n in rows if not n.startswith(extra)]
     best = max(ranker_rows, key=lambda n: rows[n]["auc"][0]) if ranker_rows else None
-    diff = None
+    diff = mde = None
     if best is not None:
         diff = bootstrap(auc_of[best] - auc_of["baseline:popularity"], idx)
+        if oracle:
+            from ops.evaluate.bounds import min_detectable_effect
+
+            mde = min_detectable_effect(auc_of[best] - auc_of["baseline:popularity"], idx)
     return Report(
-        rows, cov, n_boot, seed, time.perf_counter() - t0, best, diff,
+        rows, cov, n_boot, seed, time.perf_counter() - t0, best, diff, mde,
         {"impressions": str(path), "news": str(news), "log": str(log or path),
          "exclude": str(exclude) if exclude else ""},
+        {n: bootstrap(auc_of[n] - auc_of["baseline:popularity"], idx)
+         for n in rows if not n.startswith("baseline:")},
     )

@@ -160,3 +160,13 @@ def test_interest_uses_the_live_codec() -> None:
     sim = np.asarray(p.cands.similarity)
     assert sim[0] > 0.1
     assert sim[1] == 0.0
+
+
+def test_mean_auc_per_group() -> None:
+    from ops.evaluate.metrics import mean_auc
+
+    y = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    s = np.array([0.9, 0.1, 0.5, 0.5, 0.2, 0.3, 0.0])
+    g = np.array([0, 0, 1, 1, 2, 2, 3])  # group 3 has no negative: left out
+    assert mean_auc(y, s, g) == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert math.isnan(mean_auc(np.ones(2), s[:2], np.array([0, 0])))

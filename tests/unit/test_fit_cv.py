@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fit_support import popularity_impressions
 
 from feedpipe.model.signals import CoReads, coread_add, coread_replay, coread_scores
-from feedpipe.rank.components import Candidates
 from feedpipe.topology import topology
-from ops.evaluate.data import Impression, Prepared, parse_behaviors, prepare
+from ops.evaluate.data import Prepared, parse_behaviors, prepare
 from ops.evaluate.fit import C_GRID, centre, fit_cv, pair_differences
 
 
@@ -54,25 +54,10 @@ def test_centre_removes_between_impression_variation() -> None:
 
 
 def _prepared(rng: np.random.Generator, n_imp: int) -> list[Prepared]:
-    """Impressions of 6 candidates: clicks (popularity) predict the click within an
-    impression; affinity is constant within an impression and higher where there are more
-    clicks (a between-impression confound)."""
-    out = []
-    for i in range(n_imp):
-        pop = rng.poisson(5.0, 6).astype(float)
-        p = np.exp(0.4 * pop)
-        labels = np.zeros(6)
-        labels[rng.choice(6, p=p / p.sum())] = 1.0
-        if i % 2:
-            labels[rng.choice(np.flatnonzero(labels == 0))] = 1.0
-        aff = np.full(6, labels.sum() / 2)
-        z = np.zeros(6)
-        cands = Candidates(affinity=aff, age_hours=np.full(6, np.nan), clicks=pop,
-                           impressions=pop * 10 + 50, category_weight=z, bias=z + 0.5)
-        imp = Impression(str(i), f"U{i}", i, (), tuple(f"N{j}" for j in range(6)),
-                         tuple(int(v) for v in labels))
-        out.append(Prepared(imp, labels, cands, np.ones(6)))
-    return out
+    """Clicks (popularity) predict the click within an impression; affinity is constant within
+    an impression and higher where there are more clicks (a between-impression confound)."""
+    return popularity_impressions(rng, n_imp, lambda labels: float(labels.sum()) / 2,
+                                  second_click_odd=True)
 
 
 def test_fit_cv_picks_c_by_grouped_cross_validation() -> None:
