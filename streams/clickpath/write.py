@@ -167,7 +167,8 @@ async def apply(
             if not sel.fresh:
                 await pipe.unwatch()
                 return sel, None
-            uids = users_of(sel.fresh)
+            # every record above the watermark (the usual case): the batch's users
+            uids = sel.users if len(sel.fresh) == len(decoded) else users_of(sel.fresh)
             raws = await profile_store.read_raw(r, uids)
             stored = {
                 u: stored_profile(u, raw, "clickpath") for u, raw in zip(uids, raws, strict=True)
