@@ -31,12 +31,14 @@ STATS_READ = """
 local out = {}
 for i, key in ipairs(KEYS) do
   local v = redis.call('HMGET', key, 'impressions', 'clicks')
-  out[2 * i - 1] = v[1] or 0
-  out[2 * i] = v[2] or 0
+  out[2 * i - 1] = v[1] or '0'
+  out[2 * i] = v[2] or '0'
 end
-return out
+return table.concat(out, ',')
 """
-"""KEYS: stats hashes. Returns impressions, clicks per key (0 when missing)."""
+"""KEYS: stats hashes. Returns one string: impressions, clicks per key, comma-separated (0
+when missing); one bulk reply instead of two per key (the catalogue reads every item's stats
+of every shard each second: the client parses it with one split)."""
 
 ZINCR_MANY = """
 for i = 1, #ARGV, 2 do redis.call('ZINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
