@@ -471,15 +471,20 @@ def stored_profile(user_id: str, raw: bytes | str | None, stage: str) -> Profile
 # -- writes and reads of fp:profile:{user} (the click path's partition transaction) -----------
 
 
-def queue_profiles(pipe: Any, values: Mapping[str, bytes], ttl_s: int) -> None:
-    """Queue SET ... EX ``ttl_s`` of user -> encoded profile (one SET_EX_MANY call)."""
+def queue_profiles(
+    pipe: Any, values: Mapping[str, bytes], ttl_s: int, kept_feeds: Sequence[str] = ()
+) -> None:
+    """Queue SET ... EX ``ttl_s`` of user -> encoded profile, and an EXPIRE ``ttl_s`` of the
+    feeds of ``kept_feeds`` (users of ``values`` whose stored feed is kept without a re-rank:
+    it lives as long as its profile), in one SET_EX_MANY call (a feed key has its user's hash
+    tag, the slot of the profile key)."""
     if not values:
         return
     k = keys()
     users = list(values)
     pipe.eval(
-        scripts.SET_EX_MANY, len(users), *[k.profile(u) for u in users], ttl_s,
-        *[values[u] for u in users],
+        scripts.SET_EX_MANY, len(users) + len(kept_feeds), *[k.profile(u) for u in users],
+        *[k.feed(u) for u in kept_feeds], ttl_s, *[values[u] for u in users],
     )
 
 

@@ -106,12 +106,12 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
             for u in users
         },
         ttl_s,
+        sorted(plan.kept),
     )
     ranked = sorted(plan.feeds)
     feed_store.queue_feeds(
         pipe, {u: encode_feed(plan.feeds[u], rspec.feed_format, ITEMS) for u in ranked}, ttl_s
     )
-    feed_store.queue_expire(pipe, sorted(plan.kept), ttl_s)
     partition_store.queue_active(
         pipe, partition, {u: plan.profiles[u].get("last_seen") or 0 for u in users}
     )
