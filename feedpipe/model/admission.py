@@ -11,8 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-from collections.abc import Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import neg
+
+import numpy as np
 
 from feedpipe.model.profile import Event, Profile
 from feedpipe.model.units import HOUR_MS, MINUTE_MS
@@ -21,6 +25,7 @@ from feedpipe.topology import ProfilesSpec
 _SEEN = struct.Struct("<QI")
 """One remembered event: its id's fingerprint (u64) and its event-time minute since the epoch
 (u32), little-endian."""
+_FP = struct.Struct("<Q")
 
 
 def fingerprint(event_id: str) -> int:
@@ -39,17 +44,60 @@ def fingerprint(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
-def _seen_load(profile: Profile) -> dict[int, int]:
+_NUMPY_SEEN = 32
+"""Remembered ids above which :func:`_seen_load` unpacks with numpy (struct below it)."""
+_SEEN_DT = np.dtype([("fp", "<u8"), ("m", "<u4")])
+
+
+@dataclass(slots=True)
+class _Seen:
+    """The remembered ids of a profile: ``raw`` the stored pairs (sorted by minute then
+    fingerprint, newest first, as :func:`_seen_store` writes them), ``minutes`` their minutes
+    in that order, ``by_fp`` fingerprint -> minute (with the ids admitted since the load),
+    ``new`` the (minute, fingerprint) pairs admitted since the load."""
+
+    raw: bytes
+    minutes: list[int]
+    by_fp: dict[int, int]
+    new: list[tuple[int, int]]
+
+
+def _seen_load(profile: Profile) -> _Seen:
     raw = profile.get("seen")
     if not raw:
-        return {}
+        return _Seen(b"", [], {}, [])
     data = base64.b64decode(raw)
-    return {fp: minute for fp, minute in _SEEN.iter_unpack(data)}
+    n, odd = divmod(len(data), _SEEN.size)
+    if odd:
+        raise struct.error(f"seen: {len(data)} bytes is not a whole number of pairs")
+    if n > _NUMPY_SEEN:
+        rec = np.frombuffer(data, dtype=_SEEN_DT)
+        fps, minutes = rec["fp"].tolist(), rec["m"].tolist()
+    else:
+        flat = struct.unpack(f"<{'QI' * n}", data)
+        fps, minutes = list(flat[0::2]), list(flat[1::2])
+    return _Seen(data, minutes, dict(zip(fps, minutes, strict=True)), [])
 
 
-def _seen_store(profile: Profile, seen: Mapping[int, int], floor_minute: int, cap: int) -> None:
-    kept = sorted(((m, fp) for fp, m in seen.items() if m >= floor_minute), reverse=True)[:cap]
-    profile["seen"] = base64.b64encode(b"".join(_SEEN.pack(fp, m) for m, fp in kept)).decode()
+def _seen_store(profile: Profile, seen: _Seen, floor_minute: int, cap: int) -> None:
+    """Store the ids of minute ``floor_minute`` or later, the ``cap`` newest (by minute, then
+    fingerprint). When every id admitted since the load is newer than the stored ones (live
+    traffic), the stored pairs are kept as bytes behind the new ones and cut at the floor and
+    the cap, without unpacking and sorting them all again; the result is the same bytes."""
+    new = sorted(seen.new, reverse=True)
+    old = seen.raw
+    if not old or not new or new[-1] > (seen.minutes[0], _FP.unpack_from(old, 0)[0]):
+        head = b"".join(_SEEN.pack(fp, m) for m, fp in new)
+        minutes = [m for m, _ in new] + seen.minutes  # newest first
+        keep = bisect_right(minutes, -floor_minute, key=neg)  # the entries with m >= floor
+        data = (head + old)[: _SEEN.size * min(keep, cap)]
+    else:
+        kept = sorted(
+            ((m, fp) for fp, m in seen.by_fp.items() if m >= floor_minute), reverse=True
+        )[:cap]
+        data = b"".join(_SEEN.pack(fp, m) for m, fp in kept)
+    if data != old or not profile.get("seen"):
+        profile["seen"] = base64.b64encode(data).decode()
 
 
 @dataclass(slots=True)
@@ -99,7 +147,8 @@ def admit_events(profile: Profile, events: Sequence[Event], spec: ProfilesSpec) 
     """
     lateness_ms = int(spec.allowed_lateness_hours * HOUR_MS)
     gap_ms = int(spec.session_gap_minutes * MINUTE_MS)
-    seen = _seen_load(profile)
+    memory = _seen_load(profile)
+    seen = memory.by_fp
     wm: int | None = profile.get("event_wm")
     full = len(seen) >= spec.dedup_max
     oldest = min(seen.values()) if full and seen else None
@@ -121,6 +170,7 @@ def admit_events(profile: Profile, events: Sequence[Event], spec: ProfilesSpec) 
             out.late.append(ev)
             continue
         seen[fp] = minute
+        memory.new.append((minute, fp))
         wm = ev.at if wm is None else max(wm, ev.at)
         out.accepted.append(ev)
         if ev.origin != "live":
@@ -151,5 +201,5 @@ def admit_events(profile: Profile, events: Sequence[Event], spec: ProfilesSpec) 
     profile["rate"] = rate
     profile["event_wm"] = wm
     floor = (wm - lateness_ms) // MINUTE_MS if wm is not None else 0
-    _seen_store(profile, seen, floor, spec.dedup_max)
+    _seen_store(profile, memory, floor, spec.dedup_max)
     return out

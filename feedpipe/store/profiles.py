@@ -38,8 +38,10 @@ cannot hold (no item table, an id without an ordinal, a time outside int64) is s
 
 Size (bench/bench_memory.py, 100,000 MIND users; docs/ranking.md): 1,804 bytes mean against
 ~7.5 KB of JSON: an id is 4 bytes instead of 66, a time 4 instead of 13, ``seen`` raw instead of
-base64. CPU: encode ~37 us vs orjson ~6 us, decode ~27 us vs ~12 us per MIND profile (building
-the entry dicts in Python dominates).
+base64. CPU (2,000 stored live-shaped profiles of bench/bench_clicks.py, 218 bytes mean, same
+process): encode ~19 us, decode ~12 us; the DEFLATE of the rest is about half of the encode.
+``seen`` lists of up to :data:`_SMALL_SEEN` ids go through ``struct`` (numpy's fixed cost per
+call was ~20 us of a 41 us encode on such profiles).
 """
 
 from __future__ import annotations
@@ -91,6 +93,8 @@ _SEEN = np.dtype([("fp", "<u8"), ("m", "<u4")])
 """One remembered event id as feedpipe/model/admission.py packs it (12 bytes, no padding)."""
 _RUNS = struct.Struct("<II")
 _U16_MAX = 0xFFFF
+_SMALL_SEEN = 512
+"""Longest ``seen`` list (pairs) the minute-run codec handles with ``struct`` instead of numpy."""
 
 _CID = itemgetter("content_id")
 _AT = itemgetter("at")
@@ -131,9 +135,46 @@ def _pack_entries(entries: Any, ords: dict[str, int]) -> tuple[bytes, bytes, int
 
 def _pack_seen(raw: bytes) -> bytes | None:
     """The minute-run form of ``seen``'s raw pairs (module docstring), or None when it is not
-    smaller or the pairs are not sorted by minute, newest first, with steps and runs < 2^16."""
+    smaller or the pairs are not sorted by minute, newest first, with steps and runs < 2^16.
+
+    The form is 6 + 4 R + 8 n bytes against 12 n raw (n pairs, R runs), so it needs
+    R <= n - 2; lists of up to :data:`_SMALL_SEEN` pairs are packed with ``struct`` (numpy's
+    per-call cost dominates there), longer ones with numpy; both give the same bytes."""
     if not raw or len(raw) % _SEEN.itemsize:
         return None
+    n = len(raw) // _SEEN.itemsize
+    if n <= 2:
+        return None
+    if n > _SMALL_SEEN:
+        return _pack_seen_np(raw)
+    flat = struct.unpack(f"<{'QI' * n}", raw)
+    minutes = flat[1::2]
+    firsts = [minutes[0]]
+    counts = [1]
+    last = minutes[0]
+    for m in minutes[1:]:
+        if m == last:
+            counts[-1] += 1
+        elif m < last:
+            firsts.append(m)
+            counts.append(1)
+            last = m
+        else:
+            return None
+    runs = len(firsts)
+    if 6 + 4 * runs + 8 * n >= len(raw) or max(counts) > _U16_MAX:
+        return None
+    steps = list(map(sub, firsts, firsts[1:]))
+    if steps and max(steps) > _U16_MAX:
+        return None
+    return b"".join((
+        _RUNS.pack(firsts[0], runs),
+        struct.pack(f"<{runs - 1}H{runs}H{n}Q", *steps, *counts, *flat[0::2]),
+    ))
+
+
+def _pack_seen_np(raw: bytes) -> bytes | None:
+    """:func:`_pack_seen` of a long list, vectorised with numpy."""
     rec = np.frombuffer(raw, dtype=_SEEN)
     m = rec["m"].astype(np.int64)
     step = m[:-1] - m[1:]
@@ -160,6 +201,9 @@ def _unpack_seen(b: bytes) -> bytes:
     if runs == 0:
         raise ValueError("seen: no runs")
     pos = _RUNS.size
+    n = (len(b) - pos - 4 * runs + 2) // 8
+    if n <= _SMALL_SEEN:
+        return _unpack_seen_small(b, first, runs, n)
     steps = np.frombuffer(b, dtype="<u2", count=runs - 1, offset=pos)
     pos += 2 * (runs - 1)
     counts = np.frombuffer(b, dtype="<u2", count=runs, offset=pos)
@@ -174,6 +218,27 @@ def _unpack_seen(b: bytes) -> bytes:
     rec["fp"] = np.frombuffer(b, dtype="<u8", count=n, offset=pos)
     rec["m"] = np.repeat(minutes, counts)
     return rec.tobytes()
+
+
+def _unpack_seen_small(b: bytes, first: int, runs: int, n: int) -> bytes:
+    """:func:`_unpack_seen` of ``n`` pairs with ``struct`` (short lists: numpy's per-call
+    cost dominates there)."""
+    if runs > n or 6 + 4 * runs + 8 * n != len(b):
+        raise ValueError("seen: run lengths do not match the fingerprints")
+    vals = struct.unpack_from(f"<{runs - 1}H{runs}H{n}Q", b, _RUNS.size)
+    counts = vals[runs - 1 : 2 * runs - 1]
+    if sum(counts) != n or min(counts) == 0:
+        raise ValueError("seen: run lengths do not match the fingerprints")
+    minutes: list[int] = []
+    m = first
+    for i, c in enumerate(counts):
+        if i:
+            m -= vals[i - 1]
+        minutes += [m] * c
+    if m < 0:
+        raise ValueError("seen: minute below zero")
+    pairs = [x for pair in zip(vals[2 * runs - 1 :], minutes, strict=True) for x in pair]
+    return struct.pack(f"<{'QI' * n}", *pairs)
 
 
 def _deflate(raw: bytes) -> bytes:
@@ -406,15 +471,20 @@ def stored_profile(user_id: str, raw: bytes | str | None, stage: str) -> Profile
 # -- writes and reads of fp:profile:{user} (the click path's partition transaction) -----------
 
 
-def queue_profiles(pipe: Any, values: Mapping[str, bytes], ttl_s: int) -> None:
-    """Queue SET ... EX ``ttl_s`` of user -> encoded profile (one SET_EX_MANY call)."""
+def queue_profiles(
+    pipe: Any, values: Mapping[str, bytes], ttl_s: int, kept_feeds: Sequence[str] = ()
+) -> None:
+    """Queue SET ... EX ``ttl_s`` of user -> encoded profile, and an EXPIRE ``ttl_s`` of the
+    feeds of ``kept_feeds`` (users of ``values`` whose stored feed is kept without a re-rank:
+    it lives as long as its profile), in one SET_EX_MANY call (a feed key has its user's hash
+    tag, the slot of the profile key)."""
     if not values:
         return
     k = keys()
     users = list(values)
     pipe.eval(
-        scripts.SET_EX_MANY, len(users), *[k.profile(u) for u in users], ttl_s,
-        *[values[u] for u in users],
+        scripts.SET_EX_MANY, len(users) + len(kept_feeds), *[k.profile(u) for u in users],
+        *[k.feed(u) for u in kept_feeds], ttl_s, *[values[u] for u in users],
     )
 
 

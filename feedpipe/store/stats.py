@@ -15,6 +15,7 @@ shard moves. Readers: the click path's catalogue (:func:`read_stats`, :func:`rea
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import add
 from typing import Any
 
 from feedpipe.store import scripts
@@ -88,22 +89,24 @@ async def read_stats(r: Any, ids: Sequence[str]) -> dict[str, tuple[int, int]]:
     """content_id -> (impressions, clicks) of ``ids`` summed over the shards (0 when missing),
     one STATS_READ call per shard and :data:`STATS_READ_CHUNK` items, in one pipeline."""
     k = keys()
-    total = {i: [0, 0] for i in ids}
     if not ids:
         return {}
+    total = [0] * (2 * len(ids))  # impressions, clicks of ids[0], ids[1], ...
     async with r.pipeline(transaction=False) as pipe:
-        chunks = []
+        starts = []
         for p in k.partitions():
+            # the key of every id from one template (content ids cannot hold a NUL)
+            head, _, tail = k.stats("\0", p).partition("\0")
             for lo in range(0, len(ids), STATS_READ_CHUNK):
                 part = ids[lo : lo + STATS_READ_CHUNK]
-                chunks.append(part)
-                pipe.eval(scripts.STATS_READ, len(part), *[k.stats(i, p) for i in part])
+                starts.append(lo)
+                pipe.eval(scripts.STATS_READ, len(part), *[head + i + tail for i in part])
         replies = await pipe.execute()
-    for part, flat in zip(chunks, replies, strict=True):
-        for n, i in enumerate(part):
-            total[i][0] += int(flat[2 * n] or 0)
-            total[i][1] += int(flat[2 * n + 1] or 0)
-    return {i: (v[0], v[1]) for i, v in total.items()}
+    for lo, flat in zip(starts, replies, strict=True):
+        counts = list(map(int, _s(flat).split(",")))
+        total[2 * lo : 2 * lo + len(counts)] = map(add, total[2 * lo : 2 * lo + len(counts)],
+                                                   counts)
+    return {i: (total[2 * n], total[2 * n + 1]) for n, i in enumerate(ids)}
 
 
 async def trending_scores(r: Any, brand: str) -> tuple[int | None, list[tuple[str, float]]]:

@@ -225,14 +225,16 @@ def fold(
     for u in sorted(per_user):
         evs = per_user[u]
         old = stored.get(u)
-        cut = max((i for i, (_, rec) in enumerate(evs) if rec["type"] == "erase"), default=-1)
+        types = [rec["type"] for _, rec in evs]
+        cut = len(types) - 1 - types[::-1].index("erase") if "erase" in types else -1
         if cut >= 0:  # right to erasure: nothing before the erase survives
             plan.erased[u] = old
             old = None
             evs = evs[cut + 1 :]
+            types = types[cut + 1 :]
             if not evs:
                 continue
-        fanned = any(rec["type"] == "fanout" for _, rec in evs)
+        fanned = "fanout" in types
         if fanned:
             # fan-out on write (feedpipe/rank/fanout.py): no profile signal, the user is
             # re-ranked below; a user without a profile (expired, erased) is skipped
@@ -242,18 +244,21 @@ def fold(
                     plan.profiles[u] = old
                     plan.unchanged_profiles.add(u)
                 continue
-        if not fanned and all(rec["type"] == "impression" for _, rec in evs):
+        if not fanned and types.count("impression") == len(types):
             plan.kept.add(u)
         events = [reader_event(rec) for _, rec in evs]
         p = old or new_profile(u, min(ev.at for ev in events) // DAY_MS * DAY_MS, spec)
-        prior = [(r["at"], r["content_id"]) for r in p["recent_reads"]]
+        clicks = coreads is not None and "click" in types
+        prior = [(r["at"], r["content_id"]) for r in p["recent_reads"]] if clicks else []
         was_bot = bool(p.get("bot"))
         adm = admit_events(p, events, spec)
         plan.duplicates += len(adm.duplicates)
-        late_ids = {id(ev) for ev in adm.late}
-        plan.late += [
-            (off, rec) for (off, rec), ev in zip(evs, events, strict=True) if id(ev) in late_ids
-        ]
+        if adm.late:
+            late_ids = {id(ev) for ev in adm.late}
+            plan.late += [
+                (off, rec) for (off, rec), ev in zip(evs, events, strict=True)
+                if id(ev) in late_ids
+            ]
         dropped: list[dict[str, Any]] = []
         waiting = apply_events(p, adm.accepted, item_metas, spec, dropped)
         if dropped:
@@ -265,7 +270,7 @@ def fold(
             pending[cid].add(u)
         p["version"] += 1
         plan.profiles[u] = p
-        if coreads is not None and not was_bot:
+        if clicks and coreads is not None and not was_bot:
             # a user flagged by this batch: only the clicks admitted before the flag count
             flagged = adm.flagged_by
             upto = (len(adm.accepted) if flagged is None
@@ -273,9 +278,11 @@ def fold(
             count_coreads(coreads, prior,
                           [ev for ev in adm.accepted[:upto] if ev.type == "click"],
                           spec.recent_reads)
-        if adm.accepted:
+        bot = bool(p.get("bot"))
+        if len(adm.accepted) == len(events):  # the common case: every event admitted
+            plan.counted += [(rec, bot) for _, rec in evs]
+        elif adm.accepted:
             accepted_ids = {id(ev) for ev in adm.accepted}
-            bot = bool(p.get("bot"))
             plan.counted += [
                 (rec, bot)
                 for (_, rec), ev in zip(evs, events, strict=True)
@@ -291,16 +298,21 @@ def fold(
     stats: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     trending: dict[tuple[str, int], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     trends: dict[str, Trend] = {}
+    newest = 0
     for rec in live:  # bots are left out of every other reader's signals
         cid = rec["content_id"]
         at = ms(rec["occurred_at"]) or 0
-        add_item_signal(stats, trending, rec["type"], cid, at, item_metas.get(cid), epoch_ms,
-                        half_ms)
+        newest = max(newest, at)
         click = rec["type"] != "impression"
+        if click:
+            add_item_signal(stats, trending, "click", cid, at, item_metas.get(cid), epoch_ms,
+                            half_ms)
+        else:  # add_item_signal's impression branch, inline: most live events are impressions
+            stats[cid][0] += 1
         trends[cid] = trend_add(trends.get(cid), click, at, shown=not click)
     plan.trends = trends
     plan.stats = dict(stats)
-    plan.newest_ms = max((ms(rec["occurred_at"]) or 0 for rec in live), default=0)
+    plan.newest_ms = newest
     plan.trending = {key: dict(scores) for key, scores in trending.items()}
     ranked_users = sorted(u for u in plan.profiles if u not in plan.kept)
     plan.coreads = coreads

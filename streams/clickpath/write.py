@@ -106,12 +106,12 @@ def queue_plan(pipe: Any, plan: Plan, erased_from: Sequence[str], topo: Topology
             for u in users
         },
         ttl_s,
+        sorted(plan.kept),
     )
     ranked = sorted(plan.feeds)
     feed_store.queue_feeds(
         pipe, {u: encode_feed(plan.feeds[u], rspec.feed_format, ITEMS) for u in ranked}, ttl_s
     )
-    feed_store.queue_expire(pipe, sorted(plan.kept), ttl_s)
     partition_store.queue_active(
         pipe, partition, {u: plan.profiles[u].get("last_seen") or 0 for u in users}
     )
@@ -167,7 +167,8 @@ async def apply(
             if not sel.fresh:
                 await pipe.unwatch()
                 return sel, None
-            uids = users_of(sel.fresh)
+            # every record above the watermark (the usual case): the batch's users
+            uids = sel.users if len(sel.fresh) == len(decoded) else users_of(sel.fresh)
             raws = await profile_store.read_raw(r, uids)
             stored = {
                 u: stored_profile(u, raw, "clickpath") for u, raw in zip(uids, raws, strict=True)

@@ -303,6 +303,7 @@ def test_feeds_updated_only_when_the_ranked_list_moves(
         assert [t for t, _, _ in sent] == ["profiles.updated", "feeds.updated"]
         fp = stored_profile(redis_client, user)["feed_fp"]
         sent.clear()
+        redis_client.expire(k.feed(user), 100)  # the renewal below must lift it
         await apply(path, records(user, second, 1))  # impressions only: profile, no re-rank
         assert [t for t, _, _ in sent] == ["profiles.updated"]
         p = stored_profile(redis_client, user)
@@ -310,7 +311,8 @@ def test_feeds_updated_only_when_the_ranked_list_moves(
         feed = stored_feed(redis_client, user)
         assert feed["profile_version"] == p["version"] - 1  # the feed of the click is kept
         assert [it["content_id"] for it in feed["items"]] == [news]
-        assert redis_client.ttl(k.feed(user)) > 0  # and lives as long as the profile
+        # and lives as long as the profile: its TTL renewed with the profile's write
+        assert 100 < redis_client.ttl(k.feed(user)) <= topology().profiles.ttl_days * 86_400
 
     asyncio.run(with_path(kafka_bootstrap, body))
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import random
+import struct
 
 import pytest
 
+from feedpipe.model.admission import admit_events, fingerprint
 from feedpipe.model.item import Meta
 from feedpipe.model.profile import Event, apply_events, new_profile
 from feedpipe.model.units import HOUR_MS as HOUR
@@ -124,3 +128,51 @@ def test_pending_expiry_does_not_depend_on_how_events_are_batched() -> None:
     assert dropped == [{"content_id": m.content_id, "at": T0}] and p["pending"] == []
     assert not p["category_affinity"]  # the item came after the click expired
     assert all(r == runs[0] for r in runs)
+
+
+def _reference_seen(raw: bytes, wm: int | None, batch: list[Event], lateness_ms: int,
+                    cap: int) -> tuple[bytes, int | None]:
+    """The remembered ids after admitting ``batch`` to ids ``raw`` (watermark ``wm``), by the
+    definition (feedpipe.model.admission): every id unpacked, the admitted ones added, those
+    of minute ``(watermark - lateness) // 60 s`` or later kept, the ``cap`` newest by
+    (minute, fingerprint), all sorted again."""
+    seen = {fp: m for fp, m in struct.iter_unpack("<QI", raw)}
+    oldest = min(seen.values()) if len(seen) >= cap and seen else None
+    for ev in batch:
+        fp = fingerprint(ev.event_id)
+        if (wm is not None and ev.at < wm - lateness_ms) or fp in seen:
+            continue
+        if oldest is not None and ev.at // 60_000 < oldest:
+            continue
+        seen[fp] = ev.at // 60_000
+        wm = ev.at if wm is None else max(wm, ev.at)
+    floor = (wm - lateness_ms) // 60_000 if wm is not None else 0
+    kept = sorted(((m, fp) for fp, m in seen.items() if m >= floor), reverse=True)[:cap]
+    return b"".join(struct.pack("<QI", fp, m) for m, fp in kept), wm
+
+
+@pytest.mark.parametrize("disorder", [0.0, 0.3])
+def test_seen_kept_newest_first_whatever_the_batches(disorder: float) -> None:
+    """Admission keeps the stored ids as bytes when a batch's ids are all newer (live order)
+    and sorts them all otherwise: both give the ids its definition names, batch by batch."""
+    rng = random.Random(15)
+    spec = topology().profiles.model_copy(update={"dedup_max": 40, "allowed_lateness_hours": 1})
+    lateness_ms = 3_600_000
+    t = T0
+    events = []
+    for i in range(300):
+        t += rng.choice((0, 1_000, 60_000, 600_000))
+        at = t - (rng.choice((60_000, 1_800_000)) if rng.random() < disorder else 0)
+        eid = hashlib.sha256(str(i).encode()).hexdigest()
+        events.append(Event(eid, rng.choice(("impression", "click")), "N1", at))
+        if rng.random() < 0.05:
+            events.append(events[rng.randrange(len(events))])  # a duplicate
+    p = new_profile("u1", T0, spec)
+    want, wm = b"", None
+    done = 0
+    while done < len(events):
+        batch = events[done : done + rng.randint(1, 25)]
+        admit_events(p, batch, spec)
+        done += len(batch)
+        want, wm = _reference_seen(want, wm, batch, lateness_ms, 40)
+        assert base64.b64decode(p["seen"]) == want

@@ -16,6 +16,10 @@ from feedpipe.store.interning import ItemTable
 from feedpipe.store.profiles import (
     MAGIC,
     ProfileFormatError,
+    _pack_seen,
+    _pack_seen_np,
+    _unpack_seen,
+    _unpack_seen_small,
     decode_profile,
     encode_profile,
     profile_ids,
@@ -148,6 +152,31 @@ def test_seen_in_distinct_minutes_or_unsorted_stays_raw() -> None:
         raw = encode_profile(p, "compact", _table(p))
         assert raw.endswith(seen) and not raw[24] & 32
         assert decode_profile(raw, _table(p))["seen"] == p["seen"]
+
+
+def test_seen_runs_same_bytes_short_and_long() -> None:
+    """Short lists are packed with struct, long ones with numpy: the stored bytes of a list
+    must not depend on which path packed it, and both read back exactly."""
+    rng = random.Random(15)
+    packed = 0
+    for n in (*range(1, 40), 300, 512, 513, 700, 4096):
+        minute = rng.randint(2**30, 2**31)
+        pairs = []
+        for _ in range(n):
+            pairs.append(struct.pack("<QI", rng.getrandbits(64), minute))
+            minute -= rng.choice((0, 0, 0, 1, 7, 400))
+        raw = b"".join(pairs)
+        short = _pack_seen(raw) if n <= 512 else None
+        long_ = _pack_seen_np(raw) if n > 2 else None
+        if n <= 512:
+            assert short == long_
+        if long_ is not None:
+            packed += 1
+            assert _unpack_seen(long_) == raw
+            assert _unpack_seen_small(long_, *struct.unpack_from("<II", long_), n) == raw
+    assert packed >= 30
+    with pytest.raises(ValueError):  # a run count that does not match the length
+        _unpack_seen_small(long_[:-8], *struct.unpack_from("<II", long_), n - 1)
 
 
 def test_corrupt_minute_runs_are_refused() -> None:
