@@ -48,7 +48,7 @@ def diversified(
     if cap <= 0:
         return top_rows(row_score, min(k, n_allowed)).tolist()
     if int(np.count_nonzero(row_score > -np.inf)) == n_allowed:
-        got = _capped_heads(row_score, prim, k, cap)
+        got = _capped_heads(row_score, n_allowed, prim, k, cap)
         if got is not None:
             return got
     # the whole order: one stable sort (score descending, ties by index)
@@ -60,25 +60,30 @@ def diversified(
     return picked.tolist()
 
 
-def _capped_heads(row_score: Array, prim: npt.NDArray[np.int64], k: int, cap: int
-                  ) -> list[int] | None:
+def _capped_heads(row_score: Array, n_allowed: int, prim: npt.NDArray[np.int64], k: int,
+                  cap: int) -> list[int] | None:
     """:func:`diversified`'s picks, ranking a head of the remaining order at a time (the best
     ``PREFIX_FACTOR`` x the picks still missing, by :func:`top_rows`): each head item's rank
     in its category counts the items of it in earlier heads, and after each head the
     remaining items of a category already holding ``cap`` items are dropped (they can never
     qualify). A user concentrated on a few categories fills them in the first head; the rest
-    of the catalogue is what is left. None when the qualifying items run out before ``k``."""
+    of the catalogue is what is left. None when the qualifying items run out before ``k``.
+    ``row_score``'s finite entries are exactly its ``n_allowed`` allowed items."""
     size = int(prim.max()) + 1 if len(prim) else 0
     held = np.zeros(size + 1, dtype=np.int64)  # items passed per category (last: none)
     slot = np.where(prim >= 0, prim, size)
-    remaining = row_score > -np.inf
+    remaining: npt.NDArray[np.bool_] | None = None  # None: every allowed item
     picked: list[npt.NDArray[np.intp]] = []
     need = k
     while True:
-        cand = np.flatnonzero(remaining)
-        if len(cand) == 0:
-            return None
-        head = cand[top_rows(row_score[cand], min(len(cand), PREFIX_FACTOR * need))]
+        if remaining is None:  # the first head: straight from the row (-inf items last)
+            head = top_rows(row_score, min(n_allowed, PREFIX_FACTOR * need))
+            remaining = row_score > -np.inf
+        else:
+            cand = np.flatnonzero(remaining)
+            if len(cand) == 0:
+                return None
+            head = cand[top_rows(row_score[cand], min(len(cand), PREFIX_FACTOR * need))]
         cats = prim[head]
         qualify = (_rank_in_category(cats) + held[slot[head]] < cap) | (cats < 0)
         got = head[qualify]

@@ -34,6 +34,8 @@ HEADER_ZDICT = (
 """Preset DEFLATE dictionary of MAGIC3 headers (frozen: stored values depend on it)."""
 _Q = 65535.0
 _HEADER = struct.Struct("<I")
+_SOURCE_BITS = 8
+"""Bits of a candidate source set in :func:`encode_columns`' group key (4 sources today)."""
 
 
 def _record_dtype(multi: bool, width: int, quant: bool, interned: bool = False) -> np.dtype[Any]:
@@ -79,7 +81,10 @@ def encode_columns(doc: dict[str, Any], feed: RankedFeed, table: ItemTable | Non
     names = feed.servings[0].names if feed.servings else ()
     if n == 0 or any(s.names != names for s in feed.servings):
         return None
-    vals = np.column_stack((feed.scores, feed.features[:, [feed.names.index(k) for k in names]]))
+    vals = np.empty((n, len(names) + 1))
+    vals[:, 0] = feed.scores
+    vals[:, 1:] = (feed.features if names == feed.names
+                   else feed.features[:, [feed.names.index(k) for k in names]])
     if not np.all(np.isfinite(vals)):
         return None
     ords: list[int] | None = None
@@ -91,21 +96,22 @@ def encode_columns(doc: dict[str, Any], feed: RankedFeed, table: ItemTable | Non
     if ords is None and not feed.digests:
         return None
     # groups: the distinct (serving, source set) pairs, in first-seen order
-    key = feed.serving_of << 32
+    key = feed.serving_of << _SOURCE_BITS
     if feed.bits is not None:
+        if int(feed.bits.max()) >= 1 << _SOURCE_BITS:
+            return None
         key = key | feed.bits
-    uniq, first, gidx = np.unique(key, return_index=True, return_inverse=True)
-    if len(uniq) > 255:
+    distinct = list(dict.fromkeys(key.tolist()))
+    if len(distinct) > 255:
         return None
-    order = np.argsort(first)
-    group_no = np.empty(len(uniq), dtype=np.int64)
-    group_no[order] = np.arange(len(uniq))
+    group_of = np.zeros(int(max(distinct)) + 1, dtype=np.uint8)
+    group_of[distinct] = np.arange(len(distinct))
     groups = []
-    for j in first[order].tolist():
-        s = feed.servings[int(feed.serving_of[j])]
+    for kv in distinct:
+        s = feed.servings[kv >> _SOURCE_BITS]
         g: dict[str, Any] = {"brand": s.brand}
         if feed.sources is not None:
-            g["sources"] = feed.sources[j]
+            g["sources"] = feed.sources[int(np.argmax(key == kv))]
         g.update(s.tail())
         g["_n"] = ["score", *names]
         groups.append(g)
@@ -113,7 +119,7 @@ def encode_columns(doc: dict[str, Any], feed: RankedFeed, table: ItemTable | Non
     multi = len(groups) > 1
     rec = np.zeros(n, dtype=_record_dtype(multi, len(names) + 1, quant, ords is not None))
     if multi:
-        rec["g"] = group_no[gidx]
+        rec["g"] = group_of[key]
     if ords is not None:
         rec["o"] = ords
     else:
