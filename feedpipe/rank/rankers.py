@@ -53,9 +53,14 @@ _EDITORIAL = ("category", "bias", "freshness")
 _FEATURES = {"affinity": ("affinity", "recency", "engagement"), "learned": _LEARNED,
              "editorial": _EDITORIAL}
 """Each ranker's features (score components before weighting), in feed item order."""
-_EMPTY = RankedFeed(ids=[], rows=np.zeros(0, dtype=np.intp), scores=np.zeros(0), names=(),
-                    features=np.zeros((0, 0)), servings=[], serving_of=np.zeros(0, np.int64),
-                    bits=None, sources=None, digests=b"")
+
+
+def _empty() -> RankedFeed:
+    """A feed without items (a new object each time: its item list is the caller's)."""
+    return RankedFeed(ids=[], rows=np.zeros(0, dtype=np.intp), scores=np.zeros(0), names=(),
+                      features=np.zeros((0, 0)), servings=[], serving_of=np.zeros(0, np.int64),
+                      bits=None, sources=None, digests=b"")
+
 
 _EDITORIAL_CACHE: dict[tuple[int, int, str, str], Array] = {}
 
@@ -217,7 +222,7 @@ def rank_feeds(
     """
     n = len(matrix)
     if n == 0:
-        return [_EMPTY for _ in profiles]
+        return [_empty() for _ in profiles]
     editorial = config.rankers.editorial
     cols = item_columns(matrix, stats, ranking, editorial.default_bias)
     imps, clicks, eng = cols.imps, cols.clicks, cols.eng
@@ -314,7 +319,7 @@ def rank_feeds(
             row_score = score[row]
             n_allowed = int(allowed[row].sum())
             if n_allowed == 0:
-                results.append(_EMPTY)
+                results.append(_empty())
                 continue
             if cap > 0:  # diversity: the allowed items in score order, then the cap
                 top = diversified(row_score, n_allowed, primary, ranking.feed_size, cap)
