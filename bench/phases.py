@@ -80,6 +80,7 @@ def install() -> None:
         (path, "decode", "decode"),
         (write, "fold", "fold"),
         (fold, "rank_users", "rank"),
+        (fold, "rank_feeds", "rank"),
         (fold, "feed_json", "rank"),
         (fold, "rank_plan", "rank"),
         (write, "encode_profile", "encode"),

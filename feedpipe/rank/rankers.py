@@ -4,8 +4,10 @@
 merge call: per user and brand it serves the weight set of the user's A/B arm or of the brand,
 scores that weight set's ranker (formulas in :mod:`feedpipe.rank.components`) over a
 (users x items) chunk of the :class:`feedpipe.model.item.CandidateMatrix`, restricts to the
-candidates (:mod:`feedpipe.rank.candidates`) and returns explained feed items. The pure-Python
-:func:`feedpipe.rank.reference.rank` checks it in the unit tests.
+candidates (:mod:`feedpipe.rank.candidates`), picks the top N (:mod:`feedpipe.rank.selection`)
+and returns columnar feeds (:class:`feedpipe.wire.ranked.RankedFeed`; :func:`rank_users`
+gives their items as dicts). The pure-Python :func:`feedpipe.rank.reference.rank` checks it in
+the unit tests.
 """
 
 from __future__ import annotations
@@ -41,10 +43,24 @@ from feedpipe.rank.components import (
     shares_and_cuts,
 )
 from feedpipe.rank.experiments import resolve
+from feedpipe.rank.selection import diversified, top_rows
 from feedpipe.rank.weights import RankingConfig
 from feedpipe.topology import RANKER_COMPONENTS, EditorialSpec, RankingSpec
+from feedpipe.wire.ranked import RankedFeed, Serving
 
 _LEARNED = RANKER_COMPONENTS["learned"]
+_EDITORIAL = ("category", "bias", "freshness")
+_FEATURES = {"affinity": ("affinity", "recency", "engagement"), "learned": _LEARNED,
+             "editorial": _EDITORIAL}
+"""Each ranker's features (score components before weighting), in feed item order."""
+
+
+def _empty() -> RankedFeed:
+    """A feed without items (a new object each time: its item list is the caller's)."""
+    return RankedFeed(ids=[], rows=np.zeros(0, dtype=np.intp), scores=np.zeros(0), names=(),
+                      features=np.zeros((0, 0)), servings=[], serving_of=np.zeros(0, np.int64),
+                      bits=None, sources=None, digests=b"")
+
 
 _EDITORIAL_CACHE: dict[tuple[int, int, str, str], Array] = {}
 
@@ -75,7 +91,8 @@ class ItemColumns:
     ``eng`` the engagement component, ``brand_names`` (sorted) with ``brand_code`` (name ->
     code), ``codes`` (n,) each item's brand code and ``col_masks`` one (n,) bool per code,
     ``has_pub`` (n,) bool, ``bias`` (n,) the editorial bias match, ``primary`` (n,) int, ``cids``
-    the content ids in row order."""
+    the content ids in row order, ``digests`` (n,) their raw 32-byte SHA-256 digests (``V32``)
+    when every id is 64 lowercase hex digits (:func:`feedpipe.ids.content_id`), else None."""
 
     key: tuple[Any, ...]
     imps: Array
@@ -89,9 +106,15 @@ class ItemColumns:
     bias: Array
     primary: npt.NDArray[np.int64]
     cids: list[str]
+    digests: npt.NDArray[np.void] | None
 
 
-_COLUMNS: list[ItemColumns] = []  # the last one built (its key holds the objects, not ids)
+_COLUMNS: list[ItemColumns] = []
+"""The last :data:`COLUMNS_KEPT` built, newest first (their keys hold the objects, so an
+object's identity is not reused while its entry lives)."""
+COLUMNS_KEPT = 2
+"""Entries of :data:`_COLUMNS`: the worker's batches and its idle refresher (another thread)
+can rank on different stats at once without rebuilding each other's columns."""
 
 
 def item_columns(matrix: CandidateMatrix, stats: Mapping[str, tuple[int, int]],
@@ -99,12 +122,14 @@ def item_columns(matrix: CandidateMatrix, stats: Mapping[str, tuple[int, int]],
     """The :class:`ItemColumns` of these inputs, built once and reused while the same objects
     come back (the worker replaces its matrix and stats mappings when it reloads them, never
     changes them in place; live-shaped batches rank a few users each, so these O(n) Python
-    loops would otherwise be paid per batch)."""
+    loops would otherwise be paid per batch). Equal rankings and biases match by value, the
+    matrix and stats by identity."""
     key = (matrix, stats, ranking, default_bias)
-    last = _COLUMNS[0] if _COLUMNS else None  # one read: the refresher ranks in another thread
-    if last is not None and all(a is b or a == b for a, b in zip(last.key, key, strict=True)):
-        return last
+    for kept in list(_COLUMNS):  # a copy: the refresher ranks in another thread
+        if kept.key[0] is matrix and kept.key[1] is stats and kept.key[2:] == key[2:]:
+            return kept
     n = len(matrix)
+    cids = [meta.content_id for meta in matrix.metas]
     zero = (0, 0)
     got = [stats.get(m.content_id, zero) for m in matrix.metas]
     imps = np.array([g[0] for g in got], dtype=float)
@@ -119,13 +144,28 @@ def item_columns(matrix: CandidateMatrix, stats: Mapping[str, tuple[int, int]],
         has_pub=~np.isnan(matrix.published),
         bias=bias_match(np.full(n, default_bias), 0.5),
         primary=np.asarray(matrix.primary, dtype=np.int64),
-        cids=[meta.content_id for meta in matrix.metas],
+        cids=cids,
+        digests=_digests(cids),
     )
-    _COLUMNS[:] = [cols]
+    _COLUMNS[:] = [cols, *_COLUMNS][:COLUMNS_KEPT]
     return cols
 
 
-def rank_users(
+def _digests(cids: list[str]) -> npt.NDArray[np.void] | None:
+    """(n,) ``V32`` raw digests of 64-hex-digit lowercase ids; None when one id is not."""
+    joined = "".join(cids)
+    if len(joined) != 64 * len(cids) or joined != joined.lower():
+        return None
+    try:
+        raw = bytes.fromhex(joined)
+    except ValueError:
+        return None
+    if len(raw) != 32 * len(cids) or any(len(c) != 64 for c in cids):
+        return None
+    return np.frombuffer(raw, dtype="V32")
+
+
+def rank_feeds(
     profiles: Sequence[Mapping[str, Any]],
     matrix: CandidateMatrix,
     stats: Mapping[str, tuple[int, int]],
@@ -135,8 +175,9 @@ def rank_users(
     sources: CandidateInputs | None = None,
     trends: TrendSums | None = None,
     coreads: Sequence[Mapping[str, float]] | None = None,
-) -> list[list[dict[str, Any]]]:
-    """Rank each profile's candidates with the ranker and weights serving it; feed items out.
+) -> list[RankedFeed]:
+    """Rank each profile's candidates with the ranker and weights serving it; one columnar
+    :class:`feedpipe.wire.ranked.RankedFeed` per profile.
 
     For each user and each of their candidate brands
     (:func:`feedpipe.rank.candidates.candidate_brands`) the weight set comes from
@@ -160,8 +201,8 @@ def rank_users(
         config: the weights in force (:meth:`feedpipe.rank.weights.WeightsRegistry.current`).
         sources: candidate generation (:mod:`feedpipe.rank.candidates`): only the items a source
             proposes (fresh, trending, top affinities; ``matrix.fresh_at`` is the fresh
-            source's clock) are scored, and each item carries ``sources`` (their names, e.g.
-            ``["fresh", "affinity"]``). None: every allowed item is scored, no ``sources``.
+            source's clock) are scored, and each item carries its sources' bits and names.
+            None: every allowed item is scored, no sources.
         trends: trending-window sums of the matrix rows (epoch -> (n, 4),
             :func:`feedpipe.store.trends.read_trends`), for ``learned`` weight sets; None or
             rows not matching the matrix: those features are 0.
@@ -172,9 +213,8 @@ def rank_users(
             candidate source. None: 0 and no such source.
 
     Returns:
-        Per profile, the feed items: ``{"content_id", "brand", "rank", "score", <the ranker's
-        components>, "weights" (the weight values), "ranker", "weight_set", "weight_version",
-        "arm", "experiment"}`` (arm and experiment None outside experiments).
+        Per profile, its feed (columns: ids, rows, scores, the servings' features, serving
+        table, source bits); its items as dicts are :func:`rank_users`'s.
 
     Raises:
         KeyError: an experiment arm naming an unknown weight set (topology validation
@@ -182,22 +222,21 @@ def rank_users(
     """
     n = len(matrix)
     if n == 0:
-        return [[] for _ in profiles]
+        return [_empty() for _ in profiles]
     editorial = config.rankers.editorial
     cols = item_columns(matrix, stats, ranking, editorial.default_bias)
     imps, clicks, eng = cols.imps, cols.clicks, cols.eng
     brand_names, brand_code, codes, col_masks = (
         cols.brand_names, cols.brand_code, cols.codes, cols.col_masks)
-    published, has_pub, bias, primary, cids = (
-        matrix.published, cols.has_pub, cols.bias, cols.primary, cols.cids)
+    published, has_pub, bias, primary = (matrix.published, cols.has_pub, cols.bias, cols.primary)
     slots = matrix.slots
-    weights_dicts: dict[str, dict[str, float]] = {}  # one shared mapping per weight set
+    servings: dict[tuple[str, str, int, str | None, str | None], Serving] = {}
     trend_rows = (
         trending_rows(matrix.index, sources.trending, sources.spec.trending_k)
         if sources is not None
         else []
     )
-    results: list[list[dict[str, Any]]] = []
+    results: list[RankedFeed] = []
     for lo in range(0, len(profiles), chunk):
         part = profiles[lo : lo + chunk]
         m = len(part)
@@ -273,201 +312,112 @@ def rank_users(
             )
             allowed = np.asarray(bits > 0)
         score = np.where(allowed, score, -np.inf)
+
+        feat = _ChunkFeatures(aff, rec, eng, learned, fresh, cat_cols, bias)
         cap = ranking.max_per_category
         for row in range(m):
             row_score = score[row]
             n_allowed = int(allowed[row].sum())
             if n_allowed == 0:
-                results.append([])
+                results.append(_empty())
                 continue
             if cap > 0:  # diversity: the allowed items in score order, then the cap
                 top = diversified(row_score, n_allowed, primary, ranking.feed_size, cap)
             else:
                 top = top_rows(row_score, min(ranking.feed_size, n_allowed)).tolist()
-            # per item: values of the selected columns converted in bulk (``tolist``), the
-            # assignment's descriptive fields shared per (row, brand)
             sel = np.asarray(top, dtype=np.intp)
-            code_l = codes[sel].tolist()
-            score_l = row_score[sel].tolist()
-            aff_l, rec_l, eng_l = aff[row, sel].tolist(), rec[row, sel].tolist(), eng[sel].tolist()
-            bits_l = bits[row, sel].tolist() if bits is not None else None
-            tails: dict[int, dict[str, Any]] = {}
-            items: list[dict[str, Any]] = []
-            a = assigned[(row, code_l[0])]
-            if bits_l is not None and a.weights.ranker == "affinity" and code_l.count(
-                code_l[0]
-            ) == len(code_l):
-                # one brand, the affinity ranker: the common case, built in one comprehension
-                # (same items, same key order as the loop below)
-                wd = weights_dicts.get(a.weight_set)
-                if wd is None:
-                    wd = weights_dicts[a.weight_set] = dict(a.weights.weights)
-                brand = brand_names[code_l[0]]
-                ranker, ws_name, ws_version = a.weights.ranker, a.weight_set, a.weights.version
-                arm, experiment = a.arm, a.experiment
-                results.append([
-                    {"content_id": cids[i], "brand": brand, "rank": rank_no, "score": sc,
-                     "affinity": af, "recency": rc, "engagement": en,
-                     "sources": _source_names(bt), "weights": wd, "ranker": ranker,
-                     "weight_set": ws_name, "weight_version": ws_version, "arm": arm,
-                     "experiment": experiment}
-                    for rank_no, i, sc, af, rc, en, bt in zip(
-                        range(1, len(top) + 1), top, score_l, aff_l, rec_l, eng_l, bits_l,
-                        strict=True,
-                    )
-                ])
-                continue
-            for rank_no, (i, code) in enumerate(zip(top, code_l, strict=True), start=1):
-                a = assigned[(row, code)]
-                tail = tails.get(code)
-                if tail is None:
-                    wd = weights_dicts.get(a.weight_set)
-                    if wd is None:
-                        wd = weights_dicts[a.weight_set] = dict(a.weights.weights)
-                    tail = tails[code] = {
-                        "weights": wd,
-                        "ranker": a.weights.ranker,
-                        "weight_set": a.weight_set,
-                        "weight_version": a.weights.version,
-                        "arm": a.arm,
-                        "experiment": a.experiment,
-                    }
-                j = rank_no - 1
-                item: dict[str, Any] = {
-                    "content_id": cids[i],
-                    "brand": brand_names[code],
-                    "rank": rank_no,
-                    "score": score_l[j],
-                }
-                if a.weights.ranker == "affinity":
-                    item["affinity"] = aff_l[j]
-                    item["recency"] = rec_l[j]
-                    item["engagement"] = eng_l[j]
-                elif a.weights.ranker == "learned":
-                    assert learned is not None
-                    for k in _LEARNED:
-                        item[k] = float(learned[k][row, i])
-                else:
-                    assert fresh is not None
-                    item["category"] = float(cat_cols[code][i])
-                    item["bias"] = float(bias[i])
-                    item["freshness"] = float(fresh[row, i])
-                if bits_l is not None:
-                    item["sources"] = _source_names(bits_l[j])
-                item.update(tail)
-                items.append(item)
-            results.append(items)
+            code_sel = codes[sel]
+            first = [int(code_sel[0])]
+            if not bool((code_sel == first[0]).all()):
+                uniq, at = np.unique(code_sel, return_index=True)
+                first = uniq[np.argsort(at)].tolist()
+            served = [_serving(servings, assigned[(row, c)], brand_names[c]) for c in first]
+            if len(first) == 1:
+                serving_of = np.zeros(len(sel), dtype=np.int64)
+                names = served[0].names
+                feats = feat.block(served[0].ranker, row, sel, first[0])
+            else:
+                lut = np.zeros(len(brand_names), dtype=np.int64)
+                lut[first] = np.arange(len(first))
+                serving_of = lut[code_sel]
+                names = tuple(dict.fromkeys(nm for s in served for nm in s.names))
+                feats = np.zeros((len(sel), len(names)))
+                for g, (s, c) in enumerate(zip(served, first, strict=True)):
+                    mine = serving_of == g
+                    feats[np.ix_(mine, [names.index(nm) for nm in s.names])] = feat.block(
+                        s.ranker, row, sel[mine], c)
+            b_sel = bits[row, sel] if bits is not None else None
+            results.append(RankedFeed(
+                ids=list(map(cols.cids.__getitem__, top)), rows=sel, scores=row_score[sel],
+                names=names, features=feats, servings=served, serving_of=serving_of,
+                bits=b_sel,
+                sources=(list(map(_source_names, b_sel.tolist())) if b_sel is not None
+                         else None),
+                digests=cols.digests[sel].tobytes() if cols.digests is not None else b"",
+            ))
     return results
 
 
-PREFIX_FACTOR = 4
-"""Items in score order tried first for a diversified feed: ``PREFIX_FACTOR x feed_size``."""
+def rank_users(
+    profiles: Sequence[Mapping[str, Any]],
+    matrix: CandidateMatrix,
+    stats: Mapping[str, tuple[int, int]],
+    ranking: RankingSpec,
+    config: RankingConfig,
+    chunk: int = 64,
+    sources: CandidateInputs | None = None,
+    trends: TrendSums | None = None,
+    coreads: Sequence[Mapping[str, float]] | None = None,
+) -> list[list[dict[str, Any]]]:
+    """:func:`rank_feeds`' feeds as item dicts (the read endpoint's celebrity merge, the
+    reference comparison): per profile ``{"content_id", "brand", "rank", "score", <the
+    ranker's components>, "sources" (with ``sources``: their names, e.g. ``["fresh",
+    "affinity"]``), "weights" (the weight values), "ranker", "weight_set", "weight_version",
+    "arm", "experiment"}`` (arm and experiment None outside experiments). Arguments and
+    errors: :func:`rank_feeds`."""
+    return [f.dicts() for f in rank_feeds(profiles, matrix, stats, ranking, config, chunk,
+                                          sources, trends, coreads)]
 
 
-def diversified(
-    row_score: Array, n_allowed: int, primary: Sequence[int] | npt.NDArray[np.int64], k: int,
-    cap: int,
-) -> list[int]:
-    """:func:`feedpipe.rank.candidates.diversify` of the ``n_allowed`` allowed items of
-    ``row_score`` in score order, with numpy instead of a Python walk over the order.
+@dataclass(frozen=True, slots=True)
+class _ChunkFeatures:
+    """The feature arrays of one chunk of users (rows) x the matrix items (columns)."""
 
-    The walk of ``diversify`` picks the j-th item of a category (in score order) exactly when
-    j < ``cap`` (or the item has no category, -1), stopping at ``k`` picks; when fewer than
-    ``k`` qualify it appends the best capped-out items. So the result is the first ``k``
-    qualifying items of the order, then the first capped-out ones: computed here from each
-    item's rank within its category (a stable sort of the order by category). The best
-    ``PREFIX_FACTOR * k`` items are tried first (O(n) partition, then a short sort); the
-    whole order is sorted only when that prefix holds fewer than ``k`` qualifying items.
-    Same result as ``diversify`` on the full order (tests/unit/test_candidates.py).
-    """
-    prim = np.asarray(primary, dtype=np.int64)
-    head = min(n_allowed, PREFIX_FACTOR * k)
-    if head < n_allowed:
-        order = top_rows(row_score, head)
-        ok = _within_caps(prim[order], cap)
-        if int(ok.sum()) >= k:
-            return order[ok][:k].tolist()
-        if cap > 0:
-            got = _after_prefix(row_score, n_allowed, prim, k, cap, order, ok)
-            if got is not None:
-                return got
-    # the whole order: one stable sort (score descending, ties by index)
-    order = np.argsort(-row_score, kind="stable")[:n_allowed]
-    ok = _within_caps(prim[order], cap)
-    picked = order[ok][:k]
-    if len(picked) < k:
-        picked = np.concatenate([picked, order[~ok][: k - len(picked)]])
-    return picked.tolist()
+    aff: Array
+    rec: Array
+    eng: Array
+    learned: dict[str, Array] | None
+    fresh: Array | None
+    cat_cols: dict[int, Array]
+    bias: Array
+
+    def block(self, ranker: str, row: int, sel: npt.NDArray[np.intp], code: int) -> Array:
+        """(len(sel), w) values of ``ranker``'s features (:data:`_FEATURES` order) of the
+        chunk's user ``row`` on the matrix rows ``sel`` of brand ``code``."""
+        if ranker == "affinity":
+            return np.column_stack((self.aff[row, sel], self.rec[row, sel], self.eng[sel]))
+        if ranker == "learned":
+            assert self.learned is not None
+            return np.column_stack([self.learned[k][row, sel] for k in _LEARNED])
+        assert self.fresh is not None
+        return np.column_stack(
+            (self.cat_cols[code][sel], self.bias[sel], self.fresh[row, sel]))
 
 
-def _after_prefix(
-    row_score: Array, n_allowed: int, prim: npt.NDArray[np.int64], k: int, cap: int,
-    order: npt.NDArray[np.intp], ok: npt.NDArray[np.bool_],
-) -> list[int] | None:
-    """:func:`diversified`'s picks when the best ``len(order)`` items (``order``, their
-    within-cap flags ``ok``) settle fewer than ``k``: the items after the prefix of a
-    category already holding ``cap`` items can never qualify, so only the other categories'
-    remaining items are ranked, again a head at a time (the best ``PREFIX_FACTOR`` x the
-    picks still missing, by :func:`top_rows`), each item's rank in its category counting
-    the items of it already passed. A user concentrated on a few categories fills them in
-    the first prefix; the rest of the catalogue is what is left. None when the qualifying
-    items are fewer than ``k`` (the capped-out top-up needs the whole order) or the allowed
-    items are not exactly the finite scores."""
-    finite = row_score > -np.inf
-    if int(np.count_nonzero(finite)) != n_allowed:
-        return None
-    size = int(prim.max()) + 1 if len(prim) else 0
-    held = np.zeros(size + 1, dtype=np.int64)  # items passed per category (last: none)
-    slot = np.where(prim >= 0, prim, size)
-    remaining = finite
-    picked = [order[ok]]
-    need = k - int(ok.sum())
-    head = order
-    while True:
-        held += np.bincount(slot[head], minlength=size + 1)
-        remaining[head] = False
-        full = held >= cap
-        full[size] = False  # items without a category are never capped
-        remaining &= ~full[slot]
-        cand = np.flatnonzero(remaining)
-        if len(cand) == 0:
-            return None
-        head = cand[top_rows(row_score[cand], min(len(cand), PREFIX_FACTOR * need))]
-        cats = prim[head]
-        before = held[slot[head]]
-        qualify = (_rank_in_category(cats) + before < cap) | (cats < 0)
-        got = head[qualify]
-        picked.append(got)
-        need -= len(got)
-        if need <= 0:
-            return np.concatenate(picked)[:k].tolist()
-
-
-def _rank_in_category(cats: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """Per position of an order with categories ``cats``: how many earlier positions have the
-    same category."""
-    n = len(cats)
-    by_cat = np.argsort(cats, kind="stable")  # positions grouped by category, order kept
-    grouped = cats[by_cat]
-    pos = np.arange(n)
-    starts = np.zeros(n, dtype=np.int64)  # each group's first position, carried forward
-    if n:
-        new = np.empty(n, dtype=bool)
-        new[0] = True
-        np.not_equal(grouped[1:], grouped[:-1], out=new[1:])
-        starts = np.maximum.accumulate(np.where(new, pos, 0))
-    rank_in = np.empty(n, dtype=np.int64)
-    rank_in[by_cat] = pos - starts
-    return rank_in
-
-
-def _within_caps(cats: npt.NDArray[np.int64], cap: int) -> npt.NDArray[np.bool_]:
-    """Per position of a score order with primary categories ``cats``: True when the item is
-    among the first ``cap`` of its category in that order, or has no category (-1); all
-    True when ``cap`` <= 0 (no cap)."""
-    if cap <= 0:
-        return np.ones(len(cats), dtype=bool)
-    return (_rank_in_category(cats) < cap) | (cats < 0)
+def _serving(cache: dict[tuple[str, str, int, str | None, str | None], Serving], a: Any,
+             brand: str) -> Serving:
+    """The :class:`feedpipe.wire.ranked.Serving` of assignment ``a``
+    (:func:`feedpipe.rank.experiments.resolve`) on ``brand``, one per call of
+    :func:`rank_feeds` (feeds share its weights mapping)."""
+    key = (brand, a.weight_set, a.weights.version, a.arm, a.experiment)
+    got = cache.get(key)
+    if got is None:
+        ranker = a.weights.ranker
+        got = cache[key] = Serving(
+            brand=brand, ranker=ranker, weight_set=a.weight_set,
+            weight_version=a.weights.version, arm=a.arm, experiment=a.experiment,
+            weights=dict(a.weights.weights), names=_FEATURES.get(ranker, _EDITORIAL))
+    return got
 
 
 def _learned_columns(aff: Array, age_h: Array, has_pub: npt.NDArray[np.bool_], clicks: Array,
@@ -506,14 +456,3 @@ def coread_matrix(maps: Sequence[Mapping[str, float]], index: Mapping[str, int],
     out = np.zeros((len(maps), n))
     out[rows, cols] = vals
     return out
-
-
-def top_rows(row_score: Array, k: int) -> npt.NDArray[np.intp]:
-    """Indices of the ``k`` highest scores of a 1-D array (1 <= k <= n), best first; ties
-    broken by index, i.e. by content id, since candidate matrices are sorted by content id.
-    Uses ``np.partition`` (O(n)) then sorts only the ``k`` selected (plus ties at the cut-off).
-    """
-    n = len(row_score)
-    kth = np.partition(row_score, n - k)[n - k]
-    idx = np.flatnonzero(row_score >= kth)  # ascending: a stable sort keeps ties by index
-    return idx[np.argsort(-row_score[idx], kind="stable")][:k]

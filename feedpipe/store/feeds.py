@@ -27,25 +27,28 @@ import orjson
 
 from feedpipe.store import scripts
 from feedpipe.store.client import mget
+from feedpipe.store.feed_layout import (
+    _FP3,
+    _GEN_HEADER,
+    _HEADER,
+    _Q,
+    HEADER_ZDICT,
+    MAGIC,
+    MAGIC2,
+    MAGIC3,
+    _framed,
+    _record_dtype,
+    encode_columns,
+)
 from feedpipe.store.interning import ITEMS, ItemTable, resolve
 from feedpipe.store.keys import keys
+from feedpipe.wire.ranked import RankedFeed
 
-MAGIC = b"\xffFP1"
-MAGIC2 = b"\xffFP2"
-MAGIC3 = b"\xffFP3"
-_GEN_HEADER = struct.Struct("<II")
-_FP3 = struct.Struct("<IIIBB")  # generation, deflated header length, count, width, flags
-HEADER_ZDICT = (
-    b'{"user_id":"U36684","profile_version":1,"stats_version":1,"catalogue_version":1,'
-    b'"generated_at":1573269098000,"ranker":"affinity","digest":{"c":{},"t":{},'
-    b'"ls":1573269098000,"b":["mind"]},"_g":[{"brand":"mind","weights":{"a":0.6,"b":0.1,'
-    b'"c":0.3},"ranker":"affinity","weight_set":"affinity-seed-mind","weight_version":1,'
-    b'"arm":null,"experiment":null,"_n":["score","affinity","recency","engagement"]}]}'
-)
-"""Preset DEFLATE dictionary of MAGIC3 headers (frozen: stored values depend on it)."""
+__all__ = ["HEADER_ZDICT", "MAGIC", "MAGIC2", "MAGIC3", "FeedFormatError", "decode_feed",
+           "encode_feed", "feed_ordinals", "json_object", "queue_delete", "queue_expire",
+           "queue_feeds", "read_raw"]
+
 _HEX = frozenset("0123456789abcdef")
-_Q = 65535.0
-_HEADER = struct.Struct("<I")
 
 Feed = dict[str, Any]
 
@@ -62,7 +65,9 @@ def encode_feed(doc: Feed, fmt: str = "compact", items: ItemTable | None = None)
     """Serialise a feed document for ``fp:feed:{user}``.
 
     Args:
-        doc: the feed dict (shape in the module docstring).
+        doc: the feed dict (shape in the module docstring); its ``items`` may be a
+            :class:`feedpipe.wire.ranked.RankedFeed` (the click path's), encoded from its
+            columns into the same bytes as its item dicts.
         fmt: ``"compact"`` (binary form; falls back to JSON for a document it cannot hold) or
             ``"json"`` (orjson).
         items: with ``compact``, an item table whose cache holds an ordinal for every content
@@ -72,6 +77,13 @@ def encode_feed(doc: Feed, fmt: str = "compact", items: ItemTable | None = None)
     Returns:
         The bytes to store. Raises ``TypeError`` only when ``doc`` is not JSON-serialisable.
     """
+    feed = doc.get("items")
+    if isinstance(feed, RankedFeed):
+        if fmt == "compact":
+            quick = encode_columns(doc, feed, items)
+            if quick is not None:
+                return quick
+        doc = {**doc, "items": feed.dicts()}
     if fmt != "compact":
         return orjson.dumps(doc)
     out = _encode_compact(doc, items)
@@ -107,17 +119,6 @@ def feed_ordinals(raw: bytes | str | None) -> list[int]:
         return out
     except (struct.error, orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError):
         return []
-
-
-def _record_dtype(multi: bool, width: int, quant: bool, interned: bool = False) -> np.dtype[Any]:
-    """The fixed-size item layout of a feed with hex ids (or item ordinals when ``interned``)
-    and ``width`` floats per item."""
-    fields: list[tuple[str, str] | tuple[str, str, tuple[int]]] = []
-    if multi:
-        fields.append(("g", "u1"))
-    fields.append(("o", "<u4") if interned else ("id", "V32"))
-    fields.append(("v", "<u2" if quant else "<f4", (width,)))
-    return np.dtype(fields)
 
 
 def _encode_fast(doc: Feed, items: list[Any], table: ItemTable | None = None) -> bytes | None:
@@ -185,18 +186,7 @@ def _encode_fast(doc: Feed, items: list[Any], table: ItemTable | None = None) ->
         rec["id"] = np.frombuffer(id_bytes, dtype="V32")
     rec["v"] = np.rint(vals * _Q) if quant else vals
     groups = [{**dict(zip(fixed_keys, fx, strict=True)), "_n": names} for fx in group_fixed]
-    header = {k: v for k, v in doc.items() if k != "items"}
-    if ords is not None and table is not None and table.gen is not None:
-        header["_g"] = groups
-        z = zlib.compressobj(6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, HEADER_ZDICT)
-        head = z.compress(orjson.dumps(header)) + z.flush()
-        flags = (1 if multi else 0) | (2 if quant else 0)
-        return b"".join(
-            (MAGIC3, _FP3.pack(table.gen, len(head), n, len(names), flags), head, rec.tobytes())
-        )
-    header.update({"_g": groups, "_q": int(quant), "_h": 1, "_c": n})
-    head = orjson.dumps(header)
-    return b"".join((MAGIC, _HEADER.pack(len(head)), head, rec.tobytes()))
+    return _framed(doc, groups, quant, n, rec, ords is not None, table)
 
 
 def _encode_compact(doc: Feed, table: ItemTable | None = None) -> bytes | None:

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from feedpipe.wire.ranked import RankedFeed
+
 ITEM_FIELDS = frozenset(
     ("content_id", "brand", "rank", "score", "weights", "ranker", "weight_set",
      "weight_version", "arm", "experiment", "sources")
@@ -87,9 +89,12 @@ def user_feed_record(doc: Mapping[str, Any]) -> dict[str, Any]:
     of :func:`feedpipe.rank.rankers.rank_users`, ``weights`` and the ranker's features) as a
     feedpipe.UserFeed version 3 record (see the module docstring). Items are taken in list
     order (rank = position + 1). Extra document keys are left to the Avro writer, which
-    ignores them.
+    ignores them. ``items`` may be a :class:`feedpipe.wire.ranked.RankedFeed`: the record is
+    then built from its columns (:func:`_columns_record`, the same record).
     """
     items = doc["items"]
+    if isinstance(items, RankedFeed):
+        return _columns_record(doc, items)
     digests, ids = _ids(items)
     brands, brand_of = _index(list(map(_BRAND, items)))
     if (len(set(map(_WEIGHT_SET, items))) == 1 and len(set(map(_ARM, items))) == 1
@@ -124,6 +129,50 @@ def user_feed_record(doc: Mapping[str, Any]) -> dict[str, Any]:
         "served_of": served_of,
         "feature_names": list(names),
         "features": features,
+    }
+
+
+def _columns_record(doc: Mapping[str, Any], feed: RankedFeed) -> dict[str, Any]:
+    """:func:`user_feed_record` of a columnar feed, from its columns (no item dicts)."""
+    digests, ids = (feed.digests, []) if feed.digests else _ids([{"content_id": c}
+                                                                 for c in feed.ids])
+    order = feed.first_seen()  # servings by first item
+    servings = feed.servings
+    brands = list(dict.fromkeys(servings[g].brand for g in order))
+    brand_of: list[int] = []
+    if len(brands) > 1:
+        lut = np.array([brands.index(s.brand) for s in servings], dtype=np.int64)
+        brand_of = lut[feed.serving_of].tolist()
+    keys = [(s.ranker, s.weight_set, s.weight_version, s.arm, s.experiment) for s in servings]
+    one = len({(keys[g][1], keys[g][3], keys[g][4]) for g in order}) == 1
+    served_keys = list(dict.fromkeys(keys[g] for g in order))[:1 if one else None]
+    served_of: list[int] = []
+    if len(served_keys) > 1:
+        lut = np.array([served_keys.index(k) for k in keys], dtype=np.int64)
+        served_of = lut[feed.serving_of].tolist()
+    sets: dict[str, dict[str, float]] = {}
+    for g in order:
+        sets.setdefault(servings[g].weight_set, servings[g].weights)
+    if one:
+        sets = {served_keys[0][1]: servings[order[0]].weights} if order else {}
+    names = list(dict.fromkeys(nm for g in order for nm in servings[g].names))
+    return {
+        **doc,
+        "items": [],
+        "weight_sets": sets,
+        "content_digests": digests,
+        "content_ids": ids,
+        "scores": feed.scores.astype(_F64).tobytes(),
+        "brands": brands,
+        "brand_of": brand_of,
+        "served": [
+            {"ranker": r, "weight_set": ws, "weight_version": v, "arm": arm, "experiment": exp}
+            for r, ws, v, arm, exp in served_keys
+        ],
+        "served_of": served_of,
+        "feature_names": names,
+        "features": [np.ascontiguousarray(feed.column(nm), dtype=_F64).tobytes()
+                     for nm in names],
     }
 
 

@@ -28,6 +28,7 @@ from feedpipe.store import content as content_store
 from feedpipe.store import stats as stats_store
 from feedpipe.store import trends as trends_store
 from feedpipe.topology import topology
+from feedpipe.wire.ranked import RankedFeed
 from streams.runtime import in_thread, redis_client
 
 
@@ -115,7 +116,7 @@ REGISTRY = WeightsRegistry()
 def feed_json(
     user_id: str,
     profile: dict[str, Any],
-    items: list[dict[str, Any]],
+    items: Sequence[dict[str, Any]],
     stats_version: int,
     catalogue: Catalogue = CATALOGUE,
     coreads: Mapping[str, float] | None = None,
@@ -123,7 +124,8 @@ def feed_json(
     """The feed document stored in Redis (:mod:`feedpipe.store.feeds`), sent via
     :func:`feedpipe.wire.user_feed.user_feed_record`.
 
-    ``items``: one user's list from :func:`feedpipe.rank.rankers.rank_users`. Top-level ``ranker``
+    ``items``: one user's feed from :func:`feedpipe.rank.rankers.rank_feeds` (kept as is: the
+    codecs read its columns) or a list of item dicts. Top-level ``ranker``
     is the ranker of the first item (``affinity`` for an empty feed). ``digest``: the user's
     digest for the read-time merge of celebrity items (:func:`feedpipe.rank.fanout.digest`;
     ``coreads``: the user's co-read scores, for the celebrity items' ``coread`` feature).
@@ -135,10 +137,17 @@ def feed_json(
         "stats_version": stats_version,
         "catalogue_version": catalogue.version,
         "generated_at": profile.get("last_seen") or 0,
-        "ranker": items[0].get("ranker", "affinity") if items else "affinity",
+        "ranker": _first_ranker(items),
         "digest": digest(profile, topo.ranking, topo.fanout, catalogue.celebrities, coreads),
         "items": items,
     }
+
+
+def _first_ranker(items: Sequence[dict[str, Any]]) -> str:
+    """The ranker of a feed's first item (``affinity`` for an empty feed)."""
+    if isinstance(items, RankedFeed):
+        return items.first_ranker() or "affinity"
+    return str(items[0].get("ranker", "affinity")) if items else "affinity"
 
 
 _CONTENT_ID = operator.itemgetter("content_id")
@@ -148,8 +157,15 @@ _SERVED = operator.itemgetter("weight_set", "weight_version", "arm")
 def feed_fingerprint(items: Sequence[dict[str, Any]]) -> str:
     """16 hex digits (BLAKE2b-64) of a ranked list: item ids in order, and the weight sets,
     versions and arms that ranked it. Scores are left out: they drift with every item-stats
-    change, and a feed whose list did not move is not republished."""
+    change, and a feed whose list did not move is not republished. ``items``: item dicts or a
+    :class:`feedpipe.wire.ranked.RankedFeed` (read from its columns)."""
     h = hashlib.blake2b(digest_size=8)
+    if isinstance(items, RankedFeed):
+        h.update("\x1f".join(items.ids).encode())
+        used = [items.servings[g] for g in items.first_seen()]
+        served = {f"{s.weight_set}@{s.weight_version}/{s.arm}" for s in used}
+        h.update("\x1e".join(sorted(served)).encode())
+        return h.hexdigest()
     h.update("\x1f".join(map(_CONTENT_ID, items)).encode())
     try:
         triples = set(map(_SERVED, items))

@@ -47,12 +47,13 @@ from feedpipe.model.profile import Profile, apply_events, new_profile
 from feedpipe.model.signals import COREAD_WINDOW, Trend, coread_add, trend_add, trend_epoch
 from feedpipe.rank.experiments import assign_arm, experiment_for
 from feedpipe.rank.fanout import AudienceWrites, audience_writes
-from feedpipe.rank.rankers import rank_users
+from feedpipe.rank.rankers import rank_feeds
 from feedpipe.rank.weights import RankingConfig
 from feedpipe.store.coreads import CoReadState, user_coreads
 from feedpipe.store.keys import Keys
 from feedpipe.store.profiles import profile_ids
 from feedpipe.topology import ExperimentSpec, Topology
+from feedpipe.wire.ranked import feed_ids
 from streams.clickpath.catalogue import Catalogue, feed_fingerprint, feed_json
 from streams.clickpath.records import Decoded, Rejected, reader_event
 from streams.runtime import ms
@@ -159,7 +160,7 @@ class Plan:
         users = sorted(self.profiles)
         return [
             *(c for u in users for c in profile_ids(self.profiles[u])),
-            *(it["content_id"] for u in sorted(self.feeds) for it in self.feeds[u]["items"]),
+            *(c for u in sorted(self.feeds) for c in feed_ids(self.feeds[u]["items"])),
         ]
 
 
@@ -317,7 +318,7 @@ def fold(
     ranked_users = sorted(u for u in plan.profiles if u not in plan.kept)
     plan.coreads = coreads
     co_maps = coread_maps([plan.profiles[u] for u in ranked_users], coreads)
-    ranked = rank_users(
+    ranked = rank_feeds(
         [plan.profiles[u] for u in ranked_users],
         catalogue.matrix,
         catalogue.stats,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from feedpipe.model.signals import COREAD_WINDOW, trend_epoch
-from feedpipe.rank.rankers import rank_users
+from feedpipe.rank.rankers import rank_feeds
 from feedpipe.store import audience as audience_store
 from feedpipe.store import coreads as coreads_store
 from feedpipe.store import feeds as feed_store
@@ -30,6 +30,7 @@ from feedpipe.store.feeds import FeedFormatError, decode_feed, encode_feed
 from feedpipe.store.interning import ITEMS, intern
 from feedpipe.store.profiles import ProfileFormatError, decode_profile
 from feedpipe.topology import topology
+from feedpipe.wire.ranked import feed_ids
 from streams.clickpath.catalogue import CATALOGUE, REGISTRY, feed_json
 from streams.clickpath.fold import coread_maps
 from streams.runtime import in_thread, log, redis_client
@@ -85,7 +86,7 @@ async def rank_and_store(user_ids: Sequence[str], partition: int) -> int:
     co = coread_maps([p for _, p in todo],
                      await coreads_store.read_state(r, partition, reads, (), (cur - 1, cur)))
     ranked = await in_thread(
-        rank_users,
+        rank_feeds,
         [p for _, p in todo],
         CATALOGUE.matrix,
         CATALOGUE.stats,
@@ -100,7 +101,7 @@ async def rank_and_store(user_ids: Sequence[str], partition: int) -> int:
         feed_json(u, p, items, stats_version, CATALOGUE, c)
         for (u, p), items, c in zip(todo, ranked, co or [{} for _ in todo], strict=True)
     ]
-    await intern(r, [it["content_id"] for doc in docs for it in doc["items"]])
+    await intern(r, [c for doc in docs for c in feed_ids(doc["items"])])
     async with r.pipeline(transaction=True) as pipe:
         values = {
             u: encode_feed(doc, spec.feed_format, ITEMS)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from ranking_support import config, world
 
 from feedpipe.errors import ConfigError
 from feedpipe.model.item import CandidateMatrix, Meta
@@ -215,57 +216,11 @@ def test_weights_registry_first_load_error_raises(tmp_path: Path) -> None:
 
 
 # -- rank_users: the click path's feed ranking ------------------------------------------
-World = tuple[list[dict[str, object]], CandidateMatrix, dict[str, tuple[int, int]]]
-
-
-def _world(users: int = 30) -> World:
-    from feedpipe.model.item import Meta as _Meta
-
-    rng = random.Random(5)
-    cats = ["news", "sports", "finance", "travel", "health"]
-    metas = [
-        _Meta(
-            f"{i:064x}",
-            rng.choice(["mind", "frontity"]),
-            (rng.choice(cats),),
-            (rng.choice(cats), f"sub-{rng.randint(0, 30)}"),
-            None if i % 4 == 0 else T0 - rng.randint(0, 72) * HOUR_MS,
-        )
-        for i in range(400)
-    ]
-    by_id = {m.content_id: m for m in metas}
-    stats = {m.content_id: (rng.randint(0, 300), rng.randint(0, 20)) for m in metas}
-    spec = topology().profiles
-    profiles: list[dict[str, object]] = []
-    for u in range(users):
-        p = new_profile(f"u{u}", T0, spec)
-        evs = [
-            Event(str(j), "click", rng.choice(metas).content_id, T0 + rng.randint(0, 48) * HOUR_MS)
-            for j in range(rng.randint(0, 12))
-        ]
-        apply_events(p, evs, by_id, spec)
-        profiles.append(p)
-    return profiles, CandidateMatrix(metas), stats
-
-
-def _config(enabled: bool) -> RankingConfig:
-    topo = topology()
-    cfg = topo.ranker_config()
-    cfg = cfg.model_copy(
-        update={"brands": {"default": "affinity-seed-default", "mind": "affinity-seed-mind"}}
-    )
-    exps = {
-        name: spec.model_copy(update={"enabled": enabled})
-        for name, spec in topo.experiments.items()
-    }
-    return RankingConfig(cfg, exps, 0, 1)
-
-
 def test_rank_users_with_seed_weight_sets_agrees_with_the_pure_reference() -> None:
     """The vectorised ranker equals :func:`feedpipe.rank.reference.rank` (pure Python, item by item)
     on every user: same order, same scores and components, full explanation per item."""
-    profiles, matrix, stats = _world()
-    got = rank_users(profiles, matrix, stats, RANKING, _config(False))
+    profiles, matrix, stats = world()
+    got = rank_users(profiles, matrix, stats, RANKING, config(False))
     assert any(got)
     for p, items in zip(profiles, got, strict=True):
         brands = sorted(p["brands"]) or [RANKING.default_brand]  # type: ignore[call-overload]
@@ -289,14 +244,14 @@ def test_candidate_generation_agrees_with_the_pure_reference_and_names_sources()
     included), and every item names its sources; the filter bites (feeds get shorter)."""
     from feedpipe.rank.candidates import CandidateInputs, CandidateSpec
 
-    profiles, matrix, stats = _world(40)
+    profiles, matrix, stats = world(40)
     added = {m.content_id: float(T0 + (i % 7) * 24 * HOUR_MS) for i, m in enumerate(matrix.metas)}
     matrix = CandidateMatrix(matrix.metas, added)
     trending = {"mind": [m.content_id for m in matrix.metas[::37]]}
     sources = CandidateInputs(CandidateSpec(fresh_hours=12, trending_k=8, top_affinities=2),
                               trending)
-    got = rank_users(profiles, matrix, stats, RANKING, _config(False), sources=sources)
-    full = rank_users(profiles, matrix, stats, RANKING, _config(False))
+    got = rank_users(profiles, matrix, stats, RANKING, config(False), sources=sources)
+    full = rank_users(profiles, matrix, stats, RANKING, config(False))
     assert sum(map(len, got)) < sum(map(len, full))
     names = {"fresh", "trending", "affinity"}
     seen_sources: set[str] = set()
@@ -317,8 +272,8 @@ def test_candidate_generation_agrees_with_the_pure_reference_and_names_sources()
 def test_rank_users_serves_each_user_their_experiment_arm() -> None:
     from feedpipe.rank.experiments import assign_arm
 
-    profiles, matrix, stats = _world(60)
-    cfg = _config(True)
+    profiles, matrix, stats = world(60)
+    cfg = config(True)
     exp = cfg.experiments["mind-rankers"]
     got = rank_users(profiles, matrix, stats, RANKING, cfg)
     arms_seen = set()
@@ -354,10 +309,10 @@ def test_rank_users_serves_a_learned_set_with_the_evaluation_s_features() -> Non
     from feedpipe.wire.codec import codec
     from feedpipe.wire.user_feed import feed_items, user_feed_record
 
-    profiles, matrix, stats = _world(20)
+    profiles, matrix, stats = world(20)
     feats = topology().ranker_config().weight_sets["learned-mind"].weights
     ws = WeightSet(ranker="learned", version=3, weights=dict(feats))
-    cfg = _config(False)
+    cfg = config(False)
     rankers = cfg.rankers.model_copy(update={
         "weight_sets": {**cfg.rankers.weight_sets, "learned-t": ws},
         "brands": {"default": "learned-t", "mind": "learned-t"}})
@@ -391,9 +346,9 @@ def test_rank_users_serves_a_learned_set_with_the_evaluation_s_features() -> Non
 
 
 def test_ranking_config_serves() -> None:
-    cfg = _config(False)
+    cfg = config(False)
     assert cfg.serves("affinity") and not cfg.serves("learned") and not cfg.serves("editorial")
-    assert _config(True).serves("editorial")  # an arm of the enabled experiment
+    assert config(True).serves("editorial")  # an arm of the enabled experiment
     rankers = cfg.rankers.model_copy(update={"brands": {"default": "learned-mind"}})
     assert RankingConfig(rankers, cfg.experiments, 0, 1).serves("learned")
 
@@ -403,8 +358,8 @@ def test_item_columns_follow_new_stats_and_matrices() -> None:
     when either is replaced: ranking with new stats equals ranking with them from scratch."""
     from feedpipe.rank import rankers
 
-    profiles, matrix, stats = _world(12)
-    cfg = _config(False)
+    profiles, matrix, stats = world(12)
+    cfg = config(False)
     first = rank_users(profiles, matrix, stats, RANKING, cfg)
     again = rankers.item_columns(matrix, stats, RANKING, cfg.rankers.editorial.default_bias)
     assert rankers.item_columns(matrix, stats, RANKING,
