@@ -45,7 +45,7 @@ from feedpipe.store.keys import keys
 from feedpipe.wire.ranked import RankedFeed
 
 __all__ = ["HEADER_ZDICT", "MAGIC", "MAGIC2", "MAGIC3", "FeedFormatError", "decode_feed",
-           "encode_feed", "feed_ordinals", "json_object", "queue_delete", "queue_expire",
+           "encode_feed", "feed_ordinals", "json_object", "queue_delete",
            "queue_feeds", "read_raw"]
 
 _HEX = frozenset("0123456789abcdef")
@@ -434,14 +434,6 @@ def queue_feeds(pipe: Any, values: dict[str, bytes], ttl_s: int | None) -> None:
             scripts.SET_EX_MANY, len(values), *[k.feed(u) for u in values], ttl_s,
             *values.values(),
         )
-
-
-def queue_expire(pipe: Any, user_ids: list[str], ttl_s: int) -> None:
-    """Queue an EXPIRE of ``ttl_s`` seconds on each user's feed (a stored feed kept without a
-    re-rank lives as long as its profile)."""
-    k = keys()
-    for u in user_ids:
-        pipe.expire(k.feed(u), ttl_s)
 
 
 def queue_delete(pipe: Any, user_id: str) -> None:

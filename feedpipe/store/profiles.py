@@ -40,8 +40,8 @@ Size (bench/bench_memory.py, 100,000 MIND users; docs/ranking.md): 1,804 bytes m
 ~7.5 KB of JSON: an id is 4 bytes instead of 66, a time 4 instead of 13, ``seen`` raw instead of
 base64. CPU (2,000 stored live-shaped profiles of bench/bench_clicks.py, 218 bytes mean, same
 process): encode ~19 us, decode ~12 us; the DEFLATE of the rest is about half of the encode.
-``seen`` lists of up to :data:`_SMALL_SEEN` ids go through ``struct`` (numpy's fixed cost per
-call was ~20 us of a 41 us encode on such profiles).
+The minute-run codec of ``seen`` is :mod:`feedpipe.store.seen_runs` (short lists through
+``struct``: numpy's fixed cost per call was ~20 us of a 41 us encode on such profiles).
 """
 
 from __future__ import annotations
@@ -55,13 +55,13 @@ from itertools import accumulate
 from operator import itemgetter, sub
 from typing import Any
 
-import numpy as np
 import orjson
 
 from feedpipe.store import scripts
 from feedpipe.store.client import mget
 from feedpipe.store.interning import ITEMS, ItemTable, resolve
 from feedpipe.store.keys import keys
+from feedpipe.store.seen_runs import pack_seen, unpack_seen
 
 MAGIC = b"\xffPF1"
 _HEAD = struct.Struct("<IIIIIB")
@@ -89,13 +89,6 @@ REST_ZDICT = (
 )
 """Preset DEFLATE dictionary of the compact form's rest JSON: the field keys of :data:`SHORT`
 and the shape of a typical profile (frozen: stored values depend on it)."""
-_SEEN = np.dtype([("fp", "<u8"), ("m", "<u4")])
-"""One remembered event id as feedpipe/model/admission.py packs it (12 bytes, no padding)."""
-_RUNS = struct.Struct("<II")
-_U16_MAX = 0xFFFF
-_SMALL_SEEN = 512
-"""Longest ``seen`` list (pairs) the minute-run codec handles with ``struct`` instead of numpy."""
-
 _CID = itemgetter("content_id")
 _AT = itemgetter("at")
 
@@ -131,114 +124,6 @@ def _pack_entries(entries: Any, ords: dict[str, int]) -> tuple[bytes, bytes, int
     except struct.error:
         return None
     return struct.pack(f"<{n}I", *o), times, n, wide
-
-
-def _pack_seen(raw: bytes) -> bytes | None:
-    """The minute-run form of ``seen``'s raw pairs (module docstring), or None when it is not
-    smaller or the pairs are not sorted by minute, newest first, with steps and runs < 2^16.
-
-    The form is 6 + 4 R + 8 n bytes against 12 n raw (n pairs, R runs), so it needs
-    R <= n - 2; lists of up to :data:`_SMALL_SEEN` pairs are packed with ``struct`` (numpy's
-    per-call cost dominates there), longer ones with numpy; both give the same bytes."""
-    if not raw or len(raw) % _SEEN.itemsize:
-        return None
-    n = len(raw) // _SEEN.itemsize
-    if n <= 2:
-        return None
-    if n > _SMALL_SEEN:
-        return _pack_seen_np(raw)
-    flat = struct.unpack(f"<{'QI' * n}", raw)
-    minutes = flat[1::2]
-    firsts = [minutes[0]]
-    counts = [1]
-    last = minutes[0]
-    for m in minutes[1:]:
-        if m == last:
-            counts[-1] += 1
-        elif m < last:
-            firsts.append(m)
-            counts.append(1)
-            last = m
-        else:
-            return None
-    runs = len(firsts)
-    if 6 + 4 * runs + 8 * n >= len(raw) or max(counts) > _U16_MAX:
-        return None
-    steps = list(map(sub, firsts, firsts[1:]))
-    if steps and max(steps) > _U16_MAX:
-        return None
-    return b"".join((
-        _RUNS.pack(firsts[0], runs),
-        struct.pack(f"<{runs - 1}H{runs}H{n}Q", *steps, *counts, *flat[0::2]),
-    ))
-
-
-def _pack_seen_np(raw: bytes) -> bytes | None:
-    """:func:`_pack_seen` of a long list, vectorised with numpy."""
-    rec = np.frombuffer(raw, dtype=_SEEN)
-    m = rec["m"].astype(np.int64)
-    step = m[:-1] - m[1:]
-    if step.size and int(step.min()) < 0:
-        return None
-    starts = np.flatnonzero(np.r_[True, step != 0])
-    counts = np.diff(np.r_[starts, len(rec)])
-    steps = step[starts[1:] - 1]
-    if int(counts.max()) > _U16_MAX or (steps.size and int(steps.max()) > _U16_MAX):
-        return None
-    out = b"".join((
-        _RUNS.pack(int(m[0]), len(starts)),
-        steps.astype("<u2").tobytes(),
-        counts.astype("<u2").tobytes(),
-        np.ascontiguousarray(rec["fp"]).tobytes(),
-    ))
-    return out if len(out) < len(raw) else None
-
-
-def _unpack_seen(b: bytes) -> bytes:
-    """The raw ``seen`` pairs of a minute-run form (:func:`_pack_seen`); ValueError when it is
-    inconsistent."""
-    first, runs = _RUNS.unpack_from(b, 0)
-    if runs == 0:
-        raise ValueError("seen: no runs")
-    pos = _RUNS.size
-    n = (len(b) - pos - 4 * runs + 2) // 8
-    if n <= _SMALL_SEEN:
-        return _unpack_seen_small(b, first, runs, n)
-    steps = np.frombuffer(b, dtype="<u2", count=runs - 1, offset=pos)
-    pos += 2 * (runs - 1)
-    counts = np.frombuffer(b, dtype="<u2", count=runs, offset=pos)
-    pos += 2 * runs
-    n = int(counts.sum())
-    if pos + 8 * n != len(b) or int(counts.min()) == 0:
-        raise ValueError("seen: run lengths do not match the fingerprints")
-    minutes = first - np.r_[0, np.cumsum(steps, dtype=np.int64)]
-    if int(minutes.min()) < 0:
-        raise ValueError("seen: minute below zero")
-    rec = np.empty(n, dtype=_SEEN)
-    rec["fp"] = np.frombuffer(b, dtype="<u8", count=n, offset=pos)
-    rec["m"] = np.repeat(minutes, counts)
-    return rec.tobytes()
-
-
-def _unpack_seen_small(b: bytes, first: int, runs: int, n: int) -> bytes:
-    """:func:`_unpack_seen` of ``n`` pairs with ``struct`` (short lists: numpy's per-call
-    cost dominates there)."""
-    if runs > n or 6 + 4 * runs + 8 * n != len(b):
-        raise ValueError("seen: run lengths do not match the fingerprints")
-    vals = struct.unpack_from(f"<{runs - 1}H{runs}H{n}Q", b, _RUNS.size)
-    counts = vals[runs - 1 : 2 * runs - 1]
-    if sum(counts) != n or min(counts) == 0:
-        raise ValueError("seen: run lengths do not match the fingerprints")
-    minutes: list[int] = []
-    m = first
-    for i, c in enumerate(counts):
-        if i:
-            m -= vals[i - 1]
-        minutes += [m] * c
-    if m < 0:
-        raise ValueError("seen: minute below zero")
-    pairs = [x for pair in zip(vals[2 * runs - 1 :], minutes, strict=True) for x in pair]
-    return struct.pack(f"<{'QI' * n}", *pairs)
 
 
 def _deflate(raw: bytes) -> bytes:
@@ -287,7 +172,7 @@ def encode_profile(
         except (binascii.Error, ValueError):
             pass
     if flags & 4:
-        runs = _pack_seen(seen_raw)
+        runs = pack_seen(seen_raw)
         if runs is not None:
             seen_raw = runs
             flags |= 32
@@ -402,7 +287,7 @@ def decode_profile(raw: bytes | str, items: ItemTable = ITEMS) -> Profile:
             if pos + ns > len(raw):
                 raise ValueError("truncated seen")
             body = raw[pos : pos + ns]
-            p["seen"] = base64.b64encode(_unpack_seen(body) if flags & 32 else body).decode()
+            p["seen"] = base64.b64encode(unpack_seen(body) if flags & 32 else body).decode()
             pos += ns
         if pos != len(raw):
             raise ValueError(f"{len(raw) - pos} trailing bytes")

@@ -16,16 +16,13 @@ from feedpipe.store.interning import ItemTable
 from feedpipe.store.profiles import (
     MAGIC,
     ProfileFormatError,
-    _pack_seen,
-    _pack_seen_np,
-    _unpack_seen,
-    _unpack_seen_small,
     decode_profile,
     encode_profile,
     profile_ids,
     profile_ordinals,
     stored_ordinals,
 )
+from feedpipe.store.seen_runs import pack_seen, pack_seen_np, unpack_seen, unpack_seen_small
 from feedpipe.topology import topology
 
 
@@ -166,17 +163,17 @@ def test_seen_runs_same_bytes_short_and_long() -> None:
             pairs.append(struct.pack("<QI", rng.getrandbits(64), minute))
             minute -= rng.choice((0, 0, 0, 1, 7, 400))
         raw = b"".join(pairs)
-        short = _pack_seen(raw) if n <= 512 else None
-        long_ = _pack_seen_np(raw) if n > 2 else None
+        short = pack_seen(raw) if n <= 512 else None
+        long_ = pack_seen_np(raw) if n > 2 else None
         if n <= 512:
             assert short == long_
         if long_ is not None:
             packed += 1
-            assert _unpack_seen(long_) == raw
-            assert _unpack_seen_small(long_, *struct.unpack_from("<II", long_), n) == raw
+            assert unpack_seen(long_) == raw
+            assert unpack_seen_small(long_, *struct.unpack_from("<II", long_), n) == raw
     assert packed >= 30
     with pytest.raises(ValueError):  # a run count that does not match the length
-        _unpack_seen_small(long_[:-8], *struct.unpack_from("<II", long_), n - 1)
+        unpack_seen_small(long_[:-8], *struct.unpack_from("<II", long_), n - 1)
 
 
 def test_corrupt_minute_runs_are_refused() -> None:
