@@ -112,14 +112,23 @@ def user_feed_record(doc: Mapping[str, Any]) -> dict[str, Any]:
         for it in items:
             names.update(dict.fromkeys(k for k in it if k not in ITEM_FIELDS))
             sets.setdefault(it["weight_set"], it.get("weights") or {})
-    features = [_pack([it.get(k, 0.0) for it in items]) for k in names]
+    return _record(doc, sets, digests, ids, _pack(list(map(_SCORE, items))), brands, brand_of,
+                   served_keys, served_of, list(names),
+                   [_pack([it.get(k, 0.0) for it in items]) for k in names])
+
+
+def _record(doc: Mapping[str, Any], sets: dict[str, dict[str, float]], digests: bytes,
+            ids: list[str], scores: bytes, brands: list[str], brand_of: list[int],
+            served_keys: list[tuple[Any, ...]], served_of: list[int], names: list[str],
+            features: list[bytes]) -> dict[str, Any]:
+    """The UserFeed version 3 record of ``doc`` from its columns (both builders' output)."""
     return {
         **doc,
         "items": [],
         "weight_sets": sets,
         "content_digests": digests,
         "content_ids": ids,
-        "scores": _pack(list(map(_SCORE, items))),
+        "scores": scores,
         "brands": brands,
         "brand_of": brand_of,
         "served": [
@@ -127,7 +136,7 @@ def user_feed_record(doc: Mapping[str, Any]) -> dict[str, Any]:
             for r, ws, v, arm, exp in served_keys
         ],
         "served_of": served_of,
-        "feature_names": list(names),
+        "feature_names": names,
         "features": features,
     }
 
@@ -156,24 +165,9 @@ def _columns_record(doc: Mapping[str, Any], feed: RankedFeed) -> dict[str, Any]:
     if one:
         sets = {served_keys[0][1]: servings[order[0]].weights} if order else {}
     names = list(dict.fromkeys(nm for g in order for nm in servings[g].names))
-    return {
-        **doc,
-        "items": [],
-        "weight_sets": sets,
-        "content_digests": digests,
-        "content_ids": ids,
-        "scores": feed.scores.astype(_F64).tobytes(),
-        "brands": brands,
-        "brand_of": brand_of,
-        "served": [
-            {"ranker": r, "weight_set": ws, "weight_version": v, "arm": arm, "experiment": exp}
-            for r, ws, v, arm, exp in served_keys
-        ],
-        "served_of": served_of,
-        "feature_names": names,
-        "features": [np.ascontiguousarray(feed.column(nm), dtype=_F64).tobytes()
-                     for nm in names],
-    }
+    return _record(doc, sets, digests, ids, feed.scores.astype(_F64).tobytes(), brands,
+                   brand_of, served_keys, served_of, names,
+                   [np.ascontiguousarray(feed.column(nm), dtype=_F64).tobytes() for nm in names])
 
 
 def _unpack(raw: bytes, n: int, what: str) -> list[float]:
