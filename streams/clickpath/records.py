@@ -99,14 +99,11 @@ def reader_event(rec: dict[str, Any]) -> Event:
     """A decoded ``feedpipe.ReaderEvent`` as the profile code's
     :class:`feedpipe.model.profile.Event` (event time in epoch ms, 0 when missing; dwell in ms
     or None)."""
-    return Event(
-        rec["event_id"],
-        rec["type"],
-        rec["content_id"],
-        ms(rec["occurred_at"]) or 0,
-        rec["origin"],
-        rec.get("dwell_ms"),
-    )
+    at = rec["occurred_at"]
+    if type(at) is not int:  # a datetime (decode) or None; decode_plain gives epoch ms
+        at = ms(at) or 0
+    return Event(rec["event_id"], rec["type"], rec["content_id"], at, rec["origin"],
+                 rec.get("dwell_ms"))
 
 
 Decoded = list[tuple[int, dict[str, Any]]]
