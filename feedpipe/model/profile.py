@@ -111,7 +111,7 @@ def _add_affinity(profile: Profile, meta: Meta, at_ms: int) -> None:
     brands = profile["brands"]
     brands[meta.brand] = brands.get(meta.brand, 0) + 1
     if meta.text:
-        interest.add_read(profile, dict(meta.text), at_ms)
+        interest.add_read(profile, meta.text, at_ms)
 
 
 def apply_events(

@@ -69,7 +69,7 @@ def top_labels(values: Mapping[str, float], k: int) -> list[str]:
     """The ``k`` labels with the largest positive value, largest first, ties by label."""
     if k <= 0:
         return []
-    ranked = sorted(((v, lab) for lab, v in values.items() if v > 0), key=lambda t: (-t[0], t[1]))
+    ranked = sorted([(-v, lab) for lab, v in values.items() if v > 0])  # native tuple order
     return [lab for _, lab in ranked[:k]]
 
 
@@ -116,7 +116,8 @@ def audience_writes(
     ``unchanged``: users whose affinities and brands did not move since their registration
     was written (a batch of impressions or fan-outs only: neither touches them). Their
     brands and facets are not recomputed while ``at`` is younger than the refresh age (they
-    are the registered ones; on the live shape most users of a batch are such users); a
+    are the registered ones), nor for an unregistered user without affinities (no interests:
+    nothing to register); on the live shape most users of a batch are such users. A
     change of ``fanout.interest_*`` or the ranking's brands reaches them at their next click
     or refresh.
     """
@@ -125,8 +126,11 @@ def audience_writes(
     for u, p in profiles.items():
         if u in unchanged:
             aud = p.get("aud")
-            if aud and now_ms - float(aud.get("at") or 0) < refresh_ms:
-                continue
+            if aud:
+                if now_ms - float(aud.get("at") or 0) < refresh_ms:
+                    continue
+            elif not p.get("category_affinity") and not p.get("topic_affinity"):
+                continue  # no interests and not registered: nothing to write
         facets = interests(p, spec)
         brands = candidate_brands(p, ranking) if facets else []
         old = p.get("aud") or {}
