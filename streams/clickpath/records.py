@@ -124,6 +124,7 @@ def decode(records: Sequence[RecordLike]) -> tuple[Decoded, Rejected]:
     good: Decoded = []
     bad: Rejected = []
     routed = keys() if settings().redis_cluster else None
+    valid: set[str] = set()  # ids safe_id accepted in this batch (users and items repeat)
     for r in records:
         try:
             rec = dec(r.value)
@@ -138,9 +139,13 @@ def decode(records: Sequence[RecordLike]) -> tuple[Decoded, Rejected]:
             )
             continue
         try:
-            safe_id(rec["user_id"])
+            uid = rec["user_id"]
+            if uid not in valid:
+                valid.add(safe_id(uid))
             if typ != "erase":
-                safe_id(rec["content_id"])
+                cid = rec["content_id"]
+                if cid not in valid:
+                    valid.add(safe_id(cid))
         except ValueError as exc:
             bad.append(
                 (r.offset, r.key, dead_letter_record(r, "invalid_id", str(exc), rec["event_id"]))
