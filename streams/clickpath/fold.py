@@ -390,7 +390,8 @@ def coread_maps(profiles: Sequence[Profile], state: CoReadState | None
     reads over the merged rows); None without co-read state."""
     if state is None:
         return None
-    reads = [[r["content_id"] for r in reversed(p["recent_reads"])][-COREAD_WINDOW:]
+    # the COREAD_WINDOW newest reads (recent_reads is newest first), oldest first
+    reads = [[r["content_id"] for r in p["recent_reads"][:COREAD_WINDOW]][::-1]
              for p in profiles]
     table = state.table({x for rs in reads for x in rs})
     return [user_coreads(table, rs) for rs in reads]
