@@ -299,22 +299,32 @@ class Store:
         ]
         return sorted(name[len(prefix) :] for name in found)
 
+    async def _celebrity_ids(self, brands: Sequence[str]) -> list[str]:
+        """The celebrity content ids of ``brands``, in brand order: one pipeline of ZRANGEs
+        (one round trip on a single Redis; on a cluster, one per node holding a key)."""
+        if not brands:
+            return []
+        k = keys()
+        pipe = self.client.pipeline(transaction=False)
+        for brand in brands:
+            pipe.zrange(k.celebrity(brand), 0, -1)
+        got = await pipe.execute()
+        return [x.decode() for members in got for x in members]
+
     async def refresh_celebrities(self, cache: CelebrityCache) -> None:
         """Bring ``cache`` up to date: the celebrity items of every brand (ids and metas) when
-        ``fp:celebrity:version`` moved, their item stats when ``fp:stats:version`` moved. One
-        MGET when nothing moved; called by the endpoint's background loop (about every 1 s),
-        never on the request path."""
+        ``fp:celebrity:version`` moved (the brands' sets in one pipeline, their metas in one
+        MGET), their item stats when ``fp:stats:version`` moved. One MGET when nothing moved;
+        called by the endpoint's background loop (about every 1 s), never on the request
+        path."""
         k = keys()
         names = [k.celebrity_version(), *(k.stats_version(p) for p in k.partitions())]
         cv, *svs = await self.call(mget, self.client, names)
         sv = str(sum(int(v or 0) for v in svs)).encode()
         if cv != cache.version:
             brands = await self.call(self._celebrity_brands)
-            ids: list[str] = []
-            for brand in brands:
-                got = await self.call(self.client.zrange, k.celebrity(brand), 0, -1)
-                ids += [x.decode() for x in got]
-            raws = await self.call(self.client.mget, [k.meta(i) for i in ids]) if ids else []
+            ids = await self.call(self._celebrity_ids, brands)
+            raws = await self.call(mget, self.client, [k.meta(i) for i in ids])
             metas = []
             for raw in raws:
                 if raw is None:
