@@ -43,7 +43,7 @@ from feedpipe.rank.components import (
     shares_and_cuts,
 )
 from feedpipe.rank.experiments import resolve
-from feedpipe.rank.selection import diversified, top_rows
+from feedpipe.rank.selection import select_block
 from feedpipe.rank.weights import RankingConfig
 from feedpipe.topology import RANKER_COMPONENTS, EditorialSpec, RankingSpec
 from feedpipe.wire.ranked import RankedFeed, Serving
@@ -314,18 +314,16 @@ def rank_feeds(
         score = np.where(allowed, score, -np.inf)
 
         feat = _ChunkFeatures(aff, rec, eng, learned, fresh, cat_cols, bias)
-        cap = ranking.max_per_category
+        # diversity (cap > 0): the allowed items in score order, then the cap
+        picks = select_block(score, np.count_nonzero(allowed, axis=1), primary,
+                             ranking.feed_size, ranking.max_per_category)
         for row in range(m):
             row_score = score[row]
-            n_allowed = int(allowed[row].sum())
-            if n_allowed == 0:
+            sel = picks[row]
+            if len(sel) == 0:
                 results.append(_empty())
                 continue
-            if cap > 0:  # diversity: the allowed items in score order, then the cap
-                top = diversified(row_score, n_allowed, primary, ranking.feed_size, cap)
-            else:
-                top = top_rows(row_score, min(ranking.feed_size, n_allowed)).tolist()
-            sel = np.asarray(top, dtype=np.intp)
+            top = sel.tolist()
             code_sel = codes[sel]
             first = [int(code_sel[0])]
             if not bool((code_sel == first[0]).all()):
