@@ -103,6 +103,8 @@ class ItemColumns:
     codes: npt.NDArray[np.int64]
     col_masks: list[npt.NDArray[np.bool_]]
     has_pub: npt.NDArray[np.bool_]
+    pub_rows: npt.NDArray[np.intp]
+    all_pub: bool
     bias: Array
     primary: npt.NDArray[np.int64]
     cids: list[str]
@@ -142,6 +144,8 @@ def item_columns(matrix: CandidateMatrix, stats: Mapping[str, tuple[int, int]],
         brand_names=brand_names, brand_code=brand_code, codes=codes,
         col_masks=[codes == i for i in range(len(brand_names))],
         has_pub=~np.isnan(matrix.published),
+        pub_rows=np.flatnonzero(~np.isnan(matrix.published)),
+        all_pub=not bool(np.isnan(matrix.published).any()),
         bias=bias_match(np.full(n, default_bias), 0.5),
         primary=np.asarray(matrix.primary, dtype=np.int64),
         cids=cids,
@@ -247,8 +251,14 @@ def rank_feeds(
         age_h = np.maximum(0.0, (refs[:, None] - published[None, :]) / HOUR_MS)
         # Recency with np.power (``2.0 **``, as feedpipe.rank.reference.recency), not
         # components.recency_component: its np.exp2 can round the last bit differently.
-        with np.errstate(invalid="ignore"):
-            rec = np.where(has_pub[None, :], 2.0 ** (-age_h / ranking.recency_half_life_hours), 0.0)
+        # Only the published items' columns are raised (the others are 0).
+        half_life = ranking.recency_half_life_hours
+        if cols.all_pub:
+            rec = 2.0 ** (-age_h / half_life)
+        else:
+            rec = np.zeros((m, n))
+            if len(cols.pub_rows):
+                rec[:, cols.pub_rows] = 2.0 ** (-age_h[:, cols.pub_rows] / half_life)
         fresh: Array | None = None
         learned: dict[str, Array] | None = None
         co = coread_matrix(coreads[lo : lo + chunk], matrix.index, n) if coreads else None

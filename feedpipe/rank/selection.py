@@ -182,7 +182,10 @@ def within_caps(score: Array, primary: npt.NDArray[np.int64], cap: int
         above = sc > v[:, None]
         tie = sc == v[:, None]
         room = cap - np.count_nonzero(above, axis=1)
-        above |= tie & (np.cumsum(tie, axis=1, dtype=np.intp) <= room[:, None])
+        over = np.flatnonzero(np.count_nonzero(tie, axis=1) > room)  # rows cutting a tie
+        if len(over):
+            tie[over] &= np.cumsum(tie[over], axis=1, dtype=np.intp) <= room[over, None]
+        above |= tie
         keep[:, items] &= above
     return keep
 
