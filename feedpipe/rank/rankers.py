@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -28,9 +27,9 @@ from feedpipe.rank.candidates import (
     CandidateInputs,
     candidate_brands,
     candidate_sources,
-    sources_of,
     trending_rows,
 )
+from feedpipe.rank.chunk import EDITORIAL, FEATURES, LEARNED, SOURCE_TABLE, ChunkFeatures, Gathered
 from feedpipe.rank.components import (
     Array,
     Candidates,
@@ -45,14 +44,10 @@ from feedpipe.rank.components import (
 from feedpipe.rank.experiments import resolve
 from feedpipe.rank.selection import select_block
 from feedpipe.rank.weights import RankingConfig
-from feedpipe.topology import RANKER_COMPONENTS, EditorialSpec, RankingSpec
+from feedpipe.topology import EditorialSpec, RankingSpec
 from feedpipe.wire.ranked import RankedFeed, Serving
 
-_LEARNED = RANKER_COMPONENTS["learned"]
-_EDITORIAL = ("category", "bias", "freshness")
-_FEATURES = {"affinity": ("affinity", "recency", "engagement"), "learned": _LEARNED,
-             "editorial": _EDITORIAL}
-"""Each ranker's features (score components before weighting), in feed item order."""
+_LEARNED = LEARNED
 
 
 def _empty() -> RankedFeed:
@@ -75,13 +70,6 @@ def _category_column(matrix: CandidateMatrix, brand: str, spec: EditorialSpec) -
             _EDITORIAL_CACHE.clear()
         got = _EDITORIAL_CACHE[key] = category_weights(matrix.metas, brand, spec)
     return got
-
-
-@cache
-def _source_names(bits: int) -> list[str]:
-    """:func:`feedpipe.rank.candidates.sources_of`, one shared list per bit set (the compact feed
-    store groups items by the identity of their descriptive values)."""
-    return sources_of(bits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,12 +311,12 @@ def rank_feeds(
             allowed = np.asarray(bits > 0)
         score = np.where(allowed, score, -np.inf)
 
-        feat = _ChunkFeatures(aff, rec, eng, learned, fresh, cat_cols, bias)
+        feat = ChunkFeatures(aff, rec, eng, learned, fresh, cat_cols, bias)
         # diversity (cap > 0): the allowed items in score order, then the cap
         picks = select_block(score, np.count_nonzero(allowed, axis=1), primary,
                              ranking.feed_size, ranking.max_per_category)
+        gathered = Gathered(picks, score, bits, codes, feat)
         for row in range(m):
-            row_score = score[row]
             sel = picks[row]
             if len(sel) == 0:
                 results.append(_empty())
@@ -336,14 +324,14 @@ def rank_feeds(
             top = sel.tolist()
             code_sel = codes[sel]
             first = [int(code_sel[0])]
-            if not bool((code_sel == first[0]).all()):
+            if not gathered.one_brand(row, sel):
                 uniq, at = np.unique(code_sel, return_index=True)
                 first = uniq[np.argsort(at)].tolist()
             served = [_serving(servings, assigned[(row, c)], brand_names[c]) for c in first]
             if len(first) == 1:
                 serving_of = np.zeros(len(sel), dtype=np.int64)
                 names = served[0].names
-                feats = feat.block(served[0].ranker, row, sel, first[0])
+                feats = gathered.block(served[0].ranker, row, sel, first[0])
             else:
                 lut = np.zeros(len(brand_names), dtype=np.int64)
                 lut[first] = np.arange(len(first))
@@ -354,13 +342,14 @@ def rank_feeds(
                     mine = serving_of == g
                     feats[np.ix_(mine, [names.index(nm) for nm in s.names])] = feat.block(
                         s.ranker, row, sel[mine], c)
-            b_sel = bits[row, sel] if bits is not None else None
+            b_sel = gathered.bits_of(row, sel)
             results.append(RankedFeed(
-                ids=list(map(cols.cids.__getitem__, top)), rows=sel, scores=row_score[sel],
+                ids=list(map(cols.cids.__getitem__, top)), rows=sel,
+                scores=gathered.scores_of(row, sel),
                 names=names, features=feats, servings=served, serving_of=serving_of,
                 bits=b_sel,
-                sources=(list(map(_source_names, b_sel.tolist())) if b_sel is not None
-                         else None),
+                sources=(list(map(SOURCE_TABLE.__getitem__, b_sel.tolist()))
+                         if b_sel is not None else None),
                 digests=cols.digests[sel].tobytes() if cols.digests is not None else b"",
             ))
     return results
@@ -387,31 +376,6 @@ def rank_users(
                                           sources, trends, coreads)]
 
 
-@dataclass(frozen=True, slots=True)
-class _ChunkFeatures:
-    """The feature arrays of one chunk of users (rows) x the matrix items (columns)."""
-
-    aff: Array
-    rec: Array
-    eng: Array
-    learned: dict[str, Array] | None
-    fresh: Array | None
-    cat_cols: dict[int, Array]
-    bias: Array
-
-    def block(self, ranker: str, row: int, sel: npt.NDArray[np.intp], code: int) -> Array:
-        """(len(sel), w) values of ``ranker``'s features (:data:`_FEATURES` order) of the
-        chunk's user ``row`` on the matrix rows ``sel`` of brand ``code``."""
-        if ranker == "affinity":
-            return np.column_stack((self.aff[row, sel], self.rec[row, sel], self.eng[sel]))
-        if ranker == "learned":
-            assert self.learned is not None
-            return np.column_stack([self.learned[k][row, sel] for k in _LEARNED])
-        assert self.fresh is not None
-        return np.column_stack(
-            (self.cat_cols[code][sel], self.bias[sel], self.fresh[row, sel]))
-
-
 def _serving(cache: dict[tuple[str, str, int, str | None, str | None], Serving], a: Any,
              brand: str) -> Serving:
     """The :class:`feedpipe.wire.ranked.Serving` of assignment ``a``
@@ -424,7 +388,7 @@ def _serving(cache: dict[tuple[str, str, int, str | None, str | None], Serving],
         got = cache[key] = Serving(
             brand=brand, ranker=ranker, weight_set=a.weight_set,
             weight_version=a.weights.version, arm=a.arm, experiment=a.experiment,
-            weights=dict(a.weights.weights), names=_FEATURES.get(ranker, _EDITORIAL))
+            weights=dict(a.weights.weights), names=FEATURES.get(ranker, EDITORIAL))
     return got
 
 
