@@ -273,9 +273,13 @@ def rank_feeds(
         for (code, _), rows in groups.items():
             a = assigned[(rows[0], code)]
             ws = a.weights.weights
+            every = len(rows) == m  # rows are appended in order: then idx is 0..m-1
             idx = np.asarray(rows)
             if a.weights.ranker == "affinity":
-                s = ws["a"] * aff[idx] + ws["b"] * rec[idx] + ws["c"] * eng
+                # a * aff + b * rec + c * eng, in place (the same operations in that order)
+                s = np.multiply(aff if every else aff[idx], ws["a"])
+                s += np.multiply(rec if every else rec[idx], ws["b"])
+                s += ws["c"] * eng
             elif a.weights.ranker == "learned":
                 if learned is None:
                     learned = _learned_columns(aff, age_h, has_pub, clicks, imps, ranking,
@@ -290,7 +294,10 @@ def rank_feeds(
                 if cat is None:
                     cat = cat_cols[code] = _category_column(matrix, brand_names[code], editorial)
                 s = ws["category"] * cat + ws["bias"] * bias + ws["freshness"] * fresh[idx]
-            score[idx] = np.where(col_masks[code], s, score[idx])
+            if every:
+                np.copyto(score, s, where=col_masks[code])
+            else:
+                score[idx] = np.where(col_masks[code], s, score[idx])
         bits: npt.NDArray[np.int64] | None = None
         if sources is not None:
             bits = candidate_sources(
@@ -309,7 +316,7 @@ def rank_feeds(
                 coread=co,
             )
             allowed = np.asarray(bits > 0)
-        score = np.where(allowed, score, -np.inf)
+        np.copyto(score, -np.inf, where=~allowed)
 
         feat = ChunkFeatures(aff, rec, eng, learned, fresh, cat_cols, bias)
         # diversity (cap > 0): the allowed items in score order, then the cap
