@@ -4,6 +4,8 @@ kind of asyncio client."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import DataError
@@ -23,7 +25,7 @@ COMMANDS = [
 
 
 @pytest.mark.parametrize("args", COMMANDS)
-def test_same_bytes_as_redis_py(args: tuple[object, ...]) -> None:
+def test_same_bytes_as_redis_py(args: tuple[Any, ...]) -> None:
     ours = b"".join(HiredisConnection().pack_command(*args))
     theirs = b"".join(aioredis.Connection().pack_command(*args))
     assert ours == theirs
