@@ -11,11 +11,13 @@ Shapes (default mode): **mind**, the MIND replay below (each user's ~70 events a
 together); **live**, ``--live-events`` (200,000) live-shaped events of
 :class:`ops.simulate.Population` (Zipf over 100,000 users, sessions, 15% clicks, seed 15)
 over the same catalogue. For each shape the worker's consumer loop runs in a fresh
-subprocess, once on ``--base`` (a checkout of an earlier commit, e.g. a ``git worktree``;
-optional) and once on this tree, each from an empty Redis holding only the catalogue, and
-prints events/s, worker CPU per event (``time.process_time`` of the process over the run,
-every thread) and its split into decode, fold, rank, encode, redis, produce and other
-(bench/phases.py), then the after/before ratios.
+subprocess, on ``--base`` (a checkout of an earlier commit, e.g. a ``git worktree``;
+optional) and on this tree, each from an empty Redis holding only the catalogue, and prints
+events/s and worker CPU per event (``time.process_time`` of the process over the run, every
+thread) from a run without phase counters, then the split into decode, fold, rank, encode,
+redis, produce and other from a second run with the counters of bench/phases.py (whose own
+cost, ~2 x 1.5 us per wrapped call here, would otherwise inflate the headline), then the
+after/before ratios of the runs without counters.
 
 In one run, on the same data (MIND ``behaviors.tsv`` read in place through the replay
 connector's event generator: history clicks, impressions, clicks, ~350k events) and the same
@@ -218,10 +220,11 @@ def produce_live(metas: list[Meta], n: int) -> int:
     return n
 
 
-def measure(total: int) -> dict[str, Any]:
+def measure(total: int, phased: bool = True) -> dict[str, Any]:
     """In this process: flush Redis and load the catalogue, run the consumer loop over
-    ``total`` records with the phase counters; return events, events/s, CPU seconds, CPU
-    seconds per phase, output bytes per topic and the Redis server's CPU seconds."""
+    ``total`` records (with the phase counters when ``phased``); return events, events/s, CPU
+    seconds, CPU seconds per phase (empty without counters), output bytes per topic and the
+    Redis server's CPU seconds."""
     import aiokafka
     import phases
 
@@ -236,7 +239,8 @@ def measure(total: int) -> dict[str, Any]:
     aiokafka.AIOKafkaConsumer = PatientConsumer  # type: ignore[misc]
     # the catalogue written with this checkout's own key layout
     load_catalogue(catalogue_metas())
-    phases.install()
+    if phased:
+        phases.install()
     r0 = redis_cpu_s()
     cpu0 = time.process_time()
     rate = run_clickpath(total)
@@ -254,11 +258,12 @@ def redis_cpu_s() -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def measure_in(checkout: Path, total: int) -> dict[str, Any]:
+def measure_in(checkout: Path, total: int, phased: bool = True) -> dict[str, Any]:
     """:func:`measure` in a subprocess importing the click path from ``checkout`` (which
     flushes Redis and writes the catalogue with that checkout's key layout)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--measure", str(total), "--code-root", str(checkout)],
+        [sys.executable, __file__, "--measure", str(total), "--code-root", str(checkout),
+         *([] if phased else ["--no-phases"])],
         capture_output=True, text=True,
     )
     if out.returncode != 0:
@@ -266,29 +271,34 @@ def measure_in(checkout: Path, total: int) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def report(shape: str, label: str, m: dict[str, Any]) -> None:
-    """Print one measurement: events/s, CPU us per event and its phases."""
+def report(shape: str, label: str, m: dict[str, Any], split: dict[str, Any]) -> None:
+    """Print one measurement: events/s and CPU us per event of the run without counters
+    (``m``), and the phase split of the run with them (``split``: the counters' own cost,
+    two ``process_time`` calls per wrapped call, lands in the phases and is printed apart)."""
     n = m["events"]
-    per = {k: v / n * 1e6 for k, v in m["phases"].items()}
-    per["other"] = m["cpu_s"] / n * 1e6 - sum(per.values())
-    split = "  ".join(f"{k} {v:.1f}" for k, v in per.items())
+    per = {k: v / n * 1e6 for k, v in split["phases"].items()}
+    per["other"] = split["cpu_s"] / n * 1e6 - sum(per.values())
+    parts = "  ".join(f"{k} {v:.1f}" for k, v in per.items())
     print(f"{shape:<5} {label:<6} {m['rate']:>9,.0f} events/s  {m['cpu_s'] / n * 1e6:>7.1f} us "
-          f"CPU/event  [{split}]")
-    out = "  ".join(f"{t} {b / n:,.0f}" for t, b in sorted(m.get("out_bytes", {}).items()))
+          f"CPU/event (no counters)")
+    print(f"{'':<12} split, run with counters ({split['cpu_s'] / n * 1e6:.1f} us/event, counters "
+          f"{(split['cpu_s'] - m['cpu_s']) / n * 1e6:+.1f}): [{parts}]")
+    out = "  ".join(f"{t} {b / n:,.0f}" for t, b in sorted(split.get("out_bytes", {}).items()))
     print(f"{'':<12} redis-server {m['redis_cpu_s'] / n * 1e6:.1f} us CPU/event; "
           f"output bytes/event: {out}")
 
 
 def shapes_main(args: argparse.Namespace) -> None:
-    """Both shapes, before (``--base``) and after, in one run."""
+    """Both shapes, before (``--base``) and after, in one run: per checkout one run without
+    the phase counters (events/s and CPU per event) and one with them (the split)."""
     metas = catalogue_metas()
     for shape in args.shapes.split(","):
         total = produce_events() if shape == "mind" else produce_live(metas, args.live_events)
         got: dict[str, dict[str, Any]] = {}
         checkouts = ([("before", Path(args.base))] if args.base else []) + [("after", ROOT)]
         for label, checkout in checkouts:
-            got[label] = measure_in(checkout, total)  # it loads the catalogue itself
-            report(shape, label, got[label])
+            got[label] = measure_in(checkout, total, phased=False)  # loads the catalogue
+            report(shape, label, got[label], measure_in(checkout, total))
         if "before" in got:
             b, a = got["before"], got["after"]
             print(f"{shape:<5} after/before: {a['rate'] / b['rate']:.2f}x events/s, "
@@ -301,6 +311,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--measure", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--code-root", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--no-phases", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--base", default=None, help="checkout of the base commit (before)")
     ap.add_argument("--shapes", default="mind,live")
     ap.add_argument("--live-events", type=int, default=200_000)
@@ -314,7 +325,7 @@ def main() -> None:
     ap.add_argument("--feed-format", choices=["json", "compact"], default=FEED_FORMAT[0])
     args = ap.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure)))
+        print(json.dumps(measure(args.measure, phased=not args.no_phases)))
         return
     if not args.baselines:
         shapes_main(args)
