@@ -333,6 +333,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--workers", type=int, default=1, help="API processes (FEEDPIPE_API_WORKERS)")
     ap.add_argument("--no-access-log", action="store_true", help="API without per-request log")
+    ap.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
     args = ap.parse_args()
 
     s = settings()
@@ -343,7 +344,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-read-"))
     keys_path = tmp / "api-keys.json"
     _, token = create_key(keys_path, "bench", ["feeds:read"], 1_000_000.0, 1_000_000)
-    port = _free_port()
+    port = args.port or _free_port()
     env = {
         **os.environ,
         "FEEDPIPE_API_PORT": str(port),

@@ -11,16 +11,18 @@ profile version it was ranked from, and a new profile version comes with a new f
 digest's last-seen time tells apart two profiles with the same version number (a reader erased
 and seen again starts at version 1 anew). A feed without a ``profile_version`` is not cached.
 
-Bounded: at most :data:`INTEREST_MAX` entries (least recently used evicted, ~0.3 KB each:
-~15 MB at most), each kept at most :data:`INTEREST_TTL_S`, the content summaries' TTL.
+Bounded (``cachetools.TTLCache``): at most :data:`INTEREST_MAX` entries (least recently used
+evicted, ~0.3 KB each: ~15 MB at most), each kept at most :data:`INTEREST_TTL_S`, the content
+summaries' TTL.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
+
+from cachetools import TTLCache
 
 INTEREST_MAX = 50_000
 """Readers whose interest vector is kept (least recently used evicted first)."""
@@ -41,9 +43,12 @@ def interest_key(user_id: str, feed: Mapping[str, Any]) -> Key | None:
     return user_id, version, float(ls) if isinstance(ls, int | float) else 0.0
 
 
-class InterestCache:
+class InterestCache(TTLCache[Key, "str | None"]):
     """Stored interest vectors (the profile's ``interest`` value, base64 as stored, or ``None``
-    for a reader without one) by :func:`interest_key`, LRU and TTL bounded (module docstring).
+    for a reader without one) by :func:`interest_key`: a ``cachetools.TTLCache`` (least
+    recently used evicted past ``max_entries``, each entry kept at most ``ttl_s`` on the
+    monotonic clock). Read it with ``cache[key]`` (``KeyError``: absent or expired; a stored
+    ``None`` is a hit). Write it with :meth:`keep`.
 
     Args:
         max_entries: entries kept at most (0: nothing is cached).
@@ -51,29 +56,9 @@ class InterestCache:
     """
 
     def __init__(self, max_entries: int = INTEREST_MAX, ttl_s: float = INTEREST_TTL_S) -> None:
-        self.max_entries = max_entries
-        self.ttl_s = ttl_s
-        self._d: OrderedDict[Key, tuple[str | None, float]] = OrderedDict()
+        super().__init__(maxsize=max_entries, ttl=ttl_s, timer=time.monotonic)
 
-    def get(self, key: Key) -> tuple[bool, str | None]:
-        """(hit, stored vector or None); a miss for an absent or expired entry."""
-        hit = self._d.get(key)
-        if hit is None:
-            return False, None
-        if time.monotonic() - hit[1] > self.ttl_s:
-            del self._d[key]
-            return False, None
-        self._d.move_to_end(key)
-        return True, hit[0]
-
-    def put(self, key: Key, stored: str | None) -> None:
-        """Keep ``stored`` under ``key``; evicts the least recently used past ``max_entries``."""
-        if self.max_entries <= 0:
-            return
-        self._d.pop(key, None)
-        self._d[key] = (stored, time.monotonic())
-        while len(self._d) > self.max_entries:
-            self._d.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._d)
+    def keep(self, key: Key, stored: str | None) -> None:
+        """Keep ``stored`` under ``key`` (nothing when the cache holds 0 entries)."""
+        if self.maxsize > 0:
+            self[key] = stored

@@ -26,7 +26,6 @@ re-raises ``redis.exceptions.RedisError`` / ``OSError`` / ``TimeoutError`` after
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +33,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from cachetools import TTLCache
 from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -124,8 +124,17 @@ def content_summary(raw: bytes | None, content_id: str) -> Json | None:
     return out
 
 
-class PageCache:
-    """Rendered personalised feed pages, LRU, bounded by bytes.
+PageEntry = tuple[bytes, bytes | None, bytes, str]
+"""A rendered page: (stored feed bytes, catalogue version, body, etag)."""
+
+
+def _entry_bytes(entry: PageEntry) -> int:
+    return len(entry[0]) + len(entry[2])
+
+
+class PageCache(TTLCache[tuple[Any, ...], PageEntry]):
+    """Rendered personalised feed pages: a ``cachetools.TTLCache`` sized in bytes (stored feed
+    bytes + rendered body per entry, least recently used evicted past ``max_bytes``).
 
     An entry is keyed by the request's parameters and is valid only while the stored feed
     bytes (compared in full) and the catalogue version are the ones it was rendered from, and
@@ -133,46 +142,34 @@ class PageCache:
     built from. A hit skips parsing the feed, hydration, serialisation and the ETag hash.
 
     Args:
-        max_bytes: budget for stored feed bytes + rendered bodies (default 64 MiB).
+        max_bytes: budget for stored feed bytes + rendered bodies (default 64 MiB); a page
+            larger than the whole budget is not kept.
     """
 
     def __init__(self, max_bytes: int = 64 * 2**20) -> None:
-        self.max_bytes = max_bytes
-        self.size = 0
-        self._d: OrderedDict[tuple[Any, ...], tuple[bytes, bytes | None, bytes, str, float]] = (
-            OrderedDict()
+        super().__init__(
+            maxsize=max_bytes, ttl=SUMMARY_TTL_S, timer=time.monotonic, getsizeof=_entry_bytes
         )
 
-    def get(
-        self, key: tuple[Any, ...], raw: bytes, version: bytes | None
-    ) -> tuple[bytes, str] | None:
+    def page(self, key: tuple[Any, ...], raw: bytes, version: bytes | None
+             ) -> tuple[bytes, str] | None:
         """(body, etag) when an entry for ``key`` was rendered from ``raw`` and ``version``."""
-        hit = self._d.get(key)
-        if (
-            hit is None
-            or hit[1] != version
-            or hit[0] != raw
-            or time.monotonic() - hit[4] > SUMMARY_TTL_S
-        ):
+        try:
+            hit = self[key]  # one lookup: ``get`` checks expiry twice and can raise between
+        except KeyError:
             return None
-        self._d.move_to_end(key)
+        if hit[1] != version or hit[0] != raw:
+            return None
         return hit[2], hit[3]
 
-    def put(
+    def keep(
         self, key: tuple[Any, ...], raw: bytes, version: bytes | None, body: bytes, etag: str
     ) -> None:
-        """Store a rendered page; evicts least recently used entries past ``max_bytes``."""
-        old = self._d.pop(key, None)
-        if old is not None:
-            self.size -= len(old[0]) + len(old[2])
-        self._d[key] = (raw, version, body, etag, time.monotonic())
-        self.size += len(raw) + len(body)
-        while self.size > self.max_bytes and self._d:
-            _, (r, _, b, _, _) = self._d.popitem(last=False)
-            self.size -= len(r) + len(b)
-
-    def __len__(self) -> int:
-        return len(self._d)
+        """Store a rendered page (replacing the key's entry; see the class docstring)."""
+        self.pop(key, None)
+        entry = (raw, version, body, etag)
+        if _entry_bytes(entry) <= self.maxsize:
+            self[key] = entry
 
 
 @dataclass(frozen=True)
@@ -302,22 +299,32 @@ class Store:
         ]
         return sorted(name[len(prefix) :] for name in found)
 
+    async def _celebrity_ids(self, brands: Sequence[str]) -> list[str]:
+        """The celebrity content ids of ``brands``, in brand order: one pipeline of ZRANGEs
+        (one round trip on a single Redis; on a cluster, one per node holding a key)."""
+        if not brands:
+            return []
+        k = keys()
+        pipe = self.client.pipeline(transaction=False)
+        for brand in brands:
+            pipe.zrange(k.celebrity(brand), 0, -1)
+        got = await pipe.execute()
+        return [x.decode() for members in got for x in members]
+
     async def refresh_celebrities(self, cache: CelebrityCache) -> None:
         """Bring ``cache`` up to date: the celebrity items of every brand (ids and metas) when
-        ``fp:celebrity:version`` moved, their item stats when ``fp:stats:version`` moved. One
-        MGET when nothing moved; called by the endpoint's background loop (about every 1 s),
-        never on the request path."""
+        ``fp:celebrity:version`` moved (the brands' sets in one pipeline, their metas in one
+        MGET), their item stats when ``fp:stats:version`` moved. One MGET when nothing moved;
+        called by the endpoint's background loop (about every 1 s), never on the request
+        path."""
         k = keys()
         names = [k.celebrity_version(), *(k.stats_version(p) for p in k.partitions())]
         cv, *svs = await self.call(mget, self.client, names)
         sv = str(sum(int(v or 0) for v in svs)).encode()
         if cv != cache.version:
             brands = await self.call(self._celebrity_brands)
-            ids: list[str] = []
-            for brand in brands:
-                got = await self.call(self.client.zrange, k.celebrity(brand), 0, -1)
-                ids += [x.decode() for x in got]
-            raws = await self.call(self.client.mget, [k.meta(i) for i in ids]) if ids else []
+            ids = await self.call(self._celebrity_ids, brands)
+            raws = await self.call(mget, self.client, [k.meta(i) for i in ids])
             metas = []
             for raw in raws:
                 if raw is None:
@@ -427,14 +434,15 @@ class Store:
         profile (:meth:`profile`). Raises what the store raises."""
         key = interest_key(user_id, feed)
         if key is not None:
-            hit, cached = self.interests.get(key)
-            if hit:
-                return cached
+            try:
+                return self.interests[key]
+            except KeyError:
+                pass  # absent or expired
         profile = await self.profile(user_id)
         stored = profile.get(INTEREST) if profile is not None else None
         value = stored if isinstance(stored, str) and profile and interest_of(profile) else None
         if key is not None:
-            self.interests.put(key, value)
+            self.interests.keep(key, value)
         return value
 
     async def experiments(self) -> list[str]:

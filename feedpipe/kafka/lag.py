@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from feedpipe.settings import settings
 from feedpipe.topology import topology
@@ -34,30 +34,48 @@ def _probe_config(bootstrap: str) -> dict[str, Any]:
     return {**settings().kafka_config(bootstrap), "logger": _LOG}
 
 
+def watermarks(
+    admin: AdminClient, partitions: Iterable[tuple[str, int]], timeout_s: float = 10.0
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (low, high): log start offset and high watermark (log end offset)
+    of each of ``partitions``, from two batched ListOffsets calls for all of them (earliest,
+    latest; the client sends one request per partition leader, KIP-396).
+
+    Raises:
+        confluent_kafka.KafkaException: a partition's offsets could not be read in
+            ``timeout_s`` (unknown partition, no leader, broker down).
+    """
+    tps = [TopicPartition(t, p) for t, p in partitions]
+    if not tps:
+        return {}
+    found: list[dict[tuple[str, int], int]] = []
+    for spec in (OffsetSpec.earliest(), OffsetSpec.latest()):
+        futs = admin.list_offsets({tp: spec for tp in tps}, request_timeout=timeout_s)
+        found.append(
+            {(tp.topic, tp.partition): fut.result().offset for tp, fut in futs.items()}
+        )
+    low, high = found
+    return {key: (low[key], high[key]) for key in low}
+
+
+def _partitions(md: Any, topics: Iterable[str]) -> list[tuple[str, int]]:
+    """(topic, partition) of every partition of the known ``topics`` in metadata ``md``."""
+    out: list[tuple[str, int]] = []
+    for t in topics:
+        tmd = md.topics.get(t)
+        if tmd is not None and tmd.error is None:
+            out += [(t, p) for p in sorted(tmd.partitions)]
+    return out
+
+
 def end_offsets(
     bootstrap: str, topics: Iterable[str], timeout_s: float = 10.0
 ) -> dict[tuple[str, int], tuple[int, int]]:
-    """(topic, partition) -> (low, high) watermark offsets of every partition of ``topics``."""
-    consumer = Consumer(
-        {
-            **_probe_config(bootstrap),
-            "group.id": "feedpipe-lag-probe",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        md = consumer.list_topics(timeout=timeout_s)
-        out: dict[tuple[str, int], tuple[int, int]] = {}
-        for t in topics:
-            tmd = md.topics.get(t)
-            if tmd is None or tmd.error is not None:
-                continue
-            for p in tmd.partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(t, p), timeout=timeout_s)
-                out[(t, p)] = (low, high)
-        return out
-    finally:
-        consumer.close()
+    """(topic, partition) -> (low, high) watermark offsets of every partition of ``topics``
+    (unknown topics left out): one metadata request and :func:`watermarks`."""
+    admin = AdminClient(_probe_config(bootstrap))
+    md = admin.list_topics(timeout=timeout_s)
+    return watermarks(admin, _partitions(md, topics), timeout_s)
 
 
 def group_lag(
@@ -331,8 +349,9 @@ class LagProbe:
         try:
             committed = self.committed(group)
             names = sorted(set(topics) if topics is not None else {t for t, _ in committed})
-            md = self._consumer.list_topics(timeout=self.timeout_s)
+            md = self._admin.list_topics(timeout=self.timeout_s)
             active = self.active(group)
+            marks = watermarks(self._admin, _partitions(md, names), self.timeout_s)
             rows: list[PartitionProbe] = []
             for t in names:
                 tmd = md.topics.get(t)
@@ -342,9 +361,7 @@ class LagProbe:
                     rows.append(PartitionProbe(group, t, -1, bad, None))
                     continue
                 for p in sorted(tmd.partitions):
-                    low, high = self._consumer.get_watermark_offsets(
-                        TopicPartition(t, p), timeout=self.timeout_s
-                    )
+                    low, high = marks[(t, p)]
                     sample = Sample(now, high, committed.get((t, p)), low, active)
                     rows.append(PartitionProbe(group, t, p, sample, 0.0))
         except Exception as exc:

@@ -56,7 +56,7 @@ async def get_feed(request: Request) -> Response:
             raw, version = pre if pre is not None else await store.feed_raw(user_id)
             key = page_key(user_id, q, st.celebrities.gen)
             if raw is not None:
-                hit = st.page_cache.get(key, raw, version)
+                hit = st.page_cache.page(key, raw, version)
                 if hit is not None:
                     return _personalised_response(request, *hit)
             feed = parse_feed(raw)
@@ -72,7 +72,7 @@ async def get_feed(request: Request) -> Response:
                     rendered = orjson.dumps(doc)
                     etag = etag_of(rendered)
                     if raw is not None:
-                        st.page_cache.put(key, raw, version, rendered, etag)
+                        st.page_cache.keep(key, raw, version, rendered, etag)
                     return _personalised_response(request, rendered, etag)
                 reason = "empty_after_filter"
         else:
@@ -163,7 +163,7 @@ class FeedFastPath:
             await self.app(scope, receive, send)
             return
         hit = (
-            st.page_cache.get(page_key(user_id, q, st.celebrities.gen), raw, version)
+            st.page_cache.page(page_key(user_id, q, st.celebrities.gen), raw, version)
             if raw is not None
             else None
         )

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 from http_connectors_support import Tap
+from readapi_support import Tokens, World, make_tokens, seed_world
 
 from connectors.simulator import FixtureServer
 from feedpipe.kafka.producer import IdempotentProducer
@@ -40,3 +41,15 @@ def tap(kafka_bootstrap: str, topics_applied: list[TopicChange]) -> Tap:
 def server() -> Iterator[FixtureServer]:
     with FixtureServer() as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def world(redis_url: str) -> Iterator[World]:
+    """The read endpoint's test records (:func:`readapi_support.seed_world`), per module."""
+    yield from seed_world(redis_url)
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory: pytest.TempPathFactory) -> Tokens:
+    """A keys file with one key per access profile (:func:`readapi_support.make_tokens`)."""
+    return make_tokens(tmp_path_factory.mktemp("keys") / "api-keys.json")

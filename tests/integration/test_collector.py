@@ -5,23 +5,18 @@ the high watermarks taken before its requests."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from collector_support import ORIGIN, Keys, make_keys, serve
 from pipeline import consume_all, high_watermarks
 
 from connectors.collector.events import MAX_BODY_BYTES, MAX_EVENTS
-from connectors.collector.server import CollectorServer
-from feedpipe.apikeys import create_key
 from feedpipe.ids import event_id
 from feedpipe.kafka.producer import IdempotentProducer
 from feedpipe.wire.codec import codec
@@ -30,39 +25,12 @@ pytestmark = pytest.mark.integration
 
 TOPIC = "reader.events"
 DLQ = "reader.events.dlq"
-ORIGIN = "http://newsroom.example"
 DEAD_PORT = 42999  # nothing listens there: a broker that never answers
-
-
-@dataclass(frozen=True)
-class Keys:
-    path: Path
-    writer: str
-    reader: str
-    slow: str
 
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    path = tmp_path_factory.mktemp("collector-keys") / "api-keys.json"
-    _, writer = create_key(path, "front end", ["events:write"], 1000.0, 1000)
-    _, reader = create_key(path, "reader", ["feeds:read"])
-    _, slow = create_key(path, "slow", ["events:write"], 0.01, 2)
-    return Keys(path, writer, reader, slow)
-
-
-@contextmanager
-def serve(producer: IdempotentProducer, keys_path: Path, **kw: Any) -> Iterator[CollectorServer]:
-    srv = CollectorServer(producer, keys_path, cors_origins=[ORIGIN], **kw)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    assert srv.started.wait(20), "collector did not start"
-    try:
-        yield srv
-    finally:
-        srv.stop()
-        thread.join(20)
-        assert not thread.is_alive()
+    return make_keys(tmp_path_factory.mktemp("collector-keys") / "api-keys.json")
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,10 @@ from typing import Any
 import jsonschema_rs
 import pytest
 import schemathesis
+from collector_support import Keys, make_keys, serve
 from hypothesis import HealthCheck, given, settings
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
-from test_collector import Keys, keys, serve  # noqa: F401  (fixtures)
 
 from connectors.collector.openapi import openapi_document
 from feedpipe.kafka.producer import IdempotentProducer
@@ -40,7 +40,12 @@ nothing the operation declares), which the collector rightly accepts."""
 
 
 @pytest.fixture(scope="module")
-def collector_url(producer: IdempotentProducer, keys: Keys) -> Iterator[str]:  # noqa: F811
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    return make_keys(tmp_path_factory.mktemp("collector-keys") / "api-keys.json")
+
+
+@pytest.fixture(scope="module")
+def collector_url(producer: IdempotentProducer, keys: Keys) -> Iterator[str]:
     with serve(producer, keys.path, ack_timeout_s=30.0) as srv:
         yield f"http://127.0.0.1:{srv.port}"
 
@@ -74,7 +79,7 @@ def checker(
 
 def test_collector_conforms_to_its_openapi_document(
     collector_url: str,
-    keys: Keys,  # noqa: F811
+    keys: Keys,
 ) -> None:
     config = SchemathesisConfig.from_dict(
         {"checks": {"negative_data_rejection": {"enabled": False}}}

@@ -27,8 +27,8 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from browser_support import chromium
 from pipeline import api_headers, drain, free_port, running_pipeline
-from test_ops_page import chromium
 
 from connectors.replay import replay_all
 from feedpipe.topology import topology

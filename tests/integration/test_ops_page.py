@@ -5,13 +5,13 @@ once the worker stopped. Screenshots are kept in tests/artifacts/ (git-ignored).
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from browser_support import chromium
 from pipeline import drain, running_pipeline
 
 from connectors.replay import replay_all
@@ -23,14 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 SOURCES = ["frontity-wp", "feeds-edge"]  # real WordPress posts + feed files with rejects (DLQ)
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("chromium not installed: apt-get install -y chromium (.ci/run does it)")
 
 
 def browse(url: str, *extra: str) -> str:

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the world/tokens fixtures are imported from test_readapi and used as args)
 """Read endpoint access control, rate limits, request ids, CDN caching headers, cursors, CORS and
 metrics, against a real Redis (the synthetic world of test_readapi.py)."""
 
@@ -9,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from readapi_support import Tokens, World
 from starlette.testclient import TestClient
-from test_readapi import Tokens, World, tokens, world  # noqa: F401  (fixtures)
 
 from feedpipe.apikeys import create_key, revoke_key
 from readapi.app import create_app

@@ -160,3 +160,59 @@ def test_a_page_cache_miss_reuses_the_interest_of_the_same_profile_version(
         newer = served(100)  # the feed of profile version 2: the profile is read again
     assert newer[ids["vote"]]["similarity"] > 0.2
     assert newer[ids["foot"]]["similarity"] == 0.0
+
+
+def test_celebrity_sets_of_every_brand_are_read_in_one_round_trip(
+    world: dict[str, Any],
+) -> None:
+    """Store.refresh_celebrities reads every brand's celebrity set in one call (a pipeline),
+    single Redis and Redis Cluster: the same number of Redis calls for one brand as for four,
+    and every brand's items in the cache."""
+    import asyncio
+
+    from feedpipe.rank.fanout import CelebrityCache
+    from feedpipe.store.client import async_client
+    from readapi.guards import CircuitBreaker
+    from readapi.store import Store
+
+    r, k, ids, metas = world["r"], keys(), world["ids"], world["metas"]
+    extra = {f"tidy-{uuid.uuid4().hex[:8]}-{n}": f"{ids['foot']}-b{n}" for n in range(3)}
+
+    def refresh() -> tuple[int, set[str]]:
+        async def run() -> tuple[int, set[str]]:
+            client = async_client(world["redis_url"])
+            store = Store(client, CircuitBreaker(5, 5.0))
+            calls = 0
+            inner = store.call
+
+            async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                return await inner(fn, *args, **kwargs)
+
+            store.call = counted  # type: ignore[method-assign]
+            cache = CelebrityCache()
+            try:
+                await store.refresh_celebrities(cache)
+            finally:
+                await client.aclose()
+            return calls, {m.content_id for m in cache.metas}
+
+        return asyncio.run(run())
+
+    calls_one, got = refresh()
+    assert set(ids.values()) <= got
+    meta = metas["foot"].to_json()
+    try:
+        for brand, cid in extra.items():
+            r.set(k.meta(cid), orjson.dumps({**meta, "content_id": cid}))
+            r.zadd(k.celebrity(brand), {cid: float(NOW_MS)})
+        r.incr(k.celebrity_version())
+        calls_four, got = refresh()
+    finally:
+        for brand, cid in extra.items():
+            r.delete(k.celebrity(brand))
+            r.delete(k.meta(cid))
+        r.incr(k.celebrity_version())
+    assert set(ids.values()) | set(extra.values()) <= got
+    assert calls_four == calls_one

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the world/tokens fixtures are imported from test_readapi and used as args)
 """Read endpoint input hardening against a real Redis: hostile path and query values are refused
 with 4xx before any Redis command carries them (proven with Redis MONITOR), oversize requests
 are refused (through a real uvicorn server, so the HTTP parser is in the loop), and the
@@ -18,8 +17,8 @@ import redis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from readapi_support import Tokens, World
 from starlette.testclient import TestClient
-from test_readapi import Tokens, World, tokens, world  # noqa: F401  (fixtures)
 
 from readapi.app import create_app
 from readapi.gateway import MAX_HEADER_BYTES, MAX_PATH_BYTES, MAX_QUERY_BYTES

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the world/tokens fixtures are imported from test_readapi and used as args)
 """The latest level of the fallback ladder against a real Redis: undated items (catalogue score
 = ingestion time, newer than every dated item here) come after every dated item, ordered by
 ingestion time, across pages of every size."""
@@ -12,15 +11,13 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from readapi_support import HOUR_MS, NOW_MS, Tokens, World, content_doc
 from starlette.testclient import TestClient
-from test_readapi import Tokens, World, _content, tokens, world  # noqa: F401  (fixtures)
 
 from feedpipe.store.keys import keys
 from readapi.app import create_app
 
 pytestmark = pytest.mark.integration
-HOUR_MS = 3_600_000
-NOW_MS = 1_700_000_000_000
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +32,19 @@ def catalogue(redis_url: str) -> Iterator[tuple[str, list[str]]]:
     scores: dict[str, float] = {}
     written = [k.catalogue(brand)]
     for n, cid in enumerate(dated):
-        doc: dict[str, Any] = _content(cid, brand, n + 1)
+        doc: dict[str, Any] = content_doc(cid, brand, n + 1)
         r.set(k.content(cid), orjson.dumps(doc))
         scores[cid] = doc["published_at"]
         written.append(k.content(cid))
     for n, cid in enumerate(undated):
-        doc = {**_content(cid, brand, 10 + n), "published_at": None,
+        doc = {**content_doc(cid, brand, 10 + n), "published_at": None,
                "enriched_at": NOW_MS + (10 - n) * HOUR_MS}
         r.set(k.content(cid), orjson.dumps(doc))
         scores[cid] = doc["enriched_at"]
         written.append(k.content(cid))
     # one dated item ingested late but published long ago: still among the dated, by date
     old = f"{tag}-old"
-    r.set(k.content(old), orjson.dumps(_content(old, brand, 100)))
+    r.set(k.content(old), orjson.dumps(content_doc(old, brand, 100)))
     scores[old] = NOW_MS - 100 * HOUR_MS
     written.append(k.content(old))
     r.zadd(k.catalogue(brand), scores)

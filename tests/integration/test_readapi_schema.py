@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the world/tokens fixtures are imported from test_readapi and used as args)
 """schemathesis against the served OpenAPI document: a real ``python -m readapi`` process (uvicorn)
 on a real Redis holding the synthetic world of test_readapi.py.
 
@@ -24,9 +23,9 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from readapi_support import Tokens, World
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
-from test_readapi import Tokens, World, tokens, world  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from content_support import content_record as _content
 
 from feedpipe.errors import RejectedInput
-from feedpipe.ids import content_id
 from feedpipe.settings import settings
 from feedpipe.topology import topology
 from feedpipe.wire.codec import codec
@@ -33,36 +33,6 @@ def _data(rel: str) -> Path:
     path = settings().data_dir / rel
     assert path.is_file(), f"real data missing: {path} (set FEEDPIPE_DATA_DIR)"
     return path
-
-
-def _content(source: str, source_id: str, **fields: Any) -> dict[str, Any]:
-    """A minimal feedpipe.Content record (every schema field present)."""
-    rec: dict[str, Any] = {
-        "content_id": content_id(source, source_id),
-        "source": source,
-        "source_id": source_id,
-        "kind": "test",
-        "brand": source,
-        "status": "published",
-        "title": "",
-        "summary": "",
-        "body": "",
-        "url": None,
-        "authors": [],
-        "published_at": None,
-        "updated_at": None,
-        "categories": [],
-        "source_categories": [],
-        "tags": [],
-        "language_hint": None,
-        "media": [],
-        "entities": [],
-        "ingest_warnings": [],
-        "content_hash": "0" * 64,
-        "raw_event_id": "0" * 64,
-    }
-    rec.update(fields)
-    return rec
 
 
 def _mind_entities(raw: str) -> list[dict[str, Any]]:

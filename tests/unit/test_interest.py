@@ -114,7 +114,7 @@ def test_meta_json_carries_the_text_vector() -> None:
 
 
 def test_enrichment_text_vector_reaches_the_meta_not_the_content_json() -> None:
-    from test_enrichment import _content
+    from content_support import content_record as _content
 
     from streams.metadata import enrich, text_vector
     from streams.stages.enrich import TEXT_KEY, content_json, meta_of, stored_doc

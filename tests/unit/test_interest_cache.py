@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from readapi.interests import InterestCache, interest_key
 
 
@@ -21,16 +23,29 @@ def test_the_key_is_the_feeds_profile_version_and_last_seen() -> None:
 def test_entries_are_bounded_by_count_and_age() -> None:
     cache = InterestCache(max_entries=2, ttl_s=60.0)
     a, b, c = ("a", 1, 0.0), ("b", 1, 0.0), ("c", 1, 0.0)
-    cache.put(a, "AAAA")
-    cache.put(b, None)
-    assert cache.get(a) == (True, "AAAA")  # a is now the most recently used
-    cache.put(c, "CCCC")
-    assert len(cache) == 2 and cache.get(b) == (False, None) and cache.get(c) == (True, "CCCC")
-    assert cache.get(("a", 2, 0.0)) == (False, None)  # another profile version
-    old = InterestCache(ttl_s=0.0)
-    old.put(a, "AAAA")
-    time.sleep(0.01)
-    assert old.get(a) == (False, None) and len(old) == 0
+    cache.keep(a, "AAAA")
+    cache.keep(b, None)
+    assert cache[b] is None  # a stored None is a hit
+    assert cache[a] == "AAAA"  # a is now the most recently used
+    cache.keep(c, "CCCC")
+    assert len(cache) == 2 and b not in cache and cache[c] == "CCCC"
+    with pytest.raises(KeyError):
+        cache[("a", 2, 0.0)]  # another profile version
+    old = InterestCache(ttl_s=0.05)
+    old.keep(a, "AAAA")
+    assert old[a] == "AAAA"
+    time.sleep(0.06)
+    with pytest.raises(KeyError):
+        old[a]
+    old.keep(b, "BBBB")  # a write drops the expired entries
+    assert list(old) == [b] and len(old) == 1
     off = InterestCache(max_entries=0)
-    off.put(a, "AAAA")
+    off.keep(a, "AAAA")
     assert len(off) == 0
+
+
+def test_defaults_are_the_documented_bounds() -> None:
+    from readapi.interests import INTEREST_MAX, INTEREST_TTL_S
+
+    cache = InterestCache()
+    assert (cache.maxsize, cache.ttl) == (INTEREST_MAX, INTEREST_TTL_S) == (50_000, 60.0)

@@ -35,7 +35,7 @@ from readapi.params import (
     encode_cursor,
 )
 from readapi.routes.experiments import ab_results, wilson_interval
-from readapi.store import PageCache, content_summary, parse_feed
+from readapi.store import SUMMARY_TTL_S, PageCache, content_summary, parse_feed
 
 
 class Clock:
@@ -198,14 +198,34 @@ def test_classify_paths() -> None:
 
 def test_page_cache_validity_and_byte_budget() -> None:
     cache = PageCache(max_bytes=100)
-    cache.put(("u", 1), b"feed-1", b"7", b"x" * 20, '"e"')
-    assert cache.get(("u", 1), b"feed-1", b"7") == (b"x" * 20, '"e"')
-    assert cache.get(("u", 1), b"feed-2", b"7") is None  # the feed changed
-    assert cache.get(("u", 1), b"feed-1", b"8") is None  # the catalogue changed
+    cache.keep(("u", 1), b"feed-1", b"7", b"x" * 20, '"e"')
+    assert cache.currsize == 26
+    assert cache.page(("u", 1), b"feed-1", b"7") == (b"x" * 20, '"e"')
+    assert cache.page(("u", 1), b"feed-2", b"7") is None  # the feed changed
+    assert cache.page(("u", 1), b"feed-1", b"8") is None  # the catalogue changed
     for i in range(5):
-        cache.put(("v", i), b"f" * 10, None, b"y" * 20, '"z"')
-    assert cache.size <= 100
-    assert cache.get(("u", 1), b"feed-1", b"7") is None  # least recently used, evicted
+        cache.keep(("v", i), b"f" * 10, None, b"y" * 20, '"z"')
+    assert cache.currsize <= 100 and len(cache) == 3
+    assert cache.page(("u", 1), b"feed-1", b"7") is None  # least recently used, evicted
+    assert cache.page(("v", 4), b"f" * 10, None) == (b"y" * 20, '"z"')
+    cache.keep(("v", 4), b"f" * 10, None, b"w" * 200, '"big"')  # over the whole budget
+    assert cache.page(("v", 4), b"f" * 10, None) is None and cache.currsize == 60
+    assert cache.ttl == SUMMARY_TTL_S
+
+
+def test_page_cache_entries_expire_after_the_summaries_ttl(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import readapi.store as store_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(store_mod.time, "monotonic", lambda: now[0])
+    cache = PageCache(max_bytes=100)
+    cache.keep(("u", 1), b"feed-1", b"7", b"x" * 20, '"e"')
+    now[0] += SUMMARY_TTL_S - 1
+    assert cache.page(("u", 1), b"feed-1", b"7") == (b"x" * 20, '"e"')
+    now[0] += 2
+    assert cache.page(("u", 1), b"feed-1", b"7") is None
 
 
 def test_stored_format_decoding_never_raises() -> None:
