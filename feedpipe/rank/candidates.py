@@ -172,16 +172,17 @@ def candidate_sources(
         top_columns(share_cat, spec.top_affinities)
         if kth_cat is None
         else columns_at_least(share_cat, kth_cat)
-    ).astype(np.float64)
+    )
     top_topic = (
         top_columns(share_topic, spec.top_affinities)
         if kth_topic is None
         else columns_at_least(share_topic, kth_topic)
-    ).astype(np.float64)
+    )
     if slots is None:
-        matches = (top_cat @ item_cat.T > 0) | (top_topic @ item_topic.T > 0)
+        matches = ((top_cat.astype(np.float64) @ item_cat.T > 0)
+                   | (top_topic.astype(np.float64) @ item_topic.T > 0))
     else:  # the same test by gathering each item's few label columns
-        matches = (label_sums(top_cat, slots[0]) > 0) | (label_sums(top_topic, slots[1]) > 0)
+        matches = label_any(top_cat, slots[0]) | label_any(top_topic, slots[1])
     out |= matches.view(np.uint8) * np.uint8(AFFINITY)
     if coread is not None:
         out |= (coread > 0).view(np.uint8) * np.uint8(COREAD)
@@ -200,6 +201,18 @@ def label_sums(shares: FloatArray, slots: IntArray) -> FloatArray:
     out = np.take(ext, np.ascontiguousarray(slots[:, 0]), axis=1)
     for k in range(1, slots.shape[1]):
         out += np.take(ext, np.ascontiguousarray(slots[:, k]), axis=1)
+    return out
+
+
+def label_any(flags: BoolArray, slots: IntArray) -> BoolArray:
+    """(m, n): per user row of ``flags`` (m x L bool) and item, whether one of the item's
+    labels (``slots``, :func:`feedpipe.model.item.label_slots`) is flagged: ``label_sums(flags)
+    > 0`` on one byte per value instead of eight."""
+    m = flags.shape[0]
+    ext = np.concatenate([flags, np.zeros((m, 1), dtype=bool)], axis=1)
+    out = np.take(ext, np.ascontiguousarray(slots[:, 0]), axis=1)
+    for k in range(1, slots.shape[1]):
+        out |= np.take(ext, np.ascontiguousarray(slots[:, k]), axis=1)
     return out
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -28,9 +27,9 @@ from feedpipe.rank.candidates import (
     CandidateInputs,
     candidate_brands,
     candidate_sources,
-    sources_of,
     trending_rows,
 )
+from feedpipe.rank.chunk import EDITORIAL, FEATURES, LEARNED, SOURCE_TABLE, ChunkFeatures, Gathered
 from feedpipe.rank.components import (
     Array,
     Candidates,
@@ -43,16 +42,12 @@ from feedpipe.rank.components import (
     shares_and_cuts,
 )
 from feedpipe.rank.experiments import resolve
-from feedpipe.rank.selection import diversified, top_rows
+from feedpipe.rank.selection import select_block
 from feedpipe.rank.weights import RankingConfig
-from feedpipe.topology import RANKER_COMPONENTS, EditorialSpec, RankingSpec
+from feedpipe.topology import EditorialSpec, RankingSpec
 from feedpipe.wire.ranked import RankedFeed, Serving
 
-_LEARNED = RANKER_COMPONENTS["learned"]
-_EDITORIAL = ("category", "bias", "freshness")
-_FEATURES = {"affinity": ("affinity", "recency", "engagement"), "learned": _LEARNED,
-             "editorial": _EDITORIAL}
-"""Each ranker's features (score components before weighting), in feed item order."""
+_LEARNED = LEARNED
 
 
 def _empty() -> RankedFeed:
@@ -77,13 +72,6 @@ def _category_column(matrix: CandidateMatrix, brand: str, spec: EditorialSpec) -
     return got
 
 
-@cache
-def _source_names(bits: int) -> list[str]:
-    """:func:`feedpipe.rank.candidates.sources_of`, one shared list per bit set (the compact feed
-    store groups items by the identity of their descriptive values)."""
-    return sources_of(bits)
-
-
 @dataclass(frozen=True, slots=True)
 class ItemColumns:
     """Per-item columns of one (matrix, stats, ranking spec, default bias) that every
@@ -103,6 +91,8 @@ class ItemColumns:
     codes: npt.NDArray[np.int64]
     col_masks: list[npt.NDArray[np.bool_]]
     has_pub: npt.NDArray[np.bool_]
+    pub_rows: npt.NDArray[np.intp]
+    all_pub: bool
     bias: Array
     primary: npt.NDArray[np.int64]
     cids: list[str]
@@ -142,6 +132,8 @@ def item_columns(matrix: CandidateMatrix, stats: Mapping[str, tuple[int, int]],
         brand_names=brand_names, brand_code=brand_code, codes=codes,
         col_masks=[codes == i for i in range(len(brand_names))],
         has_pub=~np.isnan(matrix.published),
+        pub_rows=np.flatnonzero(~np.isnan(matrix.published)),
+        all_pub=not bool(np.isnan(matrix.published).any()),
         bias=bias_match(np.full(n, default_bias), 0.5),
         primary=np.asarray(matrix.primary, dtype=np.int64),
         cids=cids,
@@ -247,8 +239,14 @@ def rank_feeds(
         age_h = np.maximum(0.0, (refs[:, None] - published[None, :]) / HOUR_MS)
         # Recency with np.power (``2.0 **``, as feedpipe.rank.reference.recency), not
         # components.recency_component: its np.exp2 can round the last bit differently.
-        with np.errstate(invalid="ignore"):
-            rec = np.where(has_pub[None, :], 2.0 ** (-age_h / ranking.recency_half_life_hours), 0.0)
+        # Only the published items' columns are raised (the others are 0).
+        half_life = ranking.recency_half_life_hours
+        if cols.all_pub:
+            rec = 2.0 ** (-age_h / half_life)
+        else:
+            rec = np.zeros((m, n))
+            if len(cols.pub_rows):
+                rec[:, cols.pub_rows] = 2.0 ** (-age_h[:, cols.pub_rows] / half_life)
         fresh: Array | None = None
         learned: dict[str, Array] | None = None
         co = coread_matrix(coreads[lo : lo + chunk], matrix.index, n) if coreads else None
@@ -275,9 +273,13 @@ def rank_feeds(
         for (code, _), rows in groups.items():
             a = assigned[(rows[0], code)]
             ws = a.weights.weights
+            every = len(rows) == m  # rows are appended in order: then idx is 0..m-1
             idx = np.asarray(rows)
             if a.weights.ranker == "affinity":
-                s = ws["a"] * aff[idx] + ws["b"] * rec[idx] + ws["c"] * eng
+                # a * aff + b * rec + c * eng, in place (the same operations in that order)
+                s = np.multiply(aff if every else aff[idx], ws["a"])
+                s += np.multiply(rec if every else rec[idx], ws["b"])
+                s += ws["c"] * eng
             elif a.weights.ranker == "learned":
                 if learned is None:
                     learned = _learned_columns(aff, age_h, has_pub, clicks, imps, ranking,
@@ -292,7 +294,10 @@ def rank_feeds(
                 if cat is None:
                     cat = cat_cols[code] = _category_column(matrix, brand_names[code], editorial)
                 s = ws["category"] * cat + ws["bias"] * bias + ws["freshness"] * fresh[idx]
-            score[idx] = np.where(col_masks[code], s, score[idx])
+            if every:
+                np.copyto(score, s, where=col_masks[code])
+            else:
+                score[idx] = np.where(col_masks[code], s, score[idx])
         bits: npt.NDArray[np.int64] | None = None
         if sources is not None:
             bits = candidate_sources(
@@ -311,31 +316,29 @@ def rank_feeds(
                 coread=co,
             )
             allowed = np.asarray(bits > 0)
-        score = np.where(allowed, score, -np.inf)
+        np.copyto(score, -np.inf, where=~allowed)
 
-        feat = _ChunkFeatures(aff, rec, eng, learned, fresh, cat_cols, bias)
-        cap = ranking.max_per_category
+        feat = ChunkFeatures(aff, rec, eng, learned, fresh, cat_cols, bias)
+        # diversity (cap > 0): the allowed items in score order, then the cap
+        picks = select_block(score, np.count_nonzero(allowed, axis=1), primary,
+                             ranking.feed_size, ranking.max_per_category)
+        gathered = Gathered(picks, score, bits, codes, feat)
         for row in range(m):
-            row_score = score[row]
-            n_allowed = int(allowed[row].sum())
-            if n_allowed == 0:
+            sel = picks[row]
+            if len(sel) == 0:
                 results.append(_empty())
                 continue
-            if cap > 0:  # diversity: the allowed items in score order, then the cap
-                top = diversified(row_score, n_allowed, primary, ranking.feed_size, cap)
-            else:
-                top = top_rows(row_score, min(ranking.feed_size, n_allowed)).tolist()
-            sel = np.asarray(top, dtype=np.intp)
+            top = sel.tolist()
             code_sel = codes[sel]
             first = [int(code_sel[0])]
-            if not bool((code_sel == first[0]).all()):
+            if not gathered.one_brand(row, sel):
                 uniq, at = np.unique(code_sel, return_index=True)
                 first = uniq[np.argsort(at)].tolist()
             served = [_serving(servings, assigned[(row, c)], brand_names[c]) for c in first]
             if len(first) == 1:
                 serving_of = np.zeros(len(sel), dtype=np.int64)
                 names = served[0].names
-                feats = feat.block(served[0].ranker, row, sel, first[0])
+                feats = gathered.block(served[0].ranker, row, sel, first[0])
             else:
                 lut = np.zeros(len(brand_names), dtype=np.int64)
                 lut[first] = np.arange(len(first))
@@ -346,13 +349,14 @@ def rank_feeds(
                     mine = serving_of == g
                     feats[np.ix_(mine, [names.index(nm) for nm in s.names])] = feat.block(
                         s.ranker, row, sel[mine], c)
-            b_sel = bits[row, sel] if bits is not None else None
+            b_sel = gathered.bits_of(row, sel)
             results.append(RankedFeed(
-                ids=list(map(cols.cids.__getitem__, top)), rows=sel, scores=row_score[sel],
+                ids=list(map(cols.cids.__getitem__, top)), rows=sel,
+                scores=gathered.scores_of(row, sel),
                 names=names, features=feats, servings=served, serving_of=serving_of,
                 bits=b_sel,
-                sources=(list(map(_source_names, b_sel.tolist())) if b_sel is not None
-                         else None),
+                sources=(list(map(SOURCE_TABLE.__getitem__, b_sel.tolist()))
+                         if b_sel is not None else None),
                 digests=cols.digests[sel].tobytes() if cols.digests is not None else b"",
             ))
     return results
@@ -379,31 +383,6 @@ def rank_users(
                                           sources, trends, coreads)]
 
 
-@dataclass(frozen=True, slots=True)
-class _ChunkFeatures:
-    """The feature arrays of one chunk of users (rows) x the matrix items (columns)."""
-
-    aff: Array
-    rec: Array
-    eng: Array
-    learned: dict[str, Array] | None
-    fresh: Array | None
-    cat_cols: dict[int, Array]
-    bias: Array
-
-    def block(self, ranker: str, row: int, sel: npt.NDArray[np.intp], code: int) -> Array:
-        """(len(sel), w) values of ``ranker``'s features (:data:`_FEATURES` order) of the
-        chunk's user ``row`` on the matrix rows ``sel`` of brand ``code``."""
-        if ranker == "affinity":
-            return np.column_stack((self.aff[row, sel], self.rec[row, sel], self.eng[sel]))
-        if ranker == "learned":
-            assert self.learned is not None
-            return np.column_stack([self.learned[k][row, sel] for k in _LEARNED])
-        assert self.fresh is not None
-        return np.column_stack(
-            (self.cat_cols[code][sel], self.bias[sel], self.fresh[row, sel]))
-
-
 def _serving(cache: dict[tuple[str, str, int, str | None, str | None], Serving], a: Any,
              brand: str) -> Serving:
     """The :class:`feedpipe.wire.ranked.Serving` of assignment ``a``
@@ -416,7 +395,7 @@ def _serving(cache: dict[tuple[str, str, int, str | None, str | None], Serving],
         got = cache[key] = Serving(
             brand=brand, ranker=ranker, weight_set=a.weight_set,
             weight_version=a.weights.version, arm=a.arm, experiment=a.experiment,
-            weights=dict(a.weights.weights), names=_FEATURES.get(ranker, _EDITORIAL))
+            weights=dict(a.weights.weights), names=FEATURES.get(ranker, EDITORIAL))
     return got
 
 

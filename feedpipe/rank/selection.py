@@ -1,9 +1,11 @@
-"""Choosing a feed's rows from a row of scores: the top k, and the diversified top k.
+"""Choosing a feed's rows from scores: the top k, and the diversified top k.
 
-:func:`top_rows` and :func:`diversified` are what :func:`feedpipe.rank.rankers.rank_feeds`
-applies to each user's scores; both equal a walk over the full score order (score descending,
-ties by matrix row, i.e. by content id) and :func:`feedpipe.rank.candidates.diversify`
-(tests/unit/test_candidates.py), without sorting the whole catalogue.
+:func:`select_block` is what :func:`feedpipe.rank.rankers.rank_feeds` applies to a chunk of
+users' (users x items) scores at once; :func:`top_rows` and :func:`diversified` are the same
+choice for one user's row (the per-user fallback, and the reference of
+tests/unit/test_selection_block.py). All equal a walk over the full score order (score
+descending, ties by matrix row, i.e. by content id) and
+:func:`feedpipe.rank.candidates.diversify` (tests/unit/test_candidates.py).
 """
 
 from __future__ import annotations
@@ -120,3 +122,107 @@ def _within_caps(cats: npt.NDArray[np.int64], cap: int) -> npt.NDArray[np.bool_]
     """Per position of a score order with primary categories ``cats``: True when the item is
     among the first ``cap`` of its category in that order, or has no category (-1)."""
     return (_rank_in_category(cats) < cap) | (cats < 0)
+
+
+
+def select_block(score: Array, n_allowed: npt.NDArray[np.int64],
+                 primary: npt.NDArray[np.int64], k: int, cap: int) -> list[npt.NDArray[np.intp]]:
+    """Per row of an (m users x n items) ``score`` block (not-allowed items at -inf), the rows
+    :func:`diversified` (``cap`` > 0) or :func:`top_rows` (``cap`` <= 0) picks: the same
+    items in the same order, with a few numpy calls for the whole block instead of many per
+    user.
+
+    ``n_allowed`` (m,) counts each row's allowed items; ``primary`` (n,) each item's primary
+    category (-1: none); ``k`` the feed size. A row's result is an (<= k,) intp array, empty
+    when nothing is allowed. The items within the cap are found item by item
+    (:func:`within_caps`: no sort of the whole row), then only they are sorted (score
+    descending, ties by index, :func:`_sorted_heads`). Rows needing capped-out items to top
+    up a short feed, and rows whose finite scores are not exactly their allowed items (a NaN
+    or infinite score), take :func:`diversified` / :func:`top_rows` one at a time.
+    """
+    m = score.shape[0]
+    out: list[npt.NDArray[np.intp]] = [np.zeros(0, dtype=np.intp)] * m
+    finite = np.count_nonzero(score > -np.inf, axis=1)
+    todo = np.flatnonzero((finite == n_allowed) & (n_allowed > 0))
+    block = score[todo] if len(todo) < m else score
+    ok = within_caps(block, primary, cap) if cap > 0 else block > -np.inf
+    counts = np.count_nonzero(ok, axis=1)
+    # short of k with capped-out items left: the top-up needs the whole order
+    spill = (counts < k) & (counts < finite[todo])
+    if spill.any():
+        ok = ok[~spill]
+        block = block[~spill]
+        counts = counts[~spill]
+        todo = todo[~spill]
+    if len(todo):
+        heads = _sorted_heads(block, ok, counts, k)
+        for i, row in enumerate(todo.tolist()):
+            out[row] = heads[i, : min(k, int(counts[i]))]
+    done = np.zeros(m, dtype=bool)
+    done[todo] = True  # the others, one at a time
+    for row in np.flatnonzero(~done & (n_allowed > 0)).tolist():
+        got = (diversified(score[row], int(n_allowed[row]), primary, k, cap) if cap > 0
+               else top_rows(score[row], min(k, int(n_allowed[row]))).tolist())
+        out[row] = np.asarray(got, dtype=np.intp)
+    return out
+
+
+def within_caps(score: Array, primary: npt.NDArray[np.int64], cap: int
+                ) -> npt.NDArray[np.bool_]:
+    """(m, n) bool: the finite items of each row of ``score`` that are among the first
+    ``cap`` of their primary category in the row's score order (score descending, ties by
+    index), and the finite items without a category (-1). Per category holding more than
+    ``cap`` items (:func:`_large_categories`): its ``cap``-th best score ``v`` per row (one
+    sort of the category's columns), the items above ``v``, and of the items tied at ``v``
+    the lowest indices filling the cap."""
+    keep = score > -np.inf
+    for items in _large_categories(primary, cap):
+        sc = score[:, items]
+        v = np.sort(sc, axis=1)[:, len(items) - cap]
+        above = sc > v[:, None]
+        tie = sc == v[:, None]
+        room = cap - np.count_nonzero(above, axis=1)
+        over = np.flatnonzero(np.count_nonzero(tie, axis=1) > room)  # rows cutting a tie
+        if len(over):
+            tie[over] &= np.cumsum(tie[over], axis=1, dtype=np.intp) <= room[over, None]
+        above |= tie
+        keep[:, items] &= above
+    return keep
+
+
+_LARGE: list[tuple[npt.NDArray[np.int64], int, list[npt.NDArray[np.intp]]]] = []
+"""The last few :func:`_large_categories` results with their arrays (held, so an array's
+identity is not reused while its entry lives)."""
+
+
+def _large_categories(primary: npt.NDArray[np.int64], cap: int) -> list[npt.NDArray[np.intp]]:
+    """The items (indices, ascending) of each category (``primary`` >= 0) with more than
+    ``cap`` items: only these can hold a capped-out item. Kept for the last 4 arrays (a
+    matrix's ``primary`` is not changed in place: :class:`feedpipe.rank.rankers.ItemColumns`)."""
+    for arr, c, got in list(_LARGE):  # a copy: the idle refresher ranks in another thread
+        if arr is primary and c == cap:
+            return got
+    cats, counts = np.unique(primary[primary >= 0], return_counts=True)
+    got = [np.flatnonzero(primary == c) for c in cats[counts > cap].tolist()]
+    _LARGE[:] = [(primary, cap, got), *_LARGE][:4]
+    return got
+
+
+def _sorted_heads(block: Array, ok: npt.NDArray[np.bool_], counts: npt.NDArray[np.int64],
+                  k: int) -> npt.NDArray[np.intp]:
+    """(r, min(k, max count)): per row of ``block``, the columns where ``ok`` (``counts`` of
+    them) in score order (descending, ties by index), the first ``min(k, counts[i])`` of
+    row i meaningful. One stable sort of the ``ok`` scores packed to the left of an
+    (r, max count) array."""
+    r = block.shape[0]
+    rows, cols = np.nonzero(ok)  # row by row, columns ascending
+    w = int(counts.max())
+    starts = np.zeros(r, dtype=np.intp)
+    np.cumsum(counts[:-1], out=starts[1:])
+    pos = np.arange(len(rows)) - starts[rows]
+    neg = np.full((r, w), np.inf)
+    neg[rows, pos] = -block[rows, cols]
+    packed = np.zeros((r, w), dtype=np.intp)
+    packed[rows, pos] = cols
+    by_score = np.argsort(neg, axis=1, kind="stable")[:, :k]  # ties keep ascending columns
+    return np.take_along_axis(packed, by_score, axis=1)

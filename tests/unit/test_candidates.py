@@ -79,7 +79,7 @@ def test_diversify_caps_each_primary_category_then_tops_up() -> None:
 def test_diversified_prefix_agrees_with_the_full_order() -> None:
     import numpy as np
 
-    from feedpipe.rank.rankers import diversified, top_rows
+    from feedpipe.rank.selection import diversified, top_rows
 
     rng = np.random.default_rng(7)
     for trial in range(300):

@@ -4,6 +4,7 @@ rank_users (feedpipe.rank.rankers)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from pathlib import Path
@@ -216,18 +217,29 @@ def test_weights_registry_first_load_error_raises(tmp_path: Path) -> None:
 
 
 # -- rank_users: the click path's feed ranking ------------------------------------------
-def test_rank_users_with_seed_weight_sets_agrees_with_the_pure_reference() -> None:
+@pytest.mark.parametrize("published", ["some", "all", "none"])
+def test_rank_users_with_seed_weight_sets_agrees_with_the_pure_reference(published: str) -> None:
     """The vectorised ranker equals :func:`feedpipe.rank.reference.rank` (pure Python, item by item)
-    on every user: same order, same scores and components, full explanation per item."""
+    on every user: same order, same scores and components, full explanation per item; whether
+    some, every or no item has a publication time (recency is raised only for published
+    items)."""
     profiles, matrix, stats = world()
+    if published != "some":
+        matrix = CandidateMatrix([
+            dataclasses.replace(m, published_at=T0 - (i % 50) * HOUR_MS if published == "all"
+                                else None)
+            for i, m in enumerate(matrix.metas)])
     got = rank_users(profiles, matrix, stats, RANKING, config(False))
     assert any(got)
+    recency = [it["recency"] for items in got for it in items]
+    assert (max(recency) == 0) == (published == "none")
     for p, items in zip(profiles, got, strict=True):
         brands = sorted(p["brands"]) or [RANKING.default_brand]  # type: ignore[call-overload]
         ref = rank(p, [m for m in matrix.metas if m.brand in brands], stats, RANKING)
         assert [it["content_id"] for it in items] == [s.content_id for s in ref]
         assert [it["score"] for it in items] == pytest.approx([s.score for s in ref])
         assert [it["affinity"] for it in items] == pytest.approx([s.affinity for s in ref])
+        assert [it["recency"] for it in items] == pytest.approx([s.recency for s in ref])
         assert [it["rank"] for it in items] == list(range(1, len(items) + 1))
         read = {r["content_id"] for r in p["recent_reads"]}  # type: ignore[attr-defined]
         assert not read & {it["content_id"] for it in items}
