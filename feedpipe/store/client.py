@@ -8,6 +8,10 @@ of its keys (redis-py docs, "Clustering"; Redis Cluster specification). The key 
 every transaction and script on one slot (feedpipe/store/keys.py). A multi-key read across
 slots (an ``MGET`` of several users' profiles) goes through :func:`mget`, which splits it per
 slot on a cluster (``mget_nonatomic``) and stays one ``MGET`` on a single Redis.
+
+The asyncio clients pack commands with hiredis (:class:`HiredisConnection`): redis-py's
+asyncio connection packs every argument in Python, its blocking one already uses
+``hiredis.pack_command``.
 """
 
 from __future__ import annotations
@@ -15,12 +19,62 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 from feedpipe.settings import settings
+
+_PLAIN = frozenset((bytes, str, int, float))
+"""Argument types ``hiredis.pack_command`` packs as redis-py's ``Encoder`` does (str as UTF-8,
+int and float as their ``repr``); anything else (bool, bytearray, memoryview, None, other
+types) goes through redis-py's own packer, which encodes or rejects it."""
+
+
+class HiredisConnection(aioredis.Connection):
+    """An asyncio TCP connection whose ``pack_command`` is ``hiredis.pack_command`` (C),
+    modelled on redis-py's ``HiredisRespSerializer`` (redis/connection.py, the blocking
+    client's packer): the first argument split on spaces (``"CONFIG GET"``), then one buffer.
+
+    A command with an argument outside :data:`_PLAIN`, or a client whose encoding is not
+    strict UTF-8, is packed by redis-py's ``Connection.pack_command`` (same bytes on the wire;
+    ``redis.exceptions.DataError`` for an argument neither accepts).
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """The RESP bytes of one command (a one-element list, as redis-py's packer returns)."""
+        enc = self.encoder
+        if (
+            not args
+            or not _PLAIN.issuperset(map(type, args))
+            or enc.encoding not in ("utf-8", "utf8")
+            or enc.encoding_errors != "strict"
+        ):
+            return super().pack_command(*args)
+        first = args[0]
+        if isinstance(first, str):
+            args = (*first.encode().split(), *args[1:])
+        elif isinstance(first, bytes) and b" " in first:
+            args = (*first.split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+class _HiredisCluster(AsyncRedisCluster):
+    """``redis.asyncio.cluster.RedisCluster`` whose nodes' connections are
+    :class:`HiredisConnection` (its constructor has no ``connection_class`` argument: the
+    class goes into the ``connection_kwargs`` its nodes manager creates nodes with, and into the
+    startup nodes, before any connection is opened). A TLS cluster keeps redis-py's class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.connection_kwargs.get("connection_class") is aioredis.Connection:
+            self.connection_kwargs["connection_class"] = HiredisConnection
+            self.nodes_manager.connection_kwargs["connection_class"] = HiredisConnection
+            nodes = [*self.startup_nodes, *self.nodes_manager.startup_nodes.values()]
+            for node in nodes:
+                node.connection_class = HiredisConnection
 
 
 def is_cluster(r: Any) -> bool:
@@ -35,9 +89,12 @@ def _from_url(blocking: bool, url: str | None, cluster: bool | None, kwargs: Any
     kinds: dict[tuple[bool, bool], Any] = {
         (True, True): RedisCluster,
         (True, False): redis.Redis,
-        (False, True): AsyncRedisCluster,
+        (False, True): _HiredisCluster,
         (False, False): aioredis.Redis,
     }
+    if not blocking and not use_cluster:
+        # a rediss:// or unix:// URL sets its own connection class (it wins over this one)
+        kw.setdefault("connection_class", HiredisConnection)
     return kinds[blocking, use_cluster].from_url(url or s.redis_url, **kw)
 
 

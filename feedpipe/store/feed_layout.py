@@ -1,8 +1,8 @@
 """Byte layout of the binary feed values (``fp:feed:{user}``) and their columnar encoder.
 
 :mod:`feedpipe.store.feeds` is the codec; this module holds what its encoders share: the
-magic prefixes, the fixed-size item record (:func:`_record_dtype`), the framing of a value
-(:func:`_framed`) and :func:`encode_columns`, which writes a click-path
+magic prefixes, the fixed-size item record (:func:`record_dtype`), the framing of a value
+(:func:`framed`) and :func:`encode_columns`, which writes a click-path
 :class:`feedpipe.wire.ranked.RankedFeed` from its columns. Layouts: docs/redis-keys.md,
 "Feed values".
 """
@@ -22,8 +22,11 @@ from feedpipe.wire.ranked import RankedFeed
 MAGIC = b"\xffFP1"
 MAGIC2 = b"\xffFP2"
 MAGIC3 = b"\xffFP3"
-_GEN_HEADER = struct.Struct("<II")
-_FP3 = struct.Struct("<IIIBB")  # generation, deflated header length, count, width, flags
+GEN_HEADER = struct.Struct("<II")
+"""MAGIC2 header after the magic: item-table generation, JSON header length (bytes)."""
+FP3 = struct.Struct("<IIIBB")
+"""MAGIC3 header after the magic: generation, deflated header length, item count, floats per
+item, flags (bit 0 item groups, bit 1 quantised values)."""
 HEADER_ZDICT = (
     b'{"user_id":"U36684","profile_version":1,"stats_version":1,"catalogue_version":1,'
     b'"generated_at":1573269098000,"ranker":"affinity","digest":{"c":{},"t":{},'
@@ -32,13 +35,15 @@ HEADER_ZDICT = (
     b'"arm":null,"experiment":null,"_n":["score","affinity","recency","engagement"]}]}'
 )
 """Preset DEFLATE dictionary of MAGIC3 headers (frozen: stored values depend on it)."""
-_Q = 65535.0
-_HEADER = struct.Struct("<I")
+QUANT = 65535.0
+"""Scale of a quantised value: a float in [0, 1] is stored as round(v * QUANT) in a uint16."""
+HEADER = struct.Struct("<I")
+"""MAGIC header after the magic: JSON header length (bytes)."""
 _SOURCE_BITS = 8
 """Bits of a candidate source set in :func:`encode_columns`' group key (4 sources today)."""
 
 
-def _record_dtype(multi: bool, width: int, quant: bool, interned: bool = False) -> np.dtype[Any]:
+def record_dtype(multi: bool, width: int, quant: bool, interned: bool = False) -> np.dtype[Any]:
     """The fixed-size item layout of a feed with hex ids (or item ordinals when ``interned``)
     and ``width`` floats per item."""
     fields: list[tuple[str, str] | tuple[str, str, tuple[int]]] = []
@@ -49,7 +54,7 @@ def _record_dtype(multi: bool, width: int, quant: bool, interned: bool = False) 
     return np.dtype(fields)
 
 
-def _framed(doc: dict[str, Any], groups: list[dict[str, Any]], quant: bool, n: int, rec: Any,
+def framed(doc: dict[str, Any], groups: list[dict[str, Any]], quant: bool, n: int, rec: Any,
             interned: bool, table: ItemTable | None) -> bytes:
     """The stored value: magic, header (``doc`` without items, ``_g`` the item groups) and the
     item records ``rec``: MAGIC3 (deflated header, ``table``'s generation) when ``interned``,
@@ -62,11 +67,11 @@ def _framed(doc: dict[str, Any], groups: list[dict[str, Any]], quant: bool, n: i
         head = z.compress(orjson.dumps(header)) + z.flush()
         flags = (1 if len(groups) > 1 else 0) | (2 if quant else 0)
         return b"".join(
-            (MAGIC3, _FP3.pack(table.gen, len(head), n, width, flags), head, rec.tobytes())
+            (MAGIC3, FP3.pack(table.gen, len(head), n, width, flags), head, rec.tobytes())
         )
     header.update({"_g": groups, "_q": int(quant), "_h": 1, "_c": n})
     head = orjson.dumps(header)
-    return b"".join((MAGIC, _HEADER.pack(len(head)), head, rec.tobytes()))
+    return b"".join((MAGIC, HEADER.pack(len(head)), head, rec.tobytes()))
 
 
 def encode_columns(doc: dict[str, Any], feed: RankedFeed, table: ItemTable | None
@@ -117,12 +122,12 @@ def encode_columns(doc: dict[str, Any], feed: RankedFeed, table: ItemTable | Non
         groups.append(g)
     quant = bool(vals.min() >= 0.0 and vals.max() <= 1.0)
     multi = len(groups) > 1
-    rec = np.zeros(n, dtype=_record_dtype(multi, len(names) + 1, quant, ords is not None))
+    rec = np.zeros(n, dtype=record_dtype(multi, len(names) + 1, quant, ords is not None))
     if multi:
         rec["g"] = group_of[key]
     if ords is not None:
         rec["o"] = ords
     else:
         rec["id"] = np.frombuffer(feed.digests, dtype="V32")
-    rec["v"] = np.rint(vals * _Q) if quant else vals
-    return _framed(doc, groups, quant, n, rec, ords is not None, table)
+    rec["v"] = np.rint(vals * QUANT) if quant else vals
+    return framed(doc, groups, quant, n, rec, ords is not None, table)

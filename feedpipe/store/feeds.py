@@ -28,17 +28,17 @@ import orjson
 from feedpipe.store import scripts
 from feedpipe.store.client import mget
 from feedpipe.store.feed_layout import (
-    _FP3,
-    _GEN_HEADER,
-    _HEADER,
-    _Q,
+    FP3,
+    GEN_HEADER,
+    HEADER,
     HEADER_ZDICT,
     MAGIC,
     MAGIC2,
     MAGIC3,
-    _framed,
-    _record_dtype,
+    QUANT,
     encode_columns,
+    framed,
+    record_dtype,
 )
 from feedpipe.store.interning import ITEMS, ItemTable, resolve
 from feedpipe.store.keys import keys
@@ -98,9 +98,9 @@ def feed_ordinals(raw: bytes | str | None) -> list[int]:
         return []
     if raw.startswith(MAGIC3):
         try:
-            _gen, hlen, count, width, flags = _FP3.unpack_from(raw, 4)
-            dt = _record_dtype(bool(flags & 1), width, bool(flags & 2), interned=True)
-            rec = np.frombuffer(raw, dtype=dt, count=count, offset=4 + _FP3.size + hlen)
+            _gen, hlen, count, width, flags = FP3.unpack_from(raw, 4)
+            dt = record_dtype(bool(flags & 1), width, bool(flags & 2), interned=True)
+            rec = np.frombuffer(raw, dtype=dt, count=count, offset=4 + FP3.size + hlen)
             ords: list[int] = rec["o"].tolist()
             return ords
         except (struct.error, ValueError):
@@ -108,12 +108,12 @@ def feed_ordinals(raw: bytes | str | None) -> list[int]:
     if not raw.startswith(MAGIC2):
         return []
     try:
-        _gen, hlen = _GEN_HEADER.unpack_from(raw, 4)
+        _gen, hlen = GEN_HEADER.unpack_from(raw, 4)
         pos = 12 + hlen
         header = orjson.loads(raw[12:pos])
         count = int(header["_c"])
         width = len(header["_g"][0]["_n"]) if header["_g"] else 0
-        dt = _record_dtype(len(header["_g"]) > 1, width, bool(header["_q"]), interned=True)
+        dt = record_dtype(len(header["_g"]) > 1, width, bool(header["_q"]), interned=True)
         rec = np.frombuffer(raw, dtype=dt, count=count, offset=pos)
         out: list[int] = rec["o"].tolist()
         return out
@@ -177,16 +177,16 @@ def _encode_fast(doc: Feed, items: list[Any], table: ItemTable | None = None) ->
         return None
     quant = bool(vals.size == 0 or (vals.min() >= 0.0 and vals.max() <= 1.0))
     multi = len(group_fixed) > 1
-    rec = np.zeros(n, dtype=_record_dtype(multi, len(names), quant, ords is not None))
+    rec = np.zeros(n, dtype=record_dtype(multi, len(names), quant, ords is not None))
     if multi:
         rec["g"] = gidx
     if ords is not None:
         rec["o"] = ords
     else:
         rec["id"] = np.frombuffer(id_bytes, dtype="V32")
-    rec["v"] = np.rint(vals * _Q) if quant else vals
+    rec["v"] = np.rint(vals * QUANT) if quant else vals
     groups = [{**dict(zip(fixed_keys, fx, strict=True)), "_n": names} for fx in group_fixed]
-    return _framed(doc, groups, quant, n, rec, ords is not None, table)
+    return framed(doc, groups, quant, n, rec, ords is not None, table)
 
 
 def _encode_compact(doc: Feed, table: ItemTable | None = None) -> bytes | None:
@@ -245,10 +245,10 @@ def _encode_compact(doc: Feed, table: ItemTable | None = None) -> bytes | None:
     header = {k: v for k, v in doc.items() if k != "items"}
     header.update({"_g": group_docs, "_q": int(quant), "_h": int(all_hex), "_c": len(items)})
     head = orjson.dumps(header)
-    stored = np.rint(flat * _Q).astype("<u2") if quant else flat.astype("<f4")
+    stored = np.rint(flat * QUANT).astype("<u2") if quant else flat.astype("<f4")
     raw_vals = stored.tobytes()
     width = 2 if quant else 4
-    parts = [MAGIC, _HEADER.pack(len(head)), head]
+    parts = [MAGIC, HEADER.pack(len(head)), head]
     multi = len(group_docs) > 1
     pos = 0
     for g, cid, vs in per_item:
@@ -311,18 +311,18 @@ def decode_feed(raw: bytes | str, items: ItemTable = ITEMS) -> Feed:
 
 def _decode_interned(raw: bytes, table: ItemTable) -> Feed:
     if raw.startswith(MAGIC3):
-        gen, hlen, count, _width, flags = _FP3.unpack_from(raw, 4)
+        gen, hlen, count, _width, flags = FP3.unpack_from(raw, 4)
         if gen != table.gen:
             raise ValueError(f"written under item table generation {gen}, current {table.gen}")
-        pos = 4 + _FP3.size + hlen
+        pos = 4 + FP3.size + hlen
         z = zlib.decompressobj(-15, HEADER_ZDICT)
-        header = orjson.loads(z.decompress(raw[4 + _FP3.size : pos]) + z.flush())
+        header = orjson.loads(z.decompress(raw[4 + FP3.size : pos]) + z.flush())
         if not z.eof:
             raise ValueError("truncated feed header")
         groups: list[dict[str, Any]] = header.pop("_g")
         quant = bool(flags & 2)
     else:
-        gen, hlen = _GEN_HEADER.unpack_from(raw, 4)
+        gen, hlen = GEN_HEADER.unpack_from(raw, 4)
         if gen != table.gen:
             raise ValueError(f"written under item table generation {gen}, current {table.gen}")
         pos = 12 + hlen
@@ -336,12 +336,12 @@ def _decode_interned(raw: bytes, table: ItemTable) -> Feed:
     if len(widths) > 1:
         raise ValueError("interned feed groups of different widths")
     width = widths.pop() if widths else 0
-    dt = _record_dtype(multi, width, quant, interned=True)
+    dt = record_dtype(multi, width, quant, interned=True)
     if len(raw) - pos != dt.itemsize * count:
         raise ValueError("interned feed length does not match its item count")
     rec = np.frombuffer(raw, dtype=dt, count=count, offset=pos)
     ids = list(map(table.ids.__getitem__, rec["o"].tolist()))  # KeyError: unknown ordinal
-    vals = ((rec["v"] / _Q) if quant else rec["v"].astype(np.float64)).tolist()
+    vals = ((rec["v"] / QUANT) if quant else rec["v"].astype(np.float64)).tolist()
     gs = rec["g"].tolist() if multi else [0] * count
     out: list[dict[str, Any]] = []
     for i, (g, row) in enumerate(zip(gs, vals, strict=True)):
@@ -355,7 +355,7 @@ def _decode_interned(raw: bytes, table: ItemTable) -> Feed:
 
 
 def _decode_compact(raw: bytes) -> Feed:
-    (hlen,) = _HEADER.unpack_from(raw, 4)
+    (hlen,) = HEADER.unpack_from(raw, 4)
     pos = 8 + hlen
     header = orjson.loads(raw[8:pos])
     groups: list[dict[str, Any]] = header.pop("_g")
@@ -368,11 +368,11 @@ def _decode_compact(raw: bytes) -> Feed:
     fixed_parts = [({k: v for k, v in g.items() if k != "_n"}, list(g["_n"])) for g in groups]
     widths = {len(names) for _, names in fixed_parts}
     if all_hex and count and len(widths) == 1:  # fixed-size records: vectorised
-        dt = _record_dtype(multi, widths.pop(), quant)
+        dt = record_dtype(multi, widths.pop(), quant)
         if len(raw) - pos != dt.itemsize * count:
             raise ValueError("compact feed length does not match its item count")
         rec = np.frombuffer(raw, dtype=dt, count=count, offset=pos)
-        vals = (rec["v"] / _Q) if quant else rec["v"].astype(np.float64)
+        vals = (rec["v"] / QUANT) if quant else rec["v"].astype(np.float64)
         gs = rec["g"].tolist() if multi else [0] * count
         ids = rec["id"].tobytes().hex()
         out: list[dict[str, Any]] = []
@@ -408,7 +408,7 @@ def _decode_compact(raw: bytes) -> Feed:
             raise ValueError("truncated item values")
         vals = np.frombuffer(raw, dtype=dtype, count=len(names), offset=pos)
         pos += nbytes
-        floats = (vals / _Q).tolist() if quant else vals.astype(np.float64).tolist()
+        floats = (vals / QUANT).tolist() if quant else vals.astype(np.float64).tolist()
         item: dict[str, Any] = {"content_id": cid, "rank": i + 1}
         item.update(zip(names, floats, strict=True))
         item.update(fixed)
