@@ -34,7 +34,7 @@ import binascii
 import logging
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,13 +76,11 @@ def pack(vec: Mapping[int, float]) -> str:
     if not math.isfinite(top):
         raise ValueError("interest vector: weight not finite")
     scale = _Q / top
-    words = []
-    for k, v in terms:
-        if not 0 <= k < DIM:
-            raise ValueError(f"interest vector: term index {k} outside [0, {DIM})")
-        q = round(v * scale)
-        if q:
-            words.append(k | q << 24)  # little-endian: 3 index bytes, then the weight byte
+    bad = next((k for k, _ in terms if not 0 <= k < DIM), None)
+    if bad is not None:
+        raise ValueError(f"interest vector: term index {bad} outside [0, {DIM})")
+    # little-endian: 3 index bytes, then the weight byte; terms that round to 0 are dropped
+    words = [k | q << 24 for k, q in [(k, round(v * scale)) for k, v in terms] if q]
     return base64.b64encode(struct.pack(f"<f{len(words)}I", math.log2(top), *words)).decode()
 
 
@@ -182,10 +180,12 @@ def from_wire(raw: bytes | str) -> SparseVec:
     return _decode(bytes(raw))
 
 
-def add_read(profile: dict[str, Any], item: Mapping[int, float], at_ms: int) -> None:
-    """Add the text vector ``item`` of a read at ``at_ms`` (epoch ms) to the profile's interest
-    vector, in place, with the forward-decay weight ``2 ** ((at_ms - landmark_ms) /
-    (half_life_s * 1000))`` of :mod:`feedpipe.model.profile` (Cormode et al., ICDE 2009)."""
+def add_read(profile: dict[str, Any], item: Mapping[int, float] | Iterable[tuple[int, float]],
+             at_ms: int) -> None:
+    """Add the text vector ``item`` (or its ``(index, weight)`` pairs) of a read at ``at_ms``
+    (epoch ms) to the profile's interest vector, in place, with the forward-decay weight
+    ``2 ** ((at_ms - landmark_ms) / (half_life_s * 1000))`` of :mod:`feedpipe.model.profile`
+    (Cormode et al., ICDE 2009)."""
     if not item:
         return
     w = 2.0 ** ((at_ms - profile["landmark_ms"]) / (profile["half_life_s"] * 1000.0))

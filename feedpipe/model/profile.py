@@ -111,7 +111,7 @@ def _add_affinity(profile: Profile, meta: Meta, at_ms: int) -> None:
     brands = profile["brands"]
     brands[meta.brand] = brands.get(meta.brand, 0) + 1
     if meta.text:
-        interest.add_read(profile, dict(meta.text), at_ms)
+        interest.add_read(profile, meta.text, at_ms)
 
 
 def apply_events(
@@ -148,19 +148,19 @@ def apply_events(
     gone: list[dict[str, Any]] = [] if dropped is None else dropped
     oldest = min((e["at"] for e in pending), default=None)  # the bound's check stays O(1)
     added = False  # a click added a read (and maybe a pending entry)
+    # the counters and times live in locals during the loop and are stored once after it
+    last_seen: int | None = profile["last_seen"]
+    first_seen: int | None = profile["first_seen"]
+    impressions = clicks = history = 0
     for ev in events:
-        if ev.type != "resolve":  # a resolve is pipeline bookkeeping, not reader activity
-            seen = profile["last_seen"]
-            profile["last_seen"] = ev.at if seen is None else max(seen, ev.at)
-            first = profile["first_seen"]
-            profile["first_seen"] = ev.at if first is None else min(first, ev.at)
-        if ev.type == "impression":
-            profile["impressions"] += 1
-        elif ev.type == "click":
+        typ = ev.type
+        if typ == "impression":
+            impressions += 1
+        elif typ == "click":
             if ev.origin == "history":
-                profile["history_clicks"] += 1
+                history += 1
             else:
-                profile["clicks"] += 1
+                clicks += 1
             reads.append({"content_id": ev.content_id, "at": ev.at})
             added = True
             meta = metas.get(ev.content_id)
@@ -170,7 +170,7 @@ def apply_events(
                 newly_pending.append(ev.content_id)
             else:
                 _add_affinity(profile, meta, ev.at)
-        elif ev.type == "resolve":
+        elif typ == "resolve":  # pipeline bookkeeping, not reader activity: no last_seen
             meta = metas.get(ev.content_id)
             if meta is None:
                 continue
@@ -183,11 +183,21 @@ def apply_events(
             pending[:] = keep
             oldest = min((e["at"] for e in pending), default=None)
             continue
-        if oldest is not None and (
-            oldest < profile["last_seen"] - ttl_ms or len(pending) > spec.pending_max
-        ):
-            _bound_pending(pending, profile["last_seen"] - ttl_ms, spec.pending_max, gone)
+        at = ev.at
+        if last_seen is None or at > last_seen:
+            last_seen = at
+        if first_seen is None or at < first_seen:
+            first_seen = at
+        if oldest is not None and (oldest < last_seen - ttl_ms or len(pending) > spec.pending_max):
+            _bound_pending(pending, last_seen - ttl_ms, spec.pending_max, gone)
             oldest = min((e["at"] for e in pending), default=None)
+    profile["last_seen"], profile["first_seen"] = last_seen, first_seen
+    if impressions:
+        profile["impressions"] += impressions
+    if clicks:
+        profile["clicks"] += clicks
+    if history:
+        profile["history_clicks"] += history
     # Deterministic caps: newest first, ties by content id. Only clicks add entries, and a
     # stored list already is in this form (it was made here), so without a click it stays.
     if added or len(reads) > spec.recent_reads:

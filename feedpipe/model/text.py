@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -97,19 +97,25 @@ def _normalise(vec: Mapping[int, float]) -> SparseVec:
     return {k: v / norm for k, v in vec.items()} if norm > 0 else {}
 
 
-def interest_add(interest: Mapping[int, float], item: Mapping[int, float], weight: float,
+def interest_add(interest: Mapping[int, float],
+                 item: Mapping[int, float] | Iterable[tuple[int, float]], weight: float,
                  top: int = TOP_TERMS) -> SparseVec:
     """``interest + weight * item``, kept to the ``top`` heaviest terms (ties by index).
+    ``item``: a vector, or its ``(index, weight)`` pairs (as :class:`feedpipe.model.item.Meta`
+    keeps them).
 
     ``weight`` is the read's forward-decay weight ``2 ** ((t - L) / H)`` (as the profile's
     affinities), so the sum is a time-decayed interest whose direction does not depend on
     "now". Returns a new dict.
     """
     out = dict(interest)
-    for k, v in item.items():
-        out[k] = out.get(k, 0.0) + weight * v
+    get = out.get
+    for k, v in item.items() if isinstance(item, Mapping) else item:
+        out[k] = get(k, 0.0) + weight * v
     if len(out) > top:
-        out = dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))[:top])
+        # (-weight, index) tuples sort natively: heaviest first, ties by index
+        ranked = sorted([(-v, k) for k, v in out.items()])[:top]
+        out = {k: -nv for nv, k in ranked}
     return out
 
 

@@ -31,7 +31,7 @@ Three parts, all pure except the Lua text run by the callers:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +69,7 @@ def top_labels(values: Mapping[str, float], k: int) -> list[str]:
     """The ``k`` labels with the largest positive value, largest first, ties by label."""
     if k <= 0:
         return []
-    ranked = sorted(((v, lab) for lab, v in values.items() if v > 0), key=lambda t: (-t[0], t[1]))
+    ranked = sorted([(-v, lab) for lab, v in values.items() if v > 0])  # native tuple order
     return [lab for _, lab in ranked[:k]]
 
 
@@ -103,6 +103,7 @@ def audience_writes(
     spec: FanoutSpec,
     keys: Keys,
     now_ms: int,
+    unchanged: Collection[str] = (),
 ) -> AudienceWrites:
     """What to write to the audience index for ``profiles`` (user -> profile, mutated).
 
@@ -111,10 +112,25 @@ def audience_writes(
     longer held) when the brands or facets changed or ``at`` is older than
     ``spec.audience_refresh_hours``; otherwise nothing is written for the user. A profile
     without interests is not registered (and a former registration is removed).
+
+    ``unchanged``: users whose affinities and brands did not move since their registration
+    was written (a batch of impressions or fan-outs only: neither touches them). Their
+    brands and facets are not recomputed while ``at`` is younger than the refresh age (they
+    are the registered ones), nor for an unregistered user without affinities (no interests:
+    nothing to register); on the live shape most users of a batch are such users. A
+    change of ``fanout.interest_*`` or the ranking's brands reaches them at their next click
+    or refresh.
     """
     out = AudienceWrites()
     refresh_ms = spec.audience_refresh_hours * HOUR_MS
     for u, p in profiles.items():
+        if u in unchanged:
+            aud = p.get("aud")
+            if aud:
+                if now_ms - float(aud.get("at") or 0) < refresh_ms:
+                    continue
+            elif not p.get("category_affinity") and not p.get("topic_affinity"):
+                continue  # no interests and not registered: nothing to write
         facets = interests(p, spec)
         brands = candidate_brands(p, ranking) if facets else []
         old = p.get("aud") or {}

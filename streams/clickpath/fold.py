@@ -217,25 +217,33 @@ def fold(
     epoch_ms = rspec.trending_epoch_hours * 3_600_000
     half_ms = rspec.trending_half_life_hours * 3_600_000
     plan = Plan(partition, sel.last_offset, len(sel.fresh), dead=sel.dead)
-    per_user: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
-    for off, rec in sel.fresh:
-        per_user[rec["user_id"]].append((off, rec))
-    item_ids = {rec["content_id"] for _, rec in sel.fresh if rec["type"] in ("click", "resolve")}
+    per_user: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    item_ids: set[str] = set()
+    for item in sel.fresh:  # one pass: group by user, collect the clicked and resolved items
+        rec = item[1]
+        group = per_user.get(rec["user_id"])
+        if group is None:
+            per_user[rec["user_id"]] = [item]
+        else:
+            group.append(item)
+        if rec["type"] in ("click", "resolve"):
+            item_ids.add(rec["content_id"])
     item_metas = {c: m for c, m in metas.items() if c in item_ids}
     pending: dict[str, set[str]] = defaultdict(set)
     for u in sorted(per_user):
         evs = per_user[u]
         old = stored.get(u)
-        types = [rec["type"] for _, rec in evs]
-        cut = len(types) - 1 - types[::-1].index("erase") if "erase" in types else -1
-        if cut >= 0:  # right to erasure: nothing before the erase survives
+        kinds = {rec["type"] for _, rec in evs}
+        if "erase" in kinds:  # right to erasure: nothing before the erase survives
+            types = [rec["type"] for _, rec in evs]
+            cut = len(types) - 1 - types[::-1].index("erase")
             plan.erased[u] = old
             old = None
             evs = evs[cut + 1 :]
-            types = types[cut + 1 :]
             if not evs:
                 continue
-        fanned = "fanout" in types
+            kinds = set(types[cut + 1 :])
+        fanned = "fanout" in kinds
         if fanned:
             # fan-out on write (feedpipe/rank/fanout.py): no profile signal, the user is
             # re-ranked below; a user without a profile (expired, erased) is skipped
@@ -245,11 +253,11 @@ def fold(
                     plan.profiles[u] = old
                     plan.unchanged_profiles.add(u)
                 continue
-        if not fanned and types.count("impression") == len(types):
+        elif len(kinds) == 1 and "impression" in kinds:
             plan.kept.add(u)
         events = [reader_event(rec) for _, rec in evs]
         p = old or new_profile(u, min(ev.at for ev in events) // DAY_MS * DAY_MS, spec)
-        clicks = coreads is not None and "click" in types
+        clicks = coreads is not None and "click" in kinds
         prior = [(r["at"], r["content_id"]) for r in p["recent_reads"]] if clicks else []
         was_bot = bool(p.get("bot"))
         adm = admit_events(p, events, spec)
@@ -336,7 +344,8 @@ def fold(
         if plan.profiles[u].get("feed_fp") != fp:
             plan.profiles[u]["feed_fp"] = fp
             plan.changed.add(u)
-    plan.audience = audience_writes(plan.profiles, rspec, topo.fanout, keys, now_ms)
+    plan.audience = audience_writes(plan.profiles, rspec, topo.fanout, keys, now_ms,
+                                    plan.kept | plan.unchanged_profiles)
     return plan
 
 
@@ -381,7 +390,8 @@ def coread_maps(profiles: Sequence[Profile], state: CoReadState | None
     reads over the merged rows); None without co-read state."""
     if state is None:
         return None
-    reads = [[r["content_id"] for r in reversed(p["recent_reads"])][-COREAD_WINDOW:]
+    # the COREAD_WINDOW newest reads (recent_reads is newest first), oldest first
+    reads = [[r["content_id"] for r in p["recent_reads"][:COREAD_WINDOW]][::-1]
              for p in profiles]
     table = state.table({x for rs in reads for x in rs})
     return [user_coreads(table, rs) for rs in reads]

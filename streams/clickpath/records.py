@@ -99,14 +99,11 @@ def reader_event(rec: dict[str, Any]) -> Event:
     """A decoded ``feedpipe.ReaderEvent`` as the profile code's
     :class:`feedpipe.model.profile.Event` (event time in epoch ms, 0 when missing; dwell in ms
     or None)."""
-    return Event(
-        rec["event_id"],
-        rec["type"],
-        rec["content_id"],
-        ms(rec["occurred_at"]) or 0,
-        rec["origin"],
-        rec.get("dwell_ms"),
-    )
+    at = rec["occurred_at"]
+    if type(at) is not int:  # a datetime (decode) or None; decode_plain gives epoch ms
+        at = ms(at) or 0
+    return Event(rec["event_id"], rec["type"], rec["content_id"], at, rec["origin"],
+                 rec.get("dwell_ms"))
 
 
 Decoded = list[tuple[int, dict[str, Any]]]
@@ -127,6 +124,7 @@ def decode(records: Sequence[RecordLike]) -> tuple[Decoded, Rejected]:
     good: Decoded = []
     bad: Rejected = []
     routed = keys() if settings().redis_cluster else None
+    valid: set[str] = set()  # ids safe_id accepted in this batch (users and items repeat)
     for r in records:
         try:
             rec = dec(r.value)
@@ -141,9 +139,13 @@ def decode(records: Sequence[RecordLike]) -> tuple[Decoded, Rejected]:
             )
             continue
         try:
-            safe_id(rec["user_id"])
+            uid = rec["user_id"]
+            if uid not in valid:
+                valid.add(safe_id(uid))
             if typ != "erase":
-                safe_id(rec["content_id"])
+                cid = rec["content_id"]
+                if cid not in valid:
+                    valid.add(safe_id(cid))
         except ValueError as exc:
             bad.append(
                 (r.offset, r.key, dead_letter_record(r, "invalid_id", str(exc), rec["event_id"]))

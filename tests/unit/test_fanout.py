@@ -76,6 +76,29 @@ def test_audience_writes_register_once_then_only_on_change_or_refresh() -> None:
     assert k.audience("mind", "c:travel", part) in moved.add
 
 
+def test_audience_writes_skip_unchanged_users_only_while_their_registration_holds() -> None:
+    k = keys()
+    ranking = topology().ranking
+    day = int(SPEC.audience_refresh_hours * 3_600_000)
+    p = profile()
+    audience_writes({"U1": p}, ranking, SPEC, k, 1_000)
+    # an impression-only user with a fresh registration: not recomputed, nothing written
+    kept = audience_writes({"U1": p}, ranking, SPEC, k, 2_000, unchanged={"U1"})
+    assert kept.registered == 0 and not kept.add and p["aud"]["at"] == 1_000
+    # a stale registration is re-stamped as for any user
+    stale = audience_writes({"U1": p}, ranking, SPEC, k, 1_000 + day, unchanged={"U1"})
+    assert stale.registered == 1 and p["aud"]["at"] == 1_000 + day
+    # an unregistered user with affinities (a profile from before the index) is registered
+    legacy = profile("U2")
+    got = audience_writes({"U2": legacy}, ranking, SPEC, k, 5_000, unchanged={"U2"})
+    assert got.registered == 1 and legacy["aud"]["f"] == interests(legacy, SPEC)
+    # no affinities and no registration: nothing, as without the hint
+    blank = profile("U3", category_affinity={}, topic_affinity={}, brands={})
+    for hint in (set(), {"U3"}):
+        none = audience_writes({"U3": blank}, ranking, SPEC, k, 5_000, unchanged=hint)
+        assert none.registered == 0 and not none.add and "aud" not in blank
+
+
 def test_the_celebrity_switch_is_by_audience_size() -> None:
     assert not is_celebrity(3, SPEC)
     assert is_celebrity(4, SPEC)

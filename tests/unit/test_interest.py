@@ -53,6 +53,18 @@ def test_stored_form_is_bounded_and_round_trips_to_8_bits() -> None:
         interest.unpack("AAAAAAA=")  # 5 bytes: a scale and a partial term
 
 
+def test_interest_add_takes_pairs_and_cuts_to_the_heaviest_terms_ties_by_index() -> None:
+    a, b = _vec(5), _vec(6)
+    from_dict = interest_add(a, b, 2.0, top=interest.INTEREST_TERMS)
+    from_pairs = interest_add(a, tuple(b.items()), 2.0, top=interest.INTEREST_TERMS)
+    assert from_pairs == from_dict and list(from_pairs) == list(from_dict)
+    assert len(from_dict) == interest.INTEREST_TERMS
+    summed = {k: a.get(k, 0.0) + 2.0 * b.get(k, 0.0) for k in set(a) | set(b)}
+    assert min(from_dict.values()) >= sorted(summed.values())[-interest.INTEREST_TERMS]
+    tied = interest_add({}, {9: 1.0, 3: 1.0, 7: 1.0, 1: 0.5}, 1.0, top=2)
+    assert list(tied) == [3, 7]  # equal weights: the smaller indexes, heaviest first
+
+
 def test_reads_sum_with_forward_decay_and_rebase_keeps_the_direction() -> None:
     p = new_profile("u", T0, topology().profiles)
     a, b = _vec(2), _vec(3)
