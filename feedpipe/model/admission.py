@@ -46,7 +46,9 @@ def fingerprint(event_id: str) -> int:
 
 _NUMPY_SEEN = 32
 """Remembered ids above which :func:`_seen_load` unpacks with numpy (struct below it)."""
-_SEEN_DT = np.dtype([("fp", "<u8"), ("m", "<u4")])
+SEEN_PAIR = np.dtype([("fp", "<u8"), ("m", "<u4")])
+"""One remembered event id as stored in a profile's ``seen`` bytes: its 64-bit fingerprint
+(:func:`fingerprint`) and its event time in minutes, little-endian, 12 bytes, no padding."""
 
 
 @dataclass(slots=True)
@@ -71,7 +73,7 @@ def _seen_load(profile: Profile) -> _Seen:
     if odd:
         raise struct.error(f"seen: {len(data)} bytes is not a whole number of pairs")
     if n > _NUMPY_SEEN:
-        rec = np.frombuffer(data, dtype=_SEEN_DT)
+        rec = np.frombuffer(data, dtype=SEEN_PAIR)
         fps, minutes = rec["fp"].tolist(), rec["m"].tolist()
     else:
         flat = struct.unpack(f"<{'QI' * n}", data)

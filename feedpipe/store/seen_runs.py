@@ -18,8 +18,9 @@ from operator import sub
 
 import numpy as np
 
-_SEEN = np.dtype([("fp", "<u8"), ("m", "<u4")])
-"""One remembered event id as feedpipe/model/admission.py packs it (12 bytes, no padding)."""
+from feedpipe.model.admission import SEEN_PAIR
+
+_SEEN = SEEN_PAIR
 _RUNS = struct.Struct("<II")
 _U16_MAX = 0xFFFF
 SMALL_SEEN = 512
