@@ -47,8 +47,6 @@ from feedpipe.rank.weights import RankingConfig
 from feedpipe.topology import EditorialSpec, RankingSpec
 from feedpipe.wire.ranked import RankedFeed, Serving
 
-_LEARNED = LEARNED
-
 
 def _empty() -> RankedFeed:
     """A feed without items (a new object each time: its item list is the caller's)."""
@@ -284,7 +282,7 @@ def rank_feeds(
                 if learned is None:
                     learned = _learned_columns(aff, age_h, has_pub, clicks, imps, ranking,
                                                trends, refs, co, _similarity(part, matrix))
-                s = sum(ws[k] * learned[k][idx] for k in _LEARNED)
+                s = sum(ws[k] * learned[k][idx] for k in LEARNED)
             else:
                 if fresh is None:
                     fresh = freshness_component(
